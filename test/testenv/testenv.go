@@ -1,0 +1,40 @@
+// Package testenv gates tests openly: a test that needs root, a real systemd
+// node or an external tool says so and skips with the reason, unless
+// BERTH_TEST_ALL=1 (set by `make test` and CI), where a missing prerequisite
+// fails the test instead, so that no tier can silently not run.
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// All reports whether every tier must run (BERTH_TEST_ALL=1).
+func All() bool { return os.Getenv("BERTH_TEST_ALL") == "1" }
+
+// Require skips the test with reason when ok is false, or fails it under All.
+func Require(t testing.TB, ok bool, reason string) {
+	t.Helper()
+	if ok {
+		return
+	}
+	if All() {
+		t.Fatalf("prerequisite missing (BERTH_TEST_ALL=1 forbids skipping): %s", reason)
+	}
+	t.Skip(reason)
+}
+
+// RequireRoot gates a test that needs uid 0 (mounts, cgroups, namespaces).
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	Require(t, os.Geteuid() == 0, "needs root (mounts, cgroups, namespaces); run `make test`")
+}
+
+// RequireCommand gates a test on an executable and returns its path.
+func RequireCommand(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	Require(t, err == nil, name+" not found on PATH; `make test` installs it")
+	return p
+}
