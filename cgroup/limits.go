@@ -3,15 +3,21 @@
 // and reads usage statistics of a unit's cgroup on cgroup v1 and v2.
 package cgroup
 
-import corev1 "k8s.io/api/core/v1"
+import (
+	"math"
+	"math/bits"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
 
 // Limits are the computed resource settings of one container's unit.
 // Zero means "not set" for every field except OOMScoreAdjust.
 type Limits struct {
 	QOS                corev1.PodQOSClass
-	CPUShares          uint64 // cgroup v1 cpu.shares (systemd CPUShares=)
-	CPUWeight          uint64 // cgroup v2 cpu.weight (systemd CPUWeight=)
-	CPUQuotaPerSecUSec uint64 // CPU time per second of wall time, µs; 0 = no quota
+	CPUShares          uint64 // cgroup v1 cpu.shares (systemd CPUShares=); 0 on cgroup v2
+	CPUWeight          uint64 // cgroup v2 cpu.weight (systemd CPUWeight=); 0 on cgroup v1
+	CPUQuotaPerSecUSec uint64 // CPU time per second of wall time, µs (systemd CPUQuotaPerSecUSec=); 0 = no quota
 	MemoryMax          uint64 // bytes; 0 = unlimited
 	MemoryMin          uint64 // bytes; cgroup v2 only; 0 = none
 	TasksMax           uint64 // 0 = unlimited
@@ -23,4 +29,461 @@ type NodeInfo struct {
 	MemoryCapacity int64 // bytes of memory on the node (for Burstable oom_score_adj)
 	CgroupV2       bool  // unified hierarchy: use CPUWeight and MemoryMin
 	PidsLimit      int64 // per-container TasksMax; <= 0 = unlimited
+}
+
+// Constants of pkg/kubelet/cm/helpers_linux.go and pkg/kubelet/qos/policy.go.
+const (
+	MinShares     = 2      // kernel minimum of cpu.shares (kernel/sched: MIN_SHARES)
+	MaxShares     = 262144 // kernel maximum of cpu.shares (1 << 18, MAX_SHARES)
+	SharesPerCPU  = 1024   // cpu.shares of one full CPU
+	MilliCPUToCPU = 1000
+
+	// QuotaPeriod is the CFS period the kubelet uses (100 ms, in µs); systemd
+	// 252 uses the same default when CPUQuotaPeriodUSec= is unset.
+	QuotaPeriod = 100000
+	// MinQuotaPeriod is the smallest cfs_quota_us the kernel accepts (1 ms).
+	MinQuotaPeriod = 1000
+
+	// MinWeight and MaxWeight bound cgroup v2 cpu.weight.
+	MinWeight = 1
+	MaxWeight = 10000
+
+	// GuaranteedOOMScoreAdj is the modern (Kubernetes ≥ 1.27) value for
+	// Guaranteed and node-critical pods; older kubelets used -998.
+	GuaranteedOOMScoreAdj = -997
+	// BestEffortOOMScoreAdj is the oom_score_adj of BestEffort containers.
+	BestEffortOOMScoreAdj = 1000
+)
+
+// Priority classes the kubelet treats specially (pkg/apis/scheduling/types.go).
+const (
+	SystemNodeCritical     = "system-node-critical"
+	SystemClusterCritical  = "system-cluster-critical"
+	systemCriticalPriority = 2000000000 // scheduling.SystemCriticalPriority
+	// The Priority admission plugin resolves the two built-in classes to these
+	// values when a pod names them; berth may see pods that never went through
+	// that plugin, so criticalPriority resolves them the same way.
+	systemNodeCriticalPriority    = systemCriticalPriority + 1000
+	systemClusterCriticalPriority = systemCriticalPriority
+)
+
+// Annotations by which the kubelet recognises static and mirror pods
+// (pkg/kubelet/types/pod_update.go).
+const (
+	configSourceAnnotation = "kubernetes.io/config.source"
+	apiserverSource        = "api"
+)
+
+// MilliCPUToShares converts a CPU request in millicores to cgroup v1
+// cpu.shares exactly like the kubelet's MilliCPUToShares
+// (pkg/kubelet/cm/helpers_linux.go): 0 gives the minimum 2, otherwise
+// milli*1024/1000 (integer division) clamped to [2, 262144]. Negative input
+// (rejected by API validation) is clamped to the minimum, as upstream does.
+func MilliCPUToShares(milli int64) uint64 {
+	if milli <= 0 {
+		return MinShares
+	}
+	// Saturate before multiplying so that absurd requests cannot overflow
+	// (upstream would overflow for milli > 9e15; the result is MaxShares anyway).
+	if milli >= MaxShares*MilliCPUToCPU/SharesPerCPU+1 {
+		return MaxShares
+	}
+	shares := milli * SharesPerCPU / MilliCPUToCPU
+	if shares < MinShares {
+		return MinShares
+	}
+	return uint64(shares)
+}
+
+// MilliCPUToQuota converts a CPU limit in millicores to a CFS quota in µs per
+// period, like the kubelet's MilliCPUToQuota: 0 means no quota (returns 0);
+// otherwise milli*period/1000 (integer division), at least 1000 µs, the
+// kernel's minimum cfs_quota_us. Like upstream, negative input (rejected by
+// API validation) yields the minimum. Products beyond int64 saturate.
+func MilliCPUToQuota(milli, period int64) int64 {
+	if milli == 0 {
+		return 0
+	}
+	if milli > 0 && period > 0 && milli > math.MaxInt64/period {
+		return math.MaxInt64
+	}
+	quota := milli * period / MilliCPUToCPU
+	if quota < MinQuotaPeriod {
+		return MinQuotaPeriod
+	}
+	return quota
+}
+
+// SharesToWeight converts cgroup v1 cpu.shares to cgroup v2 cpu.weight with
+// the conversion of current OCI runtimes (opencontainers/cgroups
+// ConvertCPUSharesToCgroupV2Value since PR opencontainers/cgroups#20, used by
+// runc ≥ 1.3.2 and crun ≥ 1.23; kubernetes/kubernetes#131216): a quadratic in
+// log2(shares) that maps 2→1, 1024→100 (systemd's default weight) and
+// 262144→10000, so one requested CPU weighs the same as an ordinary system
+// service. The older linear formula (1 + (s-2)*9999/262142) gave 1024 shares
+// only weight 39. 0 stays 0 ("unset").
+func SharesToWeight(shares uint64) uint64 {
+	switch {
+	case shares == 0:
+		return 0
+	case shares <= MinShares:
+		return MinWeight
+	case shares >= MaxShares:
+		return MaxWeight
+	}
+	l := math.Log2(float64(shares))
+	// Same expression and evaluation order as upstream, so the float results
+	// (and therefore the ceilings) match bit for bit.
+	exponent := (l*l+125*l)/612.0 - 7.0/34.0
+	return uint64(math.Ceil(math.Pow(10, exponent)))
+}
+
+// PodQOS returns the pod's QoS class with the rules of the kubelet's
+// GetPodQOS/ComputePodQOS (pkg/apis/core/v1/helper/qos/qos.go):
+//   - a class already recorded in pod.Status.QOSClass wins (the API server
+//     sets it once at creation and it never changes, even on resize);
+//   - only cpu and memory count, and zero quantities are ignored;
+//   - BestEffort: no container or init container has a cpu or memory request
+//     or limit;
+//   - Guaranteed: every container and init container has non-zero cpu and
+//     memory limits, and for each resource the summed requests equal the
+//     summed limits;
+//   - Burstable: everything else.
+//
+// When pod-level resources (pod.Spec.Resources, KEP-2837) are set they are
+// evaluated instead of the containers'. Requests are taken as the API server
+// defaults them (a limit without a request means request = limit), so callers
+// need not pre-default the pod.
+func PodQOS(pod *corev1.Pod) corev1.PodQOSClass {
+	if pod.Status.QOSClass != "" {
+		return pod.Status.QOSClass
+	}
+	requests := corev1.ResourceList{}
+	limits := corev1.ResourceList{}
+	guaranteed := true
+	if pod.Spec.Resources != nil {
+		addQOSResources(requests, podLevelRequests(pod))
+		if !addQOSResources(limits, pod.Spec.Resources.Limits) {
+			guaranteed = false
+		}
+	} else {
+		for _, cs := range [][]corev1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
+			for i := range cs {
+				addQOSResources(requests, defaultedRequests(&cs[i]))
+				if !addQOSResources(limits, cs[i].Resources.Limits) {
+					guaranteed = false
+				}
+			}
+		}
+	}
+	if len(requests) == 0 && len(limits) == 0 {
+		return corev1.PodQOSBestEffort
+	}
+	if guaranteed {
+		for name, req := range requests {
+			if lim, ok := limits[name]; !ok || lim.Cmp(req) != 0 {
+				guaranteed = false
+				break
+			}
+		}
+	}
+	if guaranteed && len(requests) == len(limits) {
+		return corev1.PodQOSGuaranteed
+	}
+	return corev1.PodQOSBurstable
+}
+
+// addQOSResources adds the positive cpu and memory quantities of in to sum
+// and reports whether in had both a positive cpu and a positive memory.
+func addQOSResources(sum, in corev1.ResourceList) (cpuAndMemory bool) {
+	found := 0
+	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		q, ok := in[name]
+		if !ok || q.Sign() <= 0 {
+			continue
+		}
+		found++
+		total := sum[name]
+		total.Add(q)
+		sum[name] = total
+	}
+	return found == 2
+}
+
+// defaultedRequests returns the container's requests after API defaulting
+// (SetDefaults_Pod: every resource with a limit but no request gets
+// request = limit).
+func defaultedRequests(c *corev1.Container) corev1.ResourceList {
+	if len(c.Resources.Limits) == 0 {
+		return c.Resources.Requests
+	}
+	out := make(corev1.ResourceList, len(c.Resources.Requests)+len(c.Resources.Limits))
+	for name, q := range c.Resources.Requests {
+		out[name] = q
+	}
+	for name, q := range c.Resources.Limits {
+		if _, ok := out[name]; !ok {
+			out[name] = q
+		}
+	}
+	return out
+}
+
+// podLevelRequests returns pod.Spec.Resources.Requests after API defaulting
+// (KEP-2837): a resource with a pod-level limit but no pod-level request gets
+// the aggregated requests of the containers if any container requests it,
+// else request = limit.
+func podLevelRequests(pod *corev1.Pod) corev1.ResourceList {
+	res := pod.Spec.Resources
+	out := make(corev1.ResourceList, len(res.Requests)+len(res.Limits))
+	for name, q := range res.Requests {
+		out[name] = q
+	}
+	for name, lim := range res.Limits {
+		if _, ok := out[name]; ok {
+			continue
+		}
+		if agg, any := aggregateContainerRequest(pod, name); any {
+			out[name] = agg
+		} else {
+			out[name] = lim
+		}
+	}
+	return out
+}
+
+// aggregateContainerRequest is the pod's effective request of one resource
+// computed from its containers, as k8s.io/component-helpers/resource
+// AggregateContainerRequests does: the sum over regular containers and
+// restartable init containers (sidecars), or, if larger, the largest
+// non-restartable init container plus the sidecars started before it.
+// any reports whether some container requests the resource at all.
+func aggregateContainerRequest(pod *corev1.Pod, name corev1.ResourceName) (total resource.Quantity, any bool) {
+	get := func(c *corev1.Container) resource.Quantity {
+		q, ok := defaultedRequests(c)[name]
+		if ok {
+			any = true
+		}
+		return q
+	}
+	for i := range pod.Spec.Containers {
+		total.Add(get(&pod.Spec.Containers[i]))
+	}
+	var sidecars, initMax resource.Quantity
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		q := get(c)
+		if isRestartable(c) {
+			total.Add(q)
+			sidecars.Add(q)
+			q = sidecars.DeepCopy()
+		} else {
+			q.Add(sidecars)
+		}
+		if q.Cmp(initMax) > 0 {
+			initMax = q
+		}
+	}
+	if initMax.Cmp(total) > 0 {
+		total = initMax
+	}
+	return total, any
+}
+
+func isRestartable(c *corev1.Container) bool {
+	return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+}
+
+// isSidecar reports whether c is one of the pod's restartable init containers
+// (kubelet's isSidecarContainer: matched by name).
+func isSidecar(pod *corev1.Pod, c *corev1.Container) bool {
+	if !isRestartable(c) {
+		return false
+	}
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == c.Name {
+			return true
+		}
+	}
+	return false
+}
+
+// IsNodeCriticalPod reports whether the kubelet would treat the pod as
+// node-critical (pkg/kubelet/types/pod_update.go IsNodeCriticalPod): it must
+// be critical — a static pod (annotation kubernetes.io/config.source other
+// than "api"), a mirror pod (kubernetes.io/config.mirror), or priority ≥
+// 2000000000 — and name the priority class system-node-critical.
+// system-cluster-critical pods are critical but not node-critical, so the
+// kubelet gives them the oom_score_adj of their QoS class, and so does berth.
+func IsNodeCriticalPod(pod *corev1.Pod) bool {
+	return pod.Spec.PriorityClassName == SystemNodeCritical && isCriticalPod(pod)
+}
+
+func isCriticalPod(pod *corev1.Pod) bool {
+	if src, ok := pod.Annotations[configSourceAnnotation]; ok && src != apiserverSource {
+		return true
+	}
+	if _, ok := pod.Annotations[corev1.MirrorPodAnnotationKey]; ok {
+		return true
+	}
+	return criticalPriority(pod) >= systemCriticalPriority
+}
+
+// criticalPriority is pod.Spec.Priority, or, when the Priority admission
+// plugin has not filled it in, the value of a built-in priority class.
+func criticalPriority(pod *corev1.Pod) int32 {
+	if pod.Spec.Priority != nil {
+		return *pod.Spec.Priority
+	}
+	switch pod.Spec.PriorityClassName {
+	case SystemNodeCritical:
+		return systemNodeCriticalPriority
+	case SystemClusterCritical:
+		return systemClusterCriticalPriority
+	}
+	return 0
+}
+
+// OOMScoreAdjust returns the oom_score_adj of container c of pod like the
+// kubelet's GetContainerOOMScoreAdjust (pkg/kubelet/qos/policy.go), modern
+// values:
+//   - node-critical pod (IsNodeCriticalPod) or Guaranteed: -997;
+//   - BestEffort: 1000;
+//   - Burstable: 1000 − 1000·memoryRequest/memoryCapacity (integer
+//     division); a sidecar (restartable init container) gets at most the
+//     value of the regular container with the smallest memory request; the
+//     result is clamped so that < 3 gives 3 (above Guaranteed) and exactly
+//     1000 gives 999 (below BestEffort).
+//
+// With pod-level resources the unassigned part of the pod's memory request is
+// shared equally among all containers first (KEP-2837). The alpha
+// tie-breaking refinement of newer kubelets is not applied. A non-positive
+// memoryCapacity (unknown) gives the Burstable maximum, 999, instead of the
+// kubelet's division by zero.
+func OOMScoreAdjust(pod *corev1.Pod, c *corev1.Container, memoryCapacity int64) int {
+	if IsNodeCriticalPod(pod) {
+		return GuaranteedOOMScoreAdj
+	}
+	switch PodQOS(pod) {
+	case corev1.PodQOSGuaranteed:
+		return GuaranteedOOMScoreAdj
+	case corev1.PodQOSBestEffort:
+		return BestEffortOOMScoreAdj
+	}
+	if memoryCapacity <= 0 {
+		return BestEffortOOMScoreAdj - 1
+	}
+	remaining := remainingPodMemoryPerContainer(pod)
+	adj := burstableAdj(memoryRequest(c)+remaining, memoryCapacity)
+	if isSidecar(pod, c) && len(pod.Spec.Containers) > 0 {
+		minReq := memoryRequest(&pod.Spec.Containers[0])
+		for i := range pod.Spec.Containers[1:] {
+			minReq = min(minReq, memoryRequest(&pod.Spec.Containers[i+1]))
+		}
+		adj = min(adj, burstableAdj(minReq+remaining, memoryCapacity))
+	}
+	if adj < 1000+GuaranteedOOMScoreAdj {
+		return 1000 + GuaranteedOOMScoreAdj
+	}
+	if adj == BestEffortOOMScoreAdj {
+		return BestEffortOOMScoreAdj - 1
+	}
+	return int(adj)
+}
+
+// burstableAdj is 1000 − 1000·req/capacity (integer division), computed
+// without overflowing for any int64 request.
+func burstableAdj(req, capacity int64) int64 {
+	if req <= 0 {
+		return 1000
+	}
+	if req >= capacity {
+		// 1000·req/capacity ≥ 1000: the result is ≤ 0 and is clamped to 3.
+		return 0
+	}
+	hi, lo := bits.Mul64(1000, uint64(req))
+	q, _ := bits.Div64(hi, lo, uint64(capacity)) // hi < capacity since req < capacity
+	return 1000 - int64(q)
+}
+
+// memoryRequest is the container's defaulted memory request in bytes.
+func memoryRequest(c *corev1.Container) int64 {
+	q := defaultedRequests(c)[corev1.ResourceMemory]
+	return q.Value()
+}
+
+// remainingPodMemoryPerContainer is, with pod-level memory requests, the part
+// of the pod's request not assigned to any container, divided by the number
+// of containers and init containers (kubelet remainingPodMemReqPerContainer).
+func remainingPodMemoryPerContainer(pod *corev1.Pod) int64 {
+	if pod.Spec.Resources == nil {
+		return 0
+	}
+	podReq := podLevelRequests(pod)[corev1.ResourceMemory]
+	n := int64(len(pod.Spec.Containers) + len(pod.Spec.InitContainers))
+	if podReq.IsZero() || n == 0 {
+		return 0
+	}
+	agg, _ := aggregateContainerRequest(pod, corev1.ResourceMemory)
+	return (podReq.Value() - agg.Value()) / n
+}
+
+// ContainerLimits computes the unit resource settings of container c of pod
+// on node (kubernetes-semantics.md §5.4 and §8):
+//   - shares from the cpu request, or from the cpu limit if there is no
+//     request, MilliCPUToShares(0) = 2 if neither (kubelet
+//     calculateLinuxResources); on cgroup v1 as CPUShares, on cgroup v2 as
+//     CPUWeight = SharesToWeight(shares);
+//   - CPUQuotaPerSecUSec from the cpu limit: the CFS quota of the 100 ms
+//     period scaled to one second, i.e. milliCPU×1000 µs/s (500m → 500000,
+//     which systemd writes as cfs_quota_us 50000 / cpu.max "50000 100000"),
+//     never below the kernel's 1 ms per period (10000 µs/s);
+//   - MemoryMax = the memory limit in bytes;
+//   - MemoryMin = the memory request, on cgroup v2 only and only for
+//     Guaranteed and Burstable pods (MemoryQoS);
+//   - TasksMax = node.PidsLimit when positive;
+//   - OOMScoreAdjust per OOMScoreAdjust, QOS per PodQOS.
+//
+// Requests are read as the API server defaults them (request = limit when
+// only a limit is given). Pod-level resources (KEP-2837) only influence QOS
+// and OOMScoreAdjust here; a pod-level ceiling belongs on the pod's slice.
+func ContainerLimits(pod *corev1.Pod, c *corev1.Container, node NodeInfo) Limits {
+	reqs := defaultedRequests(c)
+	l := Limits{
+		QOS:            PodQOS(pod),
+		OOMScoreAdjust: OOMScoreAdjust(pod, c, node.MemoryCapacity),
+	}
+
+	cpuReq := reqs[corev1.ResourceCPU]
+	cpuLim := c.Resources.Limits[corev1.ResourceCPU]
+	milli := cpuReq.MilliValue()
+	if cpuReq.IsZero() && !cpuLim.IsZero() {
+		milli = cpuLim.MilliValue()
+	}
+	shares := MilliCPUToShares(milli)
+	if node.CgroupV2 {
+		l.CPUWeight = SharesToWeight(shares)
+	} else {
+		l.CPUShares = shares
+	}
+	if cpuLim.Sign() > 0 {
+		quota := MilliCPUToQuota(cpuLim.MilliValue(), QuotaPeriod)
+		l.CPUQuotaPerSecUSec = uint64(quota) * (1000000 / QuotaPeriod)
+		if quota > math.MaxInt64/(1000000/QuotaPeriod) {
+			l.CPUQuotaPerSecUSec = math.MaxUint64 - 1 // below systemd's USEC_INFINITY
+		}
+	}
+
+	if memLim := c.Resources.Limits[corev1.ResourceMemory]; memLim.Sign() > 0 {
+		l.MemoryMax = uint64(memLim.Value())
+	}
+	if node.CgroupV2 && l.QOS != corev1.PodQOSBestEffort {
+		if memReq := reqs[corev1.ResourceMemory]; memReq.Sign() > 0 {
+			l.MemoryMin = uint64(memReq.Value())
+		}
+	}
+	if node.PidsLimit > 0 {
+		l.TasksMax = uint64(node.PidsLimit)
+	}
+	return l
 }

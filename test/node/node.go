@@ -260,7 +260,7 @@ func (n *Node) PID() int { return n.pid }
 // Command runs args inside the node's namespaces (nsenter), as root, with
 // the berth binaries first on PATH and a clean environment.
 func (n *Node) Command(ctx context.Context, args ...string) *exec.Cmd {
-	a := []string{"-t", strconv.Itoa(n.pid), "-m", "-u", "-i", "-n", "-p", "-C", "--wd=/", "--",
+	a := []string{"-t", strconv.Itoa(n.pid), "-m", "-u", "-i", "-n", "-p", "-C", "--wd", "--",
 		"/usr/bin/env", "-i", "PATH=" + Path, "HOME=/root", "LANG=C.UTF-8", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0"}
 	return exec.CommandContext(ctx, "nsenter", append(a, args...)...)
 }
