@@ -114,6 +114,25 @@ func MilliCPUToQuota(milli, period int64) int64 {
 	return quota
 }
 
+// QuotaToPerSecUSec converts a CFS quota per period (both µs) to systemd's
+// CPUQuotaPerSecUSec (µs of CPU time per second): quota×1e6/period, exact for
+// the 100 ms period (×10). systemd turns it back into
+// cfs_quota_us / cpu.max = value×period/1e6, at least 1 ms
+// (src/core/cgroup.c cgroup_apply_*_cpu_quota). A non-positive quota or
+// period gives 0 (no quota); the result saturates below systemd's
+// USEC_INFINITY (2^64−1).
+func QuotaToPerSecUSec(quota, period int64) uint64 {
+	if quota <= 0 || period <= 0 {
+		return 0
+	}
+	hi, lo := bits.Mul64(uint64(quota), 1000000)
+	if hi >= uint64(period) {
+		return math.MaxUint64 - 1
+	}
+	q, _ := bits.Div64(hi, lo, uint64(period))
+	return min(q, math.MaxUint64-1)
+}
+
 // SharesToWeight converts cgroup v1 cpu.shares to cgroup v2 cpu.weight with
 // the conversion of current OCI runtimes (opencontainers/cgroups
 // ConvertCPUSharesToCgroupV2Value since PR opencontainers/cgroups#20, used by
@@ -243,7 +262,7 @@ func podLevelRequests(pod *corev1.Pod) corev1.ResourceList {
 		if _, ok := out[name]; ok {
 			continue
 		}
-		if agg, any := aggregateContainerRequest(pod, name); any {
+		if agg, found := aggregateContainerRequest(pod, name); found {
 			out[name] = agg
 		} else {
 			out[name] = lim
@@ -257,12 +276,12 @@ func podLevelRequests(pod *corev1.Pod) corev1.ResourceList {
 // AggregateContainerRequests does: the sum over regular containers and
 // restartable init containers (sidecars), or, if larger, the largest
 // non-restartable init container plus the sidecars started before it.
-// any reports whether some container requests the resource at all.
-func aggregateContainerRequest(pod *corev1.Pod, name corev1.ResourceName) (total resource.Quantity, any bool) {
+// found reports whether some container requests the resource at all.
+func aggregateContainerRequest(pod *corev1.Pod, name corev1.ResourceName) (total resource.Quantity, found bool) {
 	get := func(c *corev1.Container) resource.Quantity {
 		q, ok := defaultedRequests(c)[name]
 		if ok {
-			any = true
+			found = true
 		}
 		return q
 	}
@@ -287,7 +306,7 @@ func aggregateContainerRequest(pod *corev1.Pod, name corev1.ResourceName) (total
 	if initMax.Cmp(total) > 0 {
 		total = initMax
 	}
-	return total, any
+	return total, found
 }
 
 func isRestartable(c *corev1.Container) bool {
@@ -467,11 +486,7 @@ func ContainerLimits(pod *corev1.Pod, c *corev1.Container, node NodeInfo) Limits
 		l.CPUShares = shares
 	}
 	if cpuLim.Sign() > 0 {
-		quota := MilliCPUToQuota(cpuLim.MilliValue(), QuotaPeriod)
-		l.CPUQuotaPerSecUSec = uint64(quota) * (1000000 / QuotaPeriod)
-		if quota > math.MaxInt64/(1000000/QuotaPeriod) {
-			l.CPUQuotaPerSecUSec = math.MaxUint64 - 1 // below systemd's USEC_INFINITY
-		}
+		l.CPUQuotaPerSecUSec = QuotaToPerSecUSec(MilliCPUToQuota(cpuLim.MilliValue(), QuotaPeriod), QuotaPeriod)
 	}
 
 	if memLim := c.Resources.Limits[corev1.ResourceMemory]; memLim.Sign() > 0 {

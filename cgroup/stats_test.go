@@ -1,0 +1,357 @@
+package cgroup
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+
+	"github.com/berth-dev/berth/test/testenv"
+)
+
+func TestOwnGroupFrom(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "cgroup")
+	content := "4:memory:/process_api/abc\n2:cpu,cpuacct:/shared\n1:name=systemd:/init.scope\n0::/unified/x\n"
+	if err := os.WriteFile(f, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		controller, want string
+	}{
+		{"memory", "/process_api/abc"},
+		{"cpu", "/shared"},
+		{"cpuacct", "/shared"},
+		{"name=systemd", "/init.scope"},
+		{"systemd", "/init.scope"},
+		{"", "/unified/x"},
+	} {
+		got, err := ownGroupFrom(f, tc.controller)
+		if err != nil || got != tc.want {
+			t.Errorf("ownGroupFrom(%q) = %q, %v; want %q", tc.controller, got, err, tc.want)
+		}
+	}
+	if _, err := ownGroupFrom(f, "pids"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing controller: err = %v, want fs.ErrNotExist", err)
+	}
+	v1only := filepath.Join(t.TempDir(), "cgroup")
+	if err := os.WriteFile(v1only, []byte("4:memory:/m\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ownGroupFrom(v1only, ""); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("no 0:: line: err = %v, want fs.ErrNotExist", err)
+	}
+}
+
+// testGroup is a child cgroup of this process's own cgroup in several
+// hierarchies of the host, removed in t.Cleanup.
+type testGroup struct {
+	group string            // "/<leaf>", relative to each base
+	bases Bases             // hierarchy key → this process's own cgroup there
+	dirs  map[string]string // hierarchy key → host directory of the group
+	order []string
+}
+
+func requireV1(t *testing.T) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	m := cgroups.Mode()
+	testenv.Require(t, m == cgroups.Legacy || m == cgroups.Hybrid, "needs a cgroup v1 (legacy or hybrid) host")
+}
+
+// newTestGroup creates /<own cgroup>/<leaf> in each listed hierarchy ("memory",
+// "cpu", … or "unified" for the hybrid host's cgroup2 tree).
+func newTestGroup(t *testing.T, keys ...string) *testGroup {
+	t.Helper()
+	leaf := fmt.Sprintf("berth-cgtest-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_"))
+	g := &testGroup{group: "/" + leaf, bases: Bases{}, dirs: map[string]string{}}
+	t.Cleanup(g.remove(t))
+	for _, k := range keys {
+		mount, ctl := filepath.Join("/sys/fs/cgroup", k), k
+		if k == "unified" {
+			mount, ctl = unifiedMount, ""
+		}
+		own, err := OwnGroup(ctl)
+		if err != nil {
+			t.Fatalf("own %s cgroup: %v", k, err)
+		}
+		dir := filepath.Join(mount, own, leaf)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatalf("create test cgroup: %v", err)
+		}
+		g.bases[k] = own
+		g.dirs[k] = dir
+		g.order = append(g.order, k)
+	}
+	return g
+}
+
+// remove kills whatever still runs in the group and removes its directories.
+func (g *testGroup) remove(t *testing.T) func() {
+	return func() {
+		for i := len(g.order) - 1; i >= 0; i-- {
+			dir := g.dirs[g.order[i]]
+			var err error
+			for try := 0; try < 50; try++ {
+				if procs, rerr := os.ReadFile(filepath.Join(dir, "cgroup.procs")); rerr == nil {
+					for _, f := range strings.Fields(string(procs)) {
+						if pid, perr := strconv.Atoi(f); perr == nil {
+							_ = syscall.Kill(pid, syscall.SIGKILL)
+						}
+					}
+				}
+				if err = os.Remove(dir); err == nil || errors.Is(err, fs.ErrNotExist) {
+					err = nil
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err != nil {
+				t.Errorf("remove test cgroup %s: %v", dir, err)
+			}
+		}
+		g.order = nil
+	}
+}
+
+func (g *testGroup) write(t *testing.T, key, file, value string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(g.dirs[key], file), []byte(value), 0o644); err != nil {
+		t.Fatalf("write %s %s: %v", key, file, err)
+	}
+}
+
+// start runs /bin/sh -c script inside the group: the shell blocks on stdin
+// until it has been moved into every hierarchy, so that all it does is
+// accounted to the group. It returns when script is released.
+func (g *testGroup) start(t *testing.T, script string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("/bin/sh", "-c", "read x; "+script)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	for _, k := range g.order {
+		g.write(t, k, "cgroup.procs", strconv.Itoa(cmd.Process.Pid))
+	}
+	if _, err := stdin.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = stdin.Close()
+	return cmd
+}
+
+const (
+	testQuota    = 20000 // µs per 100 ms period: 20 % of one CPU
+	testMemLimit = 32 << 20
+	testPidsMax  = 16
+)
+
+// spin runs a busy loop in g for d and returns the stats read just before it
+// is killed and the time it ran.
+func spin(t *testing.T, g *testGroup, d time.Duration) (*Stats, time.Duration) {
+	t.Helper()
+	began := time.Now()
+	cmd := g.start(t, "while :; do :; done")
+	time.Sleep(d)
+	st, err := ReadStats(g.group, g.bases)
+	ran := time.Since(began)
+	if err != nil {
+		t.Fatalf("ReadStats while spinning: %v", err)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	return st, ran
+}
+
+// checkCPU asserts that a busy loop under a 20 % quota shows CPU usage that is
+// positive, bounded by the quota, and throttled.
+func checkCPU(t *testing.T, st *Stats, ran time.Duration) {
+	t.Helper()
+	if st.CPUUsageNSec == 0 {
+		t.Errorf("CPUUsageNSec = 0 after spinning %v", ran)
+	}
+	// At most the quota per period (the kernel hands runtime out in 5 ms
+	// slices and may overrun by a tick, so allow 10 %), plus two periods'
+	// quota for the periods cut at either end. Unthrottled, the loop would
+	// use about ran.
+	bound := uint64(float64(ran.Nanoseconds())*testQuota/QuotaPeriod*1.1) + 2*testQuota*uint64(time.Microsecond)
+	if st.CPUUsageNSec > bound {
+		t.Errorf("CPUUsageNSec = %v in %v, above the 20%% quota (bound %v)", time.Duration(st.CPUUsageNSec), ran, time.Duration(bound))
+	}
+	if st.CPUUserNSec+st.CPUSystemNSec == 0 {
+		t.Errorf("user+system CPU = 0 while usage = %d", st.CPUUsageNSec)
+	}
+	if st.CPUPeriods == 0 || st.CPUThrottled == 0 || st.CPUThrottledNSec == 0 {
+		t.Errorf("throttling not seen: periods %d, throttled %d, throttled time %d", st.CPUPeriods, st.CPUThrottled, st.CPUThrottledNSec)
+	}
+	if st.CPUThrottled > st.CPUPeriods {
+		t.Errorf("throttled periods %d > periods %d", st.CPUThrottled, st.CPUPeriods)
+	}
+}
+
+// TestReadStatsV1 exercises the hybrid layout the way systemd leaves it for a
+// unit: memory, cpu and pids groups, a cgroup2 group, but no cpuacct group, so
+// CPU usage must come from the unified tree's cpu.stat.
+func TestReadStatsV1(t *testing.T) {
+	requireV1(t)
+	keys := []string{"memory", "cpu", "pids"}
+	hybrid := cgroups.Mode() == cgroups.Hybrid
+	if hybrid {
+		keys = append(keys, "unified")
+	}
+	g := newTestGroup(t, keys...)
+	g.write(t, "memory", "memory.limit_in_bytes", strconv.Itoa(testMemLimit))
+	if _, err := os.Stat(filepath.Join(g.dirs["memory"], "memory.memsw.limit_in_bytes")); err == nil {
+		// With swap the hog would be swapped out instead of killed.
+		g.write(t, "memory", "memory.memsw.limit_in_bytes", strconv.Itoa(testMemLimit))
+	}
+	g.write(t, "cpu", "cpu.cfs_period_us", strconv.Itoa(QuotaPeriod))
+	g.write(t, "cpu", "cpu.cfs_quota_us", strconv.Itoa(testQuota))
+	g.write(t, "pids", "pids.max", strconv.Itoa(testPidsMax))
+
+	idle, err := ReadStats(g.group, g.bases)
+	if err != nil {
+		t.Fatalf("ReadStats of an empty group: %v", err)
+	}
+	if idle.Pids != 0 || idle.PidsLimit != testPidsMax || idle.MemoryLimit != testMemLimit || idle.OOMKills != 0 {
+		t.Errorf("empty group: %+v", idle)
+	}
+
+	st, ran := spin(t, g, 1500*time.Millisecond)
+	t.Logf("after spinning %v: %+v", ran, st)
+	if st.Pids != 1 || st.PidsLimit != testPidsMax {
+		t.Errorf("pids = %d/%d, want 1/%d (one shell)", st.Pids, st.PidsLimit, testPidsMax)
+	}
+	if hybrid {
+		checkCPU(t, st, ran) // usage from the unified tree, throttling from v1 cpu
+		// The fallback is what produced the usage: compare with the unified
+		// tree read directly, now that the loop is dead and counters are still.
+		after, err := ReadStats(g.group, g.bases)
+		if err != nil {
+			t.Fatal(err)
+		}
+		direct, err := readV2(unifiedMount, g.group, g.bases)
+		if err != nil {
+			t.Fatalf("readV2 on the unified tree: %v", err)
+		}
+		if after.CPUUsageNSec != direct.CPUUsageNSec || after.CPUUsageNSec < st.CPUUsageNSec {
+			t.Errorf("v1 CPU usage %d, unified cpu.stat %d, earlier %d", after.CPUUsageNSec, direct.CPUUsageNSec, st.CPUUsageNSec)
+		}
+		// The controller-less tree has CPU time only.
+		if direct.MemoryUsage != 0 || direct.Pids != 0 || direct.CPUThrottled != 0 {
+			t.Errorf("unified tree without controllers reported %+v", direct)
+		}
+	} else if st.CPUThrottled == 0 {
+		t.Errorf("no throttling seen: %+v", st)
+	}
+
+	// A memory hog: tail buffers an endless line from /dev/zero.
+	hog := g.start(t, "exec tail /dev/zero")
+	done := make(chan error, 1)
+	go func() { done <- hog.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("memory hog was not killed within 30 s")
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || !ee.Sys().(syscall.WaitStatus).Signaled() || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("memory hog ended with %v, want SIGKILL by the OOM killer", err)
+	}
+	st, err = ReadStats(g.group, g.bases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after the OOM kill: %+v", st)
+	if st.OOMKills < 1 {
+		t.Errorf("OOMKills = %d, want ≥ 1", st.OOMKills)
+	}
+	if st.MemoryLimit != testMemLimit {
+		t.Errorf("MemoryLimit = %d, want %d", st.MemoryLimit, testMemLimit)
+	}
+	if st.MemoryPeak < testMemLimit/2 || st.MemoryPeak > testMemLimit {
+		t.Errorf("MemoryPeak = %d, want the hog to have reached the %d limit", st.MemoryPeak, testMemLimit)
+	}
+	if st.MemoryPeak < st.MemoryUsage || st.MemoryWorkingSet > st.MemoryUsage {
+		t.Errorf("want working set %d ≤ usage %d ≤ peak %d", st.MemoryWorkingSet, st.MemoryUsage, st.MemoryPeak)
+	}
+	if st.Pids != 0 {
+		t.Errorf("Pids = %d after every process ended", st.Pids)
+	}
+}
+
+// TestReadStatsV1Cpuacct covers hosts where the group also exists in cpuacct:
+// usage comes from cpuacct.usage and must agree with the unified cpu.stat.
+func TestReadStatsV1Cpuacct(t *testing.T) {
+	requireV1(t)
+	testenv.Require(t, cgroups.Mode() == cgroups.Hybrid, "needs the hybrid layout (cgroup2 tree beside v1)")
+	if _, err := os.Stat("/sys/fs/cgroup/cpuacct"); err != nil {
+		testenv.Require(t, false, "needs cpuacct mounted at /sys/fs/cgroup/cpuacct")
+	}
+	g := newTestGroup(t, "cpu", "cpuacct", "unified")
+	g.write(t, "cpu", "cpu.cfs_period_us", strconv.Itoa(QuotaPeriod))
+	g.write(t, "cpu", "cpu.cfs_quota_us", strconv.Itoa(testQuota))
+	st, ran := spin(t, g, time.Second)
+	t.Logf("after spinning %v: %+v", ran, st)
+	checkCPU(t, st, ran)
+	after, err := ReadStats(g.group, g.bases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unified, err := readV2(unifiedMount, g.group, g.bases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// cpuacct.usage is in ns, usage_usec in µs: equal up to rounding.
+	diff := int64(after.CPUUsageNSec) - int64(unified.CPUUsageNSec)
+	if diff < -int64(time.Millisecond) || diff > int64(time.Millisecond) {
+		t.Errorf("cpuacct usage %d ns vs unified cpu.stat %d ns", after.CPUUsageNSec, unified.CPUUsageNSec)
+	}
+}
+
+func TestReadStatsMissingGroup(t *testing.T) {
+	requireV1(t)
+	keys := []string{"memory", "cpu", "pids"}
+	if cgroups.Mode() == cgroups.Hybrid {
+		keys = append(keys, "unified")
+	}
+	g := newTestGroup(t, keys...)
+	if _, err := ReadStats(g.group, g.bases); err != nil {
+		t.Fatalf("ReadStats of an existing group: %v", err)
+	}
+	g.remove(t)()
+	_, err := ReadStats(g.group, g.bases)
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadStats of a removed group: err = %v, want fs.ErrNotExist", err)
+	}
+	if cgroups.Mode() == cgroups.Hybrid {
+		if _, err := readV2(unifiedMount, g.group, g.bases); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("readV2 of a removed group: err = %v, want fs.ErrNotExist", err)
+		}
+	}
+	if _, err := ReadStats("/berth-never-created.service", nil); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadStats of a group never created: err = %v, want fs.ErrNotExist", err)
+	}
+}
+
+func TestIsV2(t *testing.T) {
+	// Cross-check with the file system: a unified host has cgroup.controllers
+	// at the top of /sys/fs/cgroup, a v1 host has a tmpfs there.
+	_, err := os.Stat("/sys/fs/cgroup/cgroup.controllers")
+	if got, want := IsV2(), err == nil; got != want {
+		t.Errorf("IsV2() = %v, but /sys/fs/cgroup/cgroup.controllers present = %v", got, want)
+	}
+}
