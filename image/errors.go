@@ -1,0 +1,76 @@
+package image
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error classes. Callers test them with errors.Is and map them to API
+// statuses (containerd's errdefs is the model): ErrNotFound → not-found,
+// ErrRefused and ErrDigestMismatch → invalid.
+var (
+	// ErrNotFound: the image, manifest, tag or file asked for is not there.
+	ErrNotFound = errors.New("not found")
+	// ErrRefused: a layer broke one of Unpack's safety rules (see Rule).
+	ErrRefused = errors.New("refused by unpack rule")
+	// ErrDigestMismatch: content did not hash to the digest that names it.
+	ErrDigestMismatch = errors.New("digest mismatch")
+)
+
+// Rule names one safety rule of Unpack; every refusal carries the rule it
+// broke so that an operator can tell a hostile layer from a limit to raise.
+type Rule string
+
+// The rules Unpack enforces.
+const (
+	RuleAbsolutePath   Rule = "absolute-path"          // entry name starts with "/"
+	RuleEscapesRoot    Rule = "escapes-root"           // ".." climbs above the layer root
+	RuleSymlinkParent  Rule = "parent-through-symlink" // a parent component is a symlink
+	RuleParentNotDir   Rule = "parent-not-directory"   // a parent component is a file
+	RuleHardlinkTarget Rule = "hardlink-target"        // absolute, escaping, via symlink or not earlier in this layer
+	RuleDevice         Rule = "device-node"            // char/block devices are never created from a tar
+	RuleUnsupported    Rule = "unsupported-type"       // tar type flag berth does not unpack
+	RuleBadName        Rule = "bad-name"               // empty name, "." as a non-directory, ".wh." of nothing
+	RuleBadOwner       Rule = "bad-owner"              // uid/gid outside 0..2^32-2
+	RuleReplaceDir     Rule = "replace-directory"      // a non-directory replacing a non-empty directory
+	RuleReservedXattr  Rule = "reserved-xattr"         // overlayfs' own xattrs may only come from whiteout conversion
+	RuleMaxBytes       Rule = "max-bytes"              // Limits.MaxBytes
+	RuleMaxEntries     Rule = "max-entries"            // Limits.MaxEntries
+	RuleMaxPathLen     Rule = "max-path-length"        // Limits.MaxPathLen
+)
+
+// RefusedError reports a tar entry that Unpack refused. Nothing is written
+// for the refused entry, and nothing is ever written outside the target.
+type RefusedError struct {
+	Entry  string // the entry name as written in the archive ("" if the stream as a whole)
+	Rule   Rule
+	Detail string
+}
+
+func (e *RefusedError) Error() string {
+	if e.Entry == "" {
+		return fmt.Sprintf("layer refused by rule %s: %s", e.Rule, e.Detail)
+	}
+	return fmt.Sprintf("tar entry %q refused by rule %s: %s", e.Entry, e.Rule, e.Detail)
+}
+
+// Is makes errors.Is(err, ErrRefused) true for every refusal.
+func (e *RefusedError) Is(target error) bool { return target == ErrRefused }
+
+func refuse(entry string, rule Rule, format string, args ...any) error {
+	return &RefusedError{Entry: entry, Rule: rule, Detail: fmt.Sprintf(format, args...)}
+}
+
+// DigestError reports content whose hash differs from the digest that names it.
+type DigestError struct {
+	What string // e.g. "layer blob", "layer DiffID", "config", "manifest"
+	Want string
+	Got  string
+}
+
+func (e *DigestError) Error() string {
+	return fmt.Sprintf("%s digest mismatch: want %s, got %s", e.What, e.Want, e.Got)
+}
+
+// Is makes errors.Is(err, ErrDigestMismatch) true.
+func (e *DigestError) Is(target error) bool { return target == ErrDigestMismatch }

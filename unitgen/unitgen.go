@@ -1,0 +1,280 @@
+// Package unitgen translates one container of a Kubernetes Pod into a systemd
+// transient service plus an OCI runtime spec, without any I/O (the way Podman's
+// Quadlet turns a .container file into a .service file).
+//
+// How berth runs a container, and therefore what is generated here:
+//
+//   - systemd 252 cannot give a unit its own PID namespace, so the unit's
+//     ExecStart is berth's stage-1, `<Paths.Init> start <Paths.Bundle>`. It reads
+//     <bundle>/config.json (Unit.Spec), joins the pod's namespaces, clones a child
+//     in new PID and mount namespaces which mounts the overlay rootfs, /proc,
+//     /dev…, applies the process security settings and execs the workload.
+//     Stage-1 writes the child's PID to <bundle>/pid and exits: the unit is
+//     Type=forking with PIDFile=, so MainPID is the workload and the unit's
+//     cgroup holds only the workload.
+//   - `<Paths.Init> poststop <bundle>` runs as ExecStopPost and records the exit
+//     status (and an OOM kill) while the unit's cgroup still exists.
+//   - Process-level security (capabilities, no_new_privs, seccomp, uid/gid)
+//     lives in the spec, because stage-1 itself needs CAP_SYS_ADMIN to set up
+//     and so cannot run under a restricted unit. Resource limits and the devices
+//     cgroup are unit properties, because systemd owns the cgroup.
+//
+// Everything Generate refuses because of the pod or its image is an
+// *InvalidError (errors.Is(err, ErrInvalid)) naming the field.
+package unitgen
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/cgroup"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// Input is everything Generate needs; the caller has done all the I/O.
+type Input struct {
+	Pod       *corev1.Pod
+	Container string // name of a container in Pod.Spec.Containers (or Pod.Spec.InitContainers)
+	Image     ImageInfo
+	Paths     Paths
+	Limits    cgroup.Limits // computed by the caller with the cgroup package
+	Options   Options
+}
+
+// ImageInfo is what Generate needs to know about the container's image.
+type ImageInfo struct {
+	Ref, Digest   string              // for the Description; Digest "sha256:…"
+	Config        ocispec.ImageConfig // Entrypoint, Cmd, Env, WorkingDir, User, StopSignal
+	Passwd, Group []byte              // the image's /etc/passwd and /etc/group (nil if absent)
+}
+
+// Paths are the host paths of one container and of its pod.
+type Paths struct {
+	Init   string   // stage-1 binary (e.g. /usr/libexec/berth/berth-init)
+	Bundle string   // per-container dir: config.json, pid, exit.json live here
+	Lowers []string // image layer dirs, top-most first (overlay lowerdir order)
+
+	Upper, Work, Rootfs string // overlay upper/work dirs and the merged mountpoint
+
+	// Pod namespace files (bind-mounted nsfs). Empty means a new namespace for
+	// this container. hostNetwork/hostIPC pods are expressed by the caller
+	// passing the host's namespace files here (e.g. /proc/1/ns/net).
+	NetNS, IPCNS, UTSNS string
+
+	Hosts, Hostname, ResolvConf string // pod files bound to /etc/hosts, /etc/hostname, /etc/resolv.conf
+}
+
+// Options are host-wide settings.
+type Options struct {
+	AllowPrivileged bool          // host configuration; privileged pods are refused otherwise
+	CgroupV2        bool          // unified hierarchy: CPUWeight and MemoryMin instead of CPUShares
+	RestartDelay    time.Duration // default 10s (kubelet's initial back-off)
+}
+
+// Unit is a generated transient service and the OCI spec for its stage-1.
+type Unit struct {
+	Name       string     // berth-<ns>_<pod>_<container>.service
+	Slice      string     // berth-<ns with '-' → '_'>.slice
+	Properties []Property // in a stable order
+	Spec       *specs.Spec
+}
+
+// Property is one StartTransientUnit property. Value has exactly the Go type
+// whose D-Bus signature systemd 252 expects for Name (string=s, bool=b,
+// uint64=t, int32=i, uint32=u, []string=as, []ExecCommand=a(sasb),
+// []DeviceAllow=a(ss)); unitgen/systemd turns it into a dbus.Variant.
+type Property struct {
+	Name  string
+	Value any
+	Why   string // one line, rendered as a comment above the property
+}
+
+// ExecCommand is one entry of ExecStart=/ExecStopPost= (D-Bus a(sasb)).
+// Args includes argv[0]. IgnoreFailure is systemd's "ignore failure" flag
+// (the b in sasb, the '-' prefix of a unit file), see libraries.md pitfall 1.
+type ExecCommand struct {
+	Path          string
+	Args          []string
+	IgnoreFailure bool
+}
+
+// DeviceAllow is one DeviceAllow= entry (D-Bus a(ss)).
+type DeviceAllow struct{ Path, Perm string }
+
+const (
+	unitPrefix = "berth-"
+
+	// systemd's UNIT_NAME_MAX is 256 including the terminating NUL
+	// (src/basic/unit-name.h).
+	unitNameMax = 255
+
+	defaultRestartDelay = 10 * time.Second
+)
+
+// UnitName is the service name of one container. Namespace, pod and
+// container names are DNS names and cannot contain '_', so '_' separates them
+// unambiguously and the agent can split a listed unit name back into its parts.
+// Dashes in a service name (unlike a slice name) carry no meaning to systemd.
+func UnitName(namespace, pod, container string) string {
+	return unitPrefix + namespace + "_" + pod + "_" + container + ".service"
+}
+
+// SliceName is the slice of a namespace. In a slice name a dash means nesting
+// (berth-team-a.slice would live in berth-team.slice), so dashes of the
+// namespace become '_' exactly as the kubelet's cgroup driver ToSystemd() does;
+// '_' never occurs in a namespace name, so the mapping stays reversible.
+// The result lives in berth.slice.
+func SliceName(namespace string) string {
+	return unitPrefix + strings.ReplaceAll(namespace, "-", "_") + ".slice"
+}
+
+// Property returns the named property of u.
+func (u *Unit) Property(name string) (Property, bool) {
+	for _, p := range u.Properties {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Property{}, false
+}
+
+// Generate translates in.Container of in.Pod into a transient unit and the
+// OCI spec its stage-1 runs. It does no I/O (seccomp's default profile reads
+// the kernel version through uname(2), as Docker does, to pick syscalls).
+func Generate(in Input) (*Unit, error) {
+	if in.Pod == nil {
+		return nil, errors.New("unitgen: no pod")
+	}
+	if err := in.Paths.check(); err != nil {
+		return nil, err
+	}
+	g, err := newGen(in)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := g.spec()
+	if err != nil {
+		return nil, err
+	}
+	props, err := g.properties()
+	if err != nil {
+		return nil, err
+	}
+	return &Unit{Name: g.unitName, Slice: SliceName(in.Pod.Namespace), Properties: props, Spec: spec}, nil
+}
+
+// gen holds what every part of the translation needs.
+type gen struct {
+	in       Input
+	pod      *corev1.Pod
+	ctr      *corev1.Container
+	fp       *field.Path // spec.containers[i] or spec.initContainers[i]
+	isInit   bool
+	sc       effectiveSC
+	unitName string
+}
+
+func newGen(in Input) (*gen, error) {
+	pod := in.Pod
+	g := &gen{in: in, pod: pod}
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == in.Container {
+			g.ctr, g.fp = &pod.Spec.Containers[i], field.NewPath("spec", "containers").Index(i)
+		}
+	}
+	if g.ctr == nil {
+		for i := range pod.Spec.InitContainers {
+			if pod.Spec.InitContainers[i].Name == in.Container {
+				g.ctr, g.fp = &pod.Spec.InitContainers[i], field.NewPath("spec", "initContainers").Index(i)
+				g.isInit = true
+			}
+		}
+	}
+	if g.ctr == nil {
+		return nil, invalid(field.NewPath("spec", "containers"), "pod %s/%s has no container named %q", pod.Namespace, pod.Name, in.Container)
+	}
+
+	// The names end up in unit names, so check them here even though the
+	// apiserver validated them: a '_' or '/' would make the name ambiguous.
+	for _, n := range []struct {
+		p    *field.Path
+		v    string
+		errs []string
+	}{
+		{field.NewPath("metadata", "namespace"), pod.Namespace, validation.IsDNS1123Label(pod.Namespace)},
+		{field.NewPath("metadata", "name"), pod.Name, validation.IsDNS1123Subdomain(pod.Name)},
+		{g.fp.Child("name"), g.ctr.Name, validation.IsDNS1123Label(g.ctr.Name)},
+	} {
+		if len(n.errs) > 0 {
+			return nil, invalid(n.p, "%q: %s", n.v, strings.Join(n.errs, "; "))
+		}
+	}
+	g.unitName = UnitName(pod.Namespace, pod.Name, g.ctr.Name)
+	if len(g.unitName) > unitNameMax {
+		return nil, invalid(field.NewPath("metadata", "name"),
+			"unit name %s is %d characters, systemd allows %d: shorten the namespace, pod or container name",
+			g.unitName, len(g.unitName), unitNameMax)
+	}
+
+	g.sc = effectiveSecurityContext(pod, g.ctr)
+	if err := g.checkUnsupported(); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// checkUnsupported refuses pod features berth cannot honour yet, rather than
+// running the container with silently different semantics.
+func (g *gen) checkUnsupported() error {
+	c, spec := g.ctr, &g.pod.Spec
+	notYet := "not supported by berth yet"
+	switch {
+	case spec.HostPID:
+		return invalid(field.NewPath("spec", "hostPID"), "%s (every container gets its own PID namespace)", notYet)
+	case spec.ShareProcessNamespace != nil && *spec.ShareProcessNamespace:
+		return invalid(field.NewPath("spec", "shareProcessNamespace"), "%s (every container gets its own PID namespace)", notYet)
+	case spec.SecurityContext != nil && len(spec.SecurityContext.Sysctls) > 0:
+		// Stage-1 would write them with full privileges, and the kubelet's
+		// safe/unsafe allow-listing is not implemented.
+		return invalid(field.NewPath("spec", "securityContext", "sysctls"), "%s", notYet)
+	case len(c.EnvFrom) > 0:
+		return invalid(g.fp.Child("envFrom"), "%s", notYet)
+	case len(c.VolumeMounts) > 0:
+		return invalid(g.fp.Child("volumeMounts"), "%s", notYet)
+	case len(c.VolumeDevices) > 0:
+		return invalid(g.fp.Child("volumeDevices"), "%s", notYet)
+	case g.sc.procMount != nil && *g.sc.procMount != corev1.DefaultProcMount:
+		return invalid(g.fp.Child("securityContext", "procMount"), "%q %s (needs user namespaces)", *g.sc.procMount, notYet)
+	}
+	return nil
+}
+
+// check refuses caller mistakes; these are programming errors, not ErrInvalid.
+func (p *Paths) check() error {
+	for _, f := range []struct{ name, v string }{
+		{"Init", p.Init}, {"Bundle", p.Bundle}, {"Upper", p.Upper}, {"Work", p.Work}, {"Rootfs", p.Rootfs},
+	} {
+		if !path.IsAbs(f.v) {
+			return fmt.Errorf("unitgen: Paths.%s %q is not an absolute path", f.name, f.v)
+		}
+	}
+	if len(p.Lowers) == 0 {
+		return errors.New("unitgen: Paths.Lowers is empty (overlayfs needs at least one lower layer)")
+	}
+	// overlayfs separates lower dirs with ':' and mount options with ','
+	// (Documentation/filesystems/overlayfs.rst); such paths cannot be passed.
+	dirs := append([]string{p.Upper, p.Work}, p.Lowers...)
+	for _, d := range dirs {
+		if !path.IsAbs(d) || strings.ContainsAny(d, ":,") {
+			return fmt.Errorf("unitgen: overlay dir %q must be absolute and free of ':' and ','", d)
+		}
+	}
+	return nil
+}
