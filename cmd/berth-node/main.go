@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/berth-dev/berth/test/node"
@@ -30,6 +31,8 @@ func run() int {
 	fs := flag.NewFlagSet("berth-node", flag.ContinueOnError)
 	bin := fs.String("bin", "", "host directory shown at "+node.BinMount+" inside the node (default: this binary's directory)")
 	name := fs.String("name", "berth", "node name prefix (hostname)")
+	var binds bindList
+	fs.Var(&binds, "bind", "SRC[:DST] host path to show inside the node (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: berth-node [flags] run -- CMD [ARG...]\n       berth-node [flags] shell\n\nflags:\n")
 		fs.PrintDefaults()
@@ -66,7 +69,7 @@ func run() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	n, err := node.Start(ctx, node.Options{Name: *name, BinDir: *bin})
+	n, err := node.Start(ctx, node.Options{Name: *name, BinDir: *bin, Binds: binds})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "berth-node:", err)
 		return 1
@@ -88,4 +91,20 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+type bindList []node.Bind
+
+func (b *bindList) String() string { return fmt.Sprint(*b) }
+
+func (b *bindList) Set(v string) error {
+	src, dst, ok := strings.Cut(v, ":")
+	if !ok {
+		dst = src
+	}
+	if !filepath.IsAbs(src) || !filepath.IsAbs(dst) {
+		return fmt.Errorf("--bind %s: paths must be absolute", v)
+	}
+	*b = append(*b, node.Bind{Source: src, Target: dst})
+	return nil
 }

@@ -29,6 +29,7 @@ type mnt struct {
 	src, dst, fstype string
 	flags            uintptr
 	data             string
+	mkTarget         bool // create dst (as a file if src is one) right before mounting
 }
 
 func buildRoot(cfg *config) error {
@@ -55,32 +56,25 @@ func buildRoot(cfg *config) error {
 	}
 	ro := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV)
 	mounts := []mnt{
-		{"/usr", "usr", "", unix.MS_BIND | unix.MS_REC, ""},
-		{"", "usr", "", ro, ""},
-		{"overlay", "etc", "overlay", 0, fmt.Sprintf("lowerdir=/etc,upperdir=%s/etc-upper,workdir=%s/etc-work", cfg.Dir, cfg.Dir)},
-		{filepath.Join(cfg.Dir, "var"), "var", "", unix.MS_BIND, ""},
-		{"tmpfs", "run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=755"},
-		{"tmpfs", "tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
-		{"proc", "proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
-		{"sysfs", "sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RDONLY, ""},
-		{"tmpfs", "sys/fs/cgroup", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "mode=755"},
-		{"tmpfs", "dev", "tmpfs", unix.MS_NOSUID, "mode=755"},
+		{"/usr", "usr", "", unix.MS_BIND | unix.MS_REC, "", false},
+		{"", "usr", "", ro, "", false},
+		{"overlay", "etc", "overlay", 0, fmt.Sprintf("lowerdir=/etc,upperdir=%s/etc-upper,workdir=%s/etc-work", cfg.Dir, cfg.Dir), false},
+		{filepath.Join(cfg.Dir, "var"), "var", "", unix.MS_BIND, "", false},
+		{"tmpfs", "run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=755", false},
+		{"tmpfs", "tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777", false},
+		{"proc", "proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", false},
+		{"sysfs", "sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RDONLY, "", false},
+		{"tmpfs", "sys/fs/cgroup", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "mode=755", false},
+		{"tmpfs", "dev", "tmpfs", unix.MS_NOSUID, "mode=755", false},
 	}
 	if cfg.BinDir != "" {
 		mounts = append(mounts,
-			mnt{cfg.BinDir, "opt/berth/bin", "", unix.MS_BIND, ""},
-			mnt{"", "opt/berth/bin", "", ro &^ unix.MS_NOSUID, ""})
+			mnt{cfg.BinDir, "opt/berth/bin", "", unix.MS_BIND, "", false},
+			mnt{"", "opt/berth/bin", "", ro &^ unix.MS_NOSUID, "", false})
 	}
 	for _, b := range cfg.Binds {
 		dst := strings.TrimPrefix(filepath.Clean(b.Target), "/")
-		if st, err := os.Stat(b.Source); err == nil && !st.IsDir() {
-			if err := touch(filepath.Join(root, dst)); err != nil {
-				return err
-			}
-		} else if err := os.MkdirAll(filepath.Join(root, dst), 0o755); err != nil {
-			return err
-		}
-		mounts = append(mounts, mnt{b.Source, dst, "", unix.MS_BIND | unix.MS_REC, ""})
+		mounts = append(mounts, mnt{b.Source, dst, "", unix.MS_BIND | unix.MS_REC, "", true})
 	}
 	if err := mountAll(root, mounts); err != nil {
 		return err
@@ -111,6 +105,18 @@ func buildRoot(cfg *config) error {
 func mountAll(root string, ms []mnt) error {
 	for _, m := range ms {
 		dst := filepath.Join(root, m.dst)
+		if m.mkTarget {
+			// Created now, not earlier: a tmpfs mounted on a parent (/tmp) would hide it.
+			var err error
+			if st, serr := os.Stat(m.src); serr == nil && !st.IsDir() {
+				err = touch(dst)
+			} else {
+				err = os.MkdirAll(dst, 0o755)
+			}
+			if err != nil {
+				return err
+			}
+		}
 		if err := unix.Mount(m.src, dst, m.fstype, m.flags, m.data); err != nil {
 			return fmt.Errorf("mount %s on %s (%s %s): %w", m.src, dst, m.fstype, m.data, err)
 		}

@@ -1,0 +1,39 @@
+# berth: the README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+BIN := bin
+
+.PHONY: all setup build demo test test-unit bench clean
+
+all: build
+
+setup:
+	@hack/setup.sh
+
+# berth-init is static: it runs before the container's root exists and uses
+# Go's all-threads syscalls, which cgo forbids.
+build:
+	$(GO) build -o $(BIN)/berthd ./cmd/berthd
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/berth-init ./cmd/berth-init
+	$(GO) build -o $(BIN)/berth-node ./cmd/berth-node
+
+demo: setup build
+	$(GO) run ./test/cmd/berth-demo -bin $(BIN)
+
+# Every tier, as root, the systemd-node tests included; BERTH_TEST_ALL=1 turns
+# a missing prerequisite into a failure instead of a skip.
+test: setup
+	@[ "$$(id -u)" = 0 ] || { echo "make test runs as root (namespaces, mounts, cgroups)"; exit 1; }
+	$(GO) vet ./...
+	BERTH_TEST_ALL=1 $(GO) test -count=1 -timeout 30m ./...
+
+# Plain tier: no root, no node.
+test-unit:
+	$(GO) test ./...
+
+bench: setup build
+	BERTH_TEST_ALL=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/bench/
+
+clean:
+	rm -rf $(BIN)

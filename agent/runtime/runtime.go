@@ -1,0 +1,374 @@
+// Package runtime runs a pod's containers as systemd transient services:
+// it prepares the pod's namespaces and files, each container's bundle (the
+// OCI runtime spec stage-1 reads, the overlay directories), asks systemd to
+// start the unit unitgen describes, and reads the containers' state back from
+// systemd and from the exit records stage-1 leaves.
+//
+// Nothing of berth stays resident per container: systemd supervises the
+// workload; this package only acts when asked.
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/uuid"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/berth-dev/berth/agent/runtime/stage1"
+	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/image"
+	"github.com/berth-dev/berth/unitgen"
+	"github.com/berth-dev/berth/unitgen/systemd"
+)
+
+// Units is what the runtime needs from systemd; *systemd.Conn provides it.
+type Units interface {
+	EnsureSlice(ctx context.Context, name string, props []unitgen.Property) error
+	Start(ctx context.Context, name string, props []unitgen.Property) error
+	Stop(ctx context.Context, name string) error
+	ResetFailed(ctx context.Context, name string) error
+	Status(ctx context.Context, name string) (*systemd.UnitStatus, error)
+}
+
+var _ Units = (*systemd.Conn)(nil)
+
+// Images is what the runtime needs from the image store; *image.Store
+// provides it.
+type Images interface {
+	LayerDirs(img *image.Image) []string
+	ReadFile(img *image.Image, path string) ([]byte, error)
+}
+
+var _ Images = (*image.Store)(nil)
+
+// Config places the runtime's state.
+type Config struct {
+	StateDir        string // persistent: pods/, containers/ (default /var/lib/berth)
+	RunDir          string // volatile: pod namespaces and files (default /run/berth)
+	Init            string // berth-init, the stage-1 binary
+	Node            cgroup.NodeInfo
+	AllowPrivileged bool
+	Log             hclog.Logger
+}
+
+// Runtime runs pods.
+type Runtime struct {
+	cfg    Config
+	units  Units
+	images Images
+	log    hclog.Logger
+}
+
+// Errors with a class, for callers to map (api/server turns them into HTTP
+// statuses later).
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrAlreadyExists = errors.New("already exists")
+	ErrInvalid       = errors.New("invalid")
+)
+
+// New returns a runtime.
+func New(cfg Config, units Units, images Images) *Runtime {
+	if cfg.StateDir == "" {
+		cfg.StateDir = "/var/lib/berth"
+	}
+	if cfg.RunDir == "" {
+		cfg.RunDir = "/run/berth"
+	}
+	if cfg.Log == nil {
+		cfg.Log = hclog.NewNullLogger()
+	}
+	return &Runtime{cfg: cfg, units: units, images: images, log: cfg.Log.Named("runtime")}
+}
+
+func podKey(ns, name string) string { return ns + "_" + name }
+
+func (r *Runtime) podStateDir(ns, name string) string {
+	return filepath.Join(r.cfg.StateDir, "pods", podKey(ns, name))
+}
+func (r *Runtime) podRunDir(ns, name string) string {
+	return filepath.Join(r.cfg.RunDir, "pods", podKey(ns, name))
+}
+func (r *Runtime) bundleDir(ns, pod, ctr string) string {
+	return filepath.Join(r.cfg.StateDir, "containers", podKey(ns, pod)+"_"+ctr)
+}
+
+// RunPod starts every container of pod, each from its resolved image
+// (images maps container name → image). On failure the pod is removed again
+// and the error says which container failed and why.
+func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string]*image.Image) (err error) {
+	pod = pod.DeepCopy()
+	if pod.Namespace == "" {
+		pod.Namespace = metav1.NamespaceDefault
+	}
+	if errs := validation.IsDNS1123Label(pod.Namespace); len(errs) > 0 {
+		return fmt.Errorf("%w: metadata.namespace %q: %s", ErrInvalid, pod.Namespace, errs[0])
+	}
+	// Unit names carry the pod name; a DNS label keeps them unambiguous.
+	if errs := validation.IsDNS1123Label(pod.Name); len(errs) > 0 {
+		return fmt.Errorf("%w: metadata.name %q: %s", ErrInvalid, pod.Name, errs[0])
+	}
+	if len(pod.Spec.Containers) == 0 {
+		return fmt.Errorf("%w: spec.containers: Required value", ErrInvalid)
+	}
+	for i, c := range pod.Spec.Containers {
+		if errs := validation.IsDNS1123Label(c.Name); len(errs) > 0 {
+			return fmt.Errorf("%w: spec.containers[%d].name %q: %s", ErrInvalid, i, c.Name, errs[0])
+		}
+		if images[c.Name] == nil {
+			return fmt.Errorf("%w: spec.containers[%d].image %q: not resolved", ErrInvalid, i, c.Image)
+		}
+	}
+	if len(pod.Spec.InitContainers) > 0 {
+		return fmt.Errorf("%w: spec.initContainers: not supported yet", ErrInvalid)
+	}
+	if pod.UID == "" {
+		pod.UID = types.UID(uuid.NewUUID())
+	}
+	if pod.CreationTimestamp.IsZero() {
+		pod.CreationTimestamp = metav1.NewTime(time.Now())
+	}
+	stateDir := r.podStateDir(pod.Namespace, pod.Name)
+	if err := os.MkdirAll(filepath.Dir(stateDir), 0o700); err != nil {
+		return err
+	}
+	if err := os.Mkdir(stateDir, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, ErrAlreadyExists)
+		}
+		return err
+	}
+	defer func() {
+		if err != nil {
+			// Undo under a context of its own: the caller's may be what failed.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if rerr := r.RemovePod(cctx, pod.Namespace, pod.Name); rerr != nil {
+				r.log.Error("clean up after failed start", "pod", pod.Namespace+"/"+pod.Name, "error", rerr)
+			}
+		}
+	}()
+	pj, err := json.Marshal(pod)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(stateDir, "pod.json"), pj, 0o600); err != nil {
+		return err
+	}
+	runDir := r.podRunDir(pod.Namespace, pod.Name)
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		return err
+	}
+	if err := writePodFiles(runDir, pod.Name); err != nil {
+		return fmt.Errorf("pod files: %w", err)
+	}
+	if err := createNamespaces(filepath.Join(runDir, "ns"), pod.Name); err != nil {
+		return err
+	}
+	slice := unitgen.SliceName(pod.Namespace)
+	if err := r.units.EnsureSlice(ctx, slice, []unitgen.Property{
+		{Name: "Description", Value: "berth namespace " + pod.Namespace, Why: "systemctl and systemd-cgtop name the namespace"},
+		{Name: "CPUAccounting", Value: true, Why: "per-namespace usage is reported"},
+		{Name: "MemoryAccounting", Value: true, Why: "per-namespace usage is reported"},
+		{Name: "TasksAccounting", Value: true, Why: "per-namespace usage is reported"},
+	}); err != nil {
+		return fmt.Errorf("namespace slice %s: %w", slice, err)
+	}
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		if err := r.startContainer(ctx, pod, c, images[c.Name]); err != nil {
+			return fmt.Errorf("container %q: %w", c.Name, err)
+		}
+	}
+	return nil
+}
+
+// Plan returns the unit a container of pod would get, without touching
+// anything but the image store (for tests and, later, `berth plan`).
+func (r *Runtime) Plan(pod *corev1.Pod, c *corev1.Container, img *image.Image) (*unitgen.Unit, error) {
+	runDir := r.podRunDir(pod.Namespace, pod.Name)
+	bundle := r.bundleDir(pod.Namespace, pod.Name, c.Name)
+	passwd, _ := r.images.ReadFile(img, "/etc/passwd")
+	group, _ := r.images.ReadFile(img, "/etc/group")
+	return unitgen.Generate(unitgen.Input{
+		Pod:       pod,
+		Container: c.Name,
+		Image: unitgen.ImageInfo{
+			Ref: c.Image, Digest: img.Digest, Config: img.Config.Config,
+			Passwd: passwd, Group: group,
+		},
+		Paths: unitgen.Paths{
+			Init:       r.cfg.Init,
+			Bundle:     bundle,
+			Lowers:     r.images.LayerDirs(img),
+			Upper:      filepath.Join(bundle, "upper"),
+			Work:       filepath.Join(bundle, "work"),
+			Rootfs:     filepath.Join(bundle, "rootfs"),
+			NetNS:      filepath.Join(runDir, "ns", "net"),
+			IPCNS:      filepath.Join(runDir, "ns", "ipc"),
+			UTSNS:      filepath.Join(runDir, "ns", "uts"),
+			Hosts:      filepath.Join(runDir, "hosts"),
+			Hostname:   filepath.Join(runDir, "hostname"),
+			ResolvConf: filepath.Join(runDir, "resolv.conf"),
+		},
+		Limits:  cgroup.ContainerLimits(pod, c, r.cfg.Node),
+		Options: unitgen.Options{AllowPrivileged: r.cfg.AllowPrivileged, CgroupV2: r.cfg.Node.CgroupV2},
+	})
+}
+
+func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, img *image.Image) error {
+	unit, err := r.Plan(pod, c, img)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	bundle := r.bundleDir(pod.Namespace, pod.Name, c.Name)
+	for _, d := range []string{"upper", "work", "rootfs"} {
+		if err := os.MkdirAll(filepath.Join(bundle, d), 0o700); err != nil {
+			return err
+		}
+	}
+	spec, err := json.MarshalIndent(unit.Spec, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(bundle, "config.json"), spec, 0o600); err != nil {
+		return err
+	}
+	if err := r.units.Start(ctx, unit.Name, unit.Properties); err != nil {
+		return err
+	}
+	r.log.Info("container started", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name, "unit", unit.Name)
+	return nil
+}
+
+// LoadPod returns the pod as recorded when it was started.
+func (r *Runtime) LoadPod(ns, name string) (*corev1.Pod, error) {
+	b, err := os.ReadFile(filepath.Join(r.podStateDir(ns, name), "pod.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("pod %s/%s: %w", ns, name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var pod corev1.Pod
+	if err := json.Unmarshal(b, &pod); err != nil {
+		return nil, fmt.Errorf("pod %s/%s: corrupt record: %w", ns, name, err)
+	}
+	return &pod, nil
+}
+
+// RemovePod stops the pod's containers (each with its grace period, which
+// systemd enforces), then removes their bundles and upper layers, the pod's
+// namespaces and files. Removing a pod that is partly gone finishes the job.
+func (r *Runtime) RemovePod(ctx context.Context, ns, name string) error {
+	pod, err := r.LoadPod(ns, name)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	var errs []error
+	if pod != nil {
+		for _, c := range pod.Spec.Containers {
+			unit := unitgen.UnitName(ns, name, c.Name)
+			if err := r.units.Stop(ctx, unit); err != nil && !errors.Is(err, systemd.ErrNotFound) {
+				errs = append(errs, fmt.Errorf("stop %s: %w", unit, err))
+				continue
+			}
+			_ = r.units.ResetFailed(ctx, unit)
+			if err := os.RemoveAll(r.bundleDir(ns, name, c.Name)); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	runDir := r.podRunDir(ns, name)
+	if err := removeNamespaces(filepath.Join(runDir, "ns")); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		if err := os.RemoveAll(runDir); err != nil {
+			errs = append(errs, err)
+		}
+		if err := os.RemoveAll(r.podStateDir(ns, name)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if pod == nil && len(errs) == 0 {
+		return fmt.Errorf("pod %s/%s: %w", ns, name, ErrNotFound)
+	}
+	return errors.Join(errs...)
+}
+
+// ContainerStatus is a container's Kubernetes status plus where systemd
+// keeps it.
+type ContainerStatus struct {
+	corev1.ContainerStatus
+	Unit         string
+	ControlGroup string
+	MainPID      uint32
+	ActiveState  string
+	SubState     string
+}
+
+// PodStatus reports each container of the pod from systemd's view and the
+// exit record stage-1 wrote when the workload last stopped.
+func (r *Runtime) PodStatus(ctx context.Context, ns, name string) ([]ContainerStatus, error) {
+	pod, err := r.LoadPod(ns, name)
+	if err != nil {
+		return nil, err
+	}
+	var out []ContainerStatus
+	for _, c := range pod.Spec.Containers {
+		unit := unitgen.UnitName(ns, name, c.Name)
+		cs := ContainerStatus{Unit: unit}
+		cs.Name, cs.Image = c.Name, c.Image
+		st, err := r.units.Status(ctx, unit)
+		if err != nil && !errors.Is(err, systemd.ErrNotFound) {
+			return nil, fmt.Errorf("status of %s: %w", unit, err)
+		}
+		exit, _ := stage1.ReadExitStatus(r.bundleDir(ns, name, c.Name))
+		if st != nil {
+			cs.ControlGroup, cs.MainPID = st.ControlGroup, st.MainPID
+			cs.ActiveState, cs.SubState = st.ActiveState, st.SubState
+			cs.RestartCount = int32(st.NRestarts)
+		}
+		switch {
+		case st != nil && st.ActiveState == "active":
+			cs.Ready, cs.Started = true, ptr(true)
+			cs.State.Running = &corev1.ContainerStateRunning{}
+			if exit != nil {
+				cs.LastTerminationState.Terminated = terminated(exit)
+			}
+		case exit != nil:
+			cs.State.Terminated = terminated(exit)
+		default:
+			reason := "ContainerCreating"
+			if st != nil && st.ActiveState == "failed" {
+				reason = "StartError"
+			}
+			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: reason}
+		}
+		out = append(out, cs)
+	}
+	return out, nil
+}
+
+func terminated(e *stage1.ExitStatus) *corev1.ContainerStateTerminated {
+	return &corev1.ContainerStateTerminated{
+		ExitCode:   int32(e.ExitCode),
+		Signal:     int32(e.Signal),
+		Reason:     e.Reason,
+		FinishedAt: metav1.NewTime(e.FinishedAt),
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,64 @@
+package stage1
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+const usage = "usage: berth-init start|poststop <bundle>"
+
+// Main runs berth-init with args (os.Args[1:]) and returns its exit code.
+//
+//	start <bundle>     ExecStart of the container's Type=forking unit
+//	poststop <bundle>  ExecStopPost of the unit; always exits 0
+//	stage2 <bundle>    internal: re-executed by start in the new namespaces
+func Main(args []string) int {
+	if len(args) != 2 {
+		fmt.Fprintln(os.Stderr, usage)
+		return 2
+	}
+	cmd, bundle := args[0], args[1]
+	switch cmd {
+	case "start":
+		// Goes to the journal; a non-zero exit fails the start job.
+		if err := Start(bundle); err != nil {
+			fmt.Fprintf(os.Stderr, "berth-init start %s: %v\n", bundle, err)
+			return 1
+		}
+		return 0
+	case "stage2":
+		sync := os.NewFile(syncFd, "sync")
+		err := runStage2(bundle, sync)
+		var ee *execError
+		if errors.As(err, &ee) {
+			fmt.Fprintf(os.Stderr, "berth-init: %v\n", ee)
+			return ee.code
+		}
+		if _, werr := fmt.Fprintf(sync, "stage2: %v", err); werr != nil {
+			fmt.Fprintf(os.Stderr, "berth-init stage2 %s: %v\n", bundle, err)
+		}
+		return 1
+	case "poststop":
+		// Always 0: a failing ExecStopPost would only add noise to the
+		// unit's result; the agent notices a missing exit.json.
+		if err := PostStop(bundle, os.Getenv, OwnOOMKills, time.Now()); err != nil {
+			fmt.Fprintf(os.Stderr, "berth-init poststop %s: %v\n", bundle, err)
+		}
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, usage)
+	return 2
+}
+
+// runStage2 turns a panic into an error, so stage-1 hears about it through
+// the sync pipe.
+func runStage2(bundle string, sync *os.File) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return Stage2(bundle, sync)
+}

@@ -1,0 +1,158 @@
+package stage1
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/cgroup"
+	"golang.org/x/sys/unix"
+)
+
+// Reasons, as Kubernetes reports a terminated container
+// (ContainerStateTerminated.Reason; containerd's CRI plugin sets the same).
+const (
+	ReasonCompleted = "Completed"
+	ReasonError     = "Error"
+	ReasonOOMKilled = "OOMKilled"
+)
+
+// unknownExitCode is what containerd reports when it cannot tell a task's
+// exit status (containerd's client UnknownExitStatus = 255).
+const unknownExitCode = 255
+
+// ExitStatus is how a container's workload ended, written by
+// `berth-init poststop` to <bundle>/exit.json.
+type ExitStatus struct {
+	Result     string    `json:"result"`   // systemd's $SERVICE_RESULT
+	ExitCode   int       `json:"exitCode"` // status, or 128+signal when killed
+	Signal     int       `json:"signal"`   // killing signal, 0 if it exited
+	OOMKilled  bool      `json:"oomKilled"`
+	Reason     string    `json:"reason"` // Completed, Error or OOMKilled
+	FinishedAt time.Time `json:"finishedAt"`
+}
+
+// ReadExitStatus reads <bundle>/exit.json.
+func ReadExitStatus(bundle string) (*ExitStatus, error) {
+	b, err := os.ReadFile(filepath.Join(bundle, ExitFile))
+	if err != nil {
+		return nil, fmt.Errorf("read exit status: %w", err)
+	}
+	var st ExitStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", filepath.Join(bundle, ExitFile), err)
+	}
+	return &st, nil
+}
+
+// PostStop is `berth-init poststop <bundle>`, systemd's ExecStopPost=. env
+// looks up what systemd passes to ExecStopPost (systemd.exec(5),
+// "Environment variables set or propagated by the service manager":
+// $SERVICE_RESULT, $EXIT_CODE, $EXIT_STATUS); oomKills reads the unit
+// cgroup's OOM-kill counter — it must run now, before systemd removes the
+// cgroup (libraries.md pitfall 4). A failing counter read is reported and
+// treated as no OOM kill. Kills counted before this run started (the
+// baseline Start left in OOMBaseFile) do not count; a counter below the
+// baseline means a new cgroup and counts in full.
+func PostStop(bundle string, env func(string) string, oomKills func() (uint64, error), now time.Time) error {
+	kills, err := oomKills()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "berth-init poststop %s: OOM-kill counter: %v\n", bundle, err)
+		kills = 0
+	}
+	// Only kills since this run started count (see OOMBaseFile).
+	if raw, err := os.ReadFile(filepath.Join(bundle, OOMBaseFile)); err == nil {
+		if base, err := strconv.ParseUint(strings.TrimSpace(string(raw)), 10, 64); err == nil {
+			if kills >= base {
+				kills -= base
+			}
+		}
+	}
+	st := DecideExit(env("SERVICE_RESULT"), env("EXIT_CODE"), env("EXIT_STATUS"), kills, now)
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode exit status: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(bundle, ExitFile), append(b, '\n'))
+}
+
+// DecideExit turns systemd's view of the main process into an ExitStatus.
+// code is $EXIT_CODE: "exited", "killed" or "dumped" (empty if the main
+// process never ran); status is $EXIT_STATUS: the exit status, or the
+// signal's name ("KILL", as systemd's signal_to_string prints it).
+// ExitCode follows the shell/containerd convention: 128+signal when killed,
+// so SIGKILL is 137. An OOM kill (counter > 0, or systemd's own Result
+// "oom-kill" on cgroup v2) wins over everything else as the reason.
+func DecideExit(result, code, status string, oomKills uint64, now time.Time) ExitStatus {
+	st := ExitStatus{Result: result, FinishedAt: now.UTC()}
+	switch code {
+	case "exited":
+		n, err := strconv.Atoi(status)
+		if err != nil || n < 0 || n > 255 {
+			st.ExitCode = unknownExitCode
+		} else {
+			st.ExitCode = n
+		}
+	case "killed", "dumped":
+		if sig := signalNumber(status); sig > 0 {
+			st.Signal = sig
+			st.ExitCode = 128 + sig
+		} else {
+			st.ExitCode = unknownExitCode
+		}
+	default:
+		st.ExitCode = unknownExitCode
+	}
+	st.OOMKilled = oomKills > 0 || result == "oom-kill"
+	switch {
+	case st.OOMKilled:
+		st.Reason = ReasonOOMKilled
+	case st.ExitCode == 0:
+		st.Reason = ReasonCompleted
+	default:
+		st.Reason = ReasonError
+	}
+	return st
+}
+
+// signalNumber parses "KILL", "SIGKILL", "9" or "RTMIN+3".
+func signalNumber(s string) int {
+	s = strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(s)), "SIG")
+	if n, err := strconv.Atoi(s); err == nil {
+		return n
+	}
+	// systemd prints real-time signals relative to glibc's SIGRTMIN, 34
+	// (the kernel's 32 plus two reserved by NPTL).
+	if rest, ok := strings.CutPrefix(s, "RTMIN+"); ok {
+		if n, err := strconv.Atoi(rest); err == nil {
+			return 34 + n
+		}
+	}
+	if s == "RTMIN" {
+		return 34
+	}
+	return int(unix.SignalNum("SIG" + s))
+}
+
+// OwnOOMKills reads the OOM-kill counter of the calling process's own
+// memory cgroup — for ExecStopPost, the unit's cgroup: memory.oom_control
+// "oom_kill" on v1, memory.events "oom_kill" on v2.
+func OwnOOMKills() (uint64, error) {
+	controller := "memory"
+	if cgroup.IsV2() {
+		controller = ""
+	}
+	group, err := cgroup.OwnGroup(controller)
+	if err != nil {
+		return 0, err
+	}
+	st, err := cgroup.ReadStats(group, nil)
+	if err != nil {
+		return 0, err
+	}
+	return st.OOMKills, nil
+}

@@ -1,0 +1,183 @@
+// Package stage1 is berth-init: the short-lived stage-1 that systemd runs
+// as a Type=forking service's ExecStart, the stage-2 that becomes PID 1 of
+// the container's PID namespace and execs the workload, and the
+// ExecStopPost hook that records how the workload ended.
+//
+// The idea is rkt's stage-1 (github.com/rkt/rkt Documentation/devel/
+// stage1-implementors-guide.md) with systemd as the supervisor: systemd 252
+// cannot give a unit its own PID namespace, so stage-1 clones stage-2 with
+// CLONE_NEWPID|CLONE_NEWNS, writes its PID to the unit's PIDFile= and exits.
+// systemd then supervises the workload directly as MainPID, and nothing of
+// berth stays in the unit's cgroup (verified with systemd 252, see
+// /work/shared/design/environment.md).
+package stage1
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// Files in the bundle.
+const (
+	ConfigFile = "config.json"
+	PIDFile    = "pid"
+	ExitFile   = "exit.json"
+	// OOMBaseFile holds the unit cgroup's OOM-kill counter when the
+	// container started: systemd keeps a unit's cgroup across Restart=
+	// (auto-restart counts as activating, so unit_prune_cgroup does not run),
+	// and the counter would otherwise blame every later exit on an old OOM.
+	OOMBaseFile = "oom_kills.start"
+)
+
+// LoadSpec reads <bundle>/config.json.
+func LoadSpec(bundle string) (*specs.Spec, error) {
+	b, err := os.ReadFile(filepath.Join(bundle, ConfigFile))
+	if err != nil {
+		return nil, fmt.Errorf("read spec: %w", err)
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", filepath.Join(bundle, ConfigFile), err)
+	}
+	if s.Process == nil || len(s.Process.Args) == 0 {
+		return nil, errors.New("spec: process.args is empty")
+	}
+	if s.Root == nil || s.Root.Path == "" {
+		return nil, errors.New("spec: root.path is empty")
+	}
+	if s.Linux == nil {
+		return nil, errors.New("spec: linux section missing")
+	}
+	return &s, nil
+}
+
+// rootPath is Root.Path, relative to the bundle unless absolute (OCI
+// runtime-spec config.md "root").
+func rootPath(bundle string, s *specs.Spec) string {
+	if filepath.IsAbs(s.Root.Path) {
+		return filepath.Clean(s.Root.Path)
+	}
+	return filepath.Join(bundle, s.Root.Path)
+}
+
+// overlay is berth's rootfs convention: Mounts[0] is the overlay for "/".
+type overlay struct {
+	mount       specs.Mount
+	upper, work string
+}
+
+func rootOverlay(s *specs.Spec) (*overlay, error) {
+	if len(s.Mounts) == 0 {
+		return nil, errors.New("spec: mounts[0] must be the rootfs overlay, mounts is empty")
+	}
+	m := s.Mounts[0]
+	if m.Destination != "/" || m.Type != "overlay" {
+		return nil, fmt.Errorf("spec: mounts[0] must be the rootfs overlay on \"/\", got type %q on %q", m.Type, m.Destination)
+	}
+	o := &overlay{mount: m}
+	for _, opt := range m.Options {
+		k, v, _ := strings.Cut(opt, "=")
+		switch k {
+		case "upperdir":
+			o.upper = v
+		case "workdir":
+			o.work = v
+		}
+	}
+	for name, p := range map[string]string{"upperdir": o.upper, "workdir": o.work} {
+		// These get emptied on every start: refuse anything that is not a
+		// clean absolute path below the root directory.
+		if p == "" || !filepath.IsAbs(p) || filepath.Clean(p) != p || p == "/" {
+			return nil, fmt.Errorf("spec: rootfs overlay %s %q must be a clean absolute path", name, p)
+		}
+	}
+	return o, nil
+}
+
+// freshen empties the overlay's upper and work directories: Kubernetes
+// starts every container (and every restart of one) on a fresh copy of the
+// image's filesystem.
+func (o *overlay) freshen() error {
+	for _, d := range []string{o.upper, o.work} {
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("empty overlay dir %s: %w", d, err)
+		}
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("create overlay dir %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// nsJoin is a namespace to enter with setns(2) before cloning stage-2.
+type nsJoin struct {
+	typ  specs.LinuxNamespaceType
+	path string
+	flag int
+}
+
+// nsPlan is how stage-2 gets its namespaces.
+type nsPlan struct {
+	clone uintptr // CLONE_NEW* for clone(2)
+	joins []nsJoin
+}
+
+var nsFlags = map[specs.LinuxNamespaceType]int{
+	specs.PIDNamespace:     unix.CLONE_NEWPID,
+	specs.NetworkNamespace: unix.CLONE_NEWNET,
+	specs.MountNamespace:   unix.CLONE_NEWNS,
+	specs.IPCNamespace:     unix.CLONE_NEWIPC,
+	specs.UTSNamespace:     unix.CLONE_NEWUTS,
+	specs.CgroupNamespace:  unix.CLONE_NEWCGROUP,
+}
+
+func planNamespaces(s *specs.Spec) (*nsPlan, error) {
+	p := &nsPlan{}
+	seen := map[specs.LinuxNamespaceType]bool{}
+	for _, ns := range s.Linux.Namespaces {
+		if seen[ns.Type] {
+			return nil, fmt.Errorf("spec: namespace %q listed twice", ns.Type)
+		}
+		seen[ns.Type] = true
+		flag, ok := nsFlags[ns.Type]
+		if !ok {
+			// user: no id-mapped rootfs here; time: needs unshare before
+			// the first fork of the namespace, not clone flags.
+			return nil, fmt.Errorf("spec: namespace %q is not supported by berth-init", ns.Type)
+		}
+		if ns.Path == "" {
+			p.clone |= uintptr(flag)
+			continue
+		}
+		if ns.Type == specs.MountNamespace {
+			// setns(CLONE_NEWNS) needs an unshared fs_struct, which a Go
+			// process (threads share it) never has; stage-2 always builds
+			// its mount namespace from scratch anyway.
+			return nil, errors.New("spec: joining a mount namespace (linux.namespaces[mount].path) is not supported")
+		}
+		p.joins = append(p.joins, nsJoin{typ: ns.Type, path: ns.Path, flag: flag})
+	}
+	// Without both, the workload would share the host's process table or
+	// mounts and "PID 1 of its own namespace" would not hold.
+	if !seen[specs.PIDNamespace] || !seen[specs.MountNamespace] {
+		return nil, errors.New("spec: linux.namespaces must include pid and mount")
+	}
+	return p, nil
+}
+
+// ownsNamespace reports whether stage-2 gets a new namespace of typ.
+func ownsNamespace(s *specs.Spec, typ specs.LinuxNamespaceType) bool {
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == typ {
+			return ns.Path == ""
+		}
+	}
+	return false
+}

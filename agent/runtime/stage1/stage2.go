@@ -1,0 +1,426 @@
+package stage1
+
+import (
+	"bytes"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/berth-dev/berth/agent/runtime/seccomp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// defaultPath is used to resolve process.args[0] when the spec's env has no
+// PATH (Docker's default PATH, moby oci/defaults).
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Stage2 is `berth-init stage2 <bundle>`, cloned by Start as PID 1 of a new
+// PID and mount namespace (plus the spec's other new namespaces, and
+// inside the joined ones). It builds the container's root, drops privileges,
+// reports ready on sync (fd 3) and, once stage-1 has been reaped, execs the
+// workload; it returns only on failure. An error before the ready report
+// goes back through sync to fail the start; one after it is an *execError.
+func Stage2(bundle string, sync *os.File) error {
+	// Credentials, capabilities, no_new_privs and seccomp are per thread:
+	// everything below runs on this one, which then calls execve(2). The
+	// kernel kills every other thread at execve (de_thread) and the new
+	// image keeps exactly this thread's state.
+	runtime.LockOSThread()
+	// Nothing of stage-1's may reach the workload.
+	unix.CloseOnExec(syncFd)
+	unix.CloseOnExec(parentFd)
+
+	spec, err := LoadSpec(bundle)
+	if err != nil {
+		return err
+	}
+	proc := spec.Process
+	var filter *seccomp.Program
+	if spec.Linux.Seccomp != nil {
+		if filter, err = seccomp.Compile(spec.Linux.Seccomp); err != nil {
+			return fmt.Errorf("compile seccomp profile: %w", err)
+		}
+	}
+	last, err := lastCap()
+	if err != nil {
+		return err
+	}
+	caps := parseCaps(proc.Capabilities, last, func(msg string) {
+		fmt.Fprintln(os.Stderr, "berth-init: warning:", msg)
+	})
+
+	if err := buildRoot(bundle, spec); err != nil {
+		return err
+	}
+
+	if ownsNamespace(spec, specs.UTSNamespace) {
+		// A joined UTS namespace belongs to the pod, which set its name.
+		if spec.Hostname != "" {
+			if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
+				return fmt.Errorf("sethostname %q: %w", spec.Hostname, err)
+			}
+		}
+		if spec.Domainname != "" {
+			if err := unix.Setdomainname([]byte(spec.Domainname)); err != nil {
+				return fmt.Errorf("setdomainname %q: %w", spec.Domainname, err)
+			}
+		}
+	}
+	if err := setRlimits(proc.Rlimits); err != nil {
+		return err
+	}
+	umask := 0o022
+	if proc.User.Umask != nil {
+		umask = int(*proc.User.Umask)
+	}
+	unix.Umask(umask)
+
+	// runc's order (libcontainer/init_linux.go finalizeNamespace and
+	// standard_init_linux.go): chdir while still root, bounding set, seccomp
+	// if it cannot wait for no_new_privs, user, capabilities, no_new_privs,
+	// seccomp as late as possible, execve.
+	cwd := proc.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	chdirLater := false
+	if err := unix.Chdir(cwd); err != nil {
+		if !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("chdir to process.cwd %q: %w", cwd, err)
+		}
+		chdirLater = true // may be readable only by the workload's user
+	}
+	if err := caps.dropBounding(); err != nil {
+		return err
+	}
+	if filter != nil && !proc.NoNewPrivileges {
+		// Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which
+		// the workload usually does not keep: load it now.
+		if err := seccomp.Load(filter); err != nil {
+			return err
+		}
+	}
+	if err := switchUser(proc.User); err != nil {
+		return err
+	}
+	if chdirLater {
+		if err := unix.Chdir(cwd); err != nil {
+			return fmt.Errorf("chdir to process.cwd %q as uid %d: %w", cwd, proc.User.UID, err)
+		}
+	}
+	if err := caps.apply(); err != nil {
+		return err
+	}
+	if proc.NoNewPrivileges {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("set no_new_privs: %w", err)
+		}
+	}
+	// Resolve and check as the workload's user, before the final filter so
+	// that an error can still be reported with few syscalls under it.
+	path, err := lookPath(proc.Args[0], proc.Env)
+	if err != nil {
+		return err
+	}
+	if err := checkExec(path); err != nil {
+		return err
+	}
+	if filter != nil && proc.NoNewPrivileges {
+		if err := seccomp.Load(filter); err != nil {
+			return err
+		}
+	}
+
+	// Report ready, then exec only once stage-1 has been reaped (see Start).
+	if _, err := sync.WriteString(readyByte); err != nil {
+		return fmt.Errorf("report ready: %w", err)
+	}
+	sync.Close()
+	parent := os.NewFile(parentFd, "stage-1")
+	if err := waitForReap(parent); err != nil {
+		return &execError{err: err, code: 126}
+	}
+	parent.Close()
+	err = syscall.Exec(path, proc.Args, proc.Env)
+	code := 126 // found but cannot be run (the shell's convention)
+	if errors.Is(err, unix.ENOENT) {
+		code = 127
+	}
+	return &execError{err: fmt.Errorf("exec %s: %w", path, err), code: code}
+}
+
+// execError is a failure after stage-2 reported ready: stage-1 is gone, so
+// it goes to stderr (the journal) and becomes the workload's exit status.
+type execError struct {
+	err  error
+	code int
+}
+
+func (e *execError) Error() string { return e.err.Error() }
+func (e *execError) Unwrap() error { return e.err }
+
+// waitForReap blocks until stage-1, whose /proc/<pid>/stat is f, has been
+// reaped: reads succeed while it runs and while it is a zombie, and fail
+// with ESRCH once its parent (systemd) has collected it. stage-1 is not in
+// stage-2's PID namespace, so neither kill(2) nor pidfd_send_signal(2) can
+// probe it; the file opened by stage-1 itself can.
+func waitForReap(f *os.File) error {
+	buf := make([]byte, 128)
+	delay := 50 * time.Microsecond
+	for {
+		if _, err := f.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
+			if errors.Is(err, unix.ESRCH) {
+				return nil
+			}
+			return fmt.Errorf("watch stage-1: %w", err)
+		}
+		time.Sleep(delay)
+		delay = min(2*delay, 5*time.Millisecond)
+	}
+}
+
+// checkExec finds what would make execve(2) of path fail, so that it fails
+// the start with a precise message instead of becoming exit status 126/127:
+// a missing #! interpreter or ELF interpreter (the loader of another libc
+// or architecture: execve says only ENOENT). executable() has already
+// ruled out directories, noexec mounts and missing permission. Formats it
+// does not recognise are left to execve (binfmt_misc may know them).
+func checkExec(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil // execute-only file: execve may still run it
+	}
+	defer f.Close()
+	hdr := make([]byte, 256)
+	n, _ := io.ReadFull(f, hdr)
+	hdr = hdr[:n]
+	switch {
+	case bytes.HasPrefix(hdr, []byte("#!")):
+		line, _, _ := bytes.Cut(hdr[2:], []byte("\n"))
+		fields := strings.Fields(string(line))
+		if len(fields) == 0 {
+			return fmt.Errorf("%s: empty #! line", path)
+		}
+		if err := executable(fields[0]); err != nil {
+			return fmt.Errorf("%s: #! interpreter: %w", path, err)
+		}
+	case bytes.HasPrefix(hdr, []byte(elf.ELFMAG)):
+		ef, err := elf.NewFile(f)
+		if err != nil {
+			return nil // let the kernel judge what Go's parser does not like
+		}
+		for _, p := range ef.Progs {
+			if p.Type != elf.PT_INTERP {
+				continue
+			}
+			b, err := io.ReadAll(io.LimitReader(p.Open(), 4096))
+			if err != nil {
+				return nil
+			}
+			interp := strings.TrimRight(string(b), "\x00")
+			if err := executable(interp); err != nil {
+				return fmt.Errorf("%s: ELF interpreter (an image for another libc or architecture?): %w", path, err)
+			}
+		}
+	}
+	return nil
+}
+
+// buildRoot mounts the rootfs and everything in it, then pivots into it.
+func buildRoot(bundle string, spec *specs.Spec) error {
+	// Nothing we mount may propagate back to the host (or systemd's)
+	// namespace; rslave still lets host unmounts reach us.
+	prop := uintptr(unix.MS_SLAVE | unix.MS_REC)
+	if p := spec.Linux.RootfsPropagation; p != "" {
+		v, ok := propFlags[p]
+		if !ok {
+			return fmt.Errorf("linux.rootfsPropagation %q is unknown", p)
+		}
+		prop = v
+	}
+	if err := unix.Mount("", "/", "", prop, ""); err != nil {
+		return fmt.Errorf("make / %s: %w", spec.Linux.RootfsPropagation, err)
+	}
+
+	ov, err := rootOverlay(spec)
+	if err != nil {
+		return err
+	}
+	root := rootPath(bundle, spec)
+	o, err := parseMountOptions(ov.mount.Options)
+	if err != nil {
+		return fmt.Errorf("rootfs overlay: %w", err)
+	}
+	data := strings.Join(o.data, ",")
+	// mount(2) copies at most one page of data; many layers with long
+	// paths overflow it.
+	if len(data) >= os.Getpagesize() {
+		return fmt.Errorf("rootfs overlay options are %d bytes, mount(2) takes at most %d: too many or too long lowerdir paths", len(data), os.Getpagesize()-1)
+	}
+	if err := unix.Mount("overlay", root, "overlay", o.flags&^unix.MS_RDONLY, data); err != nil {
+		return fmt.Errorf("mount rootfs overlay on %s: %w", root, err)
+	}
+
+	dir, err := os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return fmt.Errorf("open rootfs %s: %w", root, err)
+	}
+	r := &rootfs{path: root, dir: dir, bundle: bundle}
+	cgroupNS := ownsNamespace(spec, specs.CgroupNamespace)
+	devIsBind := false
+	for _, m := range spec.Mounts[1:] {
+		if err := r.mount(m, cgroupNS); err != nil {
+			dir.Close()
+			return err
+		}
+		if filepath.Clean(m.Destination) == "/dev" {
+			mo, _ := parseMountOptions(m.Options)
+			devIsBind = mo.bind || m.Type == "bind"
+		}
+	}
+	// A /dev bound from the host (privileged) already has everything.
+	if !devIsBind {
+		if err := r.setupDev(spec.Linux.Devices); err != nil {
+			dir.Close()
+			return err
+		}
+	}
+	dir.Close()
+
+	if err := pivot(root); err != nil {
+		return err
+	}
+	for _, p := range spec.Linux.ReadonlyPaths {
+		if err := readonlyPath(p); err != nil {
+			return err
+		}
+	}
+	for _, p := range spec.Linux.MaskedPaths {
+		if err := maskPath(p); err != nil {
+			return err
+		}
+	}
+	if spec.Root.Readonly {
+		if err := remountRootReadonly(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var rlimitNames = map[string]int{
+	"RLIMIT_AS": unix.RLIMIT_AS, "RLIMIT_CORE": unix.RLIMIT_CORE, "RLIMIT_CPU": unix.RLIMIT_CPU,
+	"RLIMIT_DATA": unix.RLIMIT_DATA, "RLIMIT_FSIZE": unix.RLIMIT_FSIZE, "RLIMIT_LOCKS": unix.RLIMIT_LOCKS,
+	"RLIMIT_MEMLOCK": unix.RLIMIT_MEMLOCK, "RLIMIT_MSGQUEUE": unix.RLIMIT_MSGQUEUE,
+	"RLIMIT_NICE": unix.RLIMIT_NICE, "RLIMIT_NOFILE": unix.RLIMIT_NOFILE, "RLIMIT_NPROC": unix.RLIMIT_NPROC,
+	"RLIMIT_RSS": unix.RLIMIT_RSS, "RLIMIT_RTPRIO": unix.RLIMIT_RTPRIO, "RLIMIT_RTTIME": unix.RLIMIT_RTTIME,
+	"RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING, "RLIMIT_STACK": unix.RLIMIT_STACK,
+}
+
+func setRlimits(rl []specs.POSIXRlimit) error {
+	for _, l := range rl {
+		res, ok := rlimitNames[l.Type]
+		if !ok {
+			return fmt.Errorf("process.rlimits: unknown type %q", l.Type)
+		}
+		// syscall.Setrlimit, not unix.Prlimit: for RLIMIT_NOFILE it also
+		// tells the Go runtime not to restore its startup soft limit in
+		// syscall.Exec (go.dev/issue/46279), which would undo ours.
+		if err := syscall.Setrlimit(res, &syscall.Rlimit{Cur: l.Soft, Max: l.Hard}); err != nil {
+			return fmt.Errorf("setrlimit %s soft=%d hard=%d: %w", l.Type, l.Soft, l.Hard, err)
+		}
+	}
+	return nil
+}
+
+// switchUser sets groups, gid and uid of this thread only, with raw
+// syscalls. Go's syscall.Setuid & co. apply to every thread of the process
+// (runtime AllThreadsSyscall, Go >= 1.16); we need no such broadcast because
+// execve from this thread replaces the whole process with it. PR_SET_KEEPCAPS
+// keeps the permitted set across the uid change so that capset can then
+// give the workload what the spec says (capabilities(7)).
+func switchUser(u specs.User) error {
+	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("set keepcaps: %w", err)
+	}
+	gids := append([]uint32(nil), u.AdditionalGids...)
+	var p unsafe.Pointer
+	if len(gids) > 0 {
+		p = unsafe.Pointer(&gids[0])
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(gids)), uintptr(p), 0); e != 0 {
+		return fmt.Errorf("setgroups %v: %w", gids, e)
+	}
+	runtime.KeepAlive(gids)
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(u.GID), uintptr(u.GID), uintptr(u.GID)); e != 0 {
+		return fmt.Errorf("setresgid %d: %w", u.GID, e)
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(u.UID), uintptr(u.UID), uintptr(u.UID)); e != 0 {
+		return fmt.Errorf("setresuid %d: %w", u.UID, e)
+	}
+	if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("clear keepcaps: %w", err)
+	}
+	return nil
+}
+
+// lookPath resolves args[0] inside the new root through the spec's PATH
+// (not berth-init's own), like execvp(3) and runc.
+func lookPath(name string, env []string) (string, error) {
+	if name == "" {
+		return "", errors.New("process.args[0] is empty")
+	}
+	if strings.Contains(name, "/") {
+		if err := executable(name); err != nil {
+			return "", fmt.Errorf("process.args[0] %q: %w", name, err)
+		}
+		return name, nil
+	}
+	pathEnv, found := defaultPath, false
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			pathEnv, found = v, true
+		}
+	}
+	for _, dir := range filepath.SplitList(pathEnv) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, name)
+		if executable(p) == nil {
+			return p, nil
+		}
+	}
+	src := "PATH"
+	if !found {
+		src = "default PATH"
+	}
+	return "", fmt.Errorf("process.args[0] %q: executable file not found in %s %q", name, src, pathEnv)
+}
+
+func executable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("%s is a directory", p)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(p, &st); err == nil && st.Flags&unix.ST_NOEXEC != 0 {
+		return fmt.Errorf("%s is on a noexec mount", p)
+	}
+	if err := unix.Access(p, unix.X_OK); err != nil {
+		return fmt.Errorf("%s is not executable: %w", p, err)
+	}
+	return nil
+}

@@ -1,0 +1,193 @@
+package stage1
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ownOOMKills is OwnOOMKills, replaceable in tests.
+var ownOOMKills = OwnOOMKills
+
+// File descriptors stage-2 inherits (ExtraFiles).
+const (
+	syncFd   = 3 // write end of the sync pipe to stage-1
+	parentFd = 4 // stage-1's /proc/<pid>/stat, to see stage-1 reaped
+)
+
+// readyByte is stage-2's "ready to exec" report.
+const readyByte = "\x00"
+
+// Start is `berth-init start <bundle>`: it prepares the bundle, starts
+// stage-2 in new namespaces, waits until stage-2 has done everything short
+// of the execve (or reported why it cannot), writes stage-2's PID to
+// <bundle>/pid and returns. The caller exits right after: systemd
+// (Type=forking, PIDFile=<bundle>/pid) adopts stage-2, soon the workload,
+// as MainPID.
+//
+// Why stage-2 execs only after stage-1 is gone: systemd reads PIDFile= when
+// it handles stage-1's SIGCHLD, and refuses a PID that is already a zombie
+// ("PID ... read from file ... does not exist or is a zombie", unit result
+// "protocol", exit status lost). A workload exec'd before stage-1 exits and
+// that exits within a millisecond (a Job running `true`) lost that race in
+// about 1 of 10 runs under systemd 252 here. systemd runs the SIGCHLD
+// handlers, and so reads PIDFile=, while stage-1 is still an unreaped
+// zombie and reaps it only afterwards (src/core/manager.c,
+// manager_dispatch_sigchld: waitid(WNOWAIT), invoke the units' sigchld
+// handlers, then "actually reap the zombie"). So stage-2 waits until
+// stage-1 has been reaped, and then systemd already watches it. Everything
+// that can fail is checked before the "ready" report, so a bad spec still
+// fails the start job with a precise message; only an execve error proper
+// (rare after checkExec) becomes the workload's exit status 126/127 with the
+// message in the journal, as a shell reports it.
+func Start(bundle string) error {
+	bundle, err := filepath.Abs(bundle)
+	if err != nil {
+		return fmt.Errorf("bundle path: %w", err)
+	}
+	spec, err := LoadSpec(bundle)
+	if err != nil {
+		return err
+	}
+	plan, err := planNamespaces(spec)
+	if err != nil {
+		return err
+	}
+	ov, err := rootOverlay(spec)
+	if err != nil {
+		return err
+	}
+	if err := ov.freshen(); err != nil {
+		return err
+	}
+	for _, f := range []string{PIDFile, ExitFile, OOMBaseFile} {
+		if err := os.Remove(filepath.Join(bundle, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove stale %s: %w", f, err)
+		}
+	}
+	// ExecStart runs in the unit's cgroup, like ExecStopPost later.
+	if base, err := ownOOMKills(); err == nil {
+		if err := writeFileAtomic(filepath.Join(bundle, OOMBaseFile), []byte(strconv.FormatUint(base, 10)+"\n")); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(os.Stderr, "berth-init start %s: OOM-kill counter unreadable, poststop will count from 0: %v\n", bundle, err)
+	}
+
+	// Namespaces are per thread: join them on this thread and fork from it,
+	// so that the child inherits them. Never unlocked — the thread is
+	// "dirty" and Go terminates it if the goroutine ever exits.
+	runtime.LockOSThread()
+	for _, j := range plan.joins {
+		if err := join(j); err != nil {
+			return err
+		}
+	}
+
+	r, w, err := os.Pipe() // both ends O_CLOEXEC
+	if err != nil {
+		return fmt.Errorf("sync pipe: %w", err)
+	}
+	defer r.Close()
+	// Stage-2 watches this to learn when we have been reaped (see
+	// waitForReap).
+	self, err := os.Open("/proc/self/stat")
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("open /proc/self/stat: %w", err)
+	}
+	defer self.Close()
+	cmd := &exec.Cmd{
+		Path:       "/proc/self/exe",
+		Args:       []string{"berth-init", "stage2", bundle},
+		Stdin:      os.Stdin, // systemd's: /dev/null and the journal,
+		Stdout:     os.Stdout,
+		Stderr:     os.Stderr,
+		ExtraFiles: []*os.File{w, self}, // fds 3 and 4 in the child, without CLOEXEC
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: plan.clone,
+			// The workload leads its own session: it must not share the
+			// process group of systemd's control process.
+			Setsid: true,
+		},
+	}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("clone stage-2 (flags %#x): %w", plan.clone, err)
+	}
+	w.Close()
+
+	// Stage-2 answers once: readyByte when everything up to the execve is
+	// done, or an error message, then it closes its end.
+	msg, rerr := io.ReadAll(r)
+	switch {
+	case rerr != nil:
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return fmt.Errorf("read sync pipe: %w", rerr)
+	case len(msg) == 0:
+		_ = cmd.Wait()
+		return fmt.Errorf("stage-2 ended without a report (%v)", cmd.ProcessState)
+	case string(msg) != readyByte:
+		_ = cmd.Wait()
+		return fmt.Errorf("%s", msg)
+	}
+
+	pid := cmd.Process.Pid
+	if err := writeFileAtomic(filepath.Join(bundle, PIDFile), []byte(strconv.Itoa(pid)+"\n")); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return err
+	}
+	// Deliberately no Wait: the workload outlives us and is reparented to
+	// systemd (or the nearest subreaper), which reaps it.
+	_ = cmd.Process.Release()
+	return nil
+}
+
+func join(j nsJoin) error {
+	fd, err := unix.Open(j.path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s namespace %s: %w", j.typ, j.path, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Setns(fd, j.flag); err != nil {
+		return fmt.Errorf("join %s namespace %s: %w", j.typ, j.path, err)
+	}
+	return nil
+}
+
+// writeFileAtomic writes name via a temporary file and rename(2), so that a
+// reader (systemd reading PIDFile=, the agent reading exit.json) never sees
+// a partial file.
+func writeFileAtomic(name string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err := os.Rename(tmp.Name(), name); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,863 @@
+package stage1
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/test/testenv"
+	mobyseccomp "github.com/moby/profiles/seccomp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// These tests run the real berth-init binary (built with CGO_ENABLED=0, as
+// shipped) against the real kernel: namespaces, overlayfs, pivot_root,
+// seccomp. No systemd is involved; the test process plays its part by
+// being a child subreaper, so the workload is reparented to it (as it would
+// be to systemd) when berth-init exits, and can be reaped.
+
+var berthInitBin string // built once by TestMain when running as root
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if os.Geteuid() == 0 {
+			if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+				fmt.Fprintln(os.Stderr, "set child subreaper:", err)
+				return 1
+			}
+			dir, err := os.MkdirTemp("", "berth-init-bin-")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer os.RemoveAll(dir)
+			berthInitBin = filepath.Join(dir, "berth-init")
+			if _, err := exec.LookPath("go"); err == nil {
+				build := exec.Command("go", "build", "-o", berthInitBin, "github.com/berth-dev/berth/cmd/berth-init")
+				build.Env = append(os.Environ(), "CGO_ENABLED=0")
+				if out, err := build.CombinedOutput(); err != nil {
+					fmt.Fprintf(os.Stderr, "build berth-init: %v\n%s", err, out)
+					return 1
+				}
+			}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func requireBerthInit(t *testing.T) string {
+	t.Helper()
+	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "go")
+	_, err := os.Stat(berthInitBin)
+	testenv.Require(t, err == nil, "berth-init binary was not built")
+	_, err = os.Stat("/bin/busybox")
+	testenv.Require(t, err == nil, "/bin/busybox missing: apt-get install -y busybox-static")
+	return berthInitBin
+}
+
+var dockerCaps = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+	"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+}
+
+var busyboxApplets = []string{"sh", "sleep", "cat", "ps", "id", "hostname", "mount", "ls", "touch", "wc", "echo", "grep", "head", "cut", "dd", "true", "false"}
+
+// testBundle is a bundle with a busybox rootfs, laid out as berth's image
+// store and unitgen would: an overlay of a read-only lower dir.
+type testBundle struct {
+	dir, lower, upper, work, rootfs string
+	spec                            *specs.Spec
+}
+
+func newBundle(t *testing.T, args ...string) *testBundle {
+	t.Helper()
+	dir := t.TempDir()
+	b := &testBundle{
+		dir: dir, lower: filepath.Join(dir, "lower"), upper: filepath.Join(dir, "upper"),
+		work: filepath.Join(dir, "work"), rootfs: filepath.Join(dir, "rootfs"),
+	}
+	for _, d := range []string{b.lower + "/bin", b.lower + "/etc", b.lower + "/data", b.rootfs} {
+		must(t, os.MkdirAll(d, 0o755))
+	}
+	bb, err := os.ReadFile("/bin/busybox")
+	must(t, err)
+	must(t, os.WriteFile(b.lower+"/bin/busybox", bb, 0o755))
+	for _, a := range busyboxApplets {
+		must(t, os.Symlink("busybox", b.lower+"/bin/"+a))
+	}
+	must(t, os.WriteFile(b.lower+"/etc/passwd", []byte("root:x:0:0:root:/:/bin/sh\n"), 0o644))
+	// Readable only by uid 1000: cwd for the non-root test (chdir after setuid).
+	must(t, os.MkdirAll(b.lower+"/home/app", 0o700))
+	must(t, os.Chown(b.lower+"/home/app", 1000, 1000))
+	must(t, os.WriteFile(filepath.Join(dir, "hosts"), []byte("127.0.0.1 localhost berth-test\n"), 0o644))
+
+	caps := &specs.LinuxCapabilities{Bounding: dockerCaps, Effective: dockerCaps, Permitted: dockerCaps}
+	s := &specs.Spec{
+		Version: specs.Version,
+		Process: &specs.Process{
+			Args:            args,
+			Env:             []string{"PATH=/usr/bin:/bin", "HOME=/"},
+			Cwd:             "/",
+			Capabilities:    caps,
+			NoNewPrivileges: true,
+			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1000, Soft: 900}},
+		},
+		Root:     &specs.Root{Path: "rootfs"},
+		Hostname: "berth-test",
+		Mounts: []specs.Mount{
+			{Destination: "/", Type: "overlay", Source: "overlay", Options: []string{
+				"lowerdir=" + b.lower, "upperdir=" + b.upper, "workdir=" + b.work}},
+			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
+			{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(dir, "hosts"), Options: []string{"rbind", "rprivate", "ro"}},
+		},
+		Linux: &specs.Linux{
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.IPCNamespace},
+				{Type: specs.UTSNamespace}, {Type: specs.NetworkNamespace},
+			},
+			// Docker's lists (moby oci/defaults.go).
+			MaskedPaths: []string{"/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+				"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+				"/sys/firmware", "/sys/devices/virtual/powercap"},
+			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
+		},
+	}
+	b.spec = s
+	b.setSeccomp(t)
+	return b
+}
+
+func (b *testBundle) setSeccomp(t *testing.T) {
+	t.Helper()
+	prof, err := mobyseccomp.GetDefaultProfile(b.spec)
+	must(t, err)
+	b.spec.Linux.Seccomp = prof
+}
+
+func (b *testBundle) write(t *testing.T) {
+	t.Helper()
+	data, err := json.MarshalIndent(b.spec, "", "  ")
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(b.dir, ConfigFile), data, 0o644))
+}
+
+// start runs `berth-init start`; its output (and the workload's, which
+// inherits it) goes to <bundle>/log. It registers cleanup of the workload.
+func (b *testBundle) start(t *testing.T) (pid int, log string, err error) {
+	t.Helper()
+	b.write(t)
+	logf, ferr := os.Create(filepath.Join(b.dir, "log"))
+	must(t, ferr)
+	defer logf.Close()
+	cmd := exec.Command(requireBerthInit(t), "start", b.dir)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	err = cmd.Run()
+	out, _ := os.ReadFile(filepath.Join(b.dir, "log"))
+	if raw, rerr := os.ReadFile(filepath.Join(b.dir, PIDFile)); rerr == nil {
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(raw)))
+	}
+	if pid > 0 {
+		t.Cleanup(func() { b.stop(t, pid) })
+	}
+	return pid, string(out), err
+}
+
+// stop kills and reaps the workload (reparented to us, the subreaper) and
+// checks that none of its mounts leaked into the host's namespace.
+func (b *testBundle) stop(t *testing.T, pid int) {
+	_ = unix.Kill(pid, unix.SIGKILL)
+	reap(t, pid, 10*time.Second)
+	b.assertNoHostMounts(t)
+}
+
+func reap(t *testing.T, pid int, within time.Duration) (unix.WaitStatus, bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		if got == pid {
+			return ws, true
+		}
+		if errors.Is(err, unix.ECHILD) {
+			return 0, false
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("workload %d not reaped within %s", pid, within)
+			return 0, false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (b *testBundle) assertNoHostMounts(t *testing.T) {
+	t.Helper()
+	out, err := exec.Command("findmnt", "-rn", "-o", "TARGET").Output()
+	if err != nil {
+		t.Errorf("findmnt: %v", err)
+		return
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, b.dir) {
+			t.Errorf("mount leaked into the host namespace: %s", line)
+		}
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitExec waits until pid has exec'd the workload: after start returns,
+// pid is stage-2 for as long as it takes to see stage-1 reaped (see Start).
+func waitExec(t *testing.T, pid int, cmdline string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && string(got) == cmdline {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d cmdline %q (%v), want %q", pid, got, err, cmdline)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func procStatus(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	must(t, err)
+	defer f.Close()
+	m := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m
+}
+
+func capHex(t *testing.T, names ...string) string {
+	t.Helper()
+	var m uint64
+	for _, n := range names {
+		v, ok := capNumbers[n]
+		if !ok {
+			t.Fatalf("unknown cap %s", n)
+		}
+		m |= 1 << uint(v)
+	}
+	return fmt.Sprintf("%016x", m)
+}
+
+// berthInitProcesses lists live processes running the berth-init binary.
+func berthInitProcesses(t *testing.T, bin string) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	must(t, err)
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && exe == bin {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func mountinfo(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	must(t, err)
+	m := map[string]string{} // mountpoint -> "opts - fstype" of the top mount
+	for _, line := range strings.Split(string(raw), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(pre)
+		m[f[4]] = f[5] + " - " + strings.Fields(post)[0]
+	}
+	return m
+}
+
+func TestStartRootWorkload(t *testing.T) {
+	bin := requireBerthInit(t)
+	b := newBundle(t, "sleep", "3600")
+	// Something left from a previous run must be gone after start.
+	must(t, os.MkdirAll(b.upper, 0o755))
+	must(t, os.WriteFile(b.upper+"/stale", []byte("x"), 0o644))
+	must(t, os.WriteFile(filepath.Join(b.dir, PIDFile), []byte("1\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(b.dir, ExitFile), []byte("{}"), 0o644))
+
+	pid, log, err := b.start(t)
+	if err != nil {
+		t.Fatalf("berth-init start: %v\n%s", err, log)
+	}
+	if pid <= 1 {
+		t.Fatalf("pid file holds %d", pid)
+	}
+	if _, err := os.Stat(filepath.Join(b.dir, ExitFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale exit.json not removed: %v", err)
+	}
+	if raw, err := os.ReadFile(filepath.Join(b.dir, OOMBaseFile)); err != nil {
+		t.Errorf("OOM-kill baseline not recorded: %v", err)
+	} else if _, err := strconv.ParseUint(strings.TrimSpace(string(raw)), 10, 64); err != nil {
+		t.Errorf("OOM-kill baseline %q: %v", raw, err)
+	}
+	if _, err := os.Stat(b.upper + "/stale"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("overlay upper dir not fresh: %v", err)
+	}
+	if err := unix.Kill(pid, 0); err != nil {
+		t.Fatalf("workload %d not alive: %v", pid, err)
+	}
+	waitExec(t, pid, "sleep\x003600\x00")
+	if left := berthInitProcesses(t, bin); len(left) > 0 {
+		t.Errorf("berth-init processes remain: %v", left)
+	}
+
+	st := procStatus(t, pid)
+	nspid := strings.Fields(st["NSpid"])
+	if len(nspid) != 2 || nspid[0] != strconv.Itoa(pid) || nspid[1] != "1" {
+		t.Errorf("NSpid %q, want %d 1 (PID 1 of its own namespace)", st["NSpid"], pid)
+	}
+	want := map[string]string{
+		"Uid": "0\t0\t0\t0", "Gid": "0\t0\t0\t0", "Groups": "",
+		"CapBnd": capHex(t, dockerCaps...), "CapEff": capHex(t, dockerCaps...),
+		"CapPrm": capHex(t, dockerCaps...), "CapInh": capHex(t), "CapAmb": capHex(t),
+		"NoNewPrivs": "1", "Seccomp": "2",
+	}
+	for k, w := range want {
+		if st[k] != w {
+			t.Errorf("status %s = %q, want %q", k, st[k], w)
+		}
+	}
+	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	must(t, err)
+	if !strings.Contains(string(limits), "Max open files            900                  1000") {
+		t.Errorf("RLIMIT_NOFILE not applied:\n%s", limits)
+	}
+
+	for _, ns := range []string{"pid", "mnt", "uts", "ipc", "net"} {
+		mine, _ := os.Readlink("/proc/self/ns/" + ns)
+		theirs, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
+		if theirs == "" || mine == theirs {
+			t.Errorf("%s namespace not new: %q vs host %q", ns, theirs, mine)
+		}
+	}
+	out, err := exec.Command("nsenter", "--uts", "-t", strconv.Itoa(pid), "hostname").Output()
+	if err != nil || strings.TrimSpace(string(out)) != "berth-test" {
+		t.Errorf("hostname in the workload's UTS namespace = %q (%v), want berth-test", out, err)
+	}
+
+	mi := mountinfo(t, pid)
+	for mp, wantSub := range map[string]string{
+		"/":                     "- overlay",
+		"/proc":                 "- proc",
+		"/proc/kcore":           "", // /dev/null bound over it (content checked from inside)
+		"/proc/sys":             "ro,",
+		"/proc/scsi":            "- tmpfs", // a directory: masked by a read-only tmpfs
+		"/sys":                  "ro,",
+		"/sys/fs/cgroup":        "ro,",
+		"/dev/null":             "",
+		"/dev/pts":              "- devpts",
+		"/dev/mqueue":           "- mqueue",
+		"/etc/hosts":            "ro,",
+		"/sys/fs/cgroup/memory": "ro,",
+	} {
+		got, ok := mi[mp]
+		if !ok {
+			if mp == "/proc/scsi" {
+				if _, err := os.Stat("/proc/scsi"); err != nil {
+					continue // kernel without SCSI: nothing to mask
+				}
+			}
+			if mp == "/proc/kcore" {
+				if _, err := os.Stat("/proc/kcore"); err != nil {
+					continue
+				}
+			}
+			t.Errorf("no mount on %s in the workload's namespace", mp)
+			continue
+		}
+		if !strings.Contains(got, wantSub) {
+			t.Errorf("mount %s = %q, want it to contain %q", mp, got, wantSub)
+		}
+	}
+	if strings.HasPrefix(mi["/"], "ro") {
+		t.Errorf("root is read-only without Root.Readonly: %s", mi["/"])
+	}
+	// The mounts live only in the workload's namespace.
+	b.assertNoHostMounts(t)
+}
+
+// workloadScript checks the container from the inside, as the workload, and
+// prints key=value lines for the test.
+const workloadScript = `
+echo hostname=$(hostname)
+echo id=$(id -u):$(id -g)
+echo PS-BEGIN; ps -o pid,comm; echo PS-END
+mount -t tmpfs none /data 2>/dev/null; echo mount=$?
+echo mountmsg=$(mount -t tmpfs none /data 2>&1)
+echo kcore=$(cat /proc/kcore 2>/dev/null | wc -c)
+echo 1 2>/dev/null > /proc/sys/kernel/printk_ratelimit; echo procsys=$?
+( echo x > /proc/sys/kernel/printk_ratelimit ) 2>&1 | grep -q 'Read-only' && echo procsys_rofs=yes
+touch /newfile 2>/dev/null; echo rootwrite=$?
+echo hosts=$(grep -c berth-test /etc/hosts)
+echo null=$(ls -l /dev/null | head -c 1)
+echo memcg=$(grep ':memory:' /proc/self/cgroup | cut -d: -f3)
+echo memlimit=$(ls /sys/fs/cgroup/memory | grep -c '^memory.limit_in_bytes$')
+touch /sys/fs/cgroup/memory/x 2>/dev/null; echo cgwrite=$?
+echo DONE
+`
+
+func runWorkload(t *testing.T, b *testBundle) map[string]string {
+	t.Helper()
+	pid, log, err := b.start(t)
+	if err != nil {
+		t.Fatalf("berth-init start: %v\n%s", err, log)
+	}
+	ws, ok := reap(t, pid, 20*time.Second)
+	if !ok {
+		t.Fatalf("workload not reaped")
+	}
+	out, _ := os.ReadFile(filepath.Join(b.dir, "log"))
+	if !ws.Exited() || ws.ExitStatus() != 0 || !strings.Contains(string(out), "DONE") {
+		t.Fatalf("workload status %v, output:\n%s", ws, out)
+	}
+	t.Logf("workload output:\n%s", out)
+	res := map[string]string{}
+	var ps []string
+	inPS := false
+	for _, line := range strings.Split(string(out), "\n") {
+		switch {
+		case line == "PS-BEGIN":
+			inPS = true
+		case line == "PS-END":
+			inPS = false
+		case inPS:
+			if f := strings.Fields(line); len(f) == 2 && f[0] != "PID" {
+				ps = append(ps, f[0]+":"+f[1])
+			}
+		default:
+			if k, v, ok := strings.Cut(line, "="); ok {
+				res[k] = v
+			}
+		}
+	}
+	res["ps"] = strings.Join(ps, " ")
+	b.assertNoHostMounts(t)
+	return res
+}
+
+func TestWorkloadViewReadonlyRoot(t *testing.T) {
+	requireBerthInit(t)
+	b := newBundle(t, "sh", "-c", workloadScript)
+	b.spec.Root.Readonly = true
+	got := runWorkload(t, b)
+	want := map[string]string{
+		"hostname": "berth-test", "id": "0:0",
+		"mount": "1", "mountmsg": "mount: permission denied (are you root?)", "kcore": "0", "procsys": "1", "procsys_rofs": "yes",
+		"rootwrite": "1", "hosts": "1", "null": "c",
+		// Without a cgroup namespace: its own memory cgroup, bound read-only.
+		"memcg": ownMemoryCgroup(t), "memlimit": "1", "cgwrite": "1",
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("inside the container %s=%q, want %q", k, got[k], w)
+		}
+	}
+	// Only the script (PID 1) and ps itself: the host's processes are invisible.
+	if ps := strings.Fields(got["ps"]); len(ps) != 2 || ps[0] != "1:sh" || !strings.HasSuffix(ps[1], ":ps") {
+		t.Errorf("ps inside the container lists %q, want 1:sh and ps", got["ps"])
+	}
+}
+
+// TestWorkloadViewCgroupNamespace: with a new cgroup namespace the
+// hierarchies are mounted afresh and the container sees itself at "/".
+func TestWorkloadViewCgroupNamespace(t *testing.T) {
+	requireBerthInit(t)
+	b := newBundle(t, "sh", "-c", workloadScript)
+	b.spec.Linux.Namespaces = append(b.spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+	got := runWorkload(t, b)
+	for k, w := range map[string]string{"memcg": "/", "memlimit": "1", "cgwrite": "1"} {
+		if got[k] != w {
+			t.Errorf("inside the container %s=%q, want %q", k, got[k], w)
+		}
+	}
+}
+
+func ownMemoryCgroup(t *testing.T) string {
+	t.Helper()
+	raw, err := os.ReadFile("/proc/self/cgroup")
+	must(t, err)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.SplitN(line, ":", 3); len(f) == 3 && f[1] == "memory" {
+			return f[2]
+		}
+	}
+	t.Fatal("no memory line in /proc/self/cgroup")
+	return ""
+}
+
+func TestWorkloadViewWritableRoot(t *testing.T) {
+	requireBerthInit(t)
+	b := newBundle(t, "sh", "-c", workloadScript)
+	got := runWorkload(t, b)
+	if got["rootwrite"] != "0" {
+		t.Errorf("root write failed with a writable root: rootwrite=%q", got["rootwrite"])
+	}
+	// The write went to the overlay's upper dir, not the image.
+	if _, err := os.Stat(b.upper + "/newfile"); err != nil {
+		t.Errorf("write not in the upper dir: %v", err)
+	}
+	if _, err := os.Stat(b.lower + "/newfile"); err == nil {
+		t.Errorf("write reached the lower (image) dir")
+	}
+}
+
+// TestStartNonRootAmbient covers a non-root user with supplementary groups,
+// an ambient capability, no no_new_privs (so seccomp is loaded before the
+// user switch, with CAP_SYS_ADMIN) and a cwd only that user can enter.
+func TestStartNonRootAmbient(t *testing.T) {
+	requireBerthInit(t)
+	b := newBundle(t, "sleep", "3600")
+	p := b.spec.Process
+	p.User = specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{10, 20}}
+	p.NoNewPrivileges = false
+	p.Cwd = "/home/app"
+	nbs := "CAP_NET_BIND_SERVICE"
+	p.Capabilities.Inheritable = []string{nbs}
+	p.Capabilities.Ambient = []string{nbs}
+	pid, log, err := b.start(t)
+	if err != nil {
+		t.Fatalf("berth-init start: %v\n%s", err, log)
+	}
+	waitExec(t, pid, "sleep\x003600\x00")
+	st := procStatus(t, pid)
+	want := map[string]string{
+		"Uid": "1000\t1000\t1000\t1000", "Gid": "1000\t1000\t1000\t1000", "Groups": "10 20",
+		"CapBnd": capHex(t, dockerCaps...),
+		// execve as non-root keeps only the ambient set (capabilities(7)).
+		"CapEff": capHex(t, nbs), "CapPrm": capHex(t, nbs), "CapAmb": capHex(t, nbs), "CapInh": capHex(t, nbs),
+		"NoNewPrivs": "0", "Seccomp": "2",
+	}
+	for k, w := range want {
+		if st[k] != w {
+			t.Errorf("status %s = %q, want %q", k, st[k], w)
+		}
+	}
+	cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+	if err != nil || !strings.HasSuffix(cwd, "/home/app") {
+		t.Errorf("cwd %q (%v), want /home/app", cwd, err)
+	}
+}
+
+// TestStartJoinsNamespaces joins a "pod" network and UTS namespace by path,
+// as unitgen writes them for a pod's containers.
+func TestStartJoinsNamespaces(t *testing.T) {
+	requireBerthInit(t)
+	b := newBundle(t, "sleep", "3600")
+	// A pod sandbox: a process holding new net+uts namespaces with its own name.
+	pod := exec.Command("unshare", "--net", "--uts", "sh", "-c", "hostname pod-name; exec sleep 3600")
+	must(t, pod.Start())
+	t.Cleanup(func() { _ = pod.Process.Kill(); _ = pod.Wait() })
+	podNS := func(ns string) string { return fmt.Sprintf("/proc/%d/ns/%s", pod.Process.Pid, ns) }
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, _ := exec.Command("nsenter", "--uts", "-t", strconv.Itoa(pod.Process.Pid), "hostname").Output()
+		if strings.TrimSpace(string(out)) == "pod-name" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("pod sandbox did not set its hostname")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.spec.Linux.Namespaces = []specs.LinuxNamespace{
+		{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.IPCNamespace},
+		{Type: specs.UTSNamespace, Path: podNS("uts")}, {Type: specs.NetworkNamespace, Path: podNS("net")},
+	}
+	pid, log, err := b.start(t)
+	if err != nil {
+		t.Fatalf("berth-init start: %v\n%s", err, log)
+	}
+	waitExec(t, pid, "sleep\x003600\x00")
+	for _, ns := range []string{"net", "uts"} {
+		want, _ := os.Readlink(podNS(ns))
+		got, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
+		if got != want || got == "" {
+			t.Errorf("%s namespace %q, want the pod's %q", ns, got, want)
+		}
+	}
+	// The pod's hostname stands: berth-init sets Hostname only in a UTS namespace it owns.
+	out, _ := exec.Command("nsenter", "--uts", "-t", strconv.Itoa(pid), "hostname").Output()
+	if strings.TrimSpace(string(out)) != "pod-name" {
+		t.Errorf("hostname %q, want the pod's pod-name", out)
+	}
+}
+
+func TestStartFailures(t *testing.T) {
+	requireBerthInit(t)
+	cases := []struct {
+		name   string
+		mutate func(b *testBundle)
+		want   string
+	}{
+		{"missing cwd", func(b *testBundle) { b.spec.Process.Cwd = "/nonexistent" },
+			`stage2: chdir to process.cwd "/nonexistent": no such file or directory`},
+		{"missing binary", func(b *testBundle) { b.spec.Process.Args = []string{"no-such-binary"} },
+			`stage2: process.args[0] "no-such-binary": executable file not found in PATH "/usr/bin:/bin"`},
+		{"missing absolute binary", func(b *testBundle) { b.spec.Process.Args = []string{"/bin/nope"} },
+			`stage2: process.args[0] "/bin/nope": stat /bin/nope: no such file or directory`},
+		{"missing #! interpreter", func(b *testBundle) {
+			must(t, os.WriteFile(b.lower+"/bin/script", []byte("#!/nonexistent/sh -e\n"), 0o755))
+			b.spec.Process.Args = []string{"/bin/script"}
+		}, `stage2: /bin/script: #! interpreter: stat /nonexistent/sh: no such file or directory`},
+		{"missing ELF interpreter", func(b *testBundle) {
+			// The host's dynamically linked /bin/true in a busybox image without /lib64.
+			bin, err := os.ReadFile("/usr/bin/true")
+			must(t, err)
+			must(t, os.WriteFile(b.lower+"/bin/dyntrue", bin, 0o755))
+			b.spec.Process.Args = []string{"dyntrue"}
+		}, `stage2: /bin/dyntrue: ELF interpreter (an image for another libc or architecture?): stat /lib64/ld-linux-x86-64.so.2: no such file or directory`},
+		{"noexec mount", func(b *testBundle) {
+			b.spec.Mounts = append(b.spec.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: b.lower + "/bin", Options: []string{"rbind", "noexec"}})
+			b.spec.Process.Args = []string{"/data/sleep", "1"}
+		}, `stage2: process.args[0] "/data/sleep": /data/sleep is on a noexec mount`},
+		{"missing bind source", func(b *testBundle) {
+			b.spec.Mounts = append(b.spec.Mounts, specs.Mount{Destination: "/x", Type: "bind", Source: "/nonexistent-src", Options: []string{"rbind"}})
+		}, `stage2: bind mount source for /x: stat /nonexistent-src: no such file or directory`},
+		{"no pid namespace", func(b *testBundle) {
+			b.spec.Linux.Namespaces = []specs.LinuxNamespace{{Type: specs.MountNamespace}}
+		}, "linux.namespaces must include pid and mount"},
+		{"rootfs overlay not first", func(b *testBundle) { b.spec.Mounts = b.spec.Mounts[1:] },
+			`mounts[0] must be the rootfs overlay on "/"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBundle(t, "sleep", "3600")
+			tc.mutate(b)
+			pid, log, err := b.start(t)
+			if err == nil {
+				t.Fatalf("start succeeded (pid %d), want failure; output:\n%s", pid, log)
+			}
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+				t.Errorf("exit %v, want status 1", err)
+			}
+			if !strings.Contains(log, tc.want) {
+				t.Errorf("output %q lacks %q", log, tc.want)
+			}
+			if _, err := os.Stat(filepath.Join(b.dir, PIDFile)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("pid file left behind: %v", err)
+			}
+			if left := berthInitProcesses(t, berthInitBin); len(left) > 0 {
+				t.Errorf("berth-init processes remain: %v", left)
+			}
+			b.assertNoHostMounts(t)
+		})
+	}
+}
+
+// TestExecWaitsForStage1Reap: the workload is exec'd only after stage-1 has
+// been reaped, the moment systemd has read PIDFile= (see Start).
+func TestExecWaitsForStage1Reap(t *testing.T) {
+	bin := requireBerthInit(t)
+	b := newBundle(t, "sleep", "3600")
+	b.write(t)
+	cmd := exec.Command(bin, "start", b.dir)
+	must(t, cmd.Start())
+	// Wait for stage-1 to exit, but leave it a zombie (WNOWAIT).
+	var si unix.Siginfo
+	must(t, unix.Waitid(unix.P_PID, cmd.Process.Pid, &si, unix.WEXITED|unix.WNOWAIT, nil))
+	raw, err := os.ReadFile(filepath.Join(b.dir, PIDFile))
+	must(t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	must(t, err)
+	t.Cleanup(func() { b.stop(t, pid) })
+	time.Sleep(300 * time.Millisecond)
+	got, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	must(t, err)
+	if !strings.HasPrefix(string(got), "berth-init\x00stage2\x00") {
+		t.Errorf("before stage-1 was reaped, pid %d runs %q; want stage-2 still waiting", pid, got)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("stage-1: %v", err)
+	}
+	waitExec(t, pid, "sleep\x003600\x00")
+}
+
+// TestExecFailureAfterReady: what checkExec cannot foresee fails at execve,
+// after stage-1 has reported success; stage-2 (the unit's MainPID by then)
+// exits 126 with the error on stderr, the journal.
+func TestExecFailureAfterReady(t *testing.T) {
+	requireBerthInit(t)
+	b := newBundle(t, "garbage")
+	must(t, os.WriteFile(b.lower+"/bin/garbage", []byte("garbage"), 0o755))
+	pid, log, err := b.start(t)
+	if err != nil {
+		t.Fatalf("start: %v\n%s", err, log)
+	}
+	ws, ok := reap(t, pid, 10*time.Second)
+	if !ok || !ws.Exited() || ws.ExitStatus() != 126 {
+		t.Errorf("workload status %v, want exit 126", ws)
+	}
+	out, _ := os.ReadFile(filepath.Join(b.dir, "log"))
+	if want := "berth-init: exec /bin/garbage: exec format error"; !strings.Contains(string(out), want) {
+		t.Errorf("log %q lacks %q", out, want)
+	}
+}
+
+func TestPostStopBinary(t *testing.T) {
+	bin := requireBerthInit(t)
+	cases := []struct {
+		name string
+		env  []string
+		want ExitStatus
+	}{
+		{"exit 3", []string{"SERVICE_RESULT=exit-code", "EXIT_CODE=exited", "EXIT_STATUS=3"},
+			ExitStatus{Result: "exit-code", ExitCode: 3, Reason: ReasonError}},
+		{"exit 0", []string{"SERVICE_RESULT=success", "EXIT_CODE=exited", "EXIT_STATUS=0"},
+			ExitStatus{Result: "success", ExitCode: 0, Reason: ReasonCompleted}},
+		{"SIGKILL", []string{"SERVICE_RESULT=signal", "EXIT_CODE=killed", "EXIT_STATUS=KILL"},
+			ExitStatus{Result: "signal", ExitCode: 137, Signal: 9, Reason: ReasonError}},
+		{"v2 oom-kill result", []string{"SERVICE_RESULT=oom-kill", "EXIT_CODE=killed", "EXIT_STATUS=KILL"},
+			ExitStatus{Result: "oom-kill", ExitCode: 137, Signal: 9, OOMKilled: true, Reason: ReasonOOMKilled}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			// Run in a fresh memory cgroup so the OOM counter is ours (0).
+			cg := newMemoryCgroup(t)
+			before := time.Now().UTC().Add(-time.Second)
+			cmd := exec.Command("sh", "-c", `echo $$ > "$CG/cgroup.procs" && exec "$BIN" poststop "$DIR"`)
+			cmd.Env = append([]string{"CG=" + cg, "BIN=" + bin, "DIR=" + dir, "PATH=/usr/bin:/bin"}, tc.env...)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("poststop: %v\n%s", err, out)
+			}
+			got, err := ReadExitStatus(dir)
+			must(t, err)
+			if got.FinishedAt.Before(before) || got.FinishedAt.After(time.Now().Add(time.Second)) {
+				t.Errorf("FinishedAt %v not now", got.FinishedAt)
+			}
+			got.FinishedAt = time.Time{}
+			if *got != tc.want {
+				t.Errorf("exit.json %+v, want %+v", *got, tc.want)
+			}
+		})
+	}
+}
+
+// TestPostStopRealOOM lets the kernel OOM-kill a process in a memory cgroup
+// (cgroup v1 here) and runs poststop in that cgroup, as systemd runs
+// ExecStopPost in the unit's cgroup: the counter must read as OOMKilled
+// even though systemd (v1) only says "signal".
+func TestPostStopRealOOM(t *testing.T) {
+	bin := requireBerthInit(t)
+	testenv.RequireCommand(t, "dd")
+	cg := newMemoryCgroup(t)
+	must(t, os.WriteFile(cg+"/memory.limit_in_bytes", []byte("33554432"), 0o644))
+	hog := exec.Command("sh", "-c", `echo $$ > "$CG/cgroup.procs" && exec dd if=/dev/zero of=/dev/null bs=200M count=1`)
+	hog.Env = []string{"CG=" + cg, "PATH=/usr/bin:/bin"}
+	err := hog.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("hog was not killed: %v", err)
+	}
+	if ws := ee.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("hog ended with %v, want SIGKILL by the OOM killer", ws)
+	}
+	dir := t.TempDir()
+	if out, err := poststopIn(cg, bin, dir).CombinedOutput(); err != nil {
+		t.Fatalf("poststop: %v\n%s", err, out)
+	}
+	got, err := ReadExitStatus(dir)
+	must(t, err)
+	if !got.OOMKilled || got.Reason != ReasonOOMKilled || got.ExitCode != 137 {
+		t.Errorf("exit.json %+v, want OOMKilled 137", *got)
+	}
+
+	// A restarted container (same cgroup, systemd Restart=) whose start
+	// recorded the counter at 1 was not OOM-killed this time.
+	must(t, os.WriteFile(filepath.Join(dir, OOMBaseFile), []byte("1\n"), 0o644))
+	if out, err := poststopIn(cg, bin, dir).CombinedOutput(); err != nil {
+		t.Fatalf("poststop: %v\n%s", err, out)
+	}
+	got, err = ReadExitStatus(dir)
+	must(t, err)
+	if got.OOMKilled || got.Reason != ReasonError {
+		t.Errorf("after a baseline of 1, exit.json %+v, want a plain SIGKILL", *got)
+	}
+}
+
+func poststopIn(cg, bin, dir string) *exec.Cmd {
+	cmd := exec.Command("sh", "-c", `echo $$ > "$CG/cgroup.procs" && exec "$BIN" poststop "$DIR"`)
+	cmd.Env = []string{"CG=" + cg, "BIN=" + bin, "DIR=" + dir, "PATH=/usr/bin:/bin",
+		"SERVICE_RESULT=signal", "EXIT_CODE=killed", "EXIT_STATUS=KILL"}
+	return cmd
+}
+
+// newMemoryCgroup creates a child of this process's own memory cgroup
+// (cgroup v1; the only kind these machines have) and removes it afterwards.
+func newMemoryCgroup(t *testing.T) string {
+	t.Helper()
+	raw, err := os.ReadFile("/proc/self/cgroup")
+	must(t, err)
+	var own string
+	for _, line := range strings.Split(string(raw), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) == 3 && slices.Contains(strings.Split(f[1], ","), "memory") {
+			own = f[2]
+		}
+	}
+	testenv.Require(t, own != "" && runtime.GOOS == "linux", "no cgroup v1 memory hierarchy")
+	dir := filepath.Join("/sys/fs/cgroup/memory", own, fmt.Sprintf("berth-stage1-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	must(t, os.Mkdir(dir, 0o755))
+	t.Cleanup(func() {
+		// Move anything left back to our own group, then remove ours.
+		if procs, err := os.ReadFile(dir + "/cgroup.procs"); err == nil {
+			for _, p := range strings.Fields(string(procs)) {
+				_ = os.WriteFile(filepath.Join("/sys/fs/cgroup/memory", own, "cgroup.procs"), []byte(p), 0o644)
+			}
+		}
+		for i := 0; i < 50; i++ {
+			if err := unix.Rmdir(dir); err == nil || errors.Is(err, unix.ENOENT) {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Errorf("cannot remove test cgroup %s", dir)
+	})
+	return dir
+}

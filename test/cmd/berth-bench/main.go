@@ -1,0 +1,144 @@
+// Command berth-bench measures container start-up inside a systemd node:
+// N pods started through berth's runtime from a cached image, and, in the same
+// run and interleaved with them, N raw transient units of /bin/sleep started
+// over the same D-Bus connection (the floor), plus optionally N `podman run`
+// of the same image (a peer). It prints p50/p99 of each and the ratios.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"sort"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/berth-dev/berth/agent/runtime"
+	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/image"
+	"github.com/berth-dev/berth/unitgen"
+	"github.com/berth-dev/berth/unitgen/systemd"
+)
+
+// podmanImage is the name the harness gives the same image in podman's store.
+const podmanImage = "localhost/berth-bench:latest"
+
+func main() {
+	n := flag.Int("n", 100, "containers (and raw units) to start")
+	layout := flag.String("layout", "/var/tmp/images", "OCI layout with the image")
+	ref := flag.String("image", "busybox:bench", "image reference in the layout")
+	initPath := flag.String("init", "/opt/berth/bin/berth-init", "berth-init")
+	podman := flag.Bool("podman", false, "also time `podman run -d --network none` of the image (tagged "+podmanImage+")")
+	flag.Parse()
+	if err := run(*n, *layout, *ref, *initPath, *podman); err != nil {
+		fmt.Fprintln(os.Stderr, "berth-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(n int, layout, ref, initPath string, podman bool) error {
+	ctx := context.Background()
+	conn, err := systemd.Dial(ctx)
+	if err != nil {
+		return err
+	}
+	store, err := image.New("/var/lib/berth/store")
+	if err != nil {
+		return err
+	}
+	v1img, err := image.OpenLayout(ctx, layout, ref)
+	if err != nil {
+		return err
+	}
+	img, err := store.Import(ctx, v1img) // cached: the timed starts reuse its layers
+	if err != nil {
+		return err
+	}
+	rt := runtime.New(runtime.Config{Init: initPath,
+		Node: cgroup.NodeInfo{MemoryCapacity: 8 << 30, CgroupV2: cgroup.IsV2(), PidsLimit: 4096}}, conn, store)
+	limits := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("32Mi")}
+
+	var floor, berth []time.Duration
+	var rawUnits []string
+	defer func() {
+		cctx := context.Background()
+		for _, u := range rawUnits {
+			_ = conn.Stop(cctx, u)
+		}
+		for i := range berth {
+			_ = rt.RemovePod(cctx, "bench", fmt.Sprintf("p%d", i))
+		}
+	}()
+	for i := 0; i < n; i++ {
+		// The floor: what systemd itself costs for a unit with the same limits.
+		name := fmt.Sprintf("berth-floor-%d.service", i)
+		props := []unitgen.Property{
+			{Name: "Type", Value: "exec"},
+			{Name: "ExecStart", Value: []unitgen.ExecCommand{{Path: "/bin/sleep", Args: []string{"/bin/sleep", "3600"}}}},
+			{Name: "MemoryMax", Value: uint64(32 << 20)},
+			{Name: "CPUQuotaPerSecUSec", Value: uint64(100000)},
+		}
+		t0 := time.Now()
+		if err := conn.Start(ctx, name, props); err != nil {
+			return fmt.Errorf("raw unit %d: %w", i, err)
+		}
+		floor = append(floor, time.Since(t0))
+		rawUnits = append(rawUnits, name)
+
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i), Namespace: "bench"},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{
+				Name: "main", Image: ref, Command: []string{"sleep", "3600"},
+				Resources: corev1.ResourceRequirements{Limits: limits},
+			}}},
+		}
+		t0 = time.Now()
+		if err := rt.RunPod(ctx, pod, map[string]*image.Image{"main": img}); err != nil {
+			return fmt.Errorf("pod %d: %w", i, err)
+		}
+		berth = append(berth, time.Since(t0))
+	}
+	report := func(name string, d []time.Duration) (p50, p99 time.Duration) {
+		p50, p99 = pct(d, 50), pct(d, 99)
+		fmt.Printf("%-28s n=%-4d p50=%-10v p99=%-10v\n", name, len(d), p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond))
+		return
+	}
+	fp50, fp99 := report("raw transient unit (floor)", floor)
+	bp50, bp99 := report("berth container", berth)
+	fmt.Printf("ratio berth/floor            p50=%.2fx p99=%.2fx (goal <= 1.5x)\n", ratio(bp50, fp50), ratio(bp99, fp99))
+	if podman {
+		var pd []time.Duration
+		for i := 0; i < n; i++ {
+			t0 := time.Now()
+			// -d: like berth's figure, the time until the container runs.
+			out, err := exec.Command("podman", "run", "-d", "--network", "none", "--cgroup-manager", "systemd",
+				"--memory", "32m", "--cpus", "0.1", podmanImage, "sleep", "3600").CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("podman run: %w: %s", err, out)
+			}
+			pd = append(pd, time.Since(t0))
+		}
+		_ = exec.Command("podman", "rm", "-f", "-t", "0", "--all").Run()
+		pp50, pp99 := report("podman run -d (peer)", pd)
+		fmt.Printf("ratio berth/podman           p50=%.2fx p99=%.2fx\n", ratio(bp50, pp50), ratio(bp99, pp99))
+	}
+	return nil
+}
+
+func pct(d []time.Duration, p float64) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	if i < 0 {
+		i = 0
+	}
+	return s[i]
+}
+
+func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }

@@ -1,0 +1,206 @@
+// Package e2e runs berth's runtime on a real systemd PID 1 (test/node) with
+// real kernel cgroups, from an image the tests build out of Debian's
+// busybox-static, and checks what the issue promises: containers are systemd
+// units, limits reach the kernel, OOM, throttling, grace periods, isolation,
+// survival of the starting process, refusal of hostile layers.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/berth-dev/berth/agent/runtime"
+	"github.com/berth-dev/berth/test/imagetest"
+	"github.com/berth-dev/berth/test/node"
+	"github.com/berth-dev/berth/test/testenv"
+)
+
+// Paths inside the node.
+const (
+	layoutDir = "/var/tmp/images"
+	podDir    = "/var/tmp/pods"
+	imageRef  = "busybox:e2e"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds berthd and berth-init once per test binary.
+func binaries(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "berth-e2e-bin-")
+		if buildErr != nil {
+			return
+		}
+		root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+		if err != nil {
+			buildErr = fmt.Errorf("go list -m: %w", err)
+			return
+		}
+		for _, b := range []string{"berthd", "berth-init"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, b), "./cmd/"+b)
+			cmd.Dir = strings.TrimSpace(string(root))
+			// Static stage-1: it runs before the workload's root exists and uses
+			// Go's all-threads syscalls, which cgo would forbid.
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %w\n%s", b, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// env is a booted node with berth's binaries and the busybox image.
+type env struct {
+	t *testing.T
+	n *node.Node
+}
+
+func newEnv(t *testing.T, imgs ...func(*v1.Config)) *env {
+	t.Helper()
+	testenv.RequireRoot(t)
+	_, err := os.Stat(imagetest.Busybox)
+	testenv.Require(t, err == nil, "needs busybox-static (/bin/busybox); `make test` installs it")
+	bin := binaries(t)
+	n := node.New(t, node.Options{Name: "e2e", BinDir: bin})
+	e := &env{t: t, n: n}
+	img, err := imagetest.BusyboxImage(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := imagetest.WriteLayout(e.host(layoutDir), imageRef, img); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(e.host(podDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// host is the host path of a path under the node's /var.
+func (e *env) host(p string) string {
+	return filepath.Join(e.n.Dir, "var", strings.TrimPrefix(p, "/var/"))
+}
+
+func (e *env) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	e.t.Cleanup(cancel)
+	return ctx
+}
+
+func (e *env) run(args ...string) string {
+	e.t.Helper()
+	out, err := e.n.Run(e.ctx(), args...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+// startPod writes the manifest into the node and runs `berthd pod run`.
+func (e *env) startPod(name, manifest string) (string, error) {
+	e.t.Helper()
+	p := filepath.Join(podDir, name+".yaml")
+	if err := os.WriteFile(e.host(p), []byte(manifest), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return e.n.Run(e.ctx(), "berthd", "pod", "run", "-f", p, "--layout", layoutDir)
+}
+
+func (e *env) mustStartPod(name, manifest string) {
+	e.t.Helper()
+	if _, err := e.startPod(name, manifest); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) status(pod string) []runtime.ContainerStatus {
+	e.t.Helper()
+	out := e.run("berthd", "pod", "status", "-o", "json", "default/"+pod)
+	var sts []runtime.ContainerStatus
+	if err := json.Unmarshal([]byte(out), &sts); err != nil {
+		e.t.Fatalf("status of %s: %v\n%s", pod, err, out)
+	}
+	return sts
+}
+
+// waitFor polls cond (every 100 ms, up to a minute); a functional wait, not
+// a timing assertion.
+func (e *env) waitFor(what string, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (e *env) show(unit, prop string) string {
+	e.t.Helper()
+	return strings.TrimSpace(e.run("systemctl", "show", "-P", prop, unit))
+}
+
+func (e *env) mainPID(unit string) int {
+	e.t.Helper()
+	pid, err := strconv.Atoi(e.show(unit, "MainPID"))
+	if err != nil || pid == 0 {
+		e.t.Fatalf("MainPID of %s: %q %v", unit, e.show(unit, "MainPID"), err)
+	}
+	return pid
+}
+
+// inContainer runs a command in the namespaces of the container whose PID
+// (in the node) is pid, with the container's root. Privileges are the
+// node's: use it to look, not to test the sandbox.
+func (e *env) inContainer(pid int, args ...string) string {
+	e.t.Helper()
+	a := append([]string{"nsenter", "-t", strconv.Itoa(pid), "-m", "-p", "-u", "-i", "-n", "--"}, args...)
+	return e.run(a...)
+}
+
+func (e *env) journal(unit string) string {
+	return e.run("journalctl", "--no-pager", "-o", "cat", "-u", unit)
+}
+
+func (e *env) readCgroup(key, group, file string) string {
+	e.t.Helper()
+	b, err := os.ReadFile(e.n.CgroupPath(key, group, file))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func pod(name, body string) string {
+	return "apiVersion: v1\nkind: Pod\nmetadata:\n  name: " + name + "\n  namespace: default\nspec:\n" + body
+}

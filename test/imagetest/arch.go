@@ -1,0 +1,5 @@
+package imagetest
+
+import "runtime"
+
+func runtimeArch() string { return runtime.GOARCH }
