@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -68,6 +69,7 @@ type Runtime struct {
 	units  Units
 	images Images
 	log    hclog.Logger
+	slices sync.Map // slice names ensured by this process: one D-Bus round trip less per pod
 }
 
 // Errors with a class, for callers to map (api/server turns them into HTTP
@@ -173,11 +175,13 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	if err := writePodFiles(runDir, pod.Name); err != nil {
 		return fmt.Errorf("pod files: %w", err)
 	}
+	lap := stopwatch()
 	if err := createNamespaces(filepath.Join(runDir, "ns"), pod.Name); err != nil {
 		return err
 	}
+	phases := []any{"namespaces", lap()}
 	slice := unitgen.SliceName(pod.Namespace)
-	if err := r.units.EnsureSlice(ctx, slice, []unitgen.Property{
+	if err := r.ensureSlice(ctx, slice, []unitgen.Property{
 		{Name: "Description", Value: "berth namespace " + pod.Namespace, Why: "systemctl and systemd-cgtop name the namespace"},
 		{Name: "CPUAccounting", Value: true, Why: "per-namespace usage is reported"},
 		{Name: "MemoryAccounting", Value: true, Why: "per-namespace usage is reported"},
@@ -185,13 +189,41 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	}); err != nil {
 		return fmt.Errorf("namespace slice %s: %w", slice, err)
 	}
+	phases = append(phases, "slice", lap())
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
-		if err := r.startContainer(ctx, pod, c, images[c.Name]); err != nil {
+		cp, err := r.startContainer(ctx, pod, c, images[c.Name])
+		if err != nil {
 			return fmt.Errorf("container %q: %w", c.Name, err)
 		}
+		phases = append(phases, cp...)
 	}
+	r.log.Debug("pod started", append([]any{"pod", pod.Namespace + "/" + pod.Name}, phases...)...)
 	return nil
+}
+
+// ensureSlice makes the namespace's slice once per process. Should someone
+// stop it meanwhile, systemd recreates it implicitly when a unit names it.
+func (r *Runtime) ensureSlice(ctx context.Context, name string, props []unitgen.Property) error {
+	if _, ok := r.slices.Load(name); ok {
+		return nil
+	}
+	if err := r.units.EnsureSlice(ctx, name, props); err != nil {
+		return err
+	}
+	r.slices.Store(name, true)
+	return nil
+}
+
+// stopwatch returns a function giving the time since its previous call.
+func stopwatch() func() time.Duration {
+	t := time.Now()
+	return func() time.Duration {
+		now := time.Now()
+		d := now.Sub(t)
+		t = now
+		return d
+	}
 }
 
 // Plan returns the unit a container of pod would get, without touching
@@ -227,29 +259,34 @@ func (r *Runtime) Plan(pod *corev1.Pod, c *corev1.Container, img *image.Image) (
 	})
 }
 
-func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, img *image.Image) error {
+// startContainer starts one container's unit and returns how long its
+// phases took (for the debug log and the benchmark).
+func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, img *image.Image) ([]any, error) {
+	lap := stopwatch()
 	unit, err := r.Plan(pod, c, img)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	plan := lap()
 	bundle := r.bundleDir(pod.Namespace, pod.Name, c.Name)
 	for _, d := range []string{"upper", "work", "rootfs"} {
 		if err := os.MkdirAll(filepath.Join(bundle, d), 0o700); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	spec, err := json.MarshalIndent(unit.Spec, "", "  ")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := writeFileAtomic(filepath.Join(bundle, "config.json"), spec, 0o600); err != nil {
-		return err
+		return nil, err
 	}
+	bundleTook := lap()
 	if err := r.units.Start(ctx, unit.Name, unit.Properties); err != nil {
-		return err
+		return nil, err
 	}
 	r.log.Info("container started", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name, "unit", unit.Name)
-	return nil
+	return []any{c.Name + ".plan", plan, c.Name + ".bundle", bundleTook, c.Name + ".unit", lap()}, nil
 }
 
 // LoadPod returns the pod as recorded when it was started.

@@ -307,7 +307,7 @@ func TestSandbox(t *testing.T) {
 		{"procsys", "no"},
 		{"sys", "no"},
 		{"hostvar", "no"},
-		{"keys", "c"}, // masked: /dev/null bound over it (a regular file otherwise; this kernel has no /proc/kcore)
+		{"keys", "c"},                  // masked: /dev/null bound over it (a regular file otherwise; this kernel has no /proc/kcore)
 		{"CapEff", "00000000a80425fb"}, // Docker's default set
 		{"NoNewPrivs", "1"},
 		{"Seccomp", "2"},

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/berth-dev/berth/cgroup/own"
 	securejoin "github.com/cyphar/filepath-securejoin"
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -276,7 +276,7 @@ func (r *rootfs) mountCgroup(m specs.Mount, o mountOpts, cgroupNS bool) error {
 	if err != nil {
 		return err
 	}
-	own, unified, err := cgroup1.ParseCgroupFileUnified("/proc/self/cgroup")
+	groups, unified, err := own.Groups("/proc/self/cgroup")
 	if err != nil {
 		return fmt.Errorf("read /proc/self/cgroup: %w", err)
 	}
@@ -302,7 +302,7 @@ func (r *rootfs) mountCgroup(m specs.Mount, o mountOpts, cgroupNS bool) error {
 		path := unified
 		if cm.fstype == "cgroup" {
 			path = ""
-			for ctrls, p := range own {
+			for ctrls, p := range groups {
 				if matchesSubsystems(cm.super, ctrls) {
 					path = p
 				}

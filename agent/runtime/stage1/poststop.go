@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/cgroup/own"
 	"golang.org/x/sys/unix"
 )
 
@@ -140,19 +140,6 @@ func signalNumber(s string) int {
 
 // OwnOOMKills reads the OOM-kill counter of the calling process's own
 // memory cgroup — for ExecStopPost, the unit's cgroup: memory.oom_control
-// "oom_kill" on v1, memory.events "oom_kill" on v2.
-func OwnOOMKills() (uint64, error) {
-	controller := "memory"
-	if cgroup.IsV2() {
-		controller = ""
-	}
-	group, err := cgroup.OwnGroup(controller)
-	if err != nil {
-		return 0, err
-	}
-	st, err := cgroup.ReadStats(group, nil)
-	if err != nil {
-		return 0, err
-	}
-	return st.OOMKills, nil
-}
+// "oom_kill" on v1, memory.events "oom_kill" on v2 (package cgroup/own, kept
+// dependency-free so berth-init stays quick to exec).
+func OwnOOMKills() (uint64, error) { return own.OOMKills() }

@@ -19,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/berth-dev/berth/agent/runtime"
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/image"
@@ -34,15 +36,16 @@ func main() {
 	layout := flag.String("layout", "/var/tmp/images", "OCI layout with the image")
 	ref := flag.String("image", "busybox:bench", "image reference in the layout")
 	initPath := flag.String("init", "/opt/berth/bin/berth-init", "berth-init")
+	verbose := flag.Bool("v", false, "log each pod's phase timings")
 	podman := flag.Bool("podman", false, "also time `podman run -d --network none` of the image (tagged "+podmanImage+")")
 	flag.Parse()
-	if err := run(*n, *layout, *ref, *initPath, *podman); err != nil {
+	if err := run(*n, *layout, *ref, *initPath, *podman, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "berth-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, layout, ref, initPath string, podman bool) error {
+func run(n int, layout, ref, initPath string, podman, verbose bool) error {
 	ctx := context.Background()
 	conn, err := systemd.Dial(ctx)
 	if err != nil {
@@ -60,21 +63,18 @@ func run(n int, layout, ref, initPath string, podman bool) error {
 	if err != nil {
 		return err
 	}
-	rt := runtime.New(runtime.Config{Init: initPath,
+	log := hclog.New(&hclog.LoggerOptions{Name: "bench", Level: hclog.Warn, Output: os.Stderr})
+	if verbose {
+		log.SetLevel(hclog.Debug)
+	}
+	rt := runtime.New(runtime.Config{Init: initPath, Log: log,
 		Node: cgroup.NodeInfo{MemoryCapacity: 8 << 30, CgroupV2: cgroup.IsV2(), PidsLimit: 4096}}, conn, store)
 	limits := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("32Mi")}
 
 	var floor, berth []time.Duration
-	var rawUnits []string
-	defer func() {
-		cctx := context.Background()
-		for _, u := range rawUnits {
-			_ = conn.Stop(cctx, u)
-		}
-		for i := range berth {
-			_ = rt.RemovePod(cctx, "bench", fmt.Sprintf("p%d", i))
-		}
-	}()
+	// No cleanup here: the benchmark runs in a disposable node, whose
+	// teardown removes every unit at once (stopping 100 sleeps that ignore
+	// SIGTERM would take their grace periods).
 	for i := 0; i < n; i++ {
 		// The floor: what systemd itself costs for a unit with the same limits.
 		name := fmt.Sprintf("berth-floor-%d.service", i)
@@ -89,7 +89,6 @@ func run(n int, layout, ref, initPath string, podman bool) error {
 			return fmt.Errorf("raw unit %d: %w", i, err)
 		}
 		floor = append(floor, time.Since(t0))
-		rawUnits = append(rawUnits, name)
 
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i), Namespace: "bench"},
