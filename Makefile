@@ -1,6 +1,6 @@
 # berth: the README's two commands are `make demo` and `make test`.
 SHELL := /bin/bash
-export PATH := $(PATH):/usr/local/go/bin
+export PATH := $(PATH):/usr/local/go/bin:$(shell PATH=$$PATH:/usr/local/go/bin go env GOPATH 2>/dev/null)/bin
 GO ?= go
 BIN := bin
 

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Installs what berth's demo and tests need on a fresh Debian 12 machine of
-# this kind, idempotently: Debian packages, then Go modules. Run as root.
+# this kind, idempotently: Debian packages, Go modules, and the cosign CLI
+# (not packaged by Debian; built once with `go install`, ~12 min, then cached
+# in $(go env GOPATH)/bin). Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 
-pkgs=(busybox-static util-linux systemd dbus iproute2 procps)
+# busybox-static: test and demo images; util-linux: nsenter for the test node;
+# docker-registry: the real registry the image tests pull from; skopeo, umoci,
+# podman: peers in the benchmarks.
+pkgs=(busybox-static util-linux systemd dbus iproute2 procps docker-registry skopeo umoci podman)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,5 +21,12 @@ if ((${#missing[@]})); then
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
+# The Debian package starts a registry service where systemd runs; berth's
+# tests start their own on free loopback ports.
 go mod download
+
+gobin=$(go env GOPATH)/bin
+if ! "$gobin/cosign" version 2>/dev/null | grep -q 'v2.6.5'; then
+	echo "setup: building the cosign CLI v2.6.5 (go install, once)"
+	go install github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
+fi
