@@ -348,7 +348,7 @@ func (f *fixture) check() (*Unit, []string) {
 var dbusTypes = map[string]any{
 	"Description": "", "Slice": "", "Type": "", "PIDFile": "", "KillMode": "", "Restart": "",
 	"CollectMode": "", "SyslogIdentifier": "", "DevicePolicy": "",
-	"ExecStart": []ExecCommand{}, "ExecStopPost": []ExecCommand{},
+	"ExecStartPre": []ExecCommand{}, "ExecStart": []ExecCommand{}, "ExecStopPost": []ExecCommand{},
 	"KillSignal": int32(0), "OOMScoreAdjust": int32(0),
 	"SendSIGKILL": false, "CPUAccounting": false, "MemoryAccounting": false, "TasksAccounting": false,
 	"TimeoutStopUSec": uint64(0), "RestartUSec": uint64(0), "StartLimitIntervalUSec": uint64(0),

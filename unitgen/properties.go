@@ -35,6 +35,11 @@ func (g *gen) properties() ([]Property, error) {
 	add("Slice", SliceName(pod.Namespace), "one slice per namespace (berth.slice/%s) carries the namespace's quota", SliceName(pod.Namespace))
 	add("Type", "forking", "stage-1 forks the workload into new PID+mount namespaces, writes its PID and exits; systemd 252 cannot create a PID namespace itself")
 	add("PIDFile", path.Join(in.Paths.Bundle, "pid"), "stage-1 writes the workload's PID here, so MainPID is the container's PID 1")
+	if in.Options.VerifyImage {
+		add("ExecStartPre", []ExecCommand{{
+			Path: in.Paths.Init, Args: []string{in.Paths.Init, "verify", in.Paths.Bundle},
+		}}, "the trust policy judges the image again from the local store before every (re)start, so a policy change takes effect at the next start")
+	}
 	add("ExecStart", []ExecCommand{{
 		Path: in.Paths.Init, Args: []string{in.Paths.Init, "start", in.Paths.Bundle},
 	}}, "berth's stage-1 runs %s/config.json; a failing start fails the unit (IgnoreFailure=false)", in.Paths.Bundle)
