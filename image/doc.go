@@ -1,11 +1,22 @@
 // Package image turns OCI images into overlayfs lower layers.
 //
 // Sources produce a go-containerregistry v1.Image: OpenLayout reads an OCI
-// image layout on disk (a registry pull plugs in the same way). Store.Import
+// image layout on disk, Store.Pull fetches from a registry. Store.Import
 // verifies and unpacks it into a content-addressed store — manifests and
 // configs by digest, unpacked layers by DiffID, shared between images — and
 // records the image; Store.LayerDirs gives the lowerdir= list and
 // Store.ReadFile reads a file (say /etc/passwd) from the merged image.
+//
+// Registry pulls: ParseRef normalises a reference the Docker/Kubernetes
+// way; Registries (LoadRegistries, REGISTRIES.md) says how to reach each
+// registry — mirrors, plain HTTP, CAs, credentials, timeout, retries;
+// Store.Pull resolves the reference on the first endpoint that answers,
+// hands the resolved digest to a Verify hook before any layer is fetched,
+// and imports by digest. Store.Lookup finds a pulled image by reference,
+// PutMeta/GetMeta keep small sidecar files per image (signatures, trust
+// judgements), and Store.GC removes unused images oldest-first when the
+// disk fills (the kubelet's 85%/80% thresholds). Package registrytest runs
+// real registries for tests.
 //
 // Unpack is the security boundary: a layer is hostile input, extracted as
 // root. Every path is resolved with openat2(RESOLVE_BENEATH|

@@ -23,20 +23,21 @@ type Rule string
 
 // The rules Unpack enforces.
 const (
-	RuleAbsolutePath   Rule = "absolute-path"          // entry name starts with "/"
-	RuleEscapesRoot    Rule = "escapes-root"           // ".." climbs above the layer root
-	RuleSymlinkParent  Rule = "parent-through-symlink" // a parent component is a symlink
-	RuleParentNotDir   Rule = "parent-not-directory"   // a parent component is a file
-	RuleHardlinkTarget Rule = "hardlink-target"        // absolute, escaping, via symlink or not earlier in this layer
-	RuleDevice         Rule = "device-node"            // char/block devices are never created from a tar
-	RuleUnsupported    Rule = "unsupported-type"       // tar type flag berth does not unpack
-	RuleBadName        Rule = "bad-name"               // empty name, "." as a non-directory, ".wh." of nothing
-	RuleBadOwner       Rule = "bad-owner"              // uid/gid outside 0..2^32-2
-	RuleReplaceDir     Rule = "replace-directory"      // a non-directory replacing a non-empty directory
-	RuleReservedXattr  Rule = "reserved-xattr"         // overlayfs' own xattrs may only come from whiteout conversion
-	RuleMaxBytes       Rule = "max-bytes"              // Limits.MaxBytes
-	RuleMaxEntries     Rule = "max-entries"            // Limits.MaxEntries
-	RuleMaxPathLen     Rule = "max-path-length"        // Limits.MaxPathLen
+	RuleAbsolutePath       Rule = "absolute-path"          // entry name starts with "/"
+	RuleEscapesRoot        Rule = "escapes-root"           // ".." climbs above the layer root
+	RuleSymlinkParent      Rule = "parent-through-symlink" // a parent component is a symlink
+	RuleParentNotDir       Rule = "parent-not-directory"   // a parent component is a file
+	RuleHardlinkTarget     Rule = "hardlink-target"        // absolute, escaping, via symlink or not earlier in this layer
+	RuleDevice             Rule = "device-node"            // char/block devices are never created from a tar
+	RuleUnsupported        Rule = "unsupported-type"       // tar type flag berth does not unpack
+	RuleBadName            Rule = "bad-name"               // empty name, "." as a non-directory, ".wh." of nothing
+	RuleBadOwner           Rule = "bad-owner"              // uid/gid outside 0..2^32-2
+	RuleReplaceDir         Rule = "replace-directory"      // a non-directory replacing a non-empty directory
+	RuleReservedXattr      Rule = "reserved-xattr"         // overlayfs' own xattrs may only come from whiteout conversion
+	RuleMaxBytes           Rule = "max-bytes"              // Limits.MaxBytes
+	RuleMaxCompressedBytes Rule = "max-compressed-bytes"   // Limits.MaxCompressedBytes
+	RuleMaxEntries         Rule = "max-entries"            // Limits.MaxEntries
+	RuleMaxPathLen         Rule = "max-path-length"        // Limits.MaxPathLen
 )
 
 // RefusedError reports a tar entry that Unpack refused. Nothing is written
@@ -45,6 +46,9 @@ type RefusedError struct {
 	Entry  string // the entry name as written in the archive ("" if the stream as a whole)
 	Rule   Rule
 	Detail string
+	// Layer is the layer blob's digest, set by Store.Import (the message
+	// names it through the wrapping error).
+	Layer string
 }
 
 func (e *RefusedError) Error() string {

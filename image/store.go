@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"hash"
 	"io"
 	"io/fs"
@@ -20,6 +21,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/zstd"
@@ -36,6 +38,16 @@ type Image struct {
 	// DiffIDs are the uncompressed layer digests, bottom-most first, as in
 	// the config's rootfs.diff_ids.
 	DiffIDs []string
+	// Refs are the references the image was pulled as, normalised:
+	// "repo@sha256:<manifest>" always, "repo@sha256:<index>" when pulled
+	// through a multi-platform index, "repo:tag" while the tag still
+	// points here (a later pull that moves the tag removes it). Empty for
+	// images imported from a layout.
+	Refs []string
+	// Stored is when the image was first recorded; LastUsed when it was
+	// last pulled, imported or Touched (garbage collection removes the
+	// least recently used first).
+	Stored, LastUsed time.Time
 }
 
 // Store keeps images on disk, laid out so that any source of v1.Image (an OCI
@@ -44,6 +56,7 @@ type Image struct {
 //	<root>/blobs/sha256/<hex>           manifests and configs, content-addressed
 //	<root>/layers/sha256/<diffid-hex>/  unpacked layers in overlayfs format, shared by images
 //	<root>/images/sha256/<hex>.json     one record per imported image (written last)
+//	<root>/meta/sha256/<hex>/<name>     small sidecar files per image (PutMeta)
 //	<root>/tmp/                         work in progress, emptied by New
 //
 // Everything appears by rename(2) of a finished temporary, so a reader sees
@@ -52,12 +65,19 @@ type Image struct {
 type Store struct {
 	root   string
 	limits Limits
+	lock   *os.File // shared flock on <root>/lock while open
 
 	layerLocks keyedMutex // one unpack per DiffID at a time
 	imageLocks keyedMutex // one import per manifest digest at a time
+	pullLocks  keyedMutex // one registry fetch per manifest digest at a time
 
 	mu     sync.Mutex
-	leases map[string]int // DiffID hex → imports in progress using the layer
+	leases map[string]int // DiffID or blob hex → imports/pulls in progress using it
+
+	recMu sync.Mutex // serialises read-modify-write of image records (refs, times)
+	gcMu  sync.Mutex // one GC at a time
+
+	now func() time.Time // clock of record times (tests)
 
 	unpacks atomic.Int64 // layers actually unpacked (tests check sharing)
 }
@@ -75,11 +95,11 @@ func New(root string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image store %s: %w", root, err)
 	}
-	s := &Store{root: abs, limits: DefaultLimits(), leases: map[string]int{}}
+	s := &Store{root: abs, limits: DefaultLimits(), leases: map[string]int{}, now: time.Now}
 	for _, o := range opts {
 		o(s)
 	}
-	for _, d := range []string{"", "blobs/sha256", "layers/sha256", "images/sha256", "tmp"} {
+	for _, d := range []string{"", "blobs/sha256", "layers/sha256", "images/sha256", "meta/sha256", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(abs, d), 0o700); err != nil {
 			return nil, fmt.Errorf("image store %s: %w", abs, err)
 		}
@@ -91,17 +111,38 @@ func New(root string, opts ...Option) (*Store, error) {
 	if err := os.Chmod(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("image store %s: %w", abs, err)
 	}
-	ents, err := os.ReadDir(s.tmpDir())
+	// Several processes may open the store at once (berthd, berth-verify
+	// before a container start, a second berthd command). Each holds a shared
+	// flock on <root>/lock for its lifetime; tmp/ holds only the leftovers of
+	// dead processes when nobody else holds it, so it is emptied only then.
+	lock, err := os.OpenFile(filepath.Join(abs, "lock"), os.O_CREATE|os.O_RDONLY|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("image store %s: %w", abs, err)
 	}
-	for _, e := range ents {
-		if err := removeAll(filepath.Join(s.tmpDir(), e.Name())); err != nil {
-			return nil, fmt.Errorf("image store %s: clean tmp: %w", abs, err)
+	s.lock = lock
+	if unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+		ents, err := os.ReadDir(s.tmpDir())
+		if err != nil {
+			lock.Close()
+			return nil, fmt.Errorf("image store %s: %w", abs, err)
 		}
+		for _, e := range ents {
+			if err := removeAll(filepath.Join(s.tmpDir(), e.Name())); err != nil {
+				lock.Close()
+				return nil, fmt.Errorf("image store %s: clean tmp: %w", abs, err)
+			}
+		}
+	}
+	// Downgrade (or take) the shared lock: flock converts atomically.
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_SH); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("image store %s: lock: %w", abs, err)
 	}
 	return s, nil
 }
+
+// Close releases the store's shared lock (process exit does too).
+func (s *Store) Close() error { return s.lock.Close() }
 
 // Root returns the store's root directory.
 func (s *Store) Root() string { return s.root }
@@ -127,6 +168,34 @@ type record struct {
 	MediaType     string   `json:"mediaType"`
 	Config        string   `json:"config"`
 	DiffIDs       []string `json:"diffIDs"`
+	// Added with registry pulls; absent (zero) in older records.
+	Refs     []string  `json:"refs,omitempty"`
+	Stored   time.Time `json:"stored,omitzero"`
+	LastUsed time.Time `json:"lastUsed,omitzero"`
+}
+
+// maxConfigBytes bounds an image config, which is read into memory before
+// anything else is checked (a manifest may declare any size). Real configs
+// are a few KiB; image history of thousands of steps stays under 1 MiB.
+const maxConfigBytes = 8 << 20
+
+// ImportOption adjusts one Import.
+type ImportOption func(*importOptions)
+
+type importOptions struct {
+	refs     []string
+	progress func(Progress)
+}
+
+// ImportRefs records refs for the image (see Image.Refs); a "repo:tag"
+// ref moves to this image from any other that had it.
+func ImportRefs(refs ...string) ImportOption {
+	return func(o *importOptions) { o.refs = append(o.refs, refs...) }
+}
+
+// ImportProgress reports bytes of compressed layer blobs as they stream.
+func ImportProgress(fn func(Progress)) ImportOption {
+	return func(o *importOptions) { o.progress = fn }
 }
 
 // Import unpacks every layer of img that the store does not have yet and
@@ -136,7 +205,13 @@ type record struct {
 // hash blobs; remote layers are hashed twice, which is cheap). Concurrent
 // imports share layers: each DiffID is unpacked once. On error, layers this
 // call unpacked that no recorded image or running import uses are removed.
-func (s *Store) Import(ctx context.Context, img v1.Image) (_ *Image, retErr error) {
+// Layers larger (compressed) than Limits.MaxCompressedBytes are refused
+// before they are read.
+func (s *Store) Import(ctx context.Context, img v1.Image, opts ...ImportOption) (_ *Image, retErr error) {
+	var o importOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	rawManifest, err := img.RawManifest()
 	if err != nil {
 		return nil, fmt.Errorf("import image: read manifest: %w", err)
@@ -162,6 +237,9 @@ func (s *Store) Import(ctx context.Context, img v1.Image) (_ *Image, retErr erro
 	}
 	if !isManifest(mediaType) {
 		return nil, fail("media type %q is not an image manifest", mediaType)
+	}
+	if m.Config.Size > maxConfigBytes {
+		return nil, fail("config %s is %d bytes, more than the %d berth accepts", m.Config.Digest, m.Config.Size, maxConfigBytes)
 	}
 	rawConfig, err := img.RawConfigFile()
 	if err != nil {
@@ -191,11 +269,15 @@ func (s *Store) Import(ctx context.Context, img v1.Image) (_ *Image, retErr erro
 		return nil, fail("%w", err)
 	}
 	defer unlock()
-	if im, err := s.Image(digest); err == nil {
-		return im, nil // already imported
+	prog := newProgressState(o.progress, m.Layers)
+	if _, err := s.Image(digest); err == nil {
+		prog.allCached()
+		return s.updateRecord(digest, o.refs) // already imported
 	}
 
-	uniq := uniqueHex(diffIDs)
+	// The leases keep GC away from this import's layers, config and
+	// manifest until its record exists.
+	uniq := append(uniqueHex(diffIDs), m.Config.Digest.Hex, sha256Hex(rawManifest))
 	s.acquire(uniq)
 	var created []string
 	defer func() {
@@ -205,8 +287,12 @@ func (s *Store) Import(ctx context.Context, img v1.Image) (_ *Image, retErr erro
 		}
 	}()
 	for i, ld := range m.Layers {
-		made, err := s.ensureLayer(ctx, img, ld, diffIDs[i])
+		made, err := s.ensureLayer(ctx, img, ld, diffIDs[i], prog)
 		if err != nil {
+			var re *RefusedError
+			if errors.As(err, &re) && re.Layer == "" {
+				re.Layer = ld.Digest.String()
+			}
 			return nil, fail("layer %d/%d %s (DiffID %s): %w", i+1, len(m.Layers), ld.Digest, diffIDs[i], err)
 		}
 		if made {
@@ -220,23 +306,28 @@ func (s *Store) Import(ctx context.Context, img v1.Image) (_ *Image, retErr erro
 	if err := s.writeBlob(sha256Hex(rawManifest), rawManifest); err != nil {
 		return nil, fail("store manifest: %w", err)
 	}
-	rec := record{SchemaVersion: 1, Digest: digest, MediaType: string(mediaType), Config: m.Config.Digest.String()}
+	now := s.now().UTC()
+	rec := record{SchemaVersion: 1, Digest: digest, MediaType: string(mediaType), Config: m.Config.Digest.String(),
+		Stored: now, LastUsed: now}
 	for _, h := range diffIDs {
 		rec.DiffIDs = append(rec.DiffIDs, h.String())
 	}
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return nil, fail("encode record: %w", err)
+	rec.Refs = addRefs(nil, o.refs)
+	s.recMu.Lock()
+	err = s.writeRecord(&rec)
+	if err == nil {
+		err = s.untagOthers(digest, rec.Refs)
 	}
-	if err := s.writeFileAtomic(s.recordPath(sha256Hex(rawManifest)), b); err != nil {
+	s.recMu.Unlock()
+	if err != nil {
 		return nil, fail("write record: %w", err)
 	}
-	return &Image{Digest: digest, Config: cfg, DiffIDs: rec.DiffIDs}, nil
+	return &Image{Digest: digest, Config: cfg, DiffIDs: rec.DiffIDs, Refs: rec.Refs, Stored: rec.Stored, LastUsed: rec.LastUsed}, nil
 }
 
 // ensureLayer makes sure layers/sha256/<diffID> exists, unpacking it if not,
 // and reports whether this call created it.
-func (s *Store) ensureLayer(ctx context.Context, img v1.Image, desc v1.Descriptor, diffID v1.Hash) (bool, error) {
+func (s *Store) ensureLayer(ctx context.Context, img v1.Image, desc v1.Descriptor, diffID v1.Hash, prog *progressState) (bool, error) {
 	unlock, err := s.layerLocks.lock(ctx, diffID.Hex)
 	if err != nil {
 		return false, err
@@ -247,9 +338,15 @@ func (s *Store) ensureLayer(ctx context.Context, img v1.Image, desc v1.Descripto
 		if !fi.IsDir() {
 			return false, fmt.Errorf("%s exists and is not a directory", final)
 		}
+		prog.cached(desc)
 		return false, nil // shared with an image imported before
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return false, err
+	}
+	if max := s.limits.MaxCompressedBytes; desc.Size > max {
+		// Checked before the blob is opened: from a registry, nothing of
+		// it is downloaded.
+		return false, refuse("", RuleMaxCompressedBytes, "layer blob is %d bytes, limit %d (Limits.MaxCompressedBytes)", desc.Size, max)
 	}
 	layer, err := img.LayerByDigest(desc.Digest)
 	if err != nil {
@@ -266,17 +363,19 @@ func (s *Store) ensureLayer(ctx context.Context, img v1.Image, desc v1.Descripto
 		return false, err
 	}
 	s.unpacks.Add(1)
-	if err := s.unpackVerified(ctx, layer, desc, diffID, tmp); err != nil {
+	if err := s.unpackVerified(ctx, layer, desc, diffID, tmp, prog); err != nil {
 		removeAll(tmp)
 		return false, err
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		removeAll(tmp)
 		if errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) {
+			prog.done(desc)
 			return false, nil // another process committed the same layer first
 		}
 		return false, fmt.Errorf("commit layer: %w", err)
 	}
+	prog.done(desc)
 	return true, nil
 }
 
@@ -284,7 +383,7 @@ func (s *Store) ensureLayer(ctx context.Context, img v1.Image, desc v1.Descripto
 // the uncompressed bytes on the way. A digest mismatch is reported in
 // preference to an unpack error (corruption explains a broken stream), except
 // after a refusal or cancellation, where the rest of the blob is not read.
-func (s *Store) unpackVerified(ctx context.Context, layer v1.Layer, desc v1.Descriptor, diffID v1.Hash, dir string) error {
+func (s *Store) unpackVerified(ctx context.Context, layer v1.Layer, desc v1.Descriptor, diffID v1.Hash, dir string, prog *progressState) error {
 	if desc.Digest.Algorithm != "sha256" {
 		return fmt.Errorf("layer digest %s: only sha256 is supported", desc.Digest)
 	}
@@ -297,7 +396,7 @@ func (s *Store) unpackVerified(ctx context.Context, layer v1.Layer, desc v1.Desc
 	}
 	defer rc.Close()
 
-	compressed := &hashingReader{r: io.LimitReader(rc, desc.Size+1), h: sha256.New()}
+	compressed := &hashingReader{r: io.LimitReader(prog.reader(desc, rc), desc.Size+1), h: sha256.New()}
 	br := bufio.NewReaderSize(compressed, 64<<10)
 	ur, closeU, derr := decompressor(br)
 	var uerr error
@@ -325,6 +424,12 @@ func (s *Store) unpackVerified(ctx context.Context, layer v1.Layer, desc v1.Desc
 		return uerr
 	}
 	if _, err := io.Copy(io.Discard, compressed); err != nil {
+		// A source that verifies digests itself (go-containerregistry's
+		// remote layers) fails the read at the end of a corrupt blob; it
+		// is still a digest mismatch, and reported as one.
+		if got := compressed.digest(); compressed.n >= desc.Size && got != desc.Digest.String() {
+			return fmt.Errorf("%w (read: %v)", &DigestError{What: "layer blob", Want: desc.Digest.String(), Got: got}, err)
+		}
 		return fmt.Errorf("read layer blob: %w", err)
 	}
 	if got := compressed.digest(); got != desc.Digest.String() {
@@ -417,7 +522,7 @@ func (s *Store) loadRecord(digest string, b []byte) (*Image, error) {
 	if got := sha256Digest(raw); got != rec.Config {
 		return nil, fmt.Errorf("image %s: %w", digest, &DigestError{What: "stored config", Want: rec.Config, Got: got})
 	}
-	im := &Image{Digest: rec.Digest, DiffIDs: rec.DiffIDs}
+	im := &Image{Digest: rec.Digest, DiffIDs: rec.DiffIDs, Refs: rec.Refs, Stored: rec.Stored, LastUsed: rec.LastUsed}
 	if err := json.Unmarshal(raw, &im.Config); err != nil {
 		return nil, fmt.Errorf("image %s: parse config: %w", digest, err)
 	}
@@ -638,4 +743,75 @@ func (k *keyedMutex) lock(ctx context.Context, key string) (func(), error) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// metaDir is <root>/meta/sha256/<hex>, the sidecar files of one image.
+func (s *Store) metaDir(hexDigest string) string {
+	return filepath.Join(s.root, "meta", "sha256", hexDigest)
+}
+
+func metaPath(s *Store, digest, name string) (string, error) {
+	h, err := v1.NewHash(digest)
+	if err != nil || h.Algorithm != "sha256" {
+		return "", fmt.Errorf("image meta %q: not a sha256 digest", digest)
+	}
+	if !validMetaName(name) {
+		return "", fmt.Errorf("image meta %s: name %q: use letters, digits, '.', '_' and '-', not starting with '.'", digest, name)
+	}
+	return filepath.Join(s.metaDir(h.Hex), name), nil
+}
+
+func validMetaName(name string) bool {
+	if name == "" || len(name) > 128 || name[0] == '.' {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// MaxMetaBytes bounds one sidecar file: they hold signatures and
+// judgements, not content.
+const MaxMetaBytes = 4 << 20
+
+// PutMeta stores a small sidecar file name for the image with manifest
+// digest (signatures, the trust judgement), replacing any previous one
+// atomically. It may be called before the image is recorded (during a
+// pull's Verify); garbage collection removes it with the image, or when no
+// image and no pull in progress owns it.
+func (s *Store) PutMeta(digest, name string, data []byte) error {
+	p, err := metaPath(s, digest, name)
+	if err != nil {
+		return err
+	}
+	if len(data) > MaxMetaBytes {
+		return fmt.Errorf("image meta %s/%s: %d bytes, limit %d", digest, name, len(data), MaxMetaBytes)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return fmt.Errorf("image meta %s/%s: %w", digest, name, err)
+	}
+	if err := s.writeFileAtomic(p, data); err != nil {
+		return fmt.Errorf("image meta %s/%s: %w", digest, name, err)
+	}
+	return nil
+}
+
+// GetMeta reads a sidecar file written by PutMeta; a missing one is
+// ErrNotFound.
+func (s *Store) GetMeta(digest, name string) ([]byte, error) {
+	p, err := metaPath(s, digest, name)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("image meta %s/%s: %w", digest, name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("image meta %s/%s: %w", digest, name, err)
+	}
+	return b, nil
 }

@@ -258,6 +258,7 @@ func TestNewEmptiesTmp(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(junk, "ro", "f"), []byte("x"), 0o444)
 	os.Chmod(filepath.Join(junk, "ro"), 0o555) // as an unprivileged unpack leaves it
+	s.Close()                                  // the leftovers of a process that is gone
 	if _, err := New(s.Root()); err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,10 @@ type Limits struct {
 	// MaxBytes bounds the uncompressed tar stream of one layer, headers and
 	// padding included (a decompression bomb stops here).
 	MaxBytes int64
+	// MaxCompressedBytes bounds a layer blob as the manifest declares it;
+	// Store.Import refuses a larger layer before fetching any of it.
+	// Unpack itself does not use it.
+	MaxCompressedBytes int64
 	// MaxEntries bounds the number of tar entries in one layer.
 	MaxEntries int
 	// MaxPathLen bounds an entry's name and a link's target, in bytes.
@@ -34,20 +38,24 @@ type Limits struct {
 // small enough to stop a hostile layer before it fills the disk or the inode
 // table. MaxPathLen is PATH_MAX (linux/limits.h).
 const (
-	DefaultMaxBytes   int64 = 32 << 30
-	DefaultMaxEntries       = 1 << 20
-	DefaultMaxPathLen       = 4096
+	DefaultMaxBytes           int64 = 32 << 30
+	DefaultMaxCompressedBytes int64 = 16 << 30
+	DefaultMaxEntries               = 1 << 20
+	DefaultMaxPathLen               = 4096
 )
 
 // DefaultLimits returns the limits used when none are configured.
 func DefaultLimits() Limits {
-	return Limits{MaxBytes: DefaultMaxBytes, MaxEntries: DefaultMaxEntries, MaxPathLen: DefaultMaxPathLen}
+	return Limits{MaxBytes: DefaultMaxBytes, MaxCompressedBytes: DefaultMaxCompressedBytes, MaxEntries: DefaultMaxEntries, MaxPathLen: DefaultMaxPathLen}
 }
 
 func (l Limits) withDefaults() Limits {
 	d := DefaultLimits()
 	if l.MaxBytes <= 0 {
 		l.MaxBytes = d.MaxBytes
+	}
+	if l.MaxCompressedBytes <= 0 {
+		l.MaxCompressedBytes = d.MaxCompressedBytes
 	}
 	if l.MaxEntries <= 0 {
 		l.MaxEntries = d.MaxEntries

@@ -130,6 +130,10 @@ func parse(data []byte) (*Policy, error) {
 		}
 	}
 	p.digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	for _, e := range files.entries {
+		path, sum, _ := strings.Cut(e, "\x00")
+		p.files = append(p.files, TrustFile{Path: path, SHA256: sum})
+	}
 	return p, nil
 }
 

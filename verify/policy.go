@@ -31,6 +31,7 @@ const (
 type Policy struct {
 	source string // the file it came from, for messages
 	digest string
+	files  []TrustFile
 
 	global        scopeRules
 	dockerDefault *scopeRules
@@ -95,6 +96,18 @@ func Parse(source string, data []byte) (*Policy, error) {
 // named file's path and sha256 — so replacing a key file in place also
 // invalidates cached judgements.
 func (p *Policy) Digest() string { return p.digest }
+
+// TrustFile is a key, CA or Rekor file the policy names, with the sha256 of
+// the content it had when the policy was loaded.
+type TrustFile struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+}
+
+// Files lists the key, CA and Rekor files the policy read (covered by
+// Digest), so a cache of judgements can notice when one is replaced without
+// loading the policy again.
+func (p *Policy) Files() []TrustFile { return append([]TrustFile(nil), p.files...) }
 
 // Source is the file the policy was read from.
 func (p *Policy) Source() string { return p.source }

@@ -27,10 +27,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/berth-dev/berth/agent/runtime/stage1"
+	"github.com/berth-dev/berth/agent/trust"
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/unitgen"
 	"github.com/berth-dev/berth/unitgen/systemd"
+	"github.com/berth-dev/berth/verify"
 )
 
 // Units is what the runtime needs from systemd; *systemd.Conn provides it.
@@ -49,6 +51,16 @@ var _ Units = (*systemd.Conn)(nil)
 type Images interface {
 	LayerDirs(img *image.Image) []string
 	ReadFile(img *image.Image, path string) ([]byte, error)
+	Root() string
+	trust.Store
+}
+
+// PodImage is a container's resolved image and where it came from, which
+// decides how the trust policy judges it.
+type PodImage struct {
+	Image  *image.Image
+	Repo   string // a registry image: its normalised repository
+	Layout string // a local OCI layout: its directory
 }
 
 var _ Images = (*image.Store)(nil)
@@ -60,7 +72,10 @@ type Config struct {
 	Init            string // berth-init, the stage-1 binary
 	Node            cgroup.NodeInfo
 	AllowPrivileged bool
-	Log             hclog.Logger
+	// Policy is the trust policy file (default /etc/berth/policy.json): every
+	// image is judged before its pod starts and again before every (re)start.
+	Policy string
+	Log    hclog.Logger
 }
 
 // Runtime runs pods.
@@ -78,6 +93,7 @@ var (
 	ErrNotFound      = errors.New("not found")
 	ErrAlreadyExists = errors.New("already exists")
 	ErrInvalid       = errors.New("invalid")
+	ErrForbidden     = errors.New("forbidden")
 )
 
 // New returns a runtime.
@@ -87,6 +103,9 @@ func New(cfg Config, units Units, images Images) *Runtime {
 	}
 	if cfg.RunDir == "" {
 		cfg.RunDir = "/run/berth"
+	}
+	if cfg.Policy == "" {
+		cfg.Policy = verify.DefaultPolicyPath
 	}
 	if cfg.Log == nil {
 		cfg.Log = hclog.NewNullLogger()
@@ -109,7 +128,7 @@ func (r *Runtime) bundleDir(ns, pod, ctr string) string {
 // RunPod starts every container of pod, each from its resolved image
 // (images maps container name → image). On failure the pod is removed again
 // and the error says which container failed and why.
-func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string]*image.Image) (err error) {
+func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string]PodImage) (err error) {
 	pod = pod.DeepCopy()
 	if pod.Namespace == "" {
 		pod.Namespace = metav1.NamespaceDefault
@@ -128,7 +147,7 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 		if errs := validation.IsDNS1123Label(c.Name); len(errs) > 0 {
 			return fmt.Errorf("%w: spec.containers[%d].name %q: %s", ErrInvalid, i, c.Name, errs[0])
 		}
-		if images[c.Name] == nil {
+		if images[c.Name].Image == nil {
 			return fmt.Errorf("%w: spec.containers[%d].image %q: not resolved", ErrInvalid, i, c.Image)
 		}
 	}
@@ -255,19 +274,32 @@ func (r *Runtime) Plan(pod *corev1.Pod, c *corev1.Container, img *image.Image) (
 			ResolvConf: filepath.Join(runDir, "resolv.conf"),
 		},
 		Limits:  cgroup.ContainerLimits(pod, c, r.cfg.Node),
-		Options: unitgen.Options{AllowPrivileged: r.cfg.AllowPrivileged, CgroupV2: r.cfg.Node.CgroupV2},
+		Options: unitgen.Options{AllowPrivileged: r.cfg.AllowPrivileged, CgroupV2: r.cfg.Node.CgroupV2, VerifyImage: true},
 	})
 }
 
 // startContainer starts one container's unit and returns how long its
 // phases took (for the debug log and the benchmark).
-func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, img *image.Image) ([]any, error) {
+func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, pi PodImage) ([]any, error) {
 	lap := stopwatch()
+	img := pi.Image
 	unit, err := r.Plan(pod, c, img)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	plan := lap()
+	// The trust policy, from the local store: refused here with its reason,
+	// and again by the unit's ExecStartPre before every (re)start.
+	src := trust.Source{Ref: c.Image, Repo: pi.Repo, Layout: pi.Layout, Digest: img.Digest,
+		Store: r.images.Root(), Policy: r.cfg.Policy}
+	j, policy, err := trust.Judge(ctx, r.images, src)
+	if err != nil {
+		return nil, err
+	}
+	if err := j.Error(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrForbidden, err)
+	}
+	judged := lap()
 	bundle := r.bundleDir(pod.Namespace, pod.Name, c.Name)
 	for _, d := range []string{"upper", "work", "rootfs"} {
 		if err := os.MkdirAll(filepath.Join(bundle, d), 0o700); err != nil {
@@ -281,12 +313,18 @@ func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1
 	if err := writeFileAtomic(filepath.Join(bundle, "config.json"), spec, 0o600); err != nil {
 		return nil, err
 	}
+	if err := trust.WriteSource(bundle, src); err != nil {
+		return nil, err
+	}
+	if err := trust.WriteRecord(bundle, r.images, src, policy, j); err != nil {
+		return nil, err
+	}
 	bundleTook := lap()
 	if err := r.units.Start(ctx, unit.Name, unit.Properties); err != nil {
 		return nil, err
 	}
 	r.log.Info("container started", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name, "unit", unit.Name)
-	return []any{c.Name + ".plan", plan, c.Name + ".bundle", bundleTook, c.Name + ".unit", lap()}, nil
+	return []any{c.Name + ".plan", plan, c.Name + ".trust", judged, c.Name + ".bundle", bundleTook, c.Name + ".unit", lap()}, nil
 }
 
 // LoadPod returns the pod as recorded when it was started.

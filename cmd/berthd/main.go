@@ -1,7 +1,10 @@
 // Command berthd is berth's node agent. In this version it runs pods
 // directly from the command line (the socket API comes next):
 //
-//	berthd pod run -f pod.yaml --layout DIR   start a pod from an OCI image layout
+//	berthd pod run -f pod.yaml [--layout DIR] start a pod: images pulled from registries (or an OCI layout),
+//	                                           each judged by the trust policy first
+//	berthd image pull REF                      pull and verify an image
+//	berthd image ls                            list stored images
 //	berthd pod status NAMESPACE/NAME           show its containers as systemd sees them
 //	berthd pod rm NAMESPACE/NAME               stop and remove it
 //
@@ -14,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -28,13 +32,16 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/berth-dev/berth/agent/runtime"
+	"github.com/berth-dev/berth/agent/trust"
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/unitgen/systemd"
+	"github.com/berth-dev/berth/verify"
 )
 
 type globals struct {
 	stateDir, runDir, initPath string
+	policy, registries         string
 	pidsLimit                  int64
 	allowPrivileged            bool
 	logLevel                   string
@@ -56,9 +63,13 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().Int64Var(&g.pidsLimit, "pids-limit", 4096, "TasksMax of each container (<= 0: unlimited)")
 	root.PersistentFlags().BoolVar(&g.allowPrivileged, "allow-privileged", false, "allow securityContext.privileged")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level")
+	root.PersistentFlags().StringVar(&g.policy, "policy", verify.DefaultPolicyPath, "trust policy (containers-policy.json(5) format; absent = reject every image)")
+	root.PersistentFlags().StringVar(&g.registries, "registries", image.DefaultRegistriesPath, "registry configuration: mirrors, plain-HTTP registries, CAs, credentials")
 	pod := &cobra.Command{Use: "pod", Short: "run, inspect and remove pods"}
 	pod.AddCommand(runCmd(g), statusCmd(g), rmCmd(g))
-	root.AddCommand(pod)
+	img := &cobra.Command{Use: "image", Short: "pull and list images"}
+	img.AddCommand(pullCmd(g), lsCmd(g))
+	root.AddCommand(pod, img)
 	return root
 }
 
@@ -66,6 +77,7 @@ type env struct {
 	rt    *runtime.Runtime
 	store *image.Store
 	conn  *systemd.Conn
+	regs  *image.Registries
 }
 
 func (g *globals) open(ctx context.Context) (*env, error) {
@@ -82,9 +94,9 @@ func (g *globals) open(ctx context.Context) (*env, error) {
 	if !fileExists(initPath) {
 		return nil, fmt.Errorf("stage-1 binary %s not found (set --init)", initPath)
 	}
-	store, err := image.New(filepath.Join(g.stateDir, "store"))
+	store, regs, err := g.openImages()
 	if err != nil {
-		return nil, fmt.Errorf("image store: %w", err)
+		return nil, err
 	}
 	conn, err := systemd.Dial(ctx)
 	if err != nil {
@@ -93,17 +105,99 @@ func (g *globals) open(ctx context.Context) (*env, error) {
 	node := cgroup.NodeInfo{MemoryCapacity: memTotal(), CgroupV2: cgroup.IsV2(), PidsLimit: g.pidsLimit}
 	rt := runtime.New(runtime.Config{
 		StateDir: g.stateDir, RunDir: g.runDir, Init: initPath, Node: node,
-		AllowPrivileged: g.allowPrivileged, Log: log,
+		AllowPrivileged: g.allowPrivileged, Policy: g.policy, Log: log,
 	}, conn, store)
-	return &env{rt: rt, store: store, conn: conn}, nil
+	return &env{rt: rt, store: store, conn: conn, regs: regs}, nil
+}
+
+func (g *globals) openImages() (*image.Store, *image.Registries, error) {
+	store, err := image.New(filepath.Join(g.stateDir, "store"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("image store: %w", err)
+	}
+	regs, err := image.LoadRegistries(g.registries)
+	if errors.Is(err, fs.ErrNotExist) {
+		// No file: every registry with the defaults (HTTPS, system CAs).
+		regs, err = image.DefaultRegistries(), nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return store, regs, nil
+}
+
+// pull fetches ref from its registry, judged by the trust policy before any
+// layer is fetched; progress goes to stderr.
+func (g *globals) pull(ctx context.Context, store *image.Store, regs *image.Registries, ref string) (*trust.Pulled, error) {
+	last := map[string]int64{}
+	return trust.Pull(ctx, store, regs, g.policy, ref, func(p image.Progress) {
+		// One line per layer per 10 %, and when it is done.
+		step := p.LayerTotal / 10
+		if p.Done || step == 0 || p.LayerBytes-last[p.Layer] >= step {
+			last[p.Layer] = p.LayerBytes
+			fmt.Fprintf(os.Stderr, "%s: %s %d/%d bytes (total %d/%d)\n", ref, shortDigest(p.Layer), p.LayerBytes, p.LayerTotal, p.Bytes, p.Total)
+		}
+	})
+}
+
+func shortDigest(d string) string {
+	if i := strings.IndexByte(d, ':'); i >= 0 && len(d) > i+13 {
+		return d[:i+13]
+	}
+	return d
+}
+
+func pullCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "pull REF",
+		Short: "pull an image by tag or digest, verified against the trust policy",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, regs, err := g.openImages()
+			if err != nil {
+				return err
+			}
+			p, err := g.pull(cmd.Context(), store, regs, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s@%s\n", p.Resolved.Repo.Name(), p.Image.Digest)
+			fmt.Printf("trusted: scope %q rule %s: %s\n", p.Judgement.Scope, p.Judgement.Rule, p.Judgement.Reason)
+			return nil
+		},
+	}
+}
+
+func lsCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "ls",
+		Short: "list stored images",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			store, _, err := g.openImages()
+			if err != nil {
+				return err
+			}
+			imgs, err := store.Images()
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 6, 4, 3, ' ', 0)
+			fmt.Fprintln(tw, "DIGEST\tLAYERS\tREFERENCES")
+			for _, im := range imgs {
+				fmt.Fprintf(tw, "%s\t%d\t%s\n", im.Digest, len(im.DiffIDs), strings.Join(im.Refs, ","))
+			}
+			return tw.Flush()
+		},
+	}
 }
 
 func runCmd(g *globals) *cobra.Command {
 	var file, layout string
 	var wait bool
 	c := &cobra.Command{
-		Use:   "run -f POD.yaml --layout DIR",
-		Short: "start a pod; each container's image is looked up by name in the OCI layout",
+		Use:   "run -f POD.yaml [--layout DIR]",
+		Short: "start a pod; images are pulled from their registries, or looked up by name in an OCI layout",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -116,8 +210,16 @@ func runCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			images := map[string]*image.Image{}
+			images := map[string]runtime.PodImage{}
 			for _, c := range pod.Spec.Containers {
+				if layout == "" {
+					p, err := g.pull(ctx, e.store, e.regs, c.Image)
+					if err != nil {
+						return fmt.Errorf("container %q: %w", c.Name, err)
+					}
+					images[c.Name] = runtime.PodImage{Image: p.Image, Repo: p.Resolved.Repo.Name()}
+					continue
+				}
 				img, err := image.OpenLayout(ctx, layout, c.Image)
 				if err != nil {
 					return fmt.Errorf("container %q: %w", c.Name, err)
@@ -126,7 +228,11 @@ func runCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("container %q: import %s: %w", c.Name, c.Image, err)
 				}
-				images[c.Name] = imported
+				abs, err := filepath.Abs(layout)
+				if err != nil {
+					return err
+				}
+				images[c.Name] = runtime.PodImage{Image: imported, Layout: abs}
 			}
 			if err := e.rt.RunPod(ctx, pod, images); err != nil {
 				return err
@@ -145,10 +251,9 @@ func runCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&file, "filename", "f", "", "pod manifest (YAML or JSON)")
-	c.Flags().StringVar(&layout, "layout", "", "OCI image layout directory holding the images")
+	c.Flags().StringVar(&layout, "layout", "", "OCI image layout directory holding the images (judged under the policy's oci transport)")
 	c.Flags().BoolVar(&wait, "wait", false, "stay in the foreground after starting")
 	_ = c.MarkFlagRequired("filename")
-	_ = c.MarkFlagRequired("layout")
 	return c
 }
 

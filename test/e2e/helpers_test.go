@@ -29,6 +29,7 @@ import (
 // Paths inside the node.
 const (
 	layoutDir = "/var/tmp/images"
+	policy    = "/var/tmp/policy.json"
 	podDir    = "/var/tmp/pods"
 	imageRef  = "busybox:e2e"
 )
@@ -52,7 +53,7 @@ func binaries(t testing.TB) string {
 			buildErr = fmt.Errorf("go list -m: %w", err)
 			return
 		}
-		for _, b := range []string{"berthd", "berth-init"} {
+		for _, b := range []string{"berthd", "berth-init", "berth-verify"} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, b), "./cmd/"+b)
 			cmd.Dir = strings.TrimSpace(string(root))
 			// Static stage-1: it runs before the workload's root exists and uses
@@ -102,6 +103,8 @@ func newEnv(t *testing.T, imgs ...func(*v1.Config)) *env {
 	if err := os.MkdirAll(e.host(podDir), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// The trust policy rejects everything but the test layout.
+	e.writePolicy(`{"default": [{"type": "reject"}], "transports": {"oci": {"` + layoutDir + `": [{"type": "insecureAcceptAnything"}]}}}`)
 	return e
 }
 
@@ -132,7 +135,15 @@ func (e *env) startPod(name, manifest string) (string, error) {
 	if err := os.WriteFile(e.host(p), []byte(manifest), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
-	return e.n.Run(e.ctx(), "berthd", "pod", "run", "-f", p, "--layout", layoutDir)
+	return e.n.Run(e.ctx(), "berthd", "--policy", policy, "pod", "run", "-f", p, "--layout", layoutDir)
+}
+
+// writePolicy replaces the node's trust policy file.
+func (e *env) writePolicy(doc string) {
+	e.t.Helper()
+	if err := os.WriteFile(e.host(policy), []byte(doc), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 func (e *env) mustStartPod(name, manifest string) {
@@ -144,7 +155,7 @@ func (e *env) mustStartPod(name, manifest string) {
 
 func (e *env) status(pod string) []runtime.ContainerStatus {
 	e.t.Helper()
-	out := e.run("berthd", "pod", "status", "-o", "json", "default/"+pod)
+	out := e.run("berthd", "--policy", policy, "pod", "status", "-o", "json", "default/"+pod)
 	var sts []runtime.ContainerStatus
 	if err := json.Unmarshal([]byte(out), &sts); err != nil {
 		e.t.Fatalf("status of %s: %v\n%s", pod, err, out)

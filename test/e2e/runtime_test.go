@@ -332,7 +332,7 @@ func TestContainersSurviveStarterKill(t *testing.T) {
 	if err := os.WriteFile(e.host(p), []byte(pod("survivor", sleeper)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	starter := e.n.Command(e.ctx(), "berthd", "pod", "run", "--wait", "-f", p, "--layout", layoutDir)
+	starter := e.n.Command(e.ctx(), "berthd", "--policy", policy, "pod", "run", "--wait", "-f", p, "--layout", layoutDir)
 	if err := starter.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -344,9 +344,9 @@ func TestContainersSurviveStarterKill(t *testing.T) {
 	})
 	pid := e.mainPID(unit)
 	// SIGKILL the berthd process itself (inside the node), not just nsenter.
-	e.run("pkill", "-KILL", "-f", "berthd pod run --wait")
+	e.run("pkill", "-KILL", "-x", "berthd")
 	e.waitFor("berthd to die", func() bool {
-		_, err := e.n.Run(e.ctx(), "pgrep", "-f", "berthd pod run --wait")
+		_, err := e.n.Run(e.ctx(), "pgrep", "-x", "berthd")
 		return err != nil
 	})
 	time.Sleep(time.Second)

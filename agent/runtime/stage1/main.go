@@ -7,12 +7,13 @@ import (
 	"time"
 )
 
-const usage = "usage: berth-init start|poststop <bundle>"
+const usage = "usage: berth-init start|poststop|verify <bundle>"
 
 // Main runs berth-init with args (os.Args[1:]) and returns its exit code.
 //
 //	start <bundle>     ExecStart of the container's Type=forking unit
 //	poststop <bundle>  ExecStopPost of the unit; always exits 0
+//	verify <bundle>    ExecStartPre: the trust policy's judgement of the image
 //	stage2 <bundle>    internal: re-executed by start in the new namespaces
 func Main(args []string) int {
 	if len(args) != 2 {
@@ -40,6 +41,8 @@ func Main(args []string) int {
 			fmt.Fprintf(os.Stderr, "berth-init stage2 %s: %v\n", bundle, err)
 		}
 		return 1
+	case "verify":
+		return verifyMain(bundle)
 	case "poststop":
 		// Always 0: a failing ExecStopPost would only add noise to the
 		// unit's result; the agent notices a missing exit.json.

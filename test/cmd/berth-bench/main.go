@@ -67,7 +67,12 @@ func run(n int, layout, ref, initPath string, podman, verbose bool) error {
 	if verbose {
 		log.SetLevel(hclog.Debug)
 	}
-	rt := runtime.New(runtime.Config{Init: initPath, Log: log,
+	// Judged like any image: the policy trusts the bench's layout directory.
+	policy := "/var/tmp/berth-bench-policy.json"
+	if err := os.WriteFile(policy, []byte(`{"default": [{"type": "reject"}], "transports": {"oci": {"`+layout+`": [{"type": "insecureAcceptAnything"}]}}}`), 0o644); err != nil {
+		return err
+	}
+	rt := runtime.New(runtime.Config{Init: initPath, Log: log, Policy: policy,
 		Node: cgroup.NodeInfo{MemoryCapacity: 8 << 30, CgroupV2: cgroup.IsV2(), PidsLimit: 4096}}, conn, store)
 	limits := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("32Mi")}
 
@@ -98,7 +103,7 @@ func run(n int, layout, ref, initPath string, podman, verbose bool) error {
 			}}},
 		}
 		t0 = time.Now()
-		if err := rt.RunPod(ctx, pod, map[string]*image.Image{"main": img}); err != nil {
+		if err := rt.RunPod(ctx, pod, map[string]runtime.PodImage{"main": {Image: img, Layout: layout}}); err != nil {
 			return fmt.Errorf("pod %d: %w", i, err)
 		}
 		berth = append(berth, time.Since(t0))
