@@ -16,6 +16,7 @@ setup:
 build:
 	$(GO) build -o $(BIN)/berthd ./cmd/berthd
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/berth-init ./cmd/berth-init
+	$(GO) build -o $(BIN)/berth-verify ./cmd/berth-verify
 	$(GO) build -o $(BIN)/berth-node ./cmd/berth-node
 
 demo: setup build

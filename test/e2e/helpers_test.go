@@ -138,6 +138,16 @@ func (e *env) startPod(name, manifest string) (string, error) {
 	return e.n.Run(e.ctx(), "berthd", "--policy", policy, "pod", "run", "-f", p, "--layout", layoutDir)
 }
 
+// startRegistryPod is startPod for images pulled from a registry.
+func (e *env) startRegistryPod(name, manifest string) (string, error) {
+	e.t.Helper()
+	p := filepath.Join(podDir, name+".yaml")
+	if err := os.WriteFile(e.host(p), []byte(manifest), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return e.n.Run(e.ctx(), "berthd", "--policy", policy, "pod", "run", "-f", p)
+}
+
 // writePolicy replaces the node's trust policy file.
 func (e *env) writePolicy(doc string) {
 	e.t.Helper()
