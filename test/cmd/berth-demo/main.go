@@ -1,6 +1,9 @@
-// Command berth-demo is `make demo`: it boots a disposable systemd node, runs
-// a sample container with CPU and memory limits through berth's runtime,
-// prints its unit status and the limits the kernel enforces, and tears down.
+// Command berth-demo is `make demo`: it boots a disposable systemd node with a
+// registry inside, pushes an image built from busybox-static and signs it with
+// the cosign CLI, writes a trust policy that trusts only that key, runs the
+// signed image as a pod with CPU and memory limits through berth, prints its
+// unit status and the limits the kernel enforces, shows an unsigned image
+// being refused, and tears down.
 package main
 
 import (
@@ -14,8 +17,11 @@ import (
 	"syscall"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/berth-dev/berth/test/imagetest"
 	"github.com/berth-dev/berth/test/node"
+	"github.com/berth-dev/berth/test/nodereg"
 	"github.com/berth-dev/berth/unitgen"
 )
 
@@ -25,9 +31,10 @@ metadata:
   name: hello
   namespace: demo
 spec:
+  terminationGracePeriodSeconds: 5
   containers:
   - name: web
-    image: busybox:demo
+    image: 127.0.0.1:5000/demo/hello:1
     command: ["sh", "-c", "echo hello from a berth container on $(hostname); while :; do sleep 5; done"]
     resources:
       requests: {cpu: 250m, memory: 64Mi}
@@ -48,6 +55,9 @@ func step(format string, a ...any) { fmt.Printf("\n==> "+format+"\n", a...) }
 func run(bin string) error {
 	bin, err := filepath.Abs(bin)
 	if err != nil {
+		return err
+	}
+	if err := nodereg.CopyCosign(bin); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -71,25 +81,57 @@ func run(bin string) error {
 	if err != nil {
 		return err
 	}
-	layout := filepath.Join(n.Dir, "var/tmp/images")
-	digest, err := imagetest.WriteLayout(layout, "busybox:demo", img)
+	unsignedImg, err := imagetest.BusyboxImage(func(c *v1.Config) { c.Env = append(c.Env, "UNSIGNED=1") })
 	if err != nil {
 		return err
 	}
-	fmt.Printf("busybox:demo = %s\n", digest)
-	if err := os.WriteFile(filepath.Join(n.Dir, "var/tmp/hello.yaml"), []byte(manifest), 0o644); err != nil {
-		return err
+	layout := filepath.Join(n.Dir, "var/tmp/images")
+	for tag, im := range map[string]v1.Image{"busybox:demo": img, "busybox:unsigned": unsignedImg} {
+		if _, err := imagetest.WriteLayout(layout, tag, im); err != nil {
+			return err
+		}
 	}
-	fmt.Print(manifest)
-
 	sh := func(args ...string) (string, error) {
 		fmt.Printf("$ %s\n", strings.Join(args, " "))
 		out, err := n.Run(ctx, args...)
 		fmt.Print(out)
 		return out, err
 	}
-	step("starting the pod through berth's runtime")
-	if _, err := sh("berthd", "pod", "run", "-f", "/var/tmp/hello.yaml", "--layout", "/var/tmp/images"); err != nil {
+
+	step("a registry inside the node; push with skopeo, sign with cosign")
+	reg, err := nodereg.Start(ctx, n, 5000)
+	if err != nil {
+		return err
+	}
+	digest, err := reg.PushLayout(ctx, "/var/tmp/images", "busybox:demo", "demo/hello", "1")
+	if err != nil {
+		return err
+	}
+	if _, err := reg.PushLayout(ctx, "/var/tmp/images", "busybox:unsigned", "demo/unsigned", "1"); err != nil {
+		return err
+	}
+	fmt.Printf("pushed %s/demo/hello:1 = %s\n", reg.Host, digest)
+	if err := nodereg.GenerateKey(ctx, n, "/etc/berth/keys"); err != nil {
+		return err
+	}
+	if err := nodereg.Sign(ctx, n, "/etc/berth/keys", reg.Host+"/demo/hello@"+digest); err != nil {
+		return err
+	}
+	fmt.Printf("signed %s/demo/hello@%s with /etc/berth/keys/cosign.key (no transparency log: no network here)\n", reg.Host, digest)
+	policy := `{"default": [{"type": "reject"}],
+ "transports": {"docker": {"` + reg.Host + `/demo": [{"type": "sigstoreSigned", "keyPath": "/etc/berth/keys/cosign.pub"}]}}}
+`
+	if _, err := n.Run(ctx, "sh", "-c", "cat > /etc/berth/policy.json <<'EOF'\n"+policy+"EOF"); err != nil {
+		return err
+	}
+	fmt.Printf("/etc/berth/policy.json:\n%s", policy)
+	if err := os.WriteFile(filepath.Join(n.Dir, "var/tmp/hello.yaml"), []byte(manifest), 0o644); err != nil {
+		return err
+	}
+	fmt.Print(manifest)
+
+	step("starting the pod: berth pulls by digest after the policy accepted the signature")
+	if _, err := sh("berthd", "pod", "run", "-f", "/var/tmp/hello.yaml"); err != nil {
 		return err
 	}
 	unit := unitgen.UnitName("demo", "hello", "web")
@@ -124,6 +166,13 @@ func run(bin string) error {
 
 	step("the container's output, from the journal")
 	_, _ = sh("journalctl", "--no-pager", "-o", "cat", "-u", unit)
+
+	step("an unsigned image is refused before any layer is fetched")
+	_, err = sh("berthd", "image", "pull", reg.Host+"/demo/unsigned:1")
+	if err == nil {
+		return fmt.Errorf("the unsigned image was accepted")
+	}
+	fmt.Println(err)
 
 	step("removing the pod")
 	if _, err := sh("berthd", "pod", "rm", "demo/hello"); err != nil {
