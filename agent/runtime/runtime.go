@@ -447,3 +447,23 @@ func terminated(e *stage1.ExitStatus) *corev1.ContainerStateTerminated {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// ImagesInUse returns the manifest digests of the images every container
+// this runtime knows of runs (from their bundles), for image GC.
+func (r *Runtime) ImagesInUse() (map[string]bool, error) {
+	bundles, err := filepath.Glob(filepath.Join(r.cfg.StateDir, "containers", "*"))
+	if err != nil {
+		return nil, err
+	}
+	inUse := map[string]bool{}
+	for _, b := range bundles {
+		src, err := trust.ReadSource(b)
+		if err != nil {
+			// A bundle without its image record is one being created right
+			// now or left half-removed: GC must not guess, so it stops.
+			return nil, fmt.Errorf("image of %s: %w", b, err)
+		}
+		inUse[src.Digest] = true
+	}
+	return inUse, nil
+}

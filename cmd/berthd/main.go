@@ -68,7 +68,7 @@ func newRoot() *cobra.Command {
 	pod := &cobra.Command{Use: "pod", Short: "run, inspect and remove pods"}
 	pod.AddCommand(runCmd(g), statusCmd(g), rmCmd(g))
 	img := &cobra.Command{Use: "image", Short: "pull and list images"}
-	img.AddCommand(pullCmd(g), lsCmd(g))
+	img.AddCommand(pullCmd(g), lsCmd(g), gcCmd(g))
 	root.AddCommand(pod, img)
 	return root
 }
@@ -161,11 +161,56 @@ func pullCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if _, err := g.gc(cmd.Context(), store, false, p.Image.Digest); err != nil {
+				fmt.Fprintln(os.Stderr, "berthd:", err)
+			}
 			fmt.Printf("%s@%s\n", p.Resolved.Repo.Name(), p.Image.Digest)
 			fmt.Printf("trusted: scope %q rule %s: %s\n", p.Judgement.Scope, p.Judgement.Rule, p.Judgement.Reason)
 			return nil
 		},
 	}
+}
+
+// gc removes images no container uses: least recently used first while the
+// store's filesystem is above 85 % until it is at 80 % (the kubelet's
+// defaults), or all of them with --force. It runs after every pull too.
+// keep names images to spare besides those in use (the one just pulled).
+func (g *globals) gc(ctx context.Context, store *image.Store, force bool, keep ...string) (image.GCReport, error) {
+	rt := runtime.New(runtime.Config{StateDir: g.stateDir, RunDir: g.runDir}, nil, store)
+	inUse, err := rt.ImagesInUse()
+	if err != nil {
+		return image.GCReport{}, fmt.Errorf("image gc: %w", err)
+	}
+	for _, d := range keep {
+		inUse[d] = true
+	}
+	return store.GC(ctx, image.GCOptions{InUse: inUse, Force: force})
+}
+
+func gcCmd(g *globals) *cobra.Command {
+	var force bool
+	c := &cobra.Command{
+		Use:   "gc",
+		Short: "remove images no container uses (above 85 % disk use down to 80 %, or all with --force)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			store, _, err := g.openImages()
+			if err != nil {
+				return err
+			}
+			rep, err := g.gc(cmd.Context(), store, force)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("disk use %d%% -> %d%%; removed %d images, %d layers\n", rep.UsageBefore, rep.UsageAfter, len(rep.RemovedImages), len(rep.RemovedLayers))
+			for _, d := range rep.RemovedImages {
+				fmt.Println("removed", d)
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&force, "force", false, "remove every image no container uses, whatever the disk use")
+	return c
 }
 
 func lsCmd(g *globals) *cobra.Command {

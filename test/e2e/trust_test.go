@@ -119,3 +119,34 @@ func TestTrustPolicyOnRegistryImages(t *testing.T) {
 	}
 	t.Logf("restart refused in %v", time.Since(restartAt).Round(time.Millisecond))
 }
+
+// Image GC removes what no container uses and keeps what one does.
+func TestImageGCKeepsImagesInUse(t *testing.T) {
+	e := newEnv(t)
+	other, err := imagetest.BusyboxImage(func(c *v1.Config) { c.Env = append(c.Env, "VARIANT=gc") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherDigest, err := imagetest.WriteLayout(e.host(layoutDir), "busybox:gc", other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.mustStartPod("keep", pod("keep", "  terminationGracePeriodSeconds: 2\n"+sleeper))
+	e.mustStartPod("drop", pod("drop", "  terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: busybox:gc\n    command: [\"sleep\", \"3600\"]\n"))
+	e.run("berthd", "pod", "rm", "default/drop")
+	ls := e.run("berthd", "image", "ls")
+	if !strings.Contains(ls, otherDigest) {
+		t.Fatalf("image of the removed pod not stored before gc:\n%s", ls)
+	}
+	out := e.run("berthd", "image", "gc", "--force")
+	if !strings.Contains(out, "removed "+otherDigest) {
+		t.Errorf("gc did not remove the unused image %s:\n%s", otherDigest, out)
+	}
+	ls = e.run("berthd", "image", "ls")
+	if strings.Contains(ls, otherDigest) || len(strings.Split(strings.TrimSpace(ls), "\n")) != 2 {
+		t.Errorf("after gc, want only the image in use:\n%s", ls)
+	}
+	if s := e.show(unitgen.UnitName("default", "keep", "main"), "ActiveState"); s != "active" {
+		t.Errorf("the container using the kept image is %s", s)
+	}
+}
