@@ -37,15 +37,16 @@ func main() {
 	ref := flag.String("image", "busybox:bench", "image reference in the layout")
 	initPath := flag.String("init", "/opt/berth/bin/berth-init", "berth-init")
 	verbose := flag.Bool("v", false, "log each pod's phase timings")
+	cpu := flag.String("cpu", "1", "CPU limit of every container and raw unit")
 	podman := flag.Bool("podman", false, "also time `podman run -d --network none` of the image (tagged "+podmanImage+")")
 	flag.Parse()
-	if err := run(*n, *layout, *ref, *initPath, *podman, *verbose); err != nil {
+	if err := run(*n, *layout, *ref, *initPath, *cpu, *podman, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "berth-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, layout, ref, initPath string, podman, verbose bool) error {
+func run(n int, layout, ref, initPath, cpu string, podman, verbose bool) error {
 	ctx := context.Background()
 	conn, err := systemd.Dial(ctx)
 	if err != nil {
@@ -74,7 +75,16 @@ func run(n int, layout, ref, initPath string, podman, verbose bool) error {
 	}
 	rt := runtime.New(runtime.Config{Init: initPath, Log: log, Policy: policy,
 		Node: cgroup.NodeInfo{MemoryCapacity: 8 << 30, CgroupV2: cgroup.IsV2(), PidsLimit: 4096}}, conn, store)
-	limits := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("32Mi")}
+	// The same limits for both sides. Note the CPU limit also applies to
+	// berth-init's own set-up in the unit's cgroup (~25 ms of CPU, mostly
+	// mounts and namespace clones): at 100m the CFS quota (10 ms per 100 ms)
+	// throttles it for one or two periods; -cpu 100m shows that effect.
+	cpuQ, err := resource.ParseQuantity(cpu)
+	if err != nil {
+		return fmt.Errorf("-cpu %q: %w", cpu, err)
+	}
+	limits := corev1.ResourceList{corev1.ResourceCPU: cpuQ, corev1.ResourceMemory: resource.MustParse("32Mi")}
+	quota := uint64(cpuQ.MilliValue() * 1000)
 
 	var floor, berth []time.Duration
 	// No cleanup here: the benchmark runs in a disposable node, whose
@@ -87,7 +97,7 @@ func run(n int, layout, ref, initPath string, podman, verbose bool) error {
 			{Name: "Type", Value: "exec"},
 			{Name: "ExecStart", Value: []unitgen.ExecCommand{{Path: "/bin/sleep", Args: []string{"/bin/sleep", "3600"}}}},
 			{Name: "MemoryMax", Value: uint64(32 << 20)},
-			{Name: "CPUQuotaPerSecUSec", Value: uint64(100000)},
+			{Name: "CPUQuotaPerSecUSec", Value: quota},
 		}
 		t0 := time.Now()
 		if err := conn.Start(ctx, name, props); err != nil {
@@ -113,6 +123,7 @@ func run(n int, layout, ref, initPath string, podman, verbose bool) error {
 		fmt.Printf("%-28s n=%-4d p50=%-10v p99=%-10v\n", name, len(d), p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond))
 		return
 	}
+	fmt.Printf("limits: cpu %s, memory 32Mi\n", cpu)
 	fp50, fp99 := report("raw transient unit (floor)", floor)
 	bp50, bp99 := report("berth container", berth)
 	fmt.Printf("ratio berth/floor            p50=%.2fx p99=%.2fx (goal <= 1.5x)\n", ratio(bp50, fp50), ratio(bp99, fp99))
@@ -122,7 +133,7 @@ func run(n int, layout, ref, initPath string, podman, verbose bool) error {
 			t0 := time.Now()
 			// -d: like berth's figure, the time until the container runs.
 			out, err := exec.Command("podman", "run", "-d", "--network", "none", "--cgroup-manager", "systemd",
-				"--memory", "32m", "--cpus", "0.1", podmanImage, "sleep", "3600").CombinedOutput()
+				"--memory", "32m", "--cpus", cpu, podmanImage, "sleep", "3600").CombinedOutput()
 			if err != nil {
 				return fmt.Errorf("podman run: %w: %s", err, out)
 			}
