@@ -2,6 +2,7 @@ package stage1
 
 import (
 	"errors"
+	"github.com/berth-dev/berth/unitgen/caps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -252,8 +253,8 @@ func TestParseCaps(t *testing.T) {
 	if len(warnings) != 2 || !strings.Contains(warnings[0], "CAP_NO_SUCH") || !strings.Contains(warnings[1], "CAP_CHECKPOINT_RESTORE") {
 		t.Errorf("warnings %q", warnings)
 	}
-	if len(capNumbers) != unix.CAP_LAST_CAP+1 {
-		t.Errorf("capability table has %d names, x/sys knows %d", len(capNumbers), unix.CAP_LAST_CAP+1)
+	if len(caps.Numbers) != unix.CAP_LAST_CAP+1 {
+		t.Errorf("capability table has %d names, x/sys knows %d", len(caps.Numbers), unix.CAP_LAST_CAP+1)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/berth-dev/berth/unitgen/caps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -268,7 +269,7 @@ func capHex(t *testing.T, names ...string) string {
 	t.Helper()
 	var m uint64
 	for _, n := range names {
-		v, ok := capNumbers[n]
+		v, ok := caps.Numbers[n]
 		if !ok {
 			t.Fatalf("unknown cap %s", n)
 		}
