@@ -309,11 +309,7 @@ func statusCmd(g *globals) *cobra.Command {
 		Short: "show a pod's containers",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ns, name, err := splitName(args[0])
-			if err != nil {
-				return err
-			}
-			e, err := g.open(cmd.Context())
+			e, ns, name, err := g.openPod(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -353,11 +349,7 @@ func rmCmd(g *globals) *cobra.Command {
 		Short: "stop and remove a pod",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ns, name, err := splitName(args[0])
-			if err != nil {
-				return err
-			}
-			e, err := g.open(cmd.Context())
+			e, ns, name, err := g.openPod(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -383,6 +375,16 @@ func readPod(file string) (*corev1.Pod, error) {
 		return nil, fmt.Errorf("%s: want apiVersion v1, kind Pod; got %q %q", file, pod.APIVersion, pod.Kind)
 	}
 	return &pod, nil
+}
+
+// openPod parses NAMESPACE/NAME and opens the runtime.
+func (g *globals) openPod(ctx context.Context, arg string) (*env, string, string, error) {
+	ns, name, err := splitName(arg)
+	if err != nil {
+		return nil, "", "", err
+	}
+	e, err := g.open(ctx)
+	return e, ns, name, err
 }
 
 func splitName(s string) (string, string, error) {
