@@ -347,11 +347,14 @@ func TestNode(t *testing.T) {
 		t.Run("TERM handled", func(t *testing.T) {
 			name := "berth-grace-term.service"
 			cleanupUnit(t, c, name)
-			err := c.Start(ctx, name, service([]string{"/bin/sh", "-c", `trap "echo TERM; exit 0" TERM; while :; do sleep 0.1; done`},
+			err := c.Start(ctx, name, service([]string{"/bin/sh", "-c", `trap "echo TERM; exit 0" TERM; echo ready; while :; do sleep 0.1; done`},
 				unitgen.Property{Name: "TimeoutStopUSec", Value: uint64(20 * time.Second / time.Microsecond)}))
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Stopping before the shell has set its trap would test sh's
+			// default SIGTERM action instead (seen once in CI).
+			waitJournal(ctx, t, n, name, "ready")
 			begin := time.Now()
 			if err := c.Stop(ctx, name); err != nil {
 				t.Fatal(err)
@@ -377,11 +380,12 @@ func TestNode(t *testing.T) {
 			name := "berth-grace-stubborn.service"
 			cleanupUnit(t, c, name)
 			grace := 1500 * time.Millisecond
-			err := c.Start(ctx, name, service([]string{"/bin/sh", "-c", `trap "" TERM; while :; do sleep 0.1; done`},
+			err := c.Start(ctx, name, service([]string{"/bin/sh", "-c", `trap "" TERM; echo ready; while :; do sleep 0.1; done`},
 				unitgen.Property{Name: "TimeoutStopUSec", Value: uint64(grace / time.Microsecond)}))
 			if err != nil {
 				t.Fatal(err)
 			}
+			waitJournal(ctx, t, n, name, "ready")
 			begin := time.Now()
 			if err := c.Stop(ctx, name); err != nil {
 				t.Fatal(err)
@@ -531,4 +535,16 @@ func TestNode(t *testing.T) {
 			t.Errorf("reset-failed: %v, want ErrNotFound", err)
 		}
 	})
+}
+
+// waitJournal waits until the unit's journal has a line containing want.
+func waitJournal(ctx context.Context, t *testing.T, n *node.Node, unit, want string) {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		if log, _ := n.Run(ctx, "journalctl", "--no-pager", "-o", "cat", "-u", unit); strings.Contains(log, want) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s never logged %q", unit, want)
 }
