@@ -1,12 +1,8 @@
 package verify
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,92 +16,25 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 
+	"github.com/berth-dev/berth/image/registrytest"
 	"github.com/berth-dev/berth/test/testenv"
 )
 
-// testRegistry is Debian's docker-registry (distribution 2.8) serving
-// filesystem storage from a temp dir on a loopback port. go-containerregistry
-// talks plain HTTP to 127.0.0.1 without being told (name.Registry.Scheme).
+// testRegistry is Debian's docker-registry (distribution 2.8) on a loopback
+// port, started by image/registrytest. go-containerregistry talks plain HTTP
+// to 127.0.0.1 without being told (name.Registry.Scheme).
 type testRegistry struct {
+	*registrytest.Registry
 	host string // 127.0.0.1:<port>
-	cmd  *exec.Cmd
-	out  *bytes.Buffer
-	done chan struct{}
 }
 
 func startRegistry(t *testing.T) *testRegistry {
 	t.Helper()
-	bin := testenv.RequireCommand(t, "docker-registry")
-	dir := t.TempDir()
-	port := freePort(t)
-	host := fmt.Sprintf("127.0.0.1:%d", port)
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-http:
-  addr: %s
-`, filepath.Join(dir, "data"), host)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r := &testRegistry{host: host, out: &bytes.Buffer{}, done: make(chan struct{})}
-	r.cmd = exec.Command(bin, "serve", cfgPath)
-	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
-	if err := r.cmd.Start(); err != nil {
-		t.Fatalf("start docker-registry: %v", err)
-	}
-	go func() { _ = r.cmd.Wait(); close(r.done) }()
-	t.Cleanup(r.stop)
-
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + host + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return r
-			}
-		}
-		select {
-		case <-r.done:
-			t.Fatalf("docker-registry exited: %s", r.out)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("docker-registry on %s not ready after 15s (last error %v): %s", host, err, r.out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	r := registrytest.Start(t, registrytest.Options{})
+	return &testRegistry{Registry: r, host: r.Host}
 }
 
-// stop kills the registry (idempotent; also the cleanup).
-func (r *testRegistry) stop() {
-	select {
-	case <-r.done:
-		return
-	default:
-	}
-	_ = r.cmd.Process.Kill()
-	<-r.done
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func (r *testRegistry) stop() { r.Stop() }
 
 // push writes a small random image to repo:tag and returns its digest.
 func (r *testRegistry) push(t *testing.T, repoTag string) (name.Repository, v1.Hash) {

@@ -426,7 +426,7 @@ func TestEvaluateLayout(t *testing.T) {
 	  "transports": {"oci": {
 	    "/var/tmp/images": [{"type": "insecureAcceptAnything"}],
 	    "/var/tmp/images/locked": [{"type": "reject"}],
-	    "/srv/signed": [{"type": "sigstoreSigned", "keyData": "` + base64.StdEncoding.EncodeToString(testPublicKeyPEM(t)) + `"}]
+	    "/srv/signed": [{"type": "sigstoreSigned", "keyData": "`+base64.StdEncoding.EncodeToString(testPublicKeyPEM(t))+`"}]
 	  }}}`))
 	if err != nil {
 		t.Fatal(err)
@@ -437,7 +437,7 @@ func TestEvaluateLayout(t *testing.T) {
 		reason     string
 	}{
 		{"/var/tmp/images", "oci:/var/tmp/images", true, ""},
-		{"/var/tmp/images/sub/", "oci:/var/tmp/images", true, ""},             // parent directory scope
+		{"/var/tmp/images/sub/", "oci:/var/tmp/images", true, ""},           // parent directory scope
 		{"/var/tmp/images/locked", "oci:/var/tmp/images/locked", false, ""}, // most specific wins
 		{"/var/tmp/imagesX", ScopeDefault, false, ""},                       // path components, not string prefix
 		{"/srv/signed", "oci:/srv/signed", false, "no signatures found"},

@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -70,7 +71,12 @@ type Registry struct {
 
 	pool  *x509.CertPool
 	users map[string]string
+	stop  func()
 }
+
+// Stop ends the registry now (a test of offline behaviour); Cleanup would
+// anyway. Safe to call more than once.
+func (r *Registry) Stop() { r.stop() }
 
 // Start runs a registry on a free loopback port until the test ends.
 func Start(t testing.TB, o Options) *Registry {
@@ -117,15 +123,21 @@ func Start(t testing.TB, o Options) *Registry {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+			}
+			logf.Close()
+		})
+	}
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		logf.Close()
+		r.stop()
 		if t.Failed() {
 			dumpLog(t, r.Log)
 		}
