@@ -9,8 +9,6 @@ package trust
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/berth-dev/berth/agent/runtime/stage1"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/verify"
 )
@@ -127,7 +126,7 @@ func WriteRecord(bundle string, st Store, src Source, p *verify.Policy, j verify
 		r.Message = err.Error()
 	}
 	for _, d := range deps {
-		r.Depends = append(r.Depends, Fingerprint{Path: d, SHA256: HashFile(d)})
+		r.Depends = append(r.Depends, Fingerprint{Path: d, SHA256: stage1.HashFile(d)})
 	}
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
@@ -138,16 +137,6 @@ func WriteRecord(bundle string, st Store, src Source, p *verify.Policy, j verify
 		return err
 	}
 	return os.Rename(tmp, filepath.Join(bundle, RecordFile))
-}
-
-// HashFile is the sha256 of a file's content, or "absent".
-func HashFile(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "absent"
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
 }
 
 // WriteSource stores src in bundle/image.json.

@@ -42,7 +42,7 @@ func CheckTrust(bundle string) error {
 		return errStale
 	}
 	for _, d := range r.Depends {
-		if hashFile(d.Path) != d.SHA256 {
+		if HashFile(d.Path) != d.SHA256 {
 			return errStale
 		}
 	}
@@ -52,7 +52,9 @@ func CheckTrust(bundle string) error {
 	return nil
 }
 
-func hashFile(path string) string {
+// HashFile is the sha256 of a file's content, or "absent": the fingerprint
+// agent/trust records and CheckTrust compares.
+func HashFile(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "absent"
