@@ -3,6 +3,7 @@ package node
 import (
 	"bufio"
 	"context"
+	"github.com/berth-dev/berth/cgroup"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,11 +48,20 @@ func TestNodeBootsSystemdWithWritableCgroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	group = strings.TrimSpace(group)
-	for _, c := range []struct{ key, file, want string }{
+	files := []struct{ key, file, want string }{
 		{"memory", "memory.limit_in_bytes", "52428800"},
 		{"cpu", "cpu.cfs_quota_us", "20000"},
 		{"pids", "pids.max", "10"},
-	} {
+	}
+	if cgroup.IsV2() {
+		// Pure v2 host: the controllers were delegated to the node.
+		files = []struct{ key, file, want string }{
+			{"unified", "memory.max", "52428800"},
+			{"unified", "cpu.max", "20000 100000"},
+			{"unified", "pids.max", "10"},
+		}
+	}
+	for _, c := range files {
 		p := n.CgroupPath(c.key, group, c.file)
 		b, err := os.ReadFile(p)
 		if err != nil {
