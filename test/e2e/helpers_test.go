@@ -128,24 +128,26 @@ func (e *env) run(args ...string) string {
 	return out
 }
 
-// startPod writes the manifest into the node and runs `berthd pod run`.
+// startPod writes the manifest into the node and runs `berthd pod run`
+// with the images from the test layout.
 func (e *env) startPod(name, manifest string) (string, error) {
 	e.t.Helper()
-	p := filepath.Join(podDir, name+".yaml")
-	if err := os.WriteFile(e.host(p), []byte(manifest), 0o644); err != nil {
-		e.t.Fatal(err)
-	}
-	return e.n.Run(e.ctx(), "berthd", "--policy", policy, "pod", "run", "-f", p, "--layout", layoutDir)
+	return e.runPod(name, manifest, "--layout", layoutDir)
 }
 
 // startRegistryPod is startPod for images pulled from a registry.
 func (e *env) startRegistryPod(name, manifest string) (string, error) {
 	e.t.Helper()
+	return e.runPod(name, manifest)
+}
+
+func (e *env) runPod(name, manifest string, extra ...string) (string, error) {
+	e.t.Helper()
 	p := filepath.Join(podDir, name+".yaml")
 	if err := os.WriteFile(e.host(p), []byte(manifest), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
-	return e.n.Run(e.ctx(), "berthd", "--policy", policy, "pod", "run", "-f", p)
+	return e.n.Run(e.ctx(), append([]string{"berthd", "--policy", policy, "pod", "run", "-f", p}, extra...)...)
 }
 
 // writePolicy replaces the node's trust policy file.

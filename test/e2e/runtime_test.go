@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -216,8 +215,6 @@ func TestStopHonoursGracePeriod(t *testing.T) {
 		e.waitFor(u+" ready", func() bool { return strings.Contains(e.journal(u), "ready") })
 	}
 
-	stopPolite := exec.Command("true")
-	_ = stopPolite
 	t0 := time.Now()
 	e.run("systemctl", "stop", polite)
 	politeTook := time.Since(t0)
