@@ -62,13 +62,20 @@ type testGroup struct {
 
 func requireV1(t *testing.T) {
 	t.Helper()
+	testenv.CgroupTier(t, false)
 	testenv.RequireRoot(t)
-	m := cgroups.Mode()
-	testenv.Require(t, m == cgroups.Legacy || m == cgroups.Hybrid, "needs a cgroup v1 (legacy or hybrid) host")
+}
+
+func requireV2(t *testing.T) {
+	t.Helper()
+	testenv.CgroupTier(t, true)
+	testenv.RequireRoot(t)
 }
 
 // newTestGroup creates /<own cgroup>/<leaf> in each listed hierarchy ("memory",
-// "cpu", … or "unified" for the hybrid host's cgroup2 tree).
+// "cpu", … or "unified" for the cgroup2 tree: the hybrid host's, or the whole
+// tree of a v2 host, where this process's cgroup first delegates its
+// controllers).
 func newTestGroup(t *testing.T, keys ...string) *testGroup {
 	t.Helper()
 	leaf := fmt.Sprintf("berth-cgtest-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_"))
@@ -78,10 +85,19 @@ func newTestGroup(t *testing.T, keys ...string) *testGroup {
 		mount, ctl := filepath.Join("/sys/fs/cgroup", k), k
 		if k == "unified" {
 			mount, ctl = unifiedMount, ""
+			if IsV2() {
+				mount = v2Mount
+			}
 		}
 		own, err := OwnGroup(ctl)
 		if err != nil {
 			t.Fatalf("own %s cgroup: %v", k, err)
+		}
+		if IsV2() {
+			own = testenv.DelegationParent(own)
+			if err := testenv.DelegateCgroupV2(filepath.Join(mount, own), own == "/"); err != nil {
+				t.Fatal(err)
+			}
 		}
 		dir := filepath.Join(mount, own, leaf)
 		if err := os.Mkdir(dir, 0o755); err != nil {
@@ -258,10 +274,18 @@ func TestReadStatsV1(t *testing.T) {
 		t.Errorf("no throttling seen: %+v", st)
 	}
 
+	checkOOM(t, g)
+}
+
+// checkOOM runs a memory hog in g (limited to testMemLimit) and checks that
+// the kernel killed it and that the stats show it.
+func checkOOM(t *testing.T, g *testGroup) {
+	t.Helper()
 	// A memory hog: tail buffers an endless line from /dev/zero.
 	hog := g.start(t, "exec tail /dev/zero")
 	done := make(chan error, 1)
 	go func() { done <- hog.Wait() }()
+	var err error
 	select {
 	case err = <-done:
 	case <-time.After(30 * time.Second):
@@ -271,7 +295,7 @@ func TestReadStatsV1(t *testing.T) {
 	if !errors.As(err, &ee) || !ee.Sys().(syscall.WaitStatus).Signaled() || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("memory hog ended with %v, want SIGKILL by the OOM killer", err)
 	}
-	st, err = ReadStats(g.group, g.bases)
+	st, err := ReadStats(g.group, g.bases)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,6 +315,69 @@ func TestReadStatsV1(t *testing.T) {
 	if st.Pids != 0 {
 		t.Errorf("Pids = %d after every process ended", st.Pids)
 	}
+}
+
+// TestReadStatsV2 exercises a pure cgroup v2 host (make test's v2 tier): a
+// group with the cpu, memory and pids controllers, delegated as systemd
+// delegates to a unit.
+func TestReadStatsV2(t *testing.T) {
+	requireV2(t)
+	g := newTestGroup(t, "unified")
+	ctrls, err := os.ReadFile(filepath.Join(g.dirs["unified"], "cgroup.controllers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"cpu", "memory", "pids"} {
+		if !strings.Contains(" "+strings.TrimSpace(string(ctrls))+" ", " "+c+" ") {
+			t.Fatalf("test cgroup has controllers %q, no %s", ctrls, c)
+		}
+	}
+	g.write(t, "unified", "cpu.max", fmt.Sprintf("%d %d", testQuota, QuotaPeriod))
+	g.write(t, "unified", "memory.max", strconv.Itoa(testMemLimit))
+	if _, err := os.Stat(filepath.Join(g.dirs["unified"], "memory.swap.max")); err == nil {
+		g.write(t, "unified", "memory.swap.max", "0")
+	}
+	g.write(t, "unified", "pids.max", strconv.Itoa(testPidsMax))
+
+	idle, err := ReadStats(g.group, g.bases)
+	if err != nil {
+		t.Fatalf("ReadStats of an empty group: %v", err)
+	}
+	if idle.Pids != 0 || idle.PidsLimit != testPidsMax || idle.MemoryLimit != testMemLimit || idle.OOMKills != 0 || idle.CPUUsageNSec != 0 {
+		t.Errorf("empty group: %+v", idle)
+	}
+	st, ran := spin(t, g, 1500*time.Millisecond)
+	t.Logf("after spinning %v: %+v", ran, st)
+	if st.Pids != 1 || st.PidsLimit != testPidsMax {
+		t.Errorf("pids = %d/%d, want 1/%d (one shell)", st.Pids, st.PidsLimit, testPidsMax)
+	}
+	checkCPU(t, st, ran)
+	// The numbers are the kernel's: compare with cpu.stat read directly.
+	after, err := ReadStats(g.group, g.bases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(g.dirs["unified"], "cpu.stat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var usage, throttled uint64
+	for _, line := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 {
+			v, _ := strconv.ParseUint(f[1], 10, 64)
+			switch f[0] {
+			case "usage_usec":
+				usage = v
+			case "nr_throttled":
+				throttled = v
+			}
+		}
+	}
+	if after.CPUUsageNSec != usage*1000 || after.CPUThrottled != throttled {
+		t.Errorf("ReadStats usage %d ns, throttled %d; cpu.stat usage_usec %d, nr_throttled %d", after.CPUUsageNSec, after.CPUThrottled, usage, throttled)
+	}
+	checkOOM(t, g)
 }
 
 // TestReadStatsV1Cpuacct covers hosts where the group also exists in cpuacct:
@@ -323,10 +410,13 @@ func TestReadStatsV1Cpuacct(t *testing.T) {
 }
 
 func TestReadStatsMissingGroup(t *testing.T) {
-	requireV1(t)
+	testenv.RequireRoot(t)
 	keys := []string{"memory", "cpu", "pids"}
-	if cgroups.Mode() == cgroups.Hybrid {
+	switch cgroups.Mode() {
+	case cgroups.Hybrid:
 		keys = append(keys, "unified")
+	case cgroups.Unified:
+		keys = []string{"unified"}
 	}
 	g := newTestGroup(t, keys...)
 	if _, err := ReadStats(g.group, g.bases); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/test/imagetest"
+	"github.com/berth-dev/berth/test/testenv"
 	"github.com/berth-dev/berth/unitgen"
 )
 
@@ -95,13 +96,24 @@ func TestLimitsInCgroupFiles(t *testing.T) {
 `))
 	unit := unitgen.UnitName("default", "limited", "main")
 	group := e.show(unit, "ControlGroup")
-	for _, c := range []struct{ key, file, want string }{
+	type file struct{ key, file, want string }
+	files := []file{
 		{"cpu", "cpu.shares", "256"},           // MilliCPUToShares(250)
 		{"cpu", "cpu.cfs_quota_us", "50000"},   // 500m × 100 ms period
 		{"cpu", "cpu.cfs_period_us", "100000"}, // kubelet's default period
 		{"memory", "memory.limit_in_bytes", "134217728"},
 		{"pids", "pids.max", "4096"}, // berthd --pids-limit default
-	} {
+	}
+	if testenv.CgroupV2() {
+		files = []file{
+			{"unified", "cpu.weight", "35"},        // 256 shares, runc ≥ 1.3.2's quadratic conversion
+			{"unified", "cpu.max", "50000 100000"}, // 500m × 100 ms period
+			{"unified", "memory.max", "134217728"}, // limit
+			{"unified", "memory.min", "67108864"},  // request (MemoryQoS)
+			{"unified", "pids.max", "4096"},        // berthd --pids-limit default
+		}
+	}
+	for _, c := range files {
 		if got := e.readCgroup(c.key, group, c.file); got != c.want {
 			t.Errorf("%s of %s = %s, want %s", c.file, unit, got, c.want)
 		}
@@ -129,11 +141,22 @@ func TestLimitsInCgroupFiles(t *testing.T) {
 		t.Errorf("guaranteed oom_score_adj = %s, want %s", got, want997)
 	}
 	gg := e.show(g, "ControlGroup")
-	if got := e.readCgroup("cpu", gg, "cpu.shares"); got != "1024" {
-		t.Errorf("guaranteed cpu.shares = %s, want 1024 (request defaulted from limit)", got)
+	files = []file{
+		{"cpu", "cpu.shares", "1024"}, // request defaulted from the limit
+		{"memory", "memory.limit_in_bytes", "268435456"},
 	}
-	if got := e.readCgroup("memory", gg, "memory.limit_in_bytes"); got != "268435456" {
-		t.Errorf("guaranteed memory.limit_in_bytes = %s", got)
+	if testenv.CgroupV2() {
+		files = []file{
+			{"unified", "cpu.weight", "100"}, // 1024 shares: systemd's default weight
+			{"unified", "cpu.max", "100000 100000"},
+			{"unified", "memory.max", "268435456"},
+			{"unified", "memory.min", "268435456"},
+		}
+	}
+	for _, c := range files {
+		if got := e.readCgroup(c.key, gg, c.file); got != c.want {
+			t.Errorf("guaranteed %s = %s, want %s", c.file, got, c.want)
+		}
 	}
 }
 

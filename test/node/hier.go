@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/berth-dev/berth/test/testenv"
 )
 
 // hierarchy is one mounted cgroup hierarchy of the host: a v1 controller (or
@@ -89,7 +91,9 @@ func hierarchies() ([]hierarchy, error) {
 			if !ok {
 				continue
 			}
-			hs = append(hs, hierarchy{Key: "unified", Mount: mnt, V2: true, Own: p})
+			// After a first node delegated (makeCgroups), this process sits
+			// in a leaf below the group that holds the nodes.
+			hs = append(hs, hierarchy{Key: "unified", Mount: mnt, V2: true, Own: testenv.DelegationParent(p)})
 			continue
 		}
 		var ctrls, opts []string
@@ -149,7 +153,10 @@ func makeCgroups(hs []hierarchy, leaf string) ([]string, error) {
 			// init.scope (Documentation/admin-guide/cgroup-v2.rst, "Delegation").
 			// On the hybrid hosts here the unified tree carries no controllers
 			// we need, so nothing is touched there.
-			delegateV2(filepath.Dir(d), h.Own == "/")
+			if err := testenv.DelegateCgroupV2(filepath.Dir(d), h.Own == "/"); err != nil {
+				removeCgroupTrees(made)
+				return nil, err
+			}
 		}
 	}
 	return made, nil
@@ -200,37 +207,4 @@ func killProcs(dir string) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-}
-
-// delegateV2 makes the controllers of parent (this process's own cgroup)
-// available to its children. The "no internal processes" rule forbids that
-// while parent holds processes, so they move into a leaf child first — the
-// same step podman and systemd's Delegate= users take.
-func delegateV2(parent string, isRoot bool) {
-	avail, err := os.ReadFile(filepath.Join(parent, "cgroup.controllers"))
-	if err != nil || len(strings.Fields(string(avail))) == 0 {
-		return
-	}
-	enabled, _ := os.ReadFile(filepath.Join(parent, "cgroup.subtree_control"))
-	if strings.TrimSpace(string(enabled)) == strings.TrimSpace(string(avail)) {
-		return
-	}
-	// The root cgroup is exempt from the rule: nobody needs to move.
-	leaf := filepath.Join(parent, "berth-leaf")
-	if !isRoot {
-		_ = os.Mkdir(leaf, 0o755)
-	}
-	if procs, err := os.ReadFile(filepath.Join(parent, "cgroup.procs")); err == nil {
-		for _, p := range strings.Fields(string(procs)) {
-			if isRoot {
-				break
-			}
-			_ = os.WriteFile(filepath.Join(leaf, "cgroup.procs"), []byte(p), 0o644)
-		}
-	}
-	var want []string
-	for _, c := range strings.Fields(string(avail)) {
-		want = append(want, "+"+c)
-	}
-	_ = os.WriteFile(filepath.Join(parent, "cgroup.subtree_control"), []byte(strings.Join(want, " ")), 0o644)
 }

@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/test/testenv"
 )
 
 // BaseDir holds one directory per node.
@@ -230,7 +231,7 @@ func (n *Node) wait(ctx context.Context) error {
 		case <-n.done:
 			return fmt.Errorf("node %s died while booting: %s", n.Name, n.consoleTail())
 		case <-ctx.Done():
-			return fmt.Errorf("node %s did not finish booting (last state %q): %w\n%s", n.Name, last, ctx.Err(), n.consoleTail())
+			return fmt.Errorf("node %s did not finish booting (last state %q): %w\n%s\n%s", n.Name, last, ctx.Err(), n.pendingJobs(), n.consoleTail())
 		case <-time.After(100 * time.Millisecond):
 		}
 		// nsenter too early would enter the mount namespace before pivot_root.
@@ -244,6 +245,15 @@ func (n *Node) wait(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// pendingJobs says what a node that does not finish booting waits for.
+func (n *Node) pendingJobs() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	jobs, _ := n.Command(ctx, "systemctl", "list-jobs", "--no-pager").CombinedOutput()
+	failed, _ := n.Command(ctx, "systemctl", "--failed", "--no-pager").CombinedOutput()
+	return "pending jobs:\n" + string(jobs) + "failed units:\n" + string(failed)
 }
 
 func (n *Node) consoleTail() string {
@@ -288,10 +298,11 @@ func (n *Node) Bases() cgroup.Bases { return n.bases }
 
 // CgroupPath is the host path of file in the node cgroup group (a
 // ControlGroup as systemd inside reports it) of the hierarchy key ("memory",
-// "cpu", "pids", "unified", …).
+// "cpu", "pids", "unified", …). On a cgroup v2 host every key names the one
+// unified tree.
 func (n *Node) CgroupPath(key, group, file string) string {
 	for _, h := range n.hs {
-		if h.base() == key || h.Key == key {
+		if h.base() == key || h.Key == key || len(n.hs) == 1 && h.V2 {
 			return filepath.Join(h.Mount, n.bases[h.base()], group, file)
 		}
 	}
@@ -463,9 +474,13 @@ func bootMain() int {
 	}
 	err = cmd.Start()
 	// Back out of the node's cgroups: only the node lives there, and systemd
-	// inside sees their children as its whole tree.
+	// inside sees their children as its whole tree (on v2 it cannot enable
+	// controllers for them while another process sits in its root). On a
+	// delegated v2 parent, processes may live only in its leaf.
 	for _, d := range cfg.Cgroups {
-		_ = os.WriteFile(filepath.Join(filepath.Dir(d), "cgroup.procs"), []byte(self), 0o644)
+		if err := os.WriteFile(filepath.Join(filepath.Dir(d), "cgroup.procs"), []byte(self), 0o644); err != nil {
+			_ = os.WriteFile(filepath.Join(filepath.Dir(d), testenv.DelegatedLeaf, "cgroup.procs"), []byte(self), 0o644)
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start node PID 1:", err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/test/node"
+	"github.com/berth-dev/berth/test/testenv"
 	"github.com/berth-dev/berth/unitgen"
 )
 
@@ -164,13 +165,21 @@ func TestNode(t *testing.T) {
 		if st.Description != "berth test: limits" {
 			t.Errorf("description %q", st.Description)
 		}
-		// The kernel's view (cgroup v1 here): 25 % of a 50 ms period = 12.5 ms.
-		for _, k := range []struct{ key, file, want string }{
+		// The kernel's view: 25 % of a 50 ms period = 12.5 ms.
+		files := []struct{ key, file, want string }{
 			{"memory", "memory.limit_in_bytes", fmt.Sprint(48 << 20)},
 			{"cpu", "cpu.cfs_period_us", "50000"},
 			{"cpu", "cpu.cfs_quota_us", "12500"},
 			{"pids", "pids.max", "17"},
-		} {
+		}
+		if testenv.CgroupV2() {
+			files = []struct{ key, file, want string }{
+				{"unified", "memory.max", fmt.Sprint(48 << 20)},
+				{"unified", "cpu.max", "12500 50000"},
+				{"unified", "pids.max", "17"},
+			}
+		}
+		for _, k := range files {
 			if got := readCgroup(t, n, k.key, st.ControlGroup, k.file); got != k.want {
 				t.Errorf("%s = %s, want %s", k.file, got, k.want)
 			}
@@ -463,16 +472,20 @@ func TestNode(t *testing.T) {
 		if st.ActiveState != "active" || st.ControlGroup != "/berth.slice/berth-ns1.slice" {
 			t.Fatalf("slice %+v", st)
 		}
+		memFile, cpuFile, cpuWant := "memory.limit_in_bytes", "cpu.cfs_quota_us", "150000"
+		if testenv.CgroupV2() {
+			memFile, cpuFile, cpuWant = "memory.max", "cpu.max", "150000 100000"
+		}
 		check := func(mem, tasks string) {
 			t.Helper()
-			if got := readCgroup(t, n, "memory", st.ControlGroup, "memory.limit_in_bytes"); got != mem {
-				t.Errorf("memory.limit_in_bytes = %s, want %s", got, mem)
+			if got := readCgroup(t, n, "memory", st.ControlGroup, memFile); got != mem {
+				t.Errorf("%s = %s, want %s", memFile, got, mem)
 			}
 			if got := readCgroup(t, n, "pids", st.ControlGroup, "pids.max"); got != tasks {
 				t.Errorf("pids.max = %s, want %s", got, tasks)
 			}
-			if got := readCgroup(t, n, "cpu", st.ControlGroup, "cpu.cfs_quota_us"); got != "150000" {
-				t.Errorf("cpu.cfs_quota_us = %s, want 150000", got)
+			if got := readCgroup(t, n, "cpu", st.ControlGroup, cpuFile); got != cpuWant {
+				t.Errorf("%s = %s, want %s", cpuFile, got, cpuWant)
 			}
 		}
 		check(fmt.Sprint(64<<20), "100")
