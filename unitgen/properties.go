@@ -36,13 +36,14 @@ func (g *gen) properties() ([]Property, error) {
 	add("Type", "forking", "stage-1 forks the workload into new PID+mount namespaces, writes its PID and exits; systemd 252 cannot create a PID namespace itself")
 	add("PIDFile", path.Join(in.Paths.Bundle, "pid"), "stage-1 writes the workload's PID here, so MainPID is the container's PID 1")
 	if in.Options.VerifyImage {
-		add("ExecStartPre", []ExecCommand{{
-			Path: in.Paths.Init, Args: []string{in.Paths.Init, "verify", in.Paths.Bundle},
-		}}, "the trust policy judges the image again from the local store before every (re)start, so a policy change takes effect at the next start")
+		add("ExecStart", []ExecCommand{{
+			Path: in.Paths.Init, Args: []string{in.Paths.Init, "start", "--verify-image", in.Paths.Bundle},
+		}}, "berth's stage-1 runs %s/config.json once the trust policy, from the local store, has judged the image again (on every (re)start, so a policy change takes effect at the next one); a failing start fails the unit (IgnoreFailure=false)", in.Paths.Bundle)
+	} else {
+		add("ExecStart", []ExecCommand{{
+			Path: in.Paths.Init, Args: []string{in.Paths.Init, "start", in.Paths.Bundle},
+		}}, "berth's stage-1 runs %s/config.json; a failing start fails the unit (IgnoreFailure=false)", in.Paths.Bundle)
 	}
-	add("ExecStart", []ExecCommand{{
-		Path: in.Paths.Init, Args: []string{in.Paths.Init, "start", in.Paths.Bundle},
-	}}, "berth's stage-1 runs %s/config.json; a failing start fails the unit (IgnoreFailure=false)", in.Paths.Bundle)
 	add("ExecStopPost", []ExecCommand{{
 		Path: in.Paths.Init, Args: []string{in.Paths.Init, "poststop", in.Paths.Bundle}, IgnoreFailure: true,
 	}}, "records exit status and OOM kill while the cgroup still exists; its own failure must not mask the workload's result")

@@ -76,7 +76,7 @@ type Options struct {
 	AllowPrivileged bool          // host configuration; privileged pods are refused otherwise
 	CgroupV2        bool          // unified hierarchy: CPUWeight and MemoryMin instead of CPUShares
 	RestartDelay    time.Duration // default 10s (kubelet's initial back-off)
-	VerifyImage     bool          // ExecStartPre=<Init> verify <Bundle>: re-judge the image before every start
+	VerifyImage     bool          // ExecStart=<Init> start --verify-image <Bundle>: re-judge the image before every start
 }
 
 // Unit is a generated transient service and the OCI spec for its stage-1.

@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/berth-dev/berth/agent/runtime/seccomp"
 	"github.com/berth-dev/berth/agent/runtime/stage1"
 	"github.com/berth-dev/berth/agent/trust"
 	"github.com/berth-dev/berth/cgroup"
@@ -289,7 +290,8 @@ func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1
 	}
 	plan := lap()
 	// The trust policy, from the local store: refused here with its reason,
-	// and again by the unit's ExecStartPre before every (re)start.
+	// and again by the unit's start (berth-init start --verify-image) before
+	// every (re)start.
 	src := trust.Source{Ref: c.Image, Repo: pi.Repo, Layout: pi.Layout, Digest: img.Digest,
 		Store: r.images.Root(), Policy: r.cfg.Policy}
 	j, policy, err := trust.Judge(ctx, r.images, src)
@@ -306,7 +308,13 @@ func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1
 			return nil, err
 		}
 	}
-	spec, err := json.MarshalIndent(unit.Spec, "", "  ")
+	// The seccomp profile is compiled here, once, not at every start.
+	prepared, err := seccomp.PrepareBundle(bundle, unit.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	// Compact: berth-init reads it twice at every start.
+	spec, err := json.Marshal(prepared)
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,7 @@
 // Package trust applies the trust policy to images berth is about to run:
 // at pull time (signatures just fetched), when a pod starts, and again before
-// every (re)start of a container, from the local store only — systemd runs
-// `berth-init verify` as the unit's ExecStartPre, which answers from a
+// every (re)start of a container, from the local store only — the unit's
+// `berth-init start --verify-image` answers from a
 // fingerprinted record (Record) and falls back to `berth-verify` (this
 // package, with the cosign verifier) whenever the policy, a key it names or
 // the stored signatures changed since the record was written.

@@ -1,7 +1,7 @@
 // Command berth-verify judges a container's image against the trust policy
 // again, from the local image store only (no network): the signatures stored
-// at pull time, or the layout's directory scope. `berth-init verify` (the
-// unit's ExecStartPre) execs it when its cached record is stale; a non-zero
+// at pull time, or the layout's directory scope. The unit's `berth-init
+// start --verify-image` runs it when its cached record is stale; a non-zero
 // exit refuses the (re)start with the policy's reason in the journal.
 //
 //	berth-verify <bundle>

@@ -69,8 +69,8 @@ func TestTrustPolicyOnRegistryImages(t *testing.T) {
 	if s := e.show(unit, "ActiveState"); s != "active" {
 		t.Fatalf("signed pod's unit is %s", s)
 	}
-	if pre := e.show(unit, "ExecStartPre"); !strings.Contains(pre, "berth-init verify") {
-		t.Errorf("unit has no verify hook before start: %q", pre)
+	if start := e.show(unit, "ExecStart"); !strings.Contains(start, "berth-init start --verify-image") {
+		t.Errorf("unit does not judge the image at start: %q", start)
 	}
 	if desc := e.show(unit, "Description"); !strings.Contains(desc, signed) {
 		t.Errorf("unit does not run the resolved digest %s: %q", signed, desc)
@@ -104,7 +104,7 @@ func TestTrustPolicyOnRegistryImages(t *testing.T) {
 	}
 
 	// The policy now rejects the scope: the next restart is refused by the
-	// unit's ExecStartPre, from the local store.
+	// unit's start, from the local store.
 	e.writePolicy(`{"default": [{"type": "reject"}], "transports": {"docker": {"` + reg.Host + `/demo": [{"type": "reject"}]}}}`)
 	restartAt := time.Now()
 	if _, err := e.n.Run(ctx, "systemctl", "restart", unit); err == nil {

@@ -7,15 +7,25 @@ import (
 	"time"
 )
 
-const usage = "usage: berth-init start|poststop|verify <bundle>"
+const usage = "usage: berth-init start [--verify-image]|poststop|verify <bundle>"
+
+// VerifyImageFlag makes start judge the image by the trust policy first.
+const VerifyImageFlag = "--verify-image"
 
 // Main runs berth-init with args (os.Args[1:]) and returns its exit code.
 //
-//	start <bundle>     ExecStart of the container's Type=forking unit
+//	start [--verify-image] <bundle>
+//	                   ExecStart of the container's Type=forking unit; with
+//	                   the flag, the trust policy's judgement of the image
+//	                   comes first, on every (re)start
 //	poststop <bundle>  ExecStopPost of the unit; always exits 0
-//	verify <bundle>    ExecStartPre: the trust policy's judgement of the image
+//	verify <bundle>    the trust policy's judgement alone (exit 0: may start)
 //	stage2 <bundle>    internal: re-executed by start in the new namespaces
 func Main(args []string) int {
+	verifyFirst := false
+	if len(args) == 3 && args[0] == "start" && args[1] == VerifyImageFlag {
+		verifyFirst, args = true, []string{"start", args[2]}
+	}
 	if len(args) != 2 {
 		fmt.Fprintln(os.Stderr, usage)
 		return 2
@@ -23,6 +33,15 @@ func Main(args []string) int {
 	cmd, bundle := args[0], args[1]
 	switch cmd {
 	case "start":
+		// The judgement in this process, not as a separate ExecStartPre:
+		// that saved a fork, an exec and a round of systemd's job engine
+		// per start (about 3 ms of 20, make bench).
+		if verifyFirst {
+			if err := verifyImage(bundle); err != nil {
+				fmt.Fprintf(os.Stderr, "berth-init start %s: %v\n", bundle, err)
+				return 1
+			}
+		}
 		// Goes to the journal; a non-zero exit fails the start job.
 		if err := Start(bundle); err != nil {
 			fmt.Fprintf(os.Stderr, "berth-init start %s: %v\n", bundle, err)

@@ -235,6 +235,35 @@ func TestFreshen(t *testing.T) {
 			t.Errorf("%s: %v entries, err %v; want an empty dir", d, len(ents), err)
 		}
 	}
+	// Empty directories are kept as they are (a first start).
+	before, _ := os.Stat(o.upper)
+	if err := o.freshen(); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.Stat(o.upper); !os.SameFile(before, after) {
+		t.Errorf("an empty upper dir was replaced")
+	}
+	// A symlink, even to an empty directory, is replaced by a directory;
+	// what it pointed to is left alone.
+	elsewhere := filepath.Join(dir, "elsewhere")
+	if err := os.Mkdir(elsewhere, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(o.upper); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, o.upper); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.freshen(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(o.upper); err != nil || !fi.IsDir() {
+		t.Errorf("upper after freshen: %v, %v; want a directory", fi, err)
+	}
+	if _, err := os.Stat(elsewhere); err != nil {
+		t.Errorf("symlink target removed: %v", err)
+	}
 }
 
 func TestParseCaps(t *testing.T) {

@@ -14,7 +14,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/berth-dev/berth/agent/runtime/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -44,11 +43,9 @@ func Stage2(bundle string, sync *os.File) error {
 		return err
 	}
 	proc := spec.Process
-	var filter *seccomp.Program
-	if spec.Linux.Seccomp != nil {
-		if filter, err = seccomp.Compile(spec.Linux.Seccomp); err != nil {
-			return fmt.Errorf("compile seccomp profile: %w", err)
-		}
+	scf, err := LoadSeccomp(bundle, spec)
+	if err != nil {
+		return err
 	}
 	last, err := lastCap()
 	if err != nil {
@@ -102,10 +99,10 @@ func Stage2(bundle string, sync *os.File) error {
 	if err := caps.dropBounding(); err != nil {
 		return err
 	}
-	if filter != nil && !proc.NoNewPrivileges {
+	if scf != nil && !proc.NoNewPrivileges {
 		// Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which
 		// the workload usually does not keep: load it now.
-		if err := seccomp.Load(filter); err != nil {
+		if err := scf.Load(); err != nil {
 			return err
 		}
 	}
@@ -134,8 +131,8 @@ func Stage2(bundle string, sync *os.File) error {
 	if err := checkExec(path); err != nil {
 		return err
 	}
-	if filter != nil && proc.NoNewPrivileges {
-		if err := seccomp.Load(filter); err != nil {
+	if scf != nil && proc.NoNewPrivileges {
+		if err := scf.Load(); err != nil {
 			return err
 		}
 	}

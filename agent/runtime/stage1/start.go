@@ -54,7 +54,7 @@ func Start(bundle string) error {
 	if err != nil {
 		return fmt.Errorf("bundle path: %w", err)
 	}
-	spec, err := LoadSpec(bundle)
+	spec, err := loadStartSpec(bundle)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/agent/runtime/seccomp"
 	"github.com/berth-dev/berth/test/testenv"
 	mobyseccomp "github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -156,22 +157,27 @@ func (b *testBundle) setSeccomp(t *testing.T) {
 	b.spec.Linux.Seccomp = prof
 }
 
+// write writes the bundle as the agent does: the seccomp profile compiled
+// into seccomp.bpf, the spec into config.json.
 func (b *testBundle) write(t *testing.T) {
 	t.Helper()
-	data, err := json.MarshalIndent(b.spec, "", "  ")
+	spec, err := seccomp.PrepareBundle(b.dir, b.spec)
+	must(t, err)
+	data, err := json.MarshalIndent(spec, "", "  ")
 	must(t, err)
 	must(t, os.WriteFile(filepath.Join(b.dir, ConfigFile), data, 0o644))
 }
 
-// start runs `berth-init start`; its output (and the workload's, which
-// inherits it) goes to <bundle>/log. It registers cleanup of the workload.
-func (b *testBundle) start(t *testing.T) (pid int, log string, err error) {
+// start runs `berth-init start [flags] <bundle>`; its output (and the
+// workload's, which inherits it) goes to <bundle>/log. It registers cleanup
+// of the workload.
+func (b *testBundle) start(t *testing.T, flags ...string) (pid int, log string, err error) {
 	t.Helper()
 	b.write(t)
 	logf, ferr := os.Create(filepath.Join(b.dir, "log"))
 	must(t, ferr)
 	defer logf.Close()
-	cmd := exec.Command(requireBerthInit(t), "start", b.dir)
+	cmd := exec.Command(requireBerthInit(t), append(append([]string{"start"}, flags...), b.dir)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	err = cmd.Run()
 	out, _ := os.ReadFile(filepath.Join(b.dir, "log"))
@@ -397,6 +403,9 @@ func TestStartRootWorkload(t *testing.T) {
 		"/sys/fs/cgroup/memory": "ro,",
 	} {
 		got, ok := mi[mp]
+		if mp == "/sys/fs/cgroup/memory" && testenv.CgroupV2() {
+			continue // one unified tree at /sys/fs/cgroup
+		}
 		if !ok {
 			if mp == "/proc/scsi" {
 				if _, err := os.Stat("/proc/scsi"); err != nil {
@@ -423,8 +432,27 @@ func TestStartRootWorkload(t *testing.T) {
 }
 
 // workloadScript checks the container from the inside, as the workload, and
-// prints key=value lines for the test.
-const workloadScript = `
+// prints key=value lines for the test: memcg is its memory cgroup as
+// /proc/self/cgroup shows it, memlimit whether the memory limit file is in
+// its view of /sys/fs/cgroup, cgwrite whether creating a file there failed.
+func workloadScript() string {
+	if testenv.CgroupV2() {
+		return workloadCommon + `
+echo memcg=$(sed -n 's/^0:://p' /proc/self/cgroup)
+echo memlimit=$(ls /sys/fs/cgroup | grep -c '^memory.max$')
+touch /sys/fs/cgroup/x 2>/dev/null; echo cgwrite=$?
+echo DONE
+`
+	}
+	return workloadCommon + `
+echo memcg=$(grep ':memory:' /proc/self/cgroup | cut -d: -f3)
+echo memlimit=$(ls /sys/fs/cgroup/memory | grep -c '^memory.limit_in_bytes$')
+touch /sys/fs/cgroup/memory/x 2>/dev/null; echo cgwrite=$?
+echo DONE
+`
+}
+
+const workloadCommon = `
 echo hostname=$(hostname)
 echo id=$(id -u):$(id -g)
 echo PS-BEGIN; ps -o pid,comm; echo PS-END
@@ -435,12 +463,7 @@ echo 1 2>/dev/null > /proc/sys/kernel/printk_ratelimit; echo procsys=$?
 ( echo x > /proc/sys/kernel/printk_ratelimit ) 2>&1 | grep -q 'Read-only' && echo procsys_rofs=yes
 touch /newfile 2>/dev/null; echo rootwrite=$?
 echo hosts=$(grep -c berth-test /etc/hosts)
-echo null=$(ls -l /dev/null | head -c 1)
-echo memcg=$(grep ':memory:' /proc/self/cgroup | cut -d: -f3)
-echo memlimit=$(ls /sys/fs/cgroup/memory | grep -c '^memory.limit_in_bytes$')
-touch /sys/fs/cgroup/memory/x 2>/dev/null; echo cgwrite=$?
-echo DONE
-`
+echo null=$(ls -l /dev/null | head -c 1)`
 
 func runWorkload(t *testing.T, b *testBundle) map[string]string {
 	t.Helper()
@@ -483,7 +506,7 @@ func runWorkload(t *testing.T, b *testBundle) map[string]string {
 
 func TestWorkloadViewReadonlyRoot(t *testing.T) {
 	requireBerthInit(t)
-	b := newBundle(t, "sh", "-c", workloadScript)
+	b := newBundle(t, "sh", "-c", workloadScript())
 	b.spec.Root.Readonly = true
 	got := runWorkload(t, b)
 	want := map[string]string{
@@ -508,7 +531,7 @@ func TestWorkloadViewReadonlyRoot(t *testing.T) {
 // hierarchies are mounted afresh and the container sees itself at "/".
 func TestWorkloadViewCgroupNamespace(t *testing.T) {
 	requireBerthInit(t)
-	b := newBundle(t, "sh", "-c", workloadScript)
+	b := newBundle(t, "sh", "-c", workloadScript())
 	b.spec.Linux.Namespaces = append(b.spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
 	got := runWorkload(t, b)
 	for k, w := range map[string]string{"memcg": "/", "memlimit": "1", "cgwrite": "1"} {
@@ -523,7 +546,7 @@ func ownMemoryCgroup(t *testing.T) string {
 	raw, err := os.ReadFile("/proc/self/cgroup")
 	must(t, err)
 	for _, line := range strings.Split(string(raw), "\n") {
-		if f := strings.SplitN(line, ":", 3); len(f) == 3 && f[1] == "memory" {
+		if f := strings.SplitN(line, ":", 3); len(f) == 3 && (f[1] == "memory" || testenv.CgroupV2() && f[0] == "0") {
 			return f[2]
 		}
 	}
@@ -533,7 +556,7 @@ func ownMemoryCgroup(t *testing.T) string {
 
 func TestWorkloadViewWritableRoot(t *testing.T) {
 	requireBerthInit(t)
-	b := newBundle(t, "sh", "-c", workloadScript)
+	b := newBundle(t, "sh", "-c", workloadScript())
 	got := runWorkload(t, b)
 	if got["rootwrite"] != "0" {
 		t.Errorf("root write failed with a writable root: rootwrite=%q", got["rootwrite"])
@@ -781,14 +804,19 @@ func TestPostStopBinary(t *testing.T) {
 }
 
 // TestPostStopRealOOM lets the kernel OOM-kill a process in a memory cgroup
-// (cgroup v1 here) and runs poststop in that cgroup, as systemd runs
-// ExecStopPost in the unit's cgroup: the counter must read as OOMKilled
-// even though systemd (v1) only says "signal".
+// and runs poststop in that cgroup, as systemd runs ExecStopPost in the
+// unit's cgroup: the counter (memory.oom_control on v1, memory.events on
+// v2) must read as OOMKilled even though systemd only says "signal".
 func TestPostStopRealOOM(t *testing.T) {
 	bin := requireBerthInit(t)
 	testenv.RequireCommand(t, "dd")
 	cg := newMemoryCgroup(t)
-	must(t, os.WriteFile(cg+"/memory.limit_in_bytes", []byte("33554432"), 0o644))
+	limit := "memory.limit_in_bytes"
+	if testenv.CgroupV2() {
+		limit = "memory.max"
+		must(t, os.WriteFile(cg+"/memory.swap.max", []byte("0"), 0o644))
+	}
+	must(t, os.WriteFile(filepath.Join(cg, limit), []byte("33554432"), 0o644))
 	hog := exec.Command("sh", "-c", `echo $$ > "$CG/cgroup.procs" && exec dd if=/dev/zero of=/dev/null bs=200M count=1`)
 	hog.Env = []string{"CG=" + cg, "PATH=/usr/bin:/bin"}
 	err := hog.Run()
@@ -829,27 +857,37 @@ func poststopIn(cg, bin, dir string) *exec.Cmd {
 	return cmd
 }
 
-// newMemoryCgroup creates a child of this process's own memory cgroup
-// (cgroup v1; the only kind these machines have) and removes it afterwards.
+// newMemoryCgroup creates a child of this process's own memory cgroup (on
+// v2 of its unified cgroup, delegated first) and removes it afterwards.
 func newMemoryCgroup(t *testing.T) string {
 	t.Helper()
 	raw, err := os.ReadFile("/proc/self/cgroup")
 	must(t, err)
+	v2 := testenv.CgroupV2()
 	var own string
 	for _, line := range strings.Split(string(raw), "\n") {
 		f := strings.SplitN(line, ":", 3)
-		if len(f) == 3 && slices.Contains(strings.Split(f[1], ","), "memory") {
+		if len(f) == 3 && (!v2 && slices.Contains(strings.Split(f[1], ","), "memory") || v2 && f[0] == "0") {
 			own = f[2]
 		}
 	}
-	testenv.Require(t, own != "" && runtime.GOOS == "linux", "no cgroup v1 memory hierarchy")
-	dir := filepath.Join("/sys/fs/cgroup/memory", own, fmt.Sprintf("berth-stage1-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	testenv.Require(t, own != "" && runtime.GOOS == "linux", "no memory cgroup in /proc/self/cgroup")
+	mount, home := "/sys/fs/cgroup/memory", own // home: where leftovers go back to
+	if v2 {
+		mount, own = "/sys/fs/cgroup", testenv.DelegationParent(own)
+		must(t, testenv.DelegateCgroupV2(filepath.Join(mount, own), own == "/"))
+		home = filepath.Join(own, testenv.DelegatedLeaf)
+		if own == "/" {
+			home = own
+		}
+	}
+	dir := filepath.Join(mount, own, fmt.Sprintf("berth-stage1-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
 	must(t, os.Mkdir(dir, 0o755))
 	t.Cleanup(func() {
-		// Move anything left back to our own group, then remove ours.
+		// Move anything left back home, then remove ours.
 		if procs, err := os.ReadFile(dir + "/cgroup.procs"); err == nil {
 			for _, p := range strings.Fields(string(procs)) {
-				_ = os.WriteFile(filepath.Join("/sys/fs/cgroup/memory", own, "cgroup.procs"), []byte(p), 0o644)
+				_ = os.WriteFile(filepath.Join(mount, home, "cgroup.procs"), []byte(p), 0o644)
 			}
 		}
 		for i := 0; i < 50; i++ {
@@ -861,4 +899,90 @@ func newMemoryCgroup(t *testing.T) string {
 		t.Errorf("cannot remove test cgroup %s", dir)
 	})
 	return dir
+}
+
+// TestStartVerifyImage: `start --verify-image` judges the image before
+// anything else, from the bundle's trust record, and fails closed.
+func TestStartVerifyImage(t *testing.T) {
+	requireBerthInit(t)
+	policy := filepath.Join(t.TempDir(), "policy.json")
+	must(t, os.WriteFile(policy, []byte(`{"default": [{"type": "insecureAcceptAnything"}]}`), 0o644))
+	record := func(b *testBundle, allowed bool, msg string) {
+		r := fmt.Sprintf(`{"allowed": %t, "message": %q, "depends": [{"path": %q, "sha256": %q}]}`, allowed, msg, policy, HashFile(policy))
+		must(t, os.WriteFile(filepath.Join(b.dir, "trust.json"), []byte(r), 0o644))
+	}
+
+	ok := newBundle(t, "sleep", "60")
+	record(ok, true, "")
+	if pid, log, err := ok.start(t, VerifyImageFlag); err != nil || pid <= 0 {
+		t.Fatalf("allowed image: start = pid %d, %v\n%s", pid, err, log)
+	}
+
+	refused := newBundle(t, "sleep", "60")
+	record(refused, false, "rejected by policy: no signatures found for example.org/app")
+	pid, log, err := refused.start(t, VerifyImageFlag)
+	if err == nil || pid > 0 {
+		t.Fatalf("refused image started (pid %d)", pid)
+	}
+	if !strings.Contains(log, "rejected by policy: no signatures found for example.org/app") {
+		t.Errorf("refusal not in the start's output:\n%s", log)
+	}
+	// The judgement came first: not even the overlay's upper dir was made.
+	if _, err := os.Stat(refused.upper); err == nil {
+		t.Errorf("a refused start prepared the rootfs")
+	}
+
+	// The policy changed since the record: berth-verify must judge again.
+	// It is not installed next to this berth-init, so the start fails.
+	stale := newBundle(t, "sleep", "60")
+	record(stale, true, "")
+	must(t, os.WriteFile(policy, []byte(`{"default": [{"type": "reject"}]}`), 0o644))
+	pid, log, err = stale.start(t, VerifyImageFlag)
+	if err == nil || pid > 0 {
+		t.Fatalf("stale record: started without a new judgement (pid %d)", pid)
+	}
+	if !strings.Contains(log, "berth-verify") {
+		t.Errorf("stale record: output does not name berth-verify:\n%s", log)
+	}
+}
+
+// TestStartSeccompFilterChecked: stage-2 loads only the filter the spec
+// names; a changed file or an uncompiled profile fails the start.
+func TestStartSeccompFilterChecked(t *testing.T) {
+	requireBerthInit(t)
+	b := newBundle(t, "sleep", "60")
+	b.write(t)
+	must(t, os.WriteFile(filepath.Join(b.dir, "seccomp.bpf"), []byte("BERTHSC1 not the compiled one"), 0o644))
+	raw, err := os.ReadFile(filepath.Join(b.dir, ConfigFile))
+	must(t, err)
+	// Start with the tampered file: b.start would rewrite it, so run by hand.
+	out, err := exec.Command(requireBerthInit(t), "start", b.dir).CombinedOutput()
+	if err == nil {
+		if pid, _ := os.ReadFile(filepath.Join(b.dir, PIDFile)); len(pid) > 0 {
+			p, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
+			t.Cleanup(func() { b.stop(t, p) })
+		}
+		t.Fatalf("started with a seccomp.bpf whose hash is not the spec's")
+	}
+	if !strings.Contains(string(out), "the spec's dev.berth.seccomp.sha256 says") {
+		t.Errorf("tampered filter: output %q", out)
+	}
+	if !strings.Contains(string(raw), `"dev.berth.seccomp.sha256"`) || strings.Contains(string(raw), `"syscalls"`) {
+		t.Errorf("config.json should carry the filter's hash, not the profile")
+	}
+
+	// A spec with the profile itself (not prepared by the agent) is refused,
+	// not run unconfined.
+	must(t, os.WriteFile(filepath.Join(b.dir, ConfigFile), mustJSON(t, b.spec), 0o644))
+	out, err = exec.Command(requireBerthInit(t), "start", b.dir).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "linux.seccomp must be compiled") {
+		t.Errorf("uncompiled profile: err %v, output %q", err, out)
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	must(t, err)
+	return b
 }

@@ -116,7 +116,7 @@ func TestUnderSystemd(t *testing.T) {
 		t.Errorf("exit3: %+v", *ex)
 	}
 
-	// 3. OOM kill under MemoryMax (cgroup v1: systemd says only "signal").
+	// 3. OOM kill under MemoryMax (systemd says "oom-kill" on v2, only "signal" on v1).
 	start("oom", "MemoryMax=32M")
 	if ex := waitExit("oom"); !ex.OOMKilled || ex.Reason != ReasonOOMKilled {
 		t.Errorf("oom: %+v", *ex)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
@@ -28,8 +29,7 @@ type trustRecord struct {
 // (policy, key, stored signatures) changed or the record is missing.
 var errStale = errors.New("trust record is stale")
 
-// CheckTrust is the unit's ExecStartPre: the trust policy's judgement of
-// the container's image, from bundle/trust.json when every file it depended
+// CheckTrust is the trust policy's judgement of the container's image, from bundle/trust.json when every file it depended
 // on still has the content it had. Otherwise it returns errStale and the
 // caller hands over to berth-verify, which judges again from the local store.
 func CheckTrust(bundle string) error {
@@ -63,8 +63,17 @@ func HashFile(path string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// verifyMain runs CheckTrust and, when the record is stale, execs
-// berth-verify (installed next to berth-init) on the bundle.
+// verifierPath is berth-verify, installed next to berth-init.
+func verifierPath() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(filepath.Dir(self), "berth-verify"), nil
+}
+
+// verifyMain is `berth-init verify`: CheckTrust and, when the record is
+// stale, an exec of berth-verify on the bundle.
 func verifyMain(bundle string) int {
 	err := CheckTrust(bundle)
 	switch {
@@ -74,13 +83,32 @@ func verifyMain(bundle string) int {
 		fmt.Fprintf(os.Stderr, "berth-init verify: %v\n", err)
 		return 1
 	}
-	self, err := os.Executable()
+	full, err := verifierPath()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "berth-init verify: %v\n", err)
 		return 1
 	}
-	full := filepath.Join(filepath.Dir(self), "berth-verify")
 	err = unix.Exec(full, []string{full, bundle}, os.Environ())
 	fmt.Fprintf(os.Stderr, "berth-init verify: exec %s: %v\n", full, err)
 	return 1
+}
+
+// verifyImage is start's judgement of the image: CheckTrust from the record,
+// or, when it is stale, a full offline judgement by berth-verify (whose
+// reasons go to the journal on its stderr).
+func verifyImage(bundle string) error {
+	err := CheckTrust(bundle)
+	if !errors.Is(err, errStale) {
+		return err
+	}
+	full, err := verifierPath()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(full, bundle)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("the trust policy refuses the image (%s: %v)", full, err)
+	}
+	return nil
 }
