@@ -27,7 +27,13 @@ command -v cpio >/dev/null || need+=(cpio)
 if ((${#need[@]})); then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; fi
 vmlinuz=$(ls /boot/vmlinuz-* | sort -V | tail -1)
 kver=${vmlinuz#/boot/vmlinuz-}
+# A run killed with SIGKILL cannot clean up: its directory goes at the next
+# run (its qemu died with it, see setpriv below).
+for d in /tmp/berth-v2vm.*; do
+	[ -d "$d" ] && ! kill -0 "$(cat "$d/owner" 2>/dev/null || echo 0)" 2>/dev/null && rm -rf "$d"
+done
 work=$(mktemp -d /tmp/berth-v2vm.XXXXXX)
+echo $$ >"$work/owner"
 trap 'rm -rf "$work"' EXIT
 repo=$(pwd)
 script=$work/tests.sh
@@ -84,9 +90,10 @@ chmod +x "$ir/init"
 # multidevs=remap: the host tree spans several file systems; without it 9p
 # inode numbers may collide.
 touch "$work/out.log"
-tail -F -n +1 "$work/out.log" 2>/dev/null &
+setpriv --pdeathsig KILL -- tail -F -n +1 "$work/out.log" 2>/dev/null &
 tailer=$!
-timeout 3600 qemu-system-x86_64 -accel tcg -m 6144 -smp "$(nproc)" -kernel "$vmlinuz" -initrd "$work/initramfs.gz" \
+# PDEATHSIG on both: the VM dies with this script, however it ends.
+setpriv --pdeathsig KILL -- timeout 3600 setpriv --pdeathsig KILL -- qemu-system-x86_64 -accel tcg -m 6144 -smp "$(nproc)" -kernel "$vmlinuz" -initrd "$work/initramfs.gz" \
 	-append "console=ttyS0 rdinit=/init cgroup_no_v1=all panic=-1 quiet" \
 	-virtfs "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap" \
 	-virtfs "local,path=$work,mount_tag=work,security_model=none" \
