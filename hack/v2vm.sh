@@ -41,9 +41,11 @@ script=$work/tests.sh
 # (whose controllers they may delegate further, as test/node does), with
 # loopback up and the host's Go toolchain, module and build caches (writes
 # land in the VM's tmpfs overlay).
-cat >"$script" <<SETUP
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$(dirname "$(command -v go)"):$(go env GOPATH)/bin HOME=$HOME BERTH_TEST_ALL=1
-export GOCACHE=$(go env GOCACHE) GOMODCACHE=$(go env GOMODCACHE) GOPATH=$(go env GOPATH)
+{
+	printf 'export PATH=%q HOME=%q BERTH_TEST_ALL=1\n' "/usr/sbin:/usr/bin:/sbin:/bin:$(dirname "$(command -v go)"):$(go env GOPATH)/bin" "$HOME"
+	printf 'export GOCACHE=%q GOMODCACHE=%q GOPATH=%q\n' "$(go env GOCACHE)" "$(go env GOMODCACHE)" "$(go env GOPATH)"
+} >"$script"
+cat >>"$script" <<SETUP
 ip link set lo up
 mkdir -p /sys/fs/cgroup/berth-tests
 echo "\$(sed 's/[^ ]*/+&/g' /sys/fs/cgroup/cgroup.controllers)" >/sys/fs/cgroup/cgroup.subtree_control
@@ -53,6 +55,7 @@ SETUP
 i=0
 for pkg in "$@"; do
 	dir=$(go list -f '{{.Dir}}' "$pkg")
+	[[ $dir != *$'\n'* ]] || { echo "$0: $pkg names several packages; list them one by one" >&2; exit 2; }
 	i=$((i + 1))
 	go test -c -o "$work/$i.test" "$pkg"
 	[ -e "$work/$i.test" ] || continue # no test files
@@ -77,6 +80,8 @@ mount -t tmpfs -o size=4g tmpfs /rw; mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /newroot || poweroff -f
 mount --move /proc /newroot/proc; mount --move /sys /newroot/sys; mount --move /dev /newroot/dev
 for d in run tmp var/tmp; do mount -t tmpfs tmpfs /newroot/\$d; done
+# A checkout under one of them (a CI clone in /tmp) is bound back in, read-only.
+case $repo/ in /run/*|/tmp/*|/var/tmp/*) mkdir -p /newroot$repo; mount --bind /host$repo /newroot$repo ;; esac
 mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup
 mkdir -p /newroot$work; mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 work /newroot$work || poweroff -f
 echo "=== v2vm: kernel \$(cat /newroot/proc/sys/kernel/osrelease), cgroup2 controllers: \$(cat /newroot/sys/fs/cgroup/cgroup.controllers)" >/newroot$work/out.log
@@ -87,19 +92,26 @@ exec switch_root /newroot /bin/sh -c '. $script >>$work/out.log 2>&1; exec /bin/
 INIT
 chmod +x "$ir/init"
 (cd "$ir" && find . | cpio -o -H newc 2>/dev/null | gzip) >"$work/initramfs.gz"
-# multidevs=remap: the host tree spans several file systems; without it 9p
-# inode numbers may collide.
 touch "$work/out.log"
 setpriv --pdeathsig KILL -- tail -F -n +1 "$work/out.log" 2>/dev/null &
 tailer=$!
-# PDEATHSIG on both: the VM dies with this script, however it ends.
-setpriv --pdeathsig KILL -- timeout 3600 setpriv --pdeathsig KILL -- qemu-system-x86_64 -accel tcg -m 6144 -smp "$(nproc)" -kernel "$vmlinuz" -initrd "$work/initramfs.gz" \
+# The whole VM gets each package's test timeout plus 5 minutes for booting
+# and building. --foreground keeps ^C reaching qemu; PDEATHSIG on both
+# processes: the VM dies with this script, however it ends. multidevs=remap:
+# the host tree spans several file systems, whose inode numbers could collide.
+case $timeout in *m) per=${timeout%m} ;; *h) per=$((${timeout%h} * 60)) ;; *) per=30 ;; esac
+vmlimit=$((per * $# + 5))m
+vmrc=0
+setpriv --pdeathsig KILL -- timeout --foreground "$vmlimit" setpriv --pdeathsig KILL -- qemu-system-x86_64 -accel tcg -m 6144 -smp "$(nproc)" -kernel "$vmlinuz" -initrd "$work/initramfs.gz" \
 	-append "console=ttyS0 rdinit=/init cgroup_no_v1=all panic=-1 quiet" \
 	-virtfs "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap" \
 	-virtfs "local,path=$work,mount_tag=work,security_model=none" \
-	-display none -serial stdio -no-reboot </dev/null | tr -d '\r' >"$work/console.log" || true
+	-display none -serial stdio -no-reboot </dev/null >"$work/console.log" || vmrc=$?
 sleep 1
 kill "$tailer" 2>/dev/null || true
+if ((vmrc == 124)); then
+	echo "=== v2vm: the VM ran out of its $vmlimit" >&2
+fi
 if ! grep -q '^=== v2vm: exit 0$' "$work/out.log"; then
 	echo "=== v2vm: failed; the VM's console:" >&2
 	tail -n 30 "$work/console.log" >&2
