@@ -29,7 +29,7 @@ func (u *Unit) Render() string {
 	if u.Spec == nil {
 		return b.String()
 	}
-	b.WriteString("\n# OCI runtime spec (<bundle>/config.json for stage-1)\n")
+	b.WriteString("\n# OCI runtime spec (<bundle>/config.json for stage-1, its seccomp profile compiled into <bundle>/seccomp.bpf)\n")
 	spec := *u.Spec
 	if spec.Linux != nil {
 		l := *spec.Linux

@@ -5,8 +5,9 @@
 // How berth runs a container, and therefore what is generated here:
 //
 //   - systemd 252 cannot give a unit its own PID namespace, so the unit's
-//     ExecStart is berth's stage-1, `<Paths.Init> start <Paths.Bundle>`. It reads
-//     <bundle>/config.json (Unit.Spec), joins the pod's namespaces, clones a child
+//     ExecStart is berth's stage-1, `<Paths.Init> start [--verify-image]
+//     <Paths.Bundle>`. It reads <bundle>/config.json (Unit.Spec; the agent
+//     replaces its seccomp profile by the compiled filter), joins the pod's namespaces, clones a child
 //     in new PID and mount namespaces which mounts the overlay rootfs, /proc,
 //     /dev…, applies the process security settings and execs the workload.
 //     Stage-1 writes the child's PID to <bundle>/pid and exits: the unit is

@@ -310,8 +310,10 @@ func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1
 	}
 	// The seccomp profile is compiled here, once, not at every start.
 	prepared, err := seccomp.PrepareBundle(bundle, unit.Spec)
-	if err != nil {
+	if errors.Is(err, seccomp.ErrProfile) {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	} else if err != nil {
+		return nil, fmt.Errorf("write seccomp filter: %w", err)
 	}
 	// Compact: berth-init reads it twice at every start.
 	spec, err := json.Marshal(prepared)

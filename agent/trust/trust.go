@@ -102,7 +102,8 @@ type Fingerprint struct {
 	SHA256 string `json:"sha256"`
 }
 
-// Record is what berth-init verify checks before each start.
+// Record is what the unit's berth-init start --verify-image checks before
+// each (re)start.
 type Record struct {
 	Allowed   bool             `json:"allowed"`
 	Message   string           `json:"message"` // the rejection, word for word

@@ -3,6 +3,7 @@ package seccomp
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -27,6 +28,9 @@ func Load(p *Program) error {
 	return p.Compiled().Load()
 }
 
+// ErrProfile marks a profile that does not compile (bad input, not I/O).
+var ErrProfile = errors.New("seccomp profile")
+
 // PrepareBundle compiles spec's seccomp profile into bundle/seccomp.bpf
 // (filter.File) and returns the spec to write as the bundle's config.json:
 // a copy whose linux.seccomp is replaced by the file's sha256 in the
@@ -43,7 +47,7 @@ func PrepareBundle(bundle string, spec *specs.Spec) (*specs.Spec, error) {
 	}
 	p, err := Compile(spec.Linux.Seccomp)
 	if err != nil {
-		return nil, fmt.Errorf("seccomp profile: %w", err)
+		return nil, fmt.Errorf("%w: %v", ErrProfile, err)
 	}
 	b, err := p.Compiled().MarshalBinary()
 	if err != nil {

@@ -1,8 +1,10 @@
 // Package seccomp compiles an OCI runtime-spec seccomp profile (as Docker's
 // default profile from github.com/moby/profiles/seccomp produces it) into a
-// classic BPF program and installs it on the calling thread.
+// classic BPF program. The agent compiles when it writes a bundle
+// (PrepareBundle); berth-init loads the result with package filter.
 //
-// Why not libseccomp: berth-init is built with CGO_ENABLED=0. Why not
+// Why not libseccomp: berth-init is built without cgo, and berthd needs no C
+// library for this either. Why not
 // github.com/elastic/go-seccomp-bpf's Policy: it cannot express what Docker's
 // profile needs — SCMP_CMP_MASKED_EQ with a datum, an errno value on the
 // default action (its Validate rejects SECCOMP_RET_ERRNO|EPERM), killing on a

@@ -19,7 +19,7 @@ import (
 func LoadSeccomp(bundle string, spec *specs.Spec) (*filter.Filter, error) {
 	want, ok := spec.Annotations[filter.Annotation]
 	if spec.Linux.Seccomp != nil {
-		return nil, fmt.Errorf("spec: linux.seccomp must be compiled into %s (annotation %s) before the start; berth-init loads only precompiled filters", filter.File, filter.Annotation)
+		return nil, fmt.Errorf("spec: linux.seccomp must be compiled into %s (annotation %s) before the start; berth-init loads only precompiled filters (a bundle written by an older berthd: run the pod again)", filter.File, filter.Annotation)
 	}
 	if !ok {
 		return nil, nil

@@ -131,7 +131,13 @@ func rootOverlay(s *specs.Spec) (*overlay, error) {
 func (o *overlay) freshen() error {
 	for _, d := range []string{o.upper, o.work} {
 		if emptyDir(d) {
-			continue // a first start: berthd made them, nothing to remove
+			// A first start: berthd made them, nothing to remove. The mode
+			// still matters: the upper dir's is the container's "/"
+			// (berthd makes them 0700; a non-root workload needs 0755).
+			if err := os.Chmod(d, 0o755); err != nil {
+				return fmt.Errorf("overlay dir %s: %w", d, err)
+			}
+			continue
 		}
 		if err := os.RemoveAll(d); err != nil {
 			return fmt.Errorf("empty overlay dir %s: %w", d, err)

@@ -96,6 +96,10 @@ func newBundle(t *testing.T, args ...string) *testBundle {
 	for _, d := range []string{b.lower + "/bin", b.lower + "/etc", b.lower + "/data", b.rootfs} {
 		must(t, os.MkdirAll(d, 0o755))
 	}
+	// As berthd makes them (agent/runtime): empty, 0700.
+	for _, d := range []string{b.upper, b.work} {
+		must(t, os.Mkdir(d, 0o700))
+	}
 	bb, err := os.ReadFile("/bin/busybox")
 	must(t, err)
 	must(t, os.WriteFile(b.lower+"/bin/busybox", bb, 0o755))
@@ -814,7 +818,9 @@ func TestPostStopRealOOM(t *testing.T) {
 	limit := "memory.limit_in_bytes"
 	if testenv.CgroupV2() {
 		limit = "memory.max"
-		must(t, os.WriteFile(cg+"/memory.swap.max", []byte("0"), 0o644))
+		if _, err := os.Stat(cg + "/memory.swap.max"); err == nil { // swap accounting compiled in
+			must(t, os.WriteFile(cg+"/memory.swap.max", []byte("0"), 0o644))
+		}
 	}
 	must(t, os.WriteFile(filepath.Join(cg, limit), []byte("33554432"), 0o644))
 	hog := exec.Command("sh", "-c", `echo $$ > "$CG/cgroup.procs" && exec dd if=/dev/zero of=/dev/null bs=200M count=1`)
@@ -927,9 +933,9 @@ func TestStartVerifyImage(t *testing.T) {
 	if !strings.Contains(log, "rejected by policy: no signatures found for example.org/app") {
 		t.Errorf("refusal not in the start's output:\n%s", log)
 	}
-	// The judgement came first: not even the overlay's upper dir was made.
-	if _, err := os.Stat(refused.upper); err == nil {
-		t.Errorf("a refused start prepared the rootfs")
+	// The judgement came first: the overlay's dirs were not even touched.
+	if fi, err := os.Stat(refused.upper); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("a refused start prepared the rootfs: upper %v %v", fi, err)
 	}
 
 	// The policy changed since the record: berth-verify must judge again.
@@ -941,8 +947,47 @@ func TestStartVerifyImage(t *testing.T) {
 	if err == nil || pid > 0 {
 		t.Fatalf("stale record: started without a new judgement (pid %d)", pid)
 	}
-	if !strings.Contains(log, "berth-verify") {
-		t.Errorf("stale record: output does not name berth-verify:\n%s", log)
+	if !strings.Contains(log, "cannot be judged again") || !strings.Contains(log, "berth-verify") {
+		t.Errorf("stale record: output does not say berth-verify could not run:\n%s", log)
+	}
+
+	// With berth-verify installed next to berth-init, its verdict decides.
+	dir := t.TempDir()
+	init := filepath.Join(dir, "berth-init")
+	if err := os.Link(berthInitBin, init); err != nil {
+		data, err := os.ReadFile(berthInitBin)
+		must(t, err)
+		must(t, os.WriteFile(init, data, 0o755))
+	}
+	for _, verdict := range []int{0, 1} {
+		must(t, os.WriteFile(filepath.Join(dir, "berth-verify"), []byte(fmt.Sprintf(
+			"#!/bin/sh\necho \"berth-verify judged $1\" >&2\nexit %d\n", verdict)), 0o755))
+		b := newBundle(t, "sleep", "60")
+		record(b, true, "") // stale: the policy changed since
+		must(t, os.WriteFile(policy, []byte(fmt.Sprintf(`{"default": [{"type": "reject"}], "n": %d}`, verdict)), 0o644))
+		b.write(t)
+		// Output to a file, not a pipe: the workload inherits it and lives on.
+		logf, ferr := os.Create(filepath.Join(b.dir, "log"))
+		must(t, ferr)
+		cmd := exec.Command(init, "start", VerifyImageFlag, b.dir)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		err := cmd.Run()
+		logf.Close()
+		out, _ := os.ReadFile(filepath.Join(b.dir, "log"))
+		raw, _ := os.ReadFile(filepath.Join(b.dir, PIDFile))
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+		if pid > 0 {
+			t.Cleanup(func() { b.stop(t, pid) })
+		}
+		if !strings.Contains(string(out), "berth-verify judged "+b.dir) {
+			t.Errorf("verdict %d: berth-verify not run on the bundle: %q", verdict, out)
+		}
+		switch {
+		case verdict == 0 && (err != nil || pid <= 0):
+			t.Errorf("berth-verify allowed: start = pid %d, %v\n%s", pid, err, out)
+		case verdict == 1 && (err == nil || pid > 0 || !strings.Contains(string(out), "the trust policy refuses the image")):
+			t.Errorf("berth-verify refused: start = pid %d, %v\n%s", pid, err, out)
+		}
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 
-	"golang.org/x/sys/unix"
 )
 
 // trustRecord mirrors agent/trust.Record, the fields berth-init needs. It is
@@ -29,9 +28,10 @@ type trustRecord struct {
 // (policy, key, stored signatures) changed or the record is missing.
 var errStale = errors.New("trust record is stale")
 
-// CheckTrust is the trust policy's judgement of the container's image, from bundle/trust.json when every file it depended
-// on still has the content it had. Otherwise it returns errStale and the
-// caller hands over to berth-verify, which judges again from the local store.
+// CheckTrust is the trust policy's judgement of the container's image, from
+// bundle/trust.json when every file it depended on still has the content it
+// had. Otherwise it returns errStale and the caller hands over to
+// berth-verify, which judges again from the local store.
 func CheckTrust(bundle string) error {
 	b, err := os.ReadFile(filepath.Join(bundle, "trust.json"))
 	if err != nil {
@@ -72,25 +72,14 @@ func verifierPath() (string, error) {
 	return filepath.Join(filepath.Dir(self), "berth-verify"), nil
 }
 
-// verifyMain is `berth-init verify`: CheckTrust and, when the record is
-// stale, an exec of berth-verify on the bundle.
+// verifyMain is `berth-init verify`: the judgement alone, exit 0 when the
+// image may start.
 func verifyMain(bundle string) int {
-	err := CheckTrust(bundle)
-	switch {
-	case err == nil:
-		return 0
-	case !errors.Is(err, errStale):
+	if err := verifyImage(bundle); err != nil {
 		fmt.Fprintf(os.Stderr, "berth-init verify: %v\n", err)
 		return 1
 	}
-	full, err := verifierPath()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "berth-init verify: %v\n", err)
-		return 1
-	}
-	err = unix.Exec(full, []string{full, bundle}, os.Environ())
-	fmt.Fprintf(os.Stderr, "berth-init verify: exec %s: %v\n", full, err)
-	return 1
+	return 0
 }
 
 // verifyImage is start's judgement of the image: CheckTrust from the record,
@@ -107,8 +96,13 @@ func verifyImage(bundle string) error {
 	}
 	cmd := exec.Command(full, bundle)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("the trust policy refuses the image (%s: %v)", full, err)
+	err = cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &exit) && exit.ExitCode() > 0:
+		return fmt.Errorf("the trust policy refuses the image (berth-verify %s)", exit.ProcessState)
 	}
-	return nil
+	return fmt.Errorf("the trust record is stale and the image cannot be judged again: %s: %w", full, err)
 }
