@@ -36,7 +36,8 @@ func build(b *testing.B, dir string) {
 
 // BenchmarkContainerStart starts BERTH_BENCH_N (default 100) containers and
 // as many raw transient units, interleaved, and reports p50/p99 and ratios;
-// with podman installed, podman's `run -d` of the same image too.
+// with podman installed, podman's `run -d` of the same image and crun (its
+// runtime) started in units of berth's shape too.
 func BenchmarkContainerStart(b *testing.B) {
 	testenv.RequireRoot(b)
 	n := 100
@@ -56,6 +57,9 @@ func BenchmarkContainerStart(b *testing.B) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 		args := []string{"berth-bench", "-n", strconv.Itoa(n)}
+		if _, err := exec.LookPath("crun"); err == nil { // podman's runtime, installed with it
+			args = append(args, "-crun")
+		}
 		if _, err := exec.LookPath("podman"); err == nil {
 			if out, err := nd.Run(ctx, "sh", "-c", "podman pull -q oci:/var/tmp/images:busybox:bench && podman tag $(podman images -q | head -1) localhost/berth-bench:latest"); err != nil {
 				b.Logf("podman peer skipped: %v %s", err, out)

@@ -2,18 +2,25 @@
 // N pods started through berth's runtime from a cached image, and, in the same
 // run and interleaved with them, N raw transient units of /bin/sleep started
 // over the same D-Bus connection (the floor), plus optionally N `podman run`
-// of the same image (a peer). It prints p50/p99 of each and the ratios.
+// of the same image and N units that start it with crun (peers). It prints
+// p50/p99 of each and the ratios.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"math"
 	"os"
 	"os/exec"
 	"sort"
+	"strings"
+	"syscall"
 	"time"
+
+	mobyseccomp "github.com/moby/profiles/seccomp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -39,14 +46,15 @@ func main() {
 	verbose := flag.Bool("v", false, "log each pod's phase timings")
 	cpu := flag.String("cpu", "1", "CPU limit of every container and raw unit")
 	podman := flag.Bool("podman", false, "also time `podman run -d --network none` of the image (tagged "+podmanImage+")")
+	crun := flag.Bool("crun", false, "also time units of the same shape whose ExecStart is `crun run --detach` of the image")
 	flag.Parse()
-	if err := run(*n, *layout, *ref, *initPath, *cpu, *podman, *verbose); err != nil {
+	if err := run(*n, *layout, *ref, *initPath, *cpu, *podman, *crun, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "berth-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, layout, ref, initPath, cpu string, podman, verbose bool) error {
+func run(n int, layout, ref, initPath, cpu string, podman, crun, verbose bool) error {
 	ctx := context.Background()
 	conn, err := systemd.Dial(ctx)
 	if err != nil {
@@ -86,7 +94,13 @@ func run(n int, layout, ref, initPath, cpu string, podman, verbose bool) error {
 	limits := corev1.ResourceList{corev1.ResourceCPU: cpuQ, corev1.ResourceMemory: resource.MustParse("32Mi")}
 	quota := uint64(cpuQ.MilliValue() * 1000)
 
-	var floor, berth []time.Duration
+	var crunBundle func(i int) (string, error)
+	if crun {
+		if crunBundle, err = crunBundles(store.LayerDirs(img)); err != nil {
+			return err
+		}
+	}
+	var floor, berth, crunned []time.Duration
 	// No cleanup here: the benchmark runs in a disposable node, whose
 	// teardown removes every unit at once (stopping 100 sleeps that ignore
 	// SIGTERM would take their grace periods).
@@ -117,6 +131,32 @@ func run(n int, layout, ref, initPath, cpu string, podman, verbose bool) error {
 			return fmt.Errorf("pod %d: %w", i, err)
 		}
 		berth = append(berth, time.Since(t0))
+
+	}
+	// crun after the interleaved loop, like podman: its detached starts
+	// slowed the floor units started right after them.
+	for i := 0; crun && i < n; i++ {
+		b, err := crunBundle(i)
+		if err != nil {
+			return err
+		}
+		id := fmt.Sprintf("berth-bench-crun-%d", i)
+		// The shape of berth's unit: Type=forking, the runtime writes the
+		// container's PID and exits; the same limits. The container stays
+		// in the unit's cgroup (crun's cgroup manager off), as berth's does.
+		props := []unitgen.Property{
+			{Name: "Type", Value: "forking"},
+			{Name: "PIDFile", Value: b + "/pid"},
+			{Name: "ExecStart", Value: []unitgen.ExecCommand{{Path: "/usr/bin/crun", Args: []string{"crun", "--cgroup-manager=disabled",
+				"run", "--detach", "--bundle", b, "--pid-file", b + "/pid", id}}}},
+			{Name: "MemoryMax", Value: uint64(32 << 20)},
+			{Name: "CPUQuotaPerSecUSec", Value: quota},
+		}
+		t0 := time.Now()
+		if err := conn.Start(ctx, id+".service", props); err != nil {
+			return fmt.Errorf("crun unit %d: %w", i, err)
+		}
+		crunned = append(crunned, time.Since(t0))
 	}
 	report := func(name string, d []time.Duration) (p50, p99 time.Duration) {
 		p50, p99 = pct(d, 50), pct(d, 99)
@@ -127,6 +167,11 @@ func run(n int, layout, ref, initPath, cpu string, podman, verbose bool) error {
 	fp50, fp99 := report("raw transient unit (floor)", floor)
 	bp50, bp99 := report("berth container", berth)
 	fmt.Printf("ratio berth/floor            p50=%.2fx p99=%.2fx (goal <= 1.5x)\n", ratio(bp50, fp50), ratio(bp99, fp99))
+	if crun {
+		cp50, cp99 := report("crun run -d in a unit (peer)", crunned)
+		fmt.Printf("ratio crun/floor             p50=%.2fx p99=%.2fx\n", ratio(cp50, fp50), ratio(cp99, fp99))
+		fmt.Printf("ratio berth/crun             p50=%.2fx p99=%.2fx\n", ratio(bp50, cp50), ratio(bp99, cp99))
+	}
 	if podman {
 		var pd []time.Duration
 		for i := 0; i < n; i++ {
@@ -157,3 +202,64 @@ func pct(d []time.Duration, p float64) time.Duration {
 }
 
 func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
+
+// crunBundles prepares what crun needs to run the image: one read-only root
+// shared by all (the image's layers under an overlay mounted once, with the
+// mount points crun needs; berth mounts a writable overlay per container,
+// inside its timed start), and per container a bundle whose config.json is
+// crun's default spec with the workload, the hostname and Docker's default
+// seccomp profile, which crun compiles at every start.
+func crunBundles(layers []string) (func(i int) (string, error), error) {
+	base := "/var/tmp/berth-bench-crun"
+	root, upper, work := base+"/rootfs", base+"/upper", base+"/work"
+	for _, d := range []string{root, upper, work} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	data := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(layers, ":"), upper, work)
+	if err := syscall.Mount("overlay", root, "overlay", 0, data); err != nil {
+		return nil, fmt.Errorf("mount image layers: %w", err)
+	}
+	for _, d := range []string{"proc", "sys", "dev", "tmp", "run", "etc"} {
+		if err := os.MkdirAll(root+"/"+d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	tmpl := base + "/spec"
+	if err := os.MkdirAll(tmpl, 0o755); err != nil {
+		return nil, err
+	}
+	_ = os.Remove(tmpl + "/config.json")
+	if out, err := exec.Command("crun", "spec", "--bundle", tmpl).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("crun spec: %w: %s", err, out)
+	}
+	raw, err := os.ReadFile(tmpl + "/config.json")
+	if err != nil {
+		return nil, err
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(raw, &spec); err != nil {
+		return nil, err
+	}
+	spec.Process.Terminal = false
+	spec.Process.Args = []string{"sleep", "3600"}
+	spec.Root = &specs.Root{Path: root, Readonly: true}
+	spec.Linux.CgroupsPath = ""
+	if spec.Linux.Seccomp, err = mobyseccomp.GetDefaultProfile(&spec); err != nil {
+		return nil, err
+	}
+	return func(i int) (string, error) {
+		s := spec
+		s.Hostname = fmt.Sprintf("c%d", i)
+		b := fmt.Sprintf("%s/c%d", base, i)
+		if err := os.MkdirAll(b, 0o755); err != nil {
+			return "", err
+		}
+		out, err := json.Marshal(&s)
+		if err != nil {
+			return "", err
+		}
+		return b, os.WriteFile(b+"/config.json", out, 0o644)
+	}, nil
+}
