@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/berth-dev/berth/agent/runtime/seccomp"
+	"github.com/berth-dev/berth/agent/runtime/seccomp/filter"
 	"github.com/berth-dev/berth/agent/runtime/stage1"
 	"github.com/berth-dev/berth/agent/trust"
 	"github.com/berth-dev/berth/cgroup"
@@ -185,7 +186,7 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(stateDir, "pod.json"), pj, 0o600); err != nil {
+	if err := stage1.WriteFileAtomic(filepath.Join(stateDir, "pod.json"), pj, 0o600); err != nil {
 		return err
 	}
 	runDir := r.podRunDir(pod.Namespace, pod.Name)
@@ -309,18 +310,21 @@ func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1
 		}
 	}
 	// The seccomp profile is compiled here, once, not at every start.
-	prepared, err := seccomp.PrepareBundle(bundle, unit.Spec)
+	prepared, bpf, err := seccomp.Prepare(unit.Spec)
 	if errors.Is(err, seccomp.ErrProfile) {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	} else if err != nil {
-		return nil, fmt.Errorf("write seccomp filter: %w", err)
+		return nil, err
+	}
+	if err := writeFilter(bundle, bpf); err != nil {
+		return nil, err
 	}
 	// Compact: berth-init reads it twice at every start.
 	spec, err := json.Marshal(prepared)
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(bundle, "config.json"), spec, 0o600); err != nil {
+	if err := stage1.WriteFileAtomic(filepath.Join(bundle, "config.json"), spec, 0o600); err != nil {
 		return nil, err
 	}
 	if err := trust.WriteSource(bundle, src); err != nil {
@@ -476,4 +480,18 @@ func (r *Runtime) ImagesInUse() (map[string]bool, error) {
 		inUse[src.Digest] = true
 	}
 	return inUse, nil
+}
+
+// writeFilter writes the container's compiled seccomp filter into its
+// bundle, or, for a container without one, removes what an earlier run of
+// the pod left there.
+func writeFilter(bundle string, bpf []byte) error {
+	path := filepath.Join(bundle, filter.File)
+	if bpf == nil {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove old seccomp filter: %w", err)
+		}
+		return nil
+	}
+	return stage1.WriteFileAtomic(path, bpf, 0o600)
 }

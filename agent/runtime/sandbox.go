@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/agent/runtime/stage1"
 )
 
 // podNamespaces are the namespaces a pod's containers share. Each is kept
@@ -145,29 +147,9 @@ func writePodFiles(dir, hostname string) error {
 		"resolv.conf": string(resolv),
 	}
 	for name, content := range files {
-		if err := writeFileAtomic(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+		if err := stage1.WriteFileAtomic(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

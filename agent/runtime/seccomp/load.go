@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -31,42 +29,23 @@ func Load(p *Program) error {
 // ErrProfile marks a profile that does not compile (bad input, not I/O).
 var ErrProfile = errors.New("seccomp profile")
 
-// PrepareBundle compiles spec's seccomp profile into bundle/seccomp.bpf
-// (filter.File) and returns the spec to write as the bundle's config.json:
-// a copy whose linux.seccomp is replaced by the file's sha256 in the
-// filter.Annotation annotation. A spec without a profile is returned as is
-// and any old filter file removed. A profile that does not compile is an
-// error here, before anything starts.
-func PrepareBundle(bundle string, spec *specs.Spec) (*specs.Spec, error) {
-	path := filepath.Join(bundle, filter.File)
+// Prepare compiles spec's seccomp profile for a bundle. It returns the spec
+// to write as the bundle's config.json, a copy whose linux.seccomp is
+// replaced by the filter's sha256 in the filter.Annotation annotation, and
+// the filter to write as the bundle's filter.File. A spec without a profile
+// is returned as is, with no filter. A profile that does not compile is an
+// ErrProfile, before anything starts.
+func Prepare(spec *specs.Spec) (*specs.Spec, []byte, error) {
 	if spec.Linux == nil || spec.Linux.Seccomp == nil {
-		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
-			return nil, err
-		}
-		return spec, nil
+		return spec, nil, nil
 	}
 	p, err := Compile(spec.Linux.Seccomp)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrProfile, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrProfile, err)
 	}
 	b, err := p.Compiled().MarshalBinary()
 	if err != nil {
-		return nil, err
-	}
-	tmp, err := os.CreateTemp(bundle, "."+filter.File+".*")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sum := sha256.Sum256(b)
 	out, linux := *spec, *spec.Linux
@@ -77,5 +56,5 @@ func PrepareBundle(bundle string, spec *specs.Spec) (*specs.Spec, error) {
 		out.Annotations = map[string]string{}
 	}
 	out.Annotations[filter.Annotation] = hex.EncodeToString(sum[:])
-	return &out, nil
+	return &out, b, nil
 }

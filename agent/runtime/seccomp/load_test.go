@@ -4,8 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 
 	mobyseccomp "github.com/moby/profiles/seccomp"
@@ -14,8 +12,7 @@ import (
 	"github.com/berth-dev/berth/agent/runtime/seccomp/filter"
 )
 
-func TestPrepareBundle(t *testing.T) {
-	dir := t.TempDir()
+func TestPrepare(t *testing.T) {
 	spec := &specs.Spec{
 		Annotations: map[string]string{"io.kubernetes.pod.name": "web"},
 		Process:     &specs.Process{Capabilities: &specs.LinuxCapabilities{}},
@@ -27,7 +24,7 @@ func TestPrepareBundle(t *testing.T) {
 	}
 	spec.Linux.Seccomp = prof
 
-	out, err := PrepareBundle(dir, spec)
+	out, b, err := Prepare(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,15 +34,11 @@ func TestPrepareBundle(t *testing.T) {
 	if out.Linux.Seccomp != nil || out.Annotations["io.kubernetes.pod.name"] != "web" {
 		t.Errorf("prepared spec: seccomp %v, annotations %v", out.Linux.Seccomp, out.Annotations)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, filter.File))
-	if err != nil {
-		t.Fatal(err)
-	}
 	sum := sha256.Sum256(b)
 	if out.Annotations[filter.Annotation] != hex.EncodeToString(sum[:]) {
-		t.Errorf("annotation %q is not the file's sha256", out.Annotations[filter.Annotation])
+		t.Errorf("annotation %q is not the filter's sha256", out.Annotations[filter.Annotation])
 	}
-	// The file is the compiled profile.
+	// The filter is the compiled profile.
 	want, err := Compile(prof)
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +48,7 @@ func TestPrepareBundle(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(got.Insns) != len(want.Filter) || got.Flags != want.Flags {
-		t.Fatalf("file holds %d instructions, flags %#x; compiled %d, %#x", len(got.Insns), got.Flags, len(want.Filter), want.Flags)
+		t.Fatalf("filter holds %d instructions, flags %#x; compiled %d, %#x", len(got.Insns), got.Flags, len(want.Filter), want.Flags)
 	}
 	for i := range got.Insns {
 		if got.Insns[i] != want.Filter[i] {
@@ -63,18 +56,15 @@ func TestPrepareBundle(t *testing.T) {
 		}
 	}
 
-	// A spec without a profile (Unconfined) removes the old filter.
+	// A spec without a profile (Unconfined) gets no filter.
 	plain := &specs.Spec{Linux: &specs.Linux{}}
-	if out, err := PrepareBundle(dir, plain); err != nil || out != plain {
-		t.Fatalf("no profile: %v, %v", out, err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, filter.File)); !os.IsNotExist(err) {
-		t.Errorf("old %s left for an unconfined container: %v", filter.File, err)
+	if out, b, err := Prepare(plain); err != nil || out != plain || b != nil {
+		t.Fatalf("no profile: %v, %d bytes, %v", out, len(b), err)
 	}
 
 	// A profile that does not compile is bad input.
 	bad := &specs.Spec{Linux: &specs.Linux{Seccomp: &specs.LinuxSeccomp{DefaultAction: "SCMP_ACT_NOPE"}}}
-	if _, err := PrepareBundle(dir, bad); !errors.Is(err, ErrProfile) {
+	if _, _, err := Prepare(bad); !errors.Is(err, ErrProfile) {
 		t.Errorf("bad profile: err = %v, want ErrProfile", err)
 	}
 }

@@ -1,7 +1,7 @@
 // Package seccomp compiles an OCI runtime-spec seccomp profile (as Docker's
 // default profile from github.com/moby/profiles/seccomp produces it) into a
 // classic BPF program. The agent compiles when it writes a bundle
-// (PrepareBundle); berth-init loads the result with package filter.
+// (Prepare); berth-init loads the result with package filter.
 //
 // Why not libseccomp: berth-init is built without cgo, and berthd needs no C
 // library for this either. Why not

@@ -77,7 +77,7 @@ func PostStop(bundle string, env func(string) string, oomKills func() (uint64, e
 	if err != nil {
 		return fmt.Errorf("encode exit status: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(bundle, ExitFile), append(b, '\n'))
+	return WriteFileAtomic(filepath.Join(bundle, ExitFile), append(b, '\n'), 0o644)
 }
 
 // DecideExit turns systemd's view of the main process into an ExitStatus.

@@ -76,7 +76,7 @@ func Start(bundle string) error {
 	}
 	// ExecStart runs in the unit's cgroup, like ExecStopPost later.
 	if base, err := ownOOMKills(); err == nil {
-		if err := writeFileAtomic(filepath.Join(bundle, OOMBaseFile), []byte(strconv.FormatUint(base, 10)+"\n")); err != nil {
+		if err := WriteFileAtomic(filepath.Join(bundle, OOMBaseFile), []byte(strconv.FormatUint(base, 10)+"\n"), 0o644); err != nil {
 			return err
 		}
 	} else {
@@ -143,7 +143,7 @@ func Start(bundle string) error {
 	}
 
 	pid := cmd.Process.Pid
-	if err := writeFileAtomic(filepath.Join(bundle, PIDFile), []byte(strconv.Itoa(pid)+"\n")); err != nil {
+	if err := WriteFileAtomic(filepath.Join(bundle, PIDFile), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		return err
@@ -166,10 +166,10 @@ func join(j nsJoin) error {
 	return nil
 }
 
-// writeFileAtomic writes name via a temporary file and rename(2), so that a
-// reader (systemd reading PIDFile=, the agent reading exit.json) never sees
-// a partial file.
-func writeFileAtomic(name string, data []byte) error {
+// WriteFileAtomic writes name with mode via a temporary file and rename(2),
+// so that a reader (systemd reading PIDFile=, the agent reading exit.json,
+// berth-init reading a bundle the agent rewrites) never sees a partial file.
+func WriteFileAtomic(name string, data []byte, mode os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
@@ -179,7 +179,7 @@ func writeFileAtomic(name string, data []byte) error {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", name, err)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	if err := tmp.Chmod(mode); err != nil {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", name, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/agent/runtime/seccomp"
+	"github.com/berth-dev/berth/agent/runtime/seccomp/filter"
 	"github.com/berth-dev/berth/test/testenv"
 	mobyseccomp "github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -165,8 +166,11 @@ func (b *testBundle) setSeccomp(t *testing.T) {
 // into seccomp.bpf, the spec into config.json.
 func (b *testBundle) write(t *testing.T) {
 	t.Helper()
-	spec, err := seccomp.PrepareBundle(b.dir, b.spec)
+	spec, bpf, err := seccomp.Prepare(b.spec)
 	must(t, err)
+	if bpf != nil {
+		must(t, os.WriteFile(filepath.Join(b.dir, filter.File), bpf, 0o600))
+	}
 	data, err := json.MarshalIndent(spec, "", "  ")
 	must(t, err)
 	must(t, os.WriteFile(filepath.Join(b.dir, ConfigFile), data, 0o644))

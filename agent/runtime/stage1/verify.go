@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-
 )
 
 // trustRecord mirrors agent/trust.Record, the fields berth-init needs. It is
