@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/berth-dev/berth/agent/runtime/seccomp"
 	"github.com/berth-dev/berth/agent/runtime/seccomp/filter"
+	"github.com/berth-dev/berth/cgroup/own"
 	"github.com/berth-dev/berth/test/testenv"
 	mobyseccomp "github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -551,15 +551,23 @@ func TestWorkloadViewCgroupNamespace(t *testing.T) {
 
 func ownMemoryCgroup(t *testing.T) string {
 	t.Helper()
-	raw, err := os.ReadFile("/proc/self/cgroup")
-	must(t, err)
-	for _, line := range strings.Split(string(raw), "\n") {
-		if f := strings.SplitN(line, ":", 3); len(f) == 3 && (f[1] == "memory" || testenv.CgroupV2() && f[0] == "0") {
-			return f[2]
-		}
+	g := memoryCgroup(t)
+	if g == "" {
+		t.Fatal("no memory line in /proc/self/cgroup")
 	}
-	t.Fatal("no memory line in /proc/self/cgroup")
-	return ""
+	return g
+}
+
+// memoryCgroup is this process's memory cgroup as /proc/self/cgroup lists
+// it: the memory hierarchy's on v1, the unified tree's on v2; "" if none.
+func memoryCgroup(t *testing.T) string {
+	t.Helper()
+	v1, unified, err := own.Groups("/proc/self/cgroup")
+	must(t, err)
+	if testenv.CgroupV2() {
+		return unified
+	}
+	return v1["memory"]
 }
 
 func TestWorkloadViewWritableRoot(t *testing.T) {
@@ -871,27 +879,19 @@ func poststopIn(cg, bin, dir string) *exec.Cmd {
 // v2 of its unified cgroup, delegated first) and removes it afterwards.
 func newMemoryCgroup(t *testing.T) string {
 	t.Helper()
-	raw, err := os.ReadFile("/proc/self/cgroup")
-	must(t, err)
 	v2 := testenv.CgroupV2()
-	var own string
-	for _, line := range strings.Split(string(raw), "\n") {
-		f := strings.SplitN(line, ":", 3)
-		if len(f) == 3 && (!v2 && slices.Contains(strings.Split(f[1], ","), "memory") || v2 && f[0] == "0") {
-			own = f[2]
-		}
-	}
-	testenv.Require(t, own != "" && runtime.GOOS == "linux", "no memory cgroup in /proc/self/cgroup")
-	mount, home := "/sys/fs/cgroup/memory", own // home: where leftovers go back to
+	parent := memoryCgroup(t) // this process's group: the new one goes below it
+	testenv.Require(t, parent != "" && runtime.GOOS == "linux", "no memory cgroup in /proc/self/cgroup")
+	mount, home := "/sys/fs/cgroup/memory", parent // home: where leftovers go back to
 	if v2 {
-		mount, own = "/sys/fs/cgroup", testenv.DelegationParent(own)
-		must(t, testenv.DelegateCgroupV2(filepath.Join(mount, own), own == "/"))
-		home = filepath.Join(own, testenv.DelegatedLeaf)
-		if own == "/" {
-			home = own
+		mount, parent = "/sys/fs/cgroup", testenv.DelegationParent(parent)
+		must(t, testenv.DelegateCgroupV2(filepath.Join(mount, parent), parent == "/"))
+		home = filepath.Join(parent, testenv.DelegatedLeaf)
+		if parent == "/" {
+			home = parent
 		}
 	}
-	dir := filepath.Join(mount, own, fmt.Sprintf("berth-stage1-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	dir := filepath.Join(mount, parent, fmt.Sprintf("berth-stage1-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
 	must(t, os.Mkdir(dir, 0o755))
 	t.Cleanup(func() {
 		// Move anything left back home, then remove ours.
