@@ -466,14 +466,7 @@ func (u *unpacker) symlink(hdr *tar.Header, parent int, rel, base string, xattrs
 	if err := unix.Fchownat(parent, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("entry %q: lchown %d:%d: %w", hdr.Name, hdr.Uid, hdr.Gid, err)
 	}
-	if err := lsetxattrs(parent, base, xattrs); err != nil {
-		return fmt.Errorf("entry %q: %w", hdr.Name, err)
-	}
-	if err := setTimes(parent, base, hdr); err != nil {
-		return fmt.Errorf("entry %q: %w", hdr.Name, err)
-	}
-	u.nonDirs[rel] = true
-	return nil
+	return u.finishNonDir(hdr, parent, rel, base, xattrs)
 }
 
 // hardlink links rel to an earlier non-directory of this layer. The new name
@@ -545,6 +538,12 @@ func (u *unpacker) fifo(hdr *tar.Header, parent int, rel, base string, xattrs []
 	if err != nil {
 		return fmt.Errorf("entry %q: chmod: %w", hdr.Name, err)
 	}
+	return u.finishNonDir(hdr, parent, rel, base, xattrs)
+}
+
+// finishNonDir applies the last of a symlink's or FIFO's metadata (xattrs
+// without following it, then times) and records it as this layer's.
+func (u *unpacker) finishNonDir(hdr *tar.Header, parent int, rel, base string, xattrs []xattr) error {
 	if err := lsetxattrs(parent, base, xattrs); err != nil {
 		return fmt.Errorf("entry %q: %w", hdr.Name, err)
 	}

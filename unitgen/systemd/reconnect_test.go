@@ -34,22 +34,7 @@ func TestMain(m *testing.M) {
 // comes back with the same units. Over the bus our connections survive (it
 // is dbus-daemon's); calls and the watch must simply go on working.
 func TestReexecOverBus(t *testing.T) {
-	n := node.New(t, node.Options{Name: "reexec"})
-	c := dialNode(t, n)
-	ctx := testCtx(t)
-	events, err := c.Watch(ctx, "berth-rx-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := "berth-rx-a.service"
-	cleanupUnit(t, c, a)
-	if err := c.Start(ctx, a, service(sleeper)); err != nil {
-		t.Fatal(err)
-	}
-	before, err := c.Status(ctx, a)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, c, ctx, events, a, before := watchedSleeper(t, "reexec", "berth-rx-")
 	if _, err := n.Run(ctx, "systemctl", "daemon-reexec"); err != nil {
 		t.Fatal(err)
 	}
@@ -70,22 +55,7 @@ func TestReexecOverBus(t *testing.T) {
 // re-dial (ErrClosed path), wait for systemd to rejoin the new bus, and the
 // watch must re-dial and subscribe again.
 func TestDBusRestart(t *testing.T) {
-	n := node.New(t, node.Options{Name: "dbusrestart"})
-	c := dialNode(t, n)
-	ctx := testCtx(t)
-	events, err := c.Watch(ctx, "berth-dr-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := "berth-dr-a.service"
-	cleanupUnit(t, c, a)
-	if err := c.Start(ctx, a, service(sleeper)); err != nil {
-		t.Fatal(err)
-	}
-	before, err := c.Status(ctx, a)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, c, ctx, events, a, before := watchedSleeper(t, "dbusrestart", "berth-dr-")
 	if _, err := n.Run(ctx, "systemctl", "restart", "dbus.service"); err != nil {
 		t.Fatal(err)
 	}
@@ -101,6 +71,29 @@ func TestDBusRestart(t *testing.T) {
 		t.Errorf("unit across the D-Bus restart: %+v -> %+v", before, after)
 	}
 	assertStartAndExitSeen(t, c, events, "berth-dr-b.service")
+}
+
+// watchedSleeper boots a node, watches units named prefix* and starts
+// <prefix>a.service, a sleeper: the state the reconnect tests disturb.
+func watchedSleeper(t *testing.T, name, prefix string) (*node.Node, *Conn, context.Context, <-chan Event, string, *UnitStatus) {
+	t.Helper()
+	n := node.New(t, node.Options{Name: name})
+	c := dialNode(t, n)
+	ctx := testCtx(t)
+	events, err := c.Watch(ctx, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := prefix + "a.service"
+	cleanupUnit(t, c, a)
+	if err := c.Start(ctx, a, service(sleeper)); err != nil {
+		t.Fatal(err)
+	}
+	before, err := c.Status(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, c, ctx, events, a, before
 }
 
 // assertStartAndExitSeen starts a unit that exits 7 and expects Start to
