@@ -9,7 +9,7 @@ import (
 // A tiny label assembler on top of golang.org/x/net/bpf. Classic BPF has
 // 8-bit conditional jump offsets and a 32-bit unconditional one (`ja`); the
 // compiler only ever points conditional jumps at nearby labels (inside one
-// rule or one chunk of at most maxChunk comparisons) and uses `ja` for
+// rule, or the instruction after next in the search tree) and uses `ja` for
 // everything that may be far, so resolve() can simply reject an offset that
 // does not fit instead of relaxing jumps.
 

@@ -3,6 +3,7 @@ package seccomp
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -369,32 +370,172 @@ func TestDefaultErrnoRet(t *testing.T) {
 	}
 }
 
-// TestLongRuns covers the chunking of long runs of unconditional syscalls
-// (8-bit jump offsets): every syscall of the table allowed, one by one.
-func TestLongRuns(t *testing.T) {
-	var names []string
-	for name := range arch.X86_64.SyscallNames {
-		names = append(names, name)
+// TestSearchTree covers the number dispatch where it is deepest: every
+// second syscall of the table allowed makes hundreds of one-number ranges,
+// and every number, the holes and the top of the range must still land on
+// its own outcome.
+func TestSearchTree(t *testing.T) {
+	var allowed []string
+	byNr := map[uint32]string{}
+	top := uint32(0) // numbers above the highest named one are ENOSYS
+	for name, n := range arch.X86_64.SyscallNames {
+		byNr[uint32(n)] = name
+		if n%2 == 0 {
+			allowed = append(allowed, name)
+			top = max(top, uint32(n))
+		}
 	}
 	p, err := CompileFor(&specs.LinuxSeccomp{
 		DefaultAction: specs.ActKillProcess,
-		Syscalls:      []specs.LinuxSyscall{{Names: names, Action: specs.ActAllow}},
+		Syscalls:      []specs.LinuxSyscall{{Names: allowed, Action: specs.ActAllow}},
 	}, "amd64")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(names) <= maxChunk {
-		t.Fatalf("table has only %d names; test does not cross a chunk", len(names))
+	if len(allowed) < 150 {
+		t.Fatalf("only %d names allowed; the tree is not deep", len(allowed))
 	}
-	for _, name := range names {
-		if got := actName(run(t, p, call{arch: x8664, nr: nr(t, arch.X86_64, name)})); got != "ALLOW" {
-			t.Errorf("%s: got %s", name, got)
+	for n := uint32(0); n < 1100; n++ {
+		want := "KILL_PROCESS"
+		if _, ok := byNr[n]; ok && n%2 == 0 {
+			want = "ALLOW"
+		} else if n > top {
+			want = "ERRNO(ENOSYS)"
+		}
+		if got := actName(run(t, p, call{arch: x8664, nr: n})); got != want {
+			t.Errorf("nr %d (%s): got %s, want %s", n, byNr[n], got, want)
 		}
 	}
-	// Numbers inside the table's range that have no syscall hit the default.
-	if got := actName(run(t, p, call{arch: x8664, nr: 400})); got != "KILL_PROCESS" {
-		t.Errorf("hole 400: got %s", got)
+	for n, want := range map[uint32]string{
+		x32SyscallBit - 1: "ERRNO(ENOSYS)", x32SyscallBit: "KILL_PROCESS", 0xffffffff: "KILL_PROCESS",
+	} {
+		if got := actName(run(t, p, call{arch: x8664, nr: n})); got != want {
+			t.Errorf("nr %#x: got %s, want %s", n, got, want)
+		}
 	}
+}
+
+// TestMatchesProfileEverywhere checks the compiled Docker profile against a
+// direct reading of the profile (reference below) for every syscall number
+// of both amd64 ABIs and the edges of every argument condition.
+func TestMatchesProfileEverywhere(t *testing.T) {
+	for _, caps := range [][]string{dockerCaps, append([]string{"CAP_SYS_ADMIN", "CAP_SYS_PTRACE"}, dockerCaps...)} {
+		prof := dockerDefault(t, caps)
+		prof.Architectures = []specs.Arch{specs.ArchX86_64, specs.ArchX86}
+		p, err := CompileFor(prof, "amd64")
+		if err != nil {
+			t.Fatal(err)
+		}
+		checked := 0
+		for _, info := range []*arch.Info{arch.X86_64, arch.I386} {
+			names := map[uint32]string{}
+			for name, n := range info.SyscallNames {
+				names[uint32(n)] = name
+			}
+			for n := uint32(0); n < 1100; n++ {
+				for _, args := range argSamples(prof, names[n]) {
+					c := call{arch: uint32(info.ID), nr: n, args: args}
+					want := actName(reference(prof, info, names[n], n, args))
+					if got := actName(run(t, p, c)); got != want {
+						t.Fatalf("%s nr %d (%s) args %x: got %s, want %s", info.Name, n, names[n], args, got, want)
+					}
+					checked++
+				}
+			}
+		}
+		if checked < 2200 {
+			t.Fatalf("only %d calls checked", checked)
+		}
+	}
+}
+
+// argSamples returns argument vectors around every value a rule of name
+// compares with (equal, one off, the other word set), plus all zeros.
+func argSamples(prof *specs.LinuxSeccomp, name string) [][6]uint64 {
+	out := [][6]uint64{{}}
+	for _, sc := range prof.Syscalls {
+		if !slices.Contains(sc.Names, name) {
+			continue
+		}
+		for _, c := range sc.Args {
+			for _, v := range []uint64{c.Value, c.Value - 1, c.Value + 1, c.Value | c.ValueTwo, c.ValueTwo, c.Value | 1<<32, ^uint64(0)} {
+				var a [6]uint64
+				a[c.Index] = v
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// reference is what the profile says for one call, read straight from it
+// with the semantics in the package comment (no BPF involved).
+func reference(prof *specs.LinuxSeccomp, info *arch.Info, name string, nr uint32, args [6]uint64) uint32 {
+	def, _ := encodeAction(prof.DefaultAction, prof.DefaultErrnoRet)
+	if info == arch.X86_64 && nr >= x32SyscallBit {
+		return badArchAction
+	}
+	var maxNr uint32
+	for _, sc := range prof.Syscalls {
+		for _, n := range sc.Names {
+			if v, ok := info.SyscallNames[n]; ok && uint32(v) > maxNr {
+				maxNr = uint32(v)
+			}
+		}
+	}
+	if denies(def) && nr > maxNr {
+		return unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)
+	}
+	if name == "" {
+		return def
+	}
+	uncond := def
+	for _, sc := range prof.Syscalls { // conditional rules first, in order
+		act, _ := encodeAction(sc.Action, sc.ErrnoRet)
+		if act == def || !slices.Contains(sc.Names, name) {
+			continue
+		}
+		if len(sc.Args) == 0 {
+			uncond = act
+			continue
+		}
+		if sameArgTwice(sc.Args) { // ORed
+			for _, c := range sc.Args {
+				if holds(c, args[c.Index]) {
+					return act
+				}
+			}
+			continue
+		}
+		all := true
+		for _, c := range sc.Args {
+			all = all && holds(c, args[c.Index])
+		}
+		if all {
+			return act
+		}
+	}
+	return uncond
+}
+
+func holds(c specs.LinuxSeccompArg, v uint64) bool {
+	switch c.Op {
+	case specs.OpEqualTo:
+		return v == c.Value
+	case specs.OpNotEqual:
+		return v != c.Value
+	case specs.OpLessThan:
+		return v < c.Value
+	case specs.OpLessEqual:
+		return v <= c.Value
+	case specs.OpGreaterThan:
+		return v > c.Value
+	case specs.OpGreaterEqual:
+		return v >= c.Value
+	case specs.OpMaskedEqual:
+		return v&c.Value == c.ValueTwo
+	}
+	panic(c.Op)
 }
 
 func TestCompileErrors(t *testing.T) {
