@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -319,20 +320,12 @@ func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1
 		return nil, fmt.Errorf("%w: %v", ErrForbidden, err)
 	}
 	judged := lap()
-	bundle := r.bundleDir(pod.Namespace, pod.Name, c.Name)
-	for _, d := range []string{"upper", "work", "rootfs"} {
-		if err := os.MkdirAll(filepath.Join(bundle, d), 0o700); err != nil {
-			return nil, err
-		}
-	}
-	// The seccomp profile is compiled here, once, not at every start.
+	// The seccomp profile is compiled here, once, not at every start; a
+	// profile that does not compile is refused before anything starts.
 	prepared, bpf, err := seccomp.Prepare(unit.Spec)
 	if errors.Is(err, seccomp.ErrProfile) {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	} else if err != nil {
-		return nil, err
-	}
-	if err := writeFilter(bundle, bpf); err != nil {
 		return nil, err
 	}
 	// Compact: berth-init reads it twice at every start.
@@ -340,25 +333,110 @@ func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1
 	if err != nil {
 		return nil, err
 	}
-	if err := stage1.WriteFileAtomic(filepath.Join(bundle, "config.json"), spec, 0o600); err != nil {
+	bundle := r.bundleDir(pod.Namespace, pod.Name, c.Name)
+	for _, d := range []string{"upper", "work", "rootfs"} {
+		if err := os.MkdirAll(filepath.Join(bundle, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+
+	// systemd makes the unit and its cgroups and forks berth-init (about as
+	// long as the whole raw unit of make bench's floor) while we write the
+	// bundle and the pod's namespaces get pinned; berth-init waits at the
+	// bundle's release FIFO until we are done (stage1.AwaitRelease).
+	gate, err := openRelease(bundle)
+	if err != nil {
 		return nil, err
 	}
-	if err := trust.WriteSource(bundle, src); err != nil {
-		return nil, err
-	}
-	if err := trust.WriteRecord(bundle, r.images, src, policy, j); err != nil {
-		return nil, err
-	}
+	started := make(chan error, 1)
+	go func() { started <- r.units.Start(ctx, unit.Name, unit.Properties) }()
+	werr := writeBundle(bundle, spec, bpf, r.images, src, policy, j)
 	bundleTook := lap()
-	if err := namespaces(); err != nil {
-		return nil, err
+	if werr == nil {
+		werr = namespaces()
 	}
 	nsWait := lap()
-	if err := r.units.Start(ctx, unit.Name, unit.Properties); err != nil {
-		return nil, err
+	if werr == nil {
+		werr = gate.release()
+	}
+	if werr != nil {
+		// The closed FIFO is berth-init's end of file: it fails the start
+		// job without running anything. The FIFO stays, so that a restart
+		// by systemd fails the same way until the clean-up removes the unit.
+		gate.close()
+		<-started
+		return nil, werr
+	}
+	// Open until the job is over: the released byte lives in the pipe only
+	// while someone holds it open.
+	serr := <-started
+	gate.close()
+	gate.remove()
+	if serr != nil {
+		return nil, serr
 	}
 	r.log.Info("container started", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name, "unit", unit.Name)
 	return []any{c.Name + ".plan", plan, c.Name + ".trust", judged, c.Name + ".bundle", bundleTook, c.Name + ".nswait", nsWait, c.Name + ".unit", lap()}, nil
+}
+
+// writeBundle writes what berth-init reads of a bundle: the seccomp filter,
+// config.json and the image's trust source and record.
+func writeBundle(bundle string, spec, bpf []byte, images trust.Store, src trust.Source, policy *verify.Policy, j verify.Judgement) error {
+	if err := writeFilter(bundle, bpf); err != nil {
+		return err
+	}
+	if err := stage1.WriteFileAtomic(filepath.Join(bundle, stage1.ConfigFile), spec, 0o600); err != nil {
+		return err
+	}
+	if err := trust.WriteSource(bundle, src); err != nil {
+		return err
+	}
+	return trust.WriteRecord(bundle, images, src, policy, j)
+}
+
+// releaseGate is berthd's end of a bundle's stage1.ReleaseFile. It is
+// opened read-write, so that creating it never waits for berth-init and a
+// byte written stays in the pipe until berth-init reads it; closing it
+// without a release leaves berth-init with no writer, which it reads as
+// end of file.
+type releaseGate struct {
+	path string
+	fd   int
+}
+
+func openRelease(bundle string) (*releaseGate, error) {
+	path := filepath.Join(bundle, stage1.ReleaseFile)
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		return nil, fmt.Errorf("make %s: %w", path, err)
+	}
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return &releaseGate{path: path, fd: fd}, nil
+}
+
+func (g *releaseGate) release() error {
+	if _, err := unix.Write(g.fd, []byte{stage1.ReleaseByte}); err != nil {
+		return fmt.Errorf("release %s: %w", g.path, err)
+	}
+	return nil
+}
+
+func (g *releaseGate) close() {
+	if g.fd >= 0 {
+		unix.Close(g.fd)
+		g.fd = -1
+	}
+}
+
+// remove deletes the FIFO once the start has succeeded (berth-init
+// normally has already), so that a restart does not look for a release.
+func (g *releaseGate) remove() {
+	_ = os.Remove(g.path)
 }
 
 // LoadPod returns the pod as recorded when it was started.

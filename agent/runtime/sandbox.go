@@ -105,10 +105,12 @@ func removeNamespaces(dir string) error {
 	var errs []error
 	for _, ns := range podNamespaces {
 		p := filepath.Join(dir, ns.name)
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		// EINVAL: not a mount point; ENOENT, ENOTDIR: nothing there (dir
+		// may even be a stray file, which the caller removes with the rest).
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTDIR) {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
 		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, unix.ENOTDIR) {
 			errs = append(errs, err)
 		}
 	}

@@ -450,3 +450,36 @@ func hasCap(n uint) bool {
 	}
 	return false
 }
+
+// berthd asks systemd for the unit before the bundle is complete and
+// releases it through the bundle's FIFO (stage1.ReleaseFile). If it fails
+// meanwhile, berth-init must start nothing: here the pod's namespaces
+// cannot be made (a file stands where their directory goes), after the
+// unit was requested.
+func TestUnfinishedBundleStartsNothing(t *testing.T) {
+	e := newEnv(t)
+	e.run("sh", "-c", "mkdir -p /run/berth/pods/default_halfway && touch /run/berth/pods/default_halfway/ns")
+	_, err := e.startPod("halfway", pod("halfway", `  containers:
+  - name: main
+    image: `+imageRef+`
+    command: ["sh", "-c", "echo WORKLOAD-RAN; sleep 3600"]
+`))
+	if err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("pod run: got %v, want the namespace directory error", err)
+	}
+	unit := unitgen.UnitName("default", "halfway", "main")
+	journal := e.journal(unit)
+	if !strings.Contains(journal, "without releasing the bundle") {
+		t.Errorf("journal of %s lacks berth-init's refusal:\n%s", unit, journal)
+	}
+	if strings.Contains(journal, "WORKLOAD-RAN") {
+		t.Errorf("the workload ran from an unfinished bundle:\n%s", journal)
+	}
+	// The failed start was cleaned up: no unit, no bundle, no pod.
+	if s := e.show(unit, "LoadState"); s != "not-found" {
+		t.Errorf("%s LoadState %s after the failed start", unit, s)
+	}
+	if out := e.run("sh", "-c", "ls /var/lib/berth/containers /var/lib/berth/pods 2>/dev/null | grep halfway || true"); strings.TrimSpace(out) != "" {
+		t.Errorf("left behind: %s", out)
+	}
+}

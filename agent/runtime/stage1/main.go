@@ -33,6 +33,10 @@ func Main(args []string) int {
 	cmd, bundle := args[0], args[1]
 	switch cmd {
 	case "start":
+		if err := AwaitRelease(bundle); err != nil {
+			fmt.Fprintf(os.Stderr, "berth-init start %s: %v\n", bundle, err)
+			return 1
+		}
 		// The judgement in this process, not as a separate ExecStartPre:
 		// that saved a fork, an exec and a round of systemd's job engine
 		// per start (about 3 ms of 20, make bench).
