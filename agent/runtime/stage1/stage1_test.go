@@ -377,3 +377,26 @@ func TestMainUsage(t *testing.T) {
 		}
 	}
 }
+
+func TestMountAttr(t *testing.T) {
+	cases := []struct {
+		name     string
+		flags    uintptr
+		set, clr uint64
+		ok       bool
+	}{
+		{"none", 0, 0, 0, true},
+		{"cgroup tmpfs", unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RELATIME,
+			unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC | unix.MOUNT_ATTR_RELATIME,
+			unix.MOUNT_ATTR__ATIME, true},
+		{"noatime", unix.MS_NOATIME, unix.MOUNT_ATTR_NOATIME, unix.MOUNT_ATTR__ATIME, true},
+		{"two atime modes", unix.MS_NOATIME | unix.MS_STRICTATIME, 0, 0, false},
+		{"not expressible", unix.MS_RDONLY | unix.MS_SYNCHRONOUS, 0, 0, false},
+	}
+	for _, tc := range cases {
+		a, ok := mountAttr(tc.flags)
+		if ok != tc.ok || (ok && (a.Attr_set != tc.set || a.Attr_clr != tc.clr)) {
+			t.Errorf("%s: got set %#x clr %#x ok %v, want %#x %#x %v", tc.name, a.Attr_set, a.Attr_clr, ok, tc.set, tc.clr, tc.ok)
+		}
+	}
+}

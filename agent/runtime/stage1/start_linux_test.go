@@ -449,6 +449,7 @@ func workloadScript() string {
 echo memcg=$(sed -n 's/^0:://p' /proc/self/cgroup)
 echo memlimit=$(ls /sys/fs/cgroup | grep -c '^memory.max$')
 touch /sys/fs/cgroup/x 2>/dev/null; echo cgwrite=$?
+echo cgunsafe=$(awk '$5 ~ "^/sys/fs/cgroup" && $6 !~ /^ro,nosuid,nodev,noexec/' /proc/self/mountinfo | wc -l)
 echo DONE
 `
 	}
@@ -456,6 +457,8 @@ echo DONE
 echo memcg=$(grep ':memory:' /proc/self/cgroup | cut -d: -f3)
 echo memlimit=$(ls /sys/fs/cgroup/memory | grep -c '^memory.limit_in_bytes$')
 touch /sys/fs/cgroup/memory/x 2>/dev/null; echo cgwrite=$?
+echo cgmounts=$(awk '$5 ~ "^/sys/fs/cgroup/"' /proc/self/mountinfo | wc -l)
+echo cgunsafe=$(awk '$5 ~ "^/sys/fs/cgroup" && $6 !~ /^ro,nosuid,nodev,noexec/' /proc/self/mountinfo | wc -l)
 echo DONE
 `
 }
@@ -523,6 +526,14 @@ func TestWorkloadViewReadonlyRoot(t *testing.T) {
 		"rootwrite": "1", "hosts": "1", "null": "c",
 		// Without a cgroup namespace: its own memory cgroup, bound read-only.
 		"memcg": ownMemoryCgroup(t), "memlimit": "1", "cgwrite": "1",
+		// Every cgroup mount read-only, nosuid, nodev, noexec.
+		"cgunsafe": "0",
+	}
+	if !testenv.CgroupV2() {
+		// One per v1 hierarchy of the host (cpu, memory, ..., systemd, unified).
+		if n, err := strconv.Atoi(got["cgmounts"]); err != nil || n < 5 {
+			t.Errorf("inside the container cgmounts=%q, want one per hierarchy", got["cgmounts"])
+		}
 	}
 	for k, w := range want {
 		if got[k] != w {
@@ -542,7 +553,7 @@ func TestWorkloadViewCgroupNamespace(t *testing.T) {
 	b := newBundle(t, "sh", "-c", workloadScript())
 	b.spec.Linux.Namespaces = append(b.spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
 	got := runWorkload(t, b)
-	for k, w := range map[string]string{"memcg": "/", "memlimit": "1", "cgwrite": "1"} {
+	for k, w := range map[string]string{"memcg": "/", "memlimit": "1", "cgwrite": "1", "cgunsafe": "0"} {
 		if got[k] != w {
 			t.Errorf("inside the container %s=%q, want %q", k, got[k], w)
 		}
