@@ -1,13 +1,16 @@
 package stage1
 
 import (
+	"encoding/json"
 	"errors"
-	"github.com/berth-dev/berth/unitgen/caps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/unitgen/caps"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -398,5 +401,50 @@ func TestMountAttr(t *testing.T) {
 		if ok != tc.ok || (ok && (a.Attr_set != tc.set || a.Attr_clr != tc.clr)) {
 			t.Errorf("%s: got set %#x clr %#x ok %v, want %#x %#x %v", tc.name, a.Attr_set, a.Attr_clr, ok, tc.set, tc.clr, tc.ok)
 		}
+	}
+}
+
+// TestLoadSpecKeepsWhatStage2Uses: LoadSpec decodes into its own narrow
+// types; every field stage-2 acts on must come through exactly.
+func TestLoadSpecKeepsWhatStage2Uses(t *testing.T) {
+	umask := uint32(0o027)
+	want := specs.Spec{
+		Process: &specs.Process{
+			Args: []string{"/bin/app", "-x"}, Env: []string{"A=1"}, Cwd: "/work",
+			User:            specs.User{UID: 1000, GID: 1001, AdditionalGids: []uint32{5, 6}, Umask: &umask},
+			Capabilities:    &specs.LinuxCapabilities{Bounding: []string{"CAP_KILL"}, Effective: []string{"CAP_KILL"}, Permitted: []string{"CAP_KILL"}, Ambient: []string{"CAP_KILL"}, Inheritable: []string{"CAP_KILL"}},
+			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 512}},
+			NoNewPrivileges: true,
+		},
+		Root:     &specs.Root{Path: "rootfs", Readonly: true},
+		Hostname: "h", Domainname: "d",
+		Mounts:      []specs.Mount{{Destination: "/", Type: "overlay", Source: "overlay", Options: []string{"lowerdir=/l"}}},
+		Annotations: map[string]string{"k": "v"},
+		Linux: &specs.Linux{
+			Namespaces:        []specs.LinuxNamespace{{Type: specs.NetworkNamespace, Path: "/run/ns/net"}},
+			Devices:           []specs.LinuxDevice{{Path: "/dev/null", Type: "c", Major: 1, Minor: 3}},
+			MaskedPaths:       []string{"/proc/kcore"},
+			ReadonlyPaths:     []string{"/proc/sys"},
+			RootfsPropagation: "rslave",
+		},
+	}
+	dir := t.TempDir()
+	b, err := json.Marshal(want)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, ConfigFile), b, 0o600))
+	got, err := LoadSpec(dir)
+	must(t, err)
+	if !reflect.DeepEqual(*got, want) {
+		gb, _ := json.Marshal(got)
+		t.Errorf("LoadSpec lost something:\n got %s\nwant %s", gb, b)
+	}
+
+	// A profile left in the spec is kept as "there" for LoadSeccomp to refuse.
+	want.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActErrno}
+	b, err = json.Marshal(want)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, ConfigFile), b, 0o600))
+	if got, err = LoadSpec(dir); err != nil || got.Linux.Seccomp == nil {
+		t.Errorf("linux.seccomp not seen: %v", err)
 	}
 }

@@ -37,6 +37,7 @@ func Stage2(bundle string, sync *os.File) error {
 	// Nothing of stage-1's may reach the workload.
 	unix.CloseOnExec(syncFd)
 	unix.CloseOnExec(parentFd)
+	unix.CloseOnExec(goFd)
 
 	spec, err := LoadSpec(bundle)
 	if err != nil {
@@ -55,6 +56,11 @@ func Stage2(bundle string, sync *os.File) error {
 		fmt.Fprintln(os.Stderr, "berth-init: warning:", msg)
 	})
 
+	// Nothing of the image before stage-1 has judged it and prepared the
+	// bundle (see Start).
+	if err := awaitGo(); err != nil {
+		return err
+	}
 	if err := buildRoot(bundle, spec); err != nil {
 		return err
 	}
@@ -153,6 +159,18 @@ func Stage2(bundle string, sync *os.File) error {
 		code = 127
 	}
 	return &execError{err: fmt.Errorf("exec %s: %w", path, err), code: code}
+}
+
+// awaitGo reads stage-1's goByte. Anything else (stage-1 refused the
+// image, failed, or died) ends stage-2 before it has touched the image.
+func awaitGo() error {
+	f := os.NewFile(goFd, "go-ahead")
+	defer f.Close()
+	b := make([]byte, 1)
+	if n, err := f.Read(b); n != 1 || b[0] != goByte {
+		return fmt.Errorf("stage-1 did not let stage-2 go on (%v)", err)
+	}
+	return nil
 }
 
 // execError is a failure after stage-2 reported ready: stage-1 is gone, so

@@ -923,7 +923,8 @@ func newMemoryCgroup(t *testing.T) string {
 }
 
 // TestStartVerifyImage: `start --verify-image` judges the image before
-// anything else, from the bundle's trust record, and fails closed.
+// anything of it is touched, from the bundle's trust record, and fails
+// closed.
 func TestStartVerifyImage(t *testing.T) {
 	requireBerthInit(t)
 	policy := filepath.Join(t.TempDir(), "policy.json")
@@ -951,6 +952,10 @@ func TestStartVerifyImage(t *testing.T) {
 	// The judgement came first: the overlay's dirs were not even touched.
 	if fi, err := os.Stat(refused.upper); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("a refused start prepared the rootfs: upper %v %v", fi, err)
+	}
+	// Stage-2, cloned while the judgement ran, was killed and reaped.
+	if pids := stage2Of(t, refused.dir); len(pids) > 0 {
+		t.Errorf("stage-2 of the refused start still there: pids %v", pids)
 	}
 
 	// The policy changed since the record: berth-verify must judge again.
@@ -1045,4 +1050,23 @@ func mustJSON(t *testing.T, v any) []byte {
 	b, err := json.Marshal(v)
 	must(t, err)
 	return b
+}
+
+// stage2Of lists the processes running `berth-init stage2 <bundle>`.
+func stage2Of(t *testing.T, bundle string) []int {
+	t.Helper()
+	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	must(t, err)
+	var pids []int
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if args := strings.Split(string(b), "\x00"); len(args) >= 3 && args[1] == "stage2" && args[2] == bundle {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
