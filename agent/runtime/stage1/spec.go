@@ -110,13 +110,17 @@ func readConfig(bundle string, v any) error {
 }
 
 // loadStartSpec reads what stage-1 needs of <bundle>/config.json (the
-// namespaces and the rootfs overlay), leaving the rest to stage-2's
-// LoadSpec: decoding the whole spec twice cost 0.65 ms more per start.
+// namespaces, the root and the mounts it makes), leaving the rest to
+// stage-2's LoadSpec: decoding the whole spec twice cost 0.65 ms more per
+// start.
 func loadStartSpec(bundle string) (*specs.Spec, error) {
 	var s struct {
+		Root   *specs.Root   `json:"root"`
 		Mounts []specs.Mount `json:"mounts"`
 		Linux  *struct {
-			Namespaces []specs.LinuxNamespace `json:"namespaces"`
+			Namespaces        []specs.LinuxNamespace `json:"namespaces"`
+			Devices           []specs.LinuxDevice    `json:"devices"`
+			RootfsPropagation string                 `json:"rootfsPropagation"`
 		} `json:"linux"`
 	}
 	if err := readConfig(bundle, &s); err != nil {
@@ -125,7 +129,11 @@ func loadStartSpec(bundle string) (*specs.Spec, error) {
 	if s.Linux == nil {
 		return nil, errors.New("spec: linux section missing")
 	}
-	return &specs.Spec{Mounts: s.Mounts, Linux: &specs.Linux{Namespaces: s.Linux.Namespaces}}, nil
+	if s.Root == nil || s.Root.Path == "" {
+		return nil, errors.New("spec: root.path is empty")
+	}
+	return &specs.Spec{Root: s.Root, Mounts: s.Mounts, Linux: &specs.Linux{Namespaces: s.Linux.Namespaces,
+		Devices: s.Linux.Devices, RootfsPropagation: s.Linux.RootfsPropagation}}, nil
 }
 
 // rootPath is Root.Path, relative to the bundle unless absolute (OCI
@@ -249,8 +257,8 @@ func planNamespaces(s *specs.Spec) (*nsPlan, error) {
 		}
 		if ns.Type == specs.MountNamespace {
 			// setns(CLONE_NEWNS) needs an unshared fs_struct, which a Go
-			// process (threads share it) never has; stage-2 always builds
-			// its mount namespace from scratch anyway.
+			// process (threads share it) never has; stage-1 always builds
+			// the mount namespace from scratch anyway.
 			return nil, errors.New("spec: joining a mount namespace (linux.namespaces[mount].path) is not supported")
 		}
 		p.joins = append(p.joins, nsJoin{typ: ns.Type, path: ns.Path, flag: flag})

@@ -448,3 +448,27 @@ func TestLoadSpecKeepsWhatStage2Uses(t *testing.T) {
 		t.Errorf("linux.seccomp not seen: %v", err)
 	}
 }
+
+func TestSplitMounts(t *testing.T) {
+	m := func(dest, typ string) specs.Mount { return specs.Mount{Destination: dest, Type: typ} }
+	early, late := splitMounts([]specs.Mount{
+		m("/proc", "proc"), m("/dev", "tmpfs"), m("/proc/driver", "bind"), m("/sys", "sysfs"),
+		m("/procfs", "bind"), m("/data/proc", "proc"), m("/data/proc/x/", "tmpfs"), m("/data", "bind"),
+	})
+	dests := func(ms []specs.Mount) string {
+		var d []string
+		for _, x := range ms {
+			d = append(d, x.Destination)
+		}
+		return strings.Join(d, " ")
+	}
+	// procfs and what lies on, below or above one go to stage-2, in the
+	// spec's order (/data after /data/proc must still cover it); a sibling
+	// with a common prefix (/procfs) does not.
+	if got, want := dests(early), "/dev /sys /procfs"; got != want {
+		t.Errorf("early %q, want %q", got, want)
+	}
+	if got, want := dests(late), "/proc /proc/driver /data/proc /data/proc/x/ /data"; got != want {
+		t.Errorf("late %q, want %q", got, want)
+	}
+}

@@ -23,11 +23,12 @@ import (
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // Stage2 is `berth-init stage2 <bundle>`, cloned by Start as PID 1 of a new
-// PID and mount namespace (plus the spec's other new namespaces, and
-// inside the joined ones). It builds the container's root, drops privileges,
-// reports ready on sync (fd 3) and, once stage-1 has been reaped, execs the
-// workload; it returns only on failure. An error before the ready report
-// goes back through sync to fail the start; one after it is an *execError.
+// PID namespace, in the container's other namespaces, which stage-1 made or
+// joined. Once stage-1 has built most of the container's root (goByte), it
+// finishes it (procfs, pivot_root), drops privileges, reports ready on sync
+// (fd 3) and, once stage-1 has been reaped, execs the workload; it returns
+// only on failure. An error before the ready report goes back through sync
+// to fail the start; one after it is an *execError.
 func Stage2(bundle string, sync *os.File) error {
 	// Credentials, capabilities, no_new_privs and seccomp are per thread:
 	// everything below runs on this one, which then calls execve(2). The
@@ -56,12 +57,12 @@ func Stage2(bundle string, sync *os.File) error {
 		fmt.Fprintln(os.Stderr, "berth-init: warning:", msg)
 	})
 
-	// Nothing of the image before stage-1 has judged it and prepared the
-	// bundle (see Start).
+	// Nothing of the image before stage-1 has judged it and built most of
+	// the root (see Start).
 	if err := awaitGo(); err != nil {
 		return err
 	}
-	if err := buildRoot(bundle, spec); err != nil {
+	if err := finishRoot(bundle, spec); err != nil {
 		return err
 	}
 
@@ -250,8 +251,11 @@ func checkExec(path string) error {
 	return nil
 }
 
-// buildRoot mounts the rootfs and everything in it, then pivots into it.
-func buildRoot(bundle string, spec *specs.Spec) error {
+// mountRoot is stage-1's part of the container's root, done in the
+// container's mount namespace while stage-2 starts up: the rootfs overlay
+// and every mount of the spec that need not be made from inside the new PID
+// namespace (see splitMounts), and /dev's devices.
+func mountRoot(bundle string, spec *specs.Spec) error {
 	// Nothing we mount may propagate back to the host (or systemd's)
 	// namespace; rslave still lets host unmounts reach us.
 	prop := uintptr(unix.MS_SLAVE | unix.MS_REC)
@@ -289,21 +293,52 @@ func buildRoot(bundle string, spec *specs.Spec) error {
 	if err != nil {
 		return fmt.Errorf("open rootfs %s: %w", root, err)
 	}
+	defer dir.Close()
 	r := &rootfs{path: root, dir: dir, bundle: bundle}
 	cgroupNS := ownsNamespace(spec, specs.CgroupNamespace)
-	devIsBind := false
-	for _, m := range spec.Mounts[1:] {
+	early, late := splitMounts(spec.Mounts[1:])
+	for _, m := range early {
 		if err := r.mount(m, cgroupNS); err != nil {
-			dir.Close()
 			return err
 		}
+	}
+	if needsDevices(spec.Mounts) && !overlapsAny("/dev", late) {
+		return r.setupDev(spec.Linux.Devices)
+	}
+	return nil
+}
+
+// needsDevices: /dev gets the spec's devices unless it is bound from the
+// host (privileged), which already has everything.
+func needsDevices(ms []specs.Mount) bool {
+	devIsBind := false
+	for _, m := range ms {
 		if filepath.Clean(m.Destination) == "/dev" {
 			mo, _ := parseMountOptions(m.Options)
 			devIsBind = mo.bind || m.Type == "bind"
 		}
 	}
-	// A /dev bound from the host (privileged) already has everything.
-	if !devIsBind {
+	return !devIsBind
+}
+
+// finishRoot is stage-2's part, in the new PID namespace: the mounts
+// stage-1 could not make, the pivot into the root, read-only and masked
+// paths.
+func finishRoot(bundle string, spec *specs.Spec) error {
+	root := rootPath(bundle, spec)
+	dir, err := os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return fmt.Errorf("open rootfs %s: %w", root, err)
+	}
+	r := &rootfs{path: root, dir: dir, bundle: bundle}
+	_, late := splitMounts(spec.Mounts[1:])
+	for _, m := range late {
+		if err := r.mount(m, ownsNamespace(spec, specs.CgroupNamespace)); err != nil {
+			dir.Close()
+			return err
+		}
+	}
+	if needsDevices(spec.Mounts) && overlapsAny("/dev", late) {
 		if err := r.setupDev(spec.Linux.Devices); err != nil {
 			dir.Close()
 			return err
@@ -330,6 +365,37 @@ func buildRoot(bundle string, spec *specs.Spec) error {
 		}
 	}
 	return nil
+}
+
+// splitMounts divides the spec's mounts after the root overlay, keeping
+// their order, into those stage-1 makes (early) and those stage-2 makes
+// (late): procfs shows the PID namespace of whoever mounts it, which for
+// stage-1 is the host's. A mount on, below or above a late one is late
+// too, so that the two still stack in the spec's order. Everything else
+// belongs to namespaces stage-1 is already in: sysfs to the network
+// namespace, mqueue to the IPC one, cgroup to the cgroup one.
+func splitMounts(ms []specs.Mount) (early, late []specs.Mount) {
+	for _, m := range ms {
+		if m.Type == "proc" || overlapsAny(m.Destination, late) {
+			late = append(late, m)
+		} else {
+			early = append(early, m)
+		}
+	}
+	return early, late
+}
+
+// overlapsAny reports whether dest is, or lies below or above, the
+// destination of one of ms.
+func overlapsAny(dest string, ms []specs.Mount) bool {
+	under := func(a, b string) bool { return a == b || strings.HasPrefix(a, b+"/") || b == "/" }
+	d := filepath.Clean(dest)
+	for _, m := range ms {
+		if l := filepath.Clean(m.Destination); under(d, l) || under(l, d) {
+			return true
+		}
+	}
+	return false
 }
 
 var rlimitNames = map[string]int{

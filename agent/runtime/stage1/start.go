@@ -32,18 +32,19 @@ const readyByte = "\x00"
 const goByte = 'g'
 
 // Start is `berth-init start <bundle>`: it starts stage-2 in new
-// namespaces, prepares the bundle meanwhile (with verify, the trust
-// policy's judgement of the image first), lets stage-2 go on, waits until
+// namespaces, prepares the bundle and the root meanwhile (with verify, the
+// trust policy's judgement of the image first), lets stage-2 go on, waits until
 // stage-2 has done everything short of the execve (or reported why it
 // cannot), writes stage-2's PID to <bundle>/pid and returns. The caller
 // exits right after: systemd (Type=forking, PIDFile=<bundle>/pid) adopts
 // stage-2, soon the workload, as MainPID.
 //
-// Stage-2 is cloned before the judgement and the bundle's preparation
-// because its exec, Go's start-up and reading the spec take longer than
-// both (~1.8 ms against ~0.7, make bench): they now overlap. Stage-2 touches
-// nothing of the image before goByte arrives; if the judgement refuses or
-// the preparation fails, stage-1 kills it and fails the start.
+// Stage-2 is cloned first, into the container's namespaces, which stage-1
+// makes on its own thread: while stage-2 execs, Go starts up and it reads
+// its spec (~1.8 ms, make bench), stage-1 judges the image, prepares the
+// bundle and mounts the container's root but procfs (mountRoot). Stage-2
+// touches nothing of the image before goByte arrives; if the judgement
+// refuses or anything fails, stage-1 kills it and fails the start.
 //
 // Why stage-2 execs only after stage-1 is gone: systemd reads PIDFile= when
 // it handles stage-1's SIGCHLD, and refuses a PID that is already a zombie
@@ -87,6 +88,17 @@ func Start(bundle string, verify func(bundle string) error) error {
 			return err
 		}
 	}
+	// The new namespaces, but the PID one, are made here too, so that
+	// stage-1 can mount the container's root in them while stage-2 starts
+	// up (sysfs and mqueue belong to the network and IPC namespaces of
+	// whoever mounts them). Only unshare(CLONE_NEWPID) affects just the
+	// children, and stage-2 is the first.
+	if f := plan.clone &^ unix.CLONE_NEWPID; f != 0 {
+		if err := unix.Unshare(int(f)); err != nil {
+			return fmt.Errorf("unshare namespaces (flags %#x): %w", f, err)
+		}
+	}
+	cloneFlags := plan.clone & unix.CLONE_NEWPID
 
 	r, w, err := os.Pipe() // both ends O_CLOEXEC
 	if err != nil {
@@ -116,7 +128,7 @@ func Start(bundle string, verify func(bundle string) error) error {
 		Stderr:     os.Stderr,
 		ExtraFiles: []*os.File{w, self, goR}, // fds 3, 4 and 5 in the child, without CLOEXEC
 		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: plan.clone,
+			Cloneflags: cloneFlags,
 			// The workload leads its own session: it must not share the
 			// process group of systemd's control process.
 			Setsid: true,
@@ -126,7 +138,7 @@ func Start(bundle string, verify func(bundle string) error) error {
 	w.Close()
 	goR.Close()
 	if err != nil {
-		return fmt.Errorf("clone stage-2 (flags %#x): %w", plan.clone, err)
+		return fmt.Errorf("clone stage-2 (flags %#x): %w", cloneFlags, err)
 	}
 	abort := func(err error) error {
 		_ = cmd.Process.Kill()
@@ -140,6 +152,9 @@ func Start(bundle string, verify func(bundle string) error) error {
 		}
 	}
 	if err := prepareBundle(bundle, ov); err != nil {
+		return abort(err)
+	}
+	if err := mountRoot(bundle, spec); err != nil {
 		return abort(err)
 	}
 	// A write fails only if stage-2 is gone (EPIPE): its report on the
@@ -161,8 +176,16 @@ func Start(bundle string, verify func(bundle string) error) error {
 		return fmt.Errorf("%s", msg)
 	}
 
+	// Stage-2's pivot_root moved this thread's root into the container
+	// (it moves every root of the mount namespace that was the old one):
+	// the PID file is written from another goroutine, which never runs on
+	// this locked thread, so on one still in the host's mount namespace.
 	pid := cmd.Process.Pid
-	if err := WriteFileAtomic(filepath.Join(bundle, PIDFile), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+	written := make(chan error, 1)
+	go func() {
+		written <- WriteFileAtomic(filepath.Join(bundle, PIDFile), []byte(strconv.Itoa(pid)+"\n"), 0o644)
+	}()
+	if err := <-written; err != nil {
 		return abort(err)
 	}
 	// Deliberately no Wait: the workload outlives us and is reparented to

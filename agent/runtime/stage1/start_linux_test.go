@@ -708,7 +708,7 @@ func TestStartFailures(t *testing.T) {
 		}, `stage2: process.args[0] "/data/sleep": /data/sleep is on a noexec mount`},
 		{"missing bind source", func(b *testBundle) {
 			b.spec.Mounts = append(b.spec.Mounts, specs.Mount{Destination: "/x", Type: "bind", Source: "/nonexistent-src", Options: []string{"rbind"}})
-		}, `stage2: bind mount source for /x: stat /nonexistent-src: no such file or directory`},
+		}, `: bind mount source for /x: stat /nonexistent-src: no such file or directory`}, // stage-1 mounts it
 		{"no pid namespace", func(b *testBundle) {
 			b.spec.Linux.Namespaces = []specs.LinuxNamespace{{Type: specs.MountNamespace}}
 		}, "linux.namespaces must include pid and mount"},
@@ -732,6 +732,9 @@ func TestStartFailures(t *testing.T) {
 			}
 			if _, err := os.Stat(filepath.Join(b.dir, PIDFile)); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("pid file left behind: %v", err)
+			}
+			if pids := stage2Of(t, b.dir); len(pids) > 0 {
+				t.Errorf("stage-2 left behind: pids %v", pids)
 			}
 			if left := berthInitProcesses(t, berthInitBin); len(left) > 0 {
 				t.Errorf("berth-init processes remain: %v", left)
