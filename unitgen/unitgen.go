@@ -6,10 +6,14 @@
 //
 //   - systemd 252 cannot give a unit its own PID namespace, so the unit's
 //     ExecStart is berth's stage-1, `<Paths.Init> start [--verify-image]
-//     <Paths.Bundle>`. It reads <bundle>/config.json (Unit.Spec; the agent
-//     replaces its seccomp profile by the compiled filter), joins the pod's namespaces, clones a child
-//     in new PID and mount namespaces which mounts the overlay rootfs, /proc,
-//     /dev…, applies the process security settings and execs the workload.
+//     <Paths.Bundle>`. On a first start it waits until the agent releases
+//     the bundle (which it writes while systemd makes the unit). It reads
+//     <bundle>/config.json (Unit.Spec; the agent replaces its seccomp
+//     profile by the compiled filter), joins the pod's namespaces, makes
+//     the container's mount namespace, clones a child in a new PID
+//     namespace and meanwhile mounts the overlay rootfs, /dev, /sys…; the
+//     child mounts /proc, pivots, applies the process security settings
+//     and execs the workload.
 //     Stage-1 writes the child's PID to <bundle>/pid and exits: the unit is
 //     Type=forking with PIDFile=, so MainPID is the workload and the unit's
 //     cgroup holds only the workload.

@@ -197,10 +197,11 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	if err := writePodFiles(runDir, pod.Name); err != nil {
 		return fmt.Errorf("pod files: %w", err)
 	}
-	// The pod's namespaces are made while the containers' bundles are
-	// written and judged (about 1 ms of each start, make bench); a unit
-	// starts only once they are pinned. Every return waits for them first,
-	// so that a clean-up after a failure finds them.
+	// The pod's namespaces are made while the containers' images are
+	// judged and their bundles written (about 1 ms of each start, make
+	// bench); a unit's bundle is released to berth-init only once they are
+	// pinned. Every return waits for them first, so that a clean-up after a
+	// failure finds them.
 	nsTook := make(chan time.Duration, 1)
 	nsErr := make(chan error, 1)
 	go func() {
@@ -296,9 +297,9 @@ func (r *Runtime) Plan(pod *corev1.Pod, c *corev1.Container, img *image.Image) (
 	})
 }
 
-// startContainer starts one container's unit once namespaces() (the pod's,
-// made meanwhile) reports them ready, and returns how long its phases took
-// (for the debug log and the benchmark).
+// startContainer starts one container's unit, releasing its bundle once
+// namespaces() (the pod's, made meanwhile) reports them ready, and returns
+// how long its phases took (for the debug log and the benchmark).
 func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, pi PodImage, namespaces func() error) ([]any, error) {
 	lap := stopwatch()
 	img := pi.Image
@@ -371,10 +372,12 @@ func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1
 	// while someone holds it open.
 	serr := <-started
 	gate.close()
-	gate.remove()
 	if serr != nil {
+		// The FIFO stays (see above): Start may have given up (ctx) before
+		// berth-init read the release, which the close has now discarded.
 		return nil, serr
 	}
+	gate.remove()
 	r.log.Info("container started", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name, "unit", unit.Name)
 	return []any{c.Name + ".plan", plan, c.Name + ".trust", judged, c.Name + ".bundle", bundleTook, c.Name + ".nswait", nsWait, c.Name + ".unit", lap()}, nil
 }

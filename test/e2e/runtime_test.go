@@ -468,10 +468,12 @@ func TestUnfinishedBundleStartsNothing(t *testing.T) {
 		t.Fatalf("pod run: got %v, want the namespace directory error", err)
 	}
 	unit := unitgen.UnitName("default", "halfway", "main")
-	journal := e.journal(unit)
-	if !strings.Contains(journal, "without releasing the bundle") {
-		t.Errorf("journal of %s lacks berth-init's refusal:\n%s", unit, journal)
-	}
+	// journald may not have written berth-init's line yet.
+	var journal string
+	e.waitFor("berth-init's refusal in the journal of "+unit, func() bool {
+		journal = e.journal(unit)
+		return strings.Contains(journal, "without releasing the bundle")
+	})
 	if strings.Contains(journal, "WORKLOAD-RAN") {
 		t.Errorf("the workload ran from an unfinished bundle:\n%s", journal)
 	}

@@ -17,7 +17,8 @@ const VerifyImageFlag = "--verify-image"
 //	start [--verify-image] <bundle>
 //	                   ExecStart of the container's Type=forking unit; with
 //	                   the flag, the trust policy's judgement of the image
-//	                   comes first, on every (re)start
+//	                   comes before anything of the image is touched, on
+//	                   every (re)start
 //	poststop <bundle>  ExecStopPost of the unit; always exits 0
 //	verify <bundle>    the trust policy's judgement alone (exit 0: may start)
 //	stage2 <bundle>    internal: re-executed by start in the new namespaces

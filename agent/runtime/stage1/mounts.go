@@ -84,7 +84,8 @@ func parseMountOptions(opts []string) (mountOpts, error) {
 // inside the (untrusted) rootfs: the magic link jumps to exactly that file.
 func procFd(f *os.File) string { return fmt.Sprintf("/proc/self/fd/%d", f.Fd()) }
 
-// rootfs is the container's root directory while stage-2 assembles it.
+// rootfs is the container's root directory while stage-1 and stage-2
+// assemble it.
 type rootfs struct {
 	path   string   // host path (Root.Path)
 	dir    *os.File // O_PATH handle
@@ -254,7 +255,8 @@ func (r *rootfs) propagate(dest string, o mountOpts) error {
 	return nil
 }
 
-// cgroupMount is one cgroup hierarchy visible to stage-2.
+// cgroupMount is one cgroup hierarchy visible to stage-1 (and so to the
+// container, which shares its cgroups).
 type cgroupMount struct {
 	mountpoint string // host path, e.g. /sys/fs/cgroup/memory
 	root       string // mountinfo field 4: the hierarchy path mounted there
@@ -362,7 +364,8 @@ func (r *rootfs) mountCgroup(m specs.Mount, o mountOpts, cgroupNS bool) error {
 
 // finishCgroupTmpfs applies flags to the cgroup tmpfs at dest and to the
 // binds in it made without them (late): recursively in one call where
-// the kernel has mount_setattr(2) (5.12), else by a remount each.
+// the kernel has mount_setattr(2) (5.12) and lets us call it, else by a
+// remount each.
 func (r *rootfs) finishCgroupTmpfs(dest string, flags uintptr, attr unix.MountAttr, lateOK bool, late []string) error {
 	if lateOK {
 		f, err := r.reopen(dest)
@@ -374,7 +377,9 @@ func (r *rootfs) finishCgroupTmpfs(dest string, flags uintptr, attr unix.MountAt
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, unix.ENOSYS) {
+		// ENOSYS: before Linux 5.12; EPERM: also what seccomp profiles
+		// that predate the call (or a SystemCallFilter=) answer.
+		if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EPERM) {
 			return fmt.Errorf("mount_setattr %s recursively (%#x): %w", dest, attr.Attr_set, err)
 		}
 	}

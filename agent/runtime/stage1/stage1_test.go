@@ -454,6 +454,8 @@ func TestSplitMounts(t *testing.T) {
 	early, late := splitMounts([]specs.Mount{
 		m("/proc", "proc"), m("/dev", "tmpfs"), m("/proc/driver", "bind"), m("/sys", "sysfs"),
 		m("/procfs", "bind"), m("/data/proc", "proc"), m("/data/proc/x/", "tmpfs"), m("/data", "bind"),
+		{Destination: "/host/proc", Type: "bind", Source: "/proc"}, {Destination: "/self", Type: "bind", Source: "/proc/self/fd"},
+		{Destination: "/procs", Type: "bind", Source: "/procs"},
 	})
 	dests := func(ms []specs.Mount) string {
 		var d []string
@@ -462,13 +464,13 @@ func TestSplitMounts(t *testing.T) {
 		}
 		return strings.Join(d, " ")
 	}
-	// procfs and what lies on, below or above one go to stage-2, in the
-	// spec's order (/data after /data/proc must still cover it); a sibling
-	// with a common prefix (/procfs) does not.
-	if got, want := dests(early), "/dev /sys /procfs"; got != want {
+	// procfs, binds from /proc and what lies on, below or above one go to
+	// stage-2, in the spec's order (/data after /data/proc must still cover
+	// it); a sibling with a common prefix (/procfs, /procs) does not.
+	if got, want := dests(early), "/dev /sys /procfs /procs"; got != want {
 		t.Errorf("early %q, want %q", got, want)
 	}
-	if got, want := dests(late), "/proc /proc/driver /data/proc /data/proc/x/ /data"; got != want {
+	if got, want := dests(late), "/proc /proc/driver /data/proc /data/proc/x/ /data /host/proc /self"; got != want {
 		t.Errorf("late %q, want %q", got, want)
 	}
 }

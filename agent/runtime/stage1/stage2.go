@@ -370,13 +370,21 @@ func finishRoot(bundle string, spec *specs.Spec) error {
 // splitMounts divides the spec's mounts after the root overlay, keeping
 // their order, into those stage-1 makes (early) and those stage-2 makes
 // (late): procfs shows the PID namespace of whoever mounts it, which for
-// stage-1 is the host's. A mount on, below or above a late one is late
-// too, so that the two still stack in the spec's order. Everything else
-// belongs to namespaces stage-1 is already in: sysfs to the network
-// namespace, mqueue to the IPC one, cgroup to the cgroup one.
+// stage-1 is the host's, and a bind from below /proc resolves /proc/self
+// to whoever binds it. A mount on, below or above a late one is late too,
+// so that the two still stack in the spec's order. Everything else belongs
+// to namespaces stage-1 is already in: sysfs to the network namespace,
+// mqueue to the IPC one, cgroup to the cgroup one.
+//
+// Destinations are compared as written. One that reaches a late mount only
+// through a symlink of the image (say /data -> /proc, and a volume at
+// /data/x) lands under procfs before stage-2 mounts it, and is hidden,
+// where in the spec's order its mount would have failed; either way the
+// pod does not get that volume, and nothing leaves the root.
 func splitMounts(ms []specs.Mount) (early, late []specs.Mount) {
 	for _, m := range ms {
-		if m.Type == "proc" || overlapsAny(m.Destination, late) {
+		fromProc := m.Source == "/proc" || strings.HasPrefix(filepath.Clean(m.Source), "/proc/")
+		if m.Type == "proc" || fromProc || overlapsAny(m.Destination, late) {
 			late = append(late, m)
 		} else {
 			early = append(early, m)

@@ -78,6 +78,9 @@ func Start(bundle string, verify func(bundle string) error) error {
 	if err != nil {
 		return err
 	}
+	// Read before this thread enters the container's cgroup namespace,
+	// which would show the unit's cgroup as "/".
+	oomBase, oomErr := ownOOMKills()
 
 	// Namespaces are per thread: join them on this thread and fork from it,
 	// so that the child inherits them. Never unlocked — the thread is
@@ -147,11 +150,15 @@ func Start(bundle string, verify func(bundle string) error) error {
 	}
 
 	if verify != nil {
-		if err := verify(bundle); err != nil {
+		// On another thread, in the host's namespaces: berth-verify, when
+		// it has to run, must not start in the pod's.
+		verified := make(chan error, 1)
+		go func() { verified <- verify(bundle) }()
+		if err := <-verified; err != nil {
 			return abort(err)
 		}
 	}
-	if err := prepareBundle(bundle, ov); err != nil {
+	if err := prepareBundle(bundle, ov, oomBase, oomErr); err != nil {
 		return abort(err)
 	}
 	if err := mountRoot(bundle, spec); err != nil {
@@ -195,8 +202,9 @@ func Start(bundle string, verify func(bundle string) error) error {
 }
 
 // prepareBundle readies the bundle for this run: a fresh upper layer, no
-// files of the previous run, the OOM-kill baseline of the unit's cgroup.
-func prepareBundle(bundle string, ov *overlay) error {
+// files of the previous run, the OOM-kill baseline of the unit's cgroup
+// (read by the caller before it entered the container's namespaces).
+func prepareBundle(bundle string, ov *overlay, oomBase uint64, oomErr error) error {
 	if err := ov.freshen(); err != nil {
 		return err
 	}
@@ -206,12 +214,12 @@ func prepareBundle(bundle string, ov *overlay) error {
 		}
 	}
 	// ExecStart runs in the unit's cgroup, like ExecStopPost later.
-	if base, err := ownOOMKills(); err == nil {
-		if err := WriteFileAtomic(filepath.Join(bundle, OOMBaseFile), []byte(strconv.FormatUint(base, 10)+"\n"), 0o644); err != nil {
+	if oomErr == nil {
+		if err := WriteFileAtomic(filepath.Join(bundle, OOMBaseFile), []byte(strconv.FormatUint(oomBase, 10)+"\n"), 0o644); err != nil {
 			return err
 		}
 	} else {
-		fmt.Fprintf(os.Stderr, "berth-init start %s: OOM-kill counter unreadable, poststop will count from 0: %v\n", bundle, err)
+		fmt.Fprintf(os.Stderr, "berth-init start %s: OOM-kill counter unreadable, poststop will count from 0: %v\n", bundle, oomErr)
 	}
 	return nil
 }

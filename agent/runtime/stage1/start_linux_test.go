@@ -553,6 +553,13 @@ func TestWorkloadViewCgroupNamespace(t *testing.T) {
 	b := newBundle(t, "sh", "-c", workloadScript())
 	b.spec.Linux.Namespaces = append(b.spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
 	got := runWorkload(t, b)
+	// The OOM-kill baseline is the start's own cgroup's (ours), read before
+	// stage-1 entered the new cgroup namespace, where its cgroup is "/".
+	want, err := OwnOOMKills()
+	must(t, err)
+	if raw, err := os.ReadFile(filepath.Join(b.dir, OOMBaseFile)); err != nil || strings.TrimSpace(string(raw)) != strconv.FormatUint(want, 10) {
+		t.Errorf("%s = %q (%v), want %d", OOMBaseFile, raw, err, want)
+	}
 	for k, w := range map[string]string{"memcg": "/", "memlimit": "1", "cgwrite": "1", "cgunsafe": "0"} {
 		if got[k] != w {
 			t.Errorf("inside the container %s=%q, want %q", k, got[k], w)
