@@ -278,9 +278,9 @@ func (r *rootfs) mountCgroup(m specs.Mount, o mountOpts, cgroupNS bool) error {
 	if err != nil {
 		return err
 	}
-	groups, unified, err := own.Groups("/proc/self/cgroup")
+	groups, unified, err := own.Groups("/proc/thread-self/cgroup")
 	if err != nil {
-		return fmt.Errorf("read /proc/self/cgroup: %w", err)
+		return fmt.Errorf("read /proc/thread-self/cgroup: %w", err)
 	}
 	ro := o.flags & unix.MS_RDONLY
 	base := o.flags &^ (unix.MS_RDONLY | unix.MS_BIND | unix.MS_REC)
@@ -428,10 +428,12 @@ func mountAttr(flags uintptr) (a unix.MountAttr, ok bool) {
 	return a, flags == 0 && n <= 1
 }
 
-// cgroupMounts lists the cgroup hierarchies in /proc/self/mountinfo
+// cgroupMounts lists the cgroup hierarchies in the calling thread's mountinfo
 // (proc(5)): "id parent major:minor root mountpoint opts [tags] - fstype source super".
 func cgroupMounts() ([]cgroupMount, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	// thread-self: stage-1 calls this on its locked thread, which alone is
+	// in the container's mount namespace; /proc/self is the main thread's.
+	f, err := os.Open("/proc/thread-self/mountinfo")
 	if err != nil {
 		return nil, fmt.Errorf("read mountinfo: %w", err)
 	}
