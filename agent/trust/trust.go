@@ -99,10 +99,6 @@ func Judge(ctx context.Context, st Store, src Source) (verify.Judgement, *verify
 // The stored time is then that of the first judgement of the run of equal
 // ones.
 func recordJudgement(st Store, digest string, j verify.Judgement) error {
-	b, err := json.Marshal(j)
-	if err != nil {
-		return nil
-	}
 	if old, err := st.GetMeta(digest, JudgementMeta); err == nil {
 		var prev verify.Judgement
 		if json.Unmarshal(old, &prev) == nil {
@@ -111,6 +107,10 @@ func recordJudgement(st Store, digest string, j verify.Judgement) error {
 				return nil
 			}
 		}
+	}
+	b, err := json.Marshal(j)
+	if err != nil {
+		return nil
 	}
 	if err := st.PutMeta(digest, JudgementMeta, b); err != nil {
 		return fmt.Errorf("record judgement: %w", err)
@@ -156,11 +156,7 @@ func WriteRecord(bundle string, st Store, src Source, p *verify.Policy, j verify
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(bundle, "."+RecordFile+".tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(bundle, RecordFile))
+	return stage1.WriteFileAtomic(filepath.Join(bundle, RecordFile), b, 0o600)
 }
 
 // WriteSource stores src in bundle/image.json.

@@ -290,7 +290,7 @@ func (r *rootfs) mountCgroup(m specs.Mount, o mountOpts, cgroupNS bool) error {
 	// mount_setattr(2), instead of a remount each (10 on this host's
 	// hierarchies: ~0.4 ms of each start, make bench).
 	var lateBinds []string
-	late, lateOK := mountAttr(base | ro)
+	attr, attrOK := mountAttr(base | ro)
 	one := func(cm cgroupMount, dest string) error {
 		if cgroupNS {
 			t, err := r.mkdir(dest)
@@ -321,7 +321,7 @@ func (r *rootfs) mountCgroup(m specs.Mount, o mountOpts, cgroupNS bool) error {
 			return nil // not a member, or not visible from this mount
 		}
 		src := filepath.Join(cm.mountpoint, rel)
-		if lateOK && dest != m.Destination {
+		if attrOK && dest != m.Destination {
 			lateBinds = append(lateBinds, dest)
 			return r.bind(specs.Mount{Destination: dest, Source: src}, mountOpts{flags: unix.MS_BIND, bind: true})
 		}
@@ -356,7 +356,7 @@ func (r *rootfs) mountCgroup(m specs.Mount, o mountOpts, cgroupNS bool) error {
 			}
 		}
 	}
-	if err := r.finishCgroupTmpfs(m.Destination, base|ro, late, lateOK, lateBinds); err != nil {
+	if err := r.finishCgroupTmpfs(m.Destination, base|ro, attr, attrOK, lateBinds); err != nil {
 		return err
 	}
 	return r.propagate(m.Destination, o)
@@ -366,8 +366,8 @@ func (r *rootfs) mountCgroup(m specs.Mount, o mountOpts, cgroupNS bool) error {
 // binds in it made without them (late): recursively in one call where
 // the kernel has mount_setattr(2) (5.12) and lets us call it, else by a
 // remount each.
-func (r *rootfs) finishCgroupTmpfs(dest string, flags uintptr, attr unix.MountAttr, lateOK bool, late []string) error {
-	if lateOK {
+func (r *rootfs) finishCgroupTmpfs(dest string, flags uintptr, attr unix.MountAttr, attrOK bool, late []string) error {
+	if attrOK {
 		f, err := r.reopen(dest)
 		if err != nil {
 			return err

@@ -330,21 +330,20 @@ func finishRoot(bundle string, spec *specs.Spec) error {
 	if err != nil {
 		return fmt.Errorf("open rootfs %s: %w", root, err)
 	}
+	defer dir.Close()
 	r := &rootfs{path: root, dir: dir, bundle: bundle}
+	cgroupNS := ownsNamespace(spec, specs.CgroupNamespace)
 	_, late := splitMounts(spec.Mounts[1:])
 	for _, m := range late {
-		if err := r.mount(m, ownsNamespace(spec, specs.CgroupNamespace)); err != nil {
-			dir.Close()
+		if err := r.mount(m, cgroupNS); err != nil {
 			return err
 		}
 	}
 	if needsDevices(spec.Mounts) && overlapsAny("/dev", late) {
 		if err := r.setupDev(spec.Linux.Devices); err != nil {
-			dir.Close()
 			return err
 		}
 	}
-	dir.Close()
 
 	if err := pivot(root); err != nil {
 		return err

@@ -28,7 +28,7 @@ const (
 // readyByte is stage-2's "ready to exec" report.
 const readyByte = "\x00"
 
-// goByte is stage-1's "image judged, bundle prepared: go on".
+// goByte is stage-1's "image judged, bundle prepared, root mounted: go on".
 const goByte = 'g'
 
 // Start is `berth-init start <bundle>`: it starts stage-2 in new
