@@ -6,16 +6,23 @@
 # each package's test binary from its source directory, as `go test` would.
 # The VM is up in about 6 s; a systemd test node boots in it in about 20 s.
 #
-#   hack/v2vm.sh [-run REGEXP] [-timeout 20m] PKG...
+#   hack/v2vm.sh [-run REGEXP] [-timeout 20m] [-vmtimeout 40m] [-stall 480] PKG...
 #
-# Exits non-zero when a test binary fails or the VM does not report back.
+# -timeout is each test binary's; -vmtimeout bounds the whole VM (default: the
+# packages' timeouts plus 5 minutes). A VM whose tests print nothing for
+# -stall seconds is taken for hung: the guest's kernel is asked (sysrq) for its
+# blocked tasks and every CPU's backtrace, which land on the console printed
+# below, and the VM is stopped. Exits non-zero when a test binary fails or the
+# VM does not report back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-run= timeout=20m
+run= timeout=20m vmtimeout= stall=480
 while (($#)); do
 	case $1 in
 	-run) run=$2; shift 2 ;;
 	-timeout) timeout=$2; shift 2 ;;
+	-vmtimeout) vmtimeout=$2; shift 2 ;;
+	-stall) stall=$2; shift 2 ;;
 	*) break ;;
 	esac
 done
@@ -74,6 +81,9 @@ for m in "${mods[@]}"; do cp "/lib/modules/$kver/kernel/$m.ko" "$ir/lib/modules/
 cat >"$ir/init" <<INIT
 #!/bin/sh
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+# Booted quietly; from here on the kernel's messages (OOM kills, hung tasks,
+# sysrq dumps) all reach the console, and sysrq answers the host's watchdog.
+echo 7 >/proc/sys/kernel/printk; echo 1 >/proc/sys/kernel/sysrq
 for m in ${mods[*]##*/}; do insmod /lib/modules/\$m.ko; done
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 host /host || poweroff -f
 mount -t tmpfs -o size=4g tmpfs /rw; mkdir -p /rw/upper /rw/work
@@ -96,24 +106,51 @@ touch "$work/out.log"
 setpriv --pdeathsig KILL -- tail -F -n +1 "$work/out.log" 2>/dev/null &
 tailer=$!
 # The whole VM gets each package's test timeout plus 5 minutes for booting
-# and building. --foreground keeps ^C reaching qemu; PDEATHSIG on both
-# processes: the VM dies with this script, however it ends. multidevs=remap:
-# the host tree spans several file systems, whose inode numbers could collide.
+# and building, unless -vmtimeout says otherwise. --foreground keeps ^C
+# reaching qemu; PDEATHSIG on both processes: the VM dies with this script,
+# however it ends. multidevs=remap: the host tree spans several file systems,
+# whose inode numbers could collide. The monitor is a pair of FIFOs, for the
+# watchdog's sysrq keys.
 case $timeout in *m) per=${timeout%m} ;; *h) per=$((${timeout%h} * 60)) ;; *) per=30 ;; esac
-vmlimit=$((per * $# + 5))m
+vmlimit=${vmtimeout:-$((per * $# + 5))m}
+mkfifo "$work/mon.in" "$work/mon.out"
+setpriv --pdeathsig KILL -- cat "$work/mon.out" >"$work/mon.log" 2>/dev/null &
+drain=$!
+# The watchdog: no new output for $stall seconds means a hung guest.
+(
+	exec 7<>"$work/mon.in"
+	last=-1 quiet=0
+	while sleep 10; do
+		size=$(stat -c %s "$work/out.log" 2>/dev/null || echo 0)
+		if [ "$size" != "$last" ]; then last=$size quiet=0; continue; fi
+		quiet=$((quiet + 10))
+		((quiet >= stall)) || continue
+		echo "=== v2vm: no output from the tests for ${stall}s; asking the guest kernel for blocked tasks and backtraces" >&2
+		: >"$work/stalled"
+		printf 'sendkey alt-sysrq-w\n' >&7
+		sleep 5
+		printf 'sendkey alt-sysrq-l\n' >&7
+		sleep 20
+		printf 'quit\n' >&7
+		exit 0
+	done
+) &
+watchdog=$!
 vmrc=0
 setpriv --pdeathsig KILL -- timeout --foreground "$vmlimit" setpriv --pdeathsig KILL -- qemu-system-x86_64 -accel tcg -m 6144 -smp "$(nproc)" -kernel "$vmlinuz" -initrd "$work/initramfs.gz" \
 	-append "console=ttyS0 rdinit=/init cgroup_no_v1=all panic=-1 quiet" \
 	-virtfs "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap" \
 	-virtfs "local,path=$work,mount_tag=work,security_model=none" \
+	-chardev "pipe,id=mon,path=$work/mon" -mon chardev=mon,mode=readline \
 	-display none -serial stdio -no-reboot </dev/null >"$work/console.log" || vmrc=$?
 sleep 1
-kill "$tailer" 2>/dev/null || true
+kill "$tailer" "$watchdog" "$drain" 2>/dev/null || true
+wait "$watchdog" "$drain" 2>/dev/null || true
 if ((vmrc == 124)); then
 	echo "=== v2vm: the VM ran out of its $vmlimit" >&2
 fi
 if ! grep -q '^=== v2vm: exit 0$' "$work/out.log"; then
-	echo "=== v2vm: failed; the VM's console:" >&2
-	tail -n 30 "$work/console.log" >&2
+	echo "=== v2vm: failed; the VM's console (its last 400 lines):" >&2
+	tail -n 400 "$work/console.log" >&2
 	exit 1
 fi
