@@ -15,6 +15,7 @@ import (
 
 	"github.com/containerd/cgroups/v3"
 
+	"github.com/berth-dev/berth/cgroup/own"
 	"github.com/berth-dev/berth/test/testenv"
 )
 
@@ -89,21 +90,21 @@ func newTestGroup(t *testing.T, keys ...string) *testGroup {
 				mount = v2Mount
 			}
 		}
-		own, err := OwnGroup(ctl)
+		mine, err := OwnGroup(ctl)
 		if err != nil {
 			t.Fatalf("own %s cgroup: %v", k, err)
 		}
 		if IsV2() {
-			own = testenv.DelegationParent(own)
-			if err := testenv.DelegateCgroupV2(filepath.Join(mount, own), own == "/"); err != nil {
+			mine = own.DelegationParent(mine)
+			if err := own.Delegate(filepath.Join(mount, mine), mine == "/"); err != nil {
 				t.Fatal(err)
 			}
 		}
-		dir := filepath.Join(mount, own, leaf)
+		dir := filepath.Join(mount, mine, leaf)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			t.Fatalf("create test cgroup: %v", err)
 		}
-		g.bases[k] = own
+		g.bases[k] = mine
 		g.dirs[k] = dir
 		g.order = append(g.order, k)
 	}

@@ -47,3 +47,12 @@ func TestOwnKillsReadsTheKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestUnified(t *testing.T) {
+	// Cross-check with the file system: a unified host has cgroup.controllers
+	// at the top of Root, a v1 or hybrid host has a tmpfs there.
+	_, err := os.Stat(filepath.Join(Root, "cgroup.controllers"))
+	if got, want := Unified(), err == nil; got != want {
+		t.Errorf("Unified() = %v, but %s/cgroup.controllers present = %v", got, Root, want)
+	}
+}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/berth-dev/berth/test/imagetest"
 	"github.com/berth-dev/berth/test/node"
+	"github.com/berth-dev/berth/test/node/nodetest"
 	"github.com/berth-dev/berth/test/testenv"
 )
 
@@ -50,7 +51,7 @@ func BenchmarkContainerStart(b *testing.B) {
 	build(b, bin)
 	for i := 0; i < b.N; i++ {
 		dropCaches(b)
-		nd := node.New(b, node.Options{Name: "bench", BinDir: bin})
+		nd := nodetest.New(b, node.Options{Name: "bench", BinDir: bin})
 		img, err := imagetest.BusyboxImage(nil)
 		if err != nil {
 			b.Fatal(err)

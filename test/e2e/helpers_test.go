@@ -23,6 +23,7 @@ import (
 	"github.com/berth-dev/berth/agent/runtime"
 	"github.com/berth-dev/berth/test/imagetest"
 	"github.com/berth-dev/berth/test/node"
+	"github.com/berth-dev/berth/test/node/nodetest"
 	"github.com/berth-dev/berth/test/testenv"
 )
 
@@ -91,7 +92,7 @@ func newEnv(t *testing.T, imgs ...func(*v1.Config)) *env {
 	_, err := os.Stat(imagetest.Busybox)
 	testenv.Require(t, err == nil, "needs busybox-static (/bin/busybox); `make test` installs it")
 	bin := binaries(t)
-	n := node.New(t, node.Options{Name: "e2e", BinDir: bin})
+	n := nodetest.New(t, node.Options{Name: "e2e", BinDir: bin})
 	e := &env{t: t, n: n}
 	img, err := imagetest.BusyboxImage(nil)
 	if err != nil {

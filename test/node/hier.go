@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berth-dev/berth/test/testenv"
+	"github.com/berth-dev/berth/cgroup/own"
 )
 
 // hierarchy is one mounted cgroup hierarchy of the host: a v1 controller (or
@@ -46,7 +46,7 @@ func (h hierarchy) dir(leaf string) string {
 // not co-mounted), name=systemd is v1 and cgroup2 sits at /sys/fs/cgroup/unified
 // without controllers; on a pure v2 host there is one cgroup2 mount.
 func hierarchies() ([]hierarchy, error) {
-	own := map[string]string{} // controllers field of /proc/self/cgroup → path
+	mine := map[string]string{} // controllers field of /proc/self/cgroup → path
 	cg, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
 		return nil, err
@@ -56,7 +56,7 @@ func hierarchies() ([]hierarchy, error) {
 		if len(parts) != 3 {
 			continue
 		}
-		own[parts[1]] = parts[2]
+		mine[parts[1]] = parts[2]
 	}
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
@@ -87,13 +87,13 @@ func hierarchies() ([]hierarchy, error) {
 			continue
 		}
 		if fstype == "cgroup2" {
-			p, ok := own[""]
+			p, ok := mine[""]
 			if !ok {
 				continue
 			}
 			// After a first node delegated (makeCgroups), this process sits
 			// in a leaf below the group that holds the nodes.
-			hs = append(hs, hierarchy{Key: "unified", Mount: mnt, V2: true, Own: testenv.DelegationParent(p)})
+			hs = append(hs, hierarchy{Key: "unified", Mount: mnt, V2: true, Own: own.DelegationParent(p)})
 			continue
 		}
 		var ctrls, opts []string
@@ -108,7 +108,7 @@ func hierarchies() ([]hierarchy, error) {
 			}
 		}
 		key := strings.Join(ctrls, ",")
-		p, ok := own[key]
+		p, ok := mine[key]
 		if !ok {
 			continue
 		}
@@ -153,7 +153,7 @@ func makeCgroups(hs []hierarchy, leaf string) ([]string, error) {
 			// init.scope (Documentation/admin-guide/cgroup-v2.rst, "Delegation").
 			// On the hybrid hosts here the unified tree carries no controllers
 			// we need, so nothing is touched there.
-			if err := testenv.DelegateCgroupV2(filepath.Dir(d), h.Own == "/"); err != nil {
+			if err := own.Delegate(filepath.Dir(d), h.Own == "/"); err != nil {
 				removeCgroupTrees(made)
 				return nil, err
 			}

@@ -45,7 +45,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/cgroup"
-	"github.com/berth-dev/berth/test/testenv"
+	"github.com/berth-dev/berth/cgroup/own"
 )
 
 // BaseDir holds one directory per node.
@@ -479,7 +479,7 @@ func bootMain() int {
 	// delegated v2 parent, processes may live only in its leaf.
 	for _, d := range cfg.Cgroups {
 		if err := os.WriteFile(filepath.Join(filepath.Dir(d), "cgroup.procs"), []byte(self), 0o644); err != nil {
-			_ = os.WriteFile(filepath.Join(filepath.Dir(d), testenv.DelegatedLeaf, "cgroup.procs"), []byte(self), 0o644)
+			_ = os.WriteFile(filepath.Join(filepath.Dir(d), own.DelegatedLeaf, "cgroup.procs"), []byte(self), 0o644)
 		}
 	}
 	if err != nil {

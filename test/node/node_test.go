@@ -1,19 +1,22 @@
-package node
+package node_test
 
 import (
 	"bufio"
 	"context"
-	"github.com/berth-dev/berth/cgroup"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/test/node"
+	"github.com/berth-dev/berth/test/node/nodetest"
 )
 
 func TestNodeBootsSystemdWithWritableCgroups(t *testing.T) {
-	n := New(t, Options{Name: "nodetest"})
+	n := nodetest.New(t, node.Options{Name: "nodetest"})
 	ctx := context.Background()
 
 	out, err := n.Run(ctx, "systemctl", "is-system-running")
@@ -88,8 +91,8 @@ func TestNodeBootsSystemdWithWritableCgroups(t *testing.T) {
 }
 
 func TestNodeTeardownRemovesEverything(t *testing.T) {
-	n := New(t, Options{Name: "teardown"})
-	cgs := append([]string(nil), n.cgs...)
+	n := nodetest.New(t, node.Options{Name: "teardown"})
+	cgs := append([]string(nil), node.Cgroups(n)...)
 	dir := n.Dir
 	if err := n.Stop(); err != nil {
 		t.Fatal(err)
@@ -109,8 +112,8 @@ func TestNodeTeardownRemovesEverything(t *testing.T) {
 }
 
 func TestTwoNodesAtOnce(t *testing.T) {
-	a := New(t, Options{Name: "twin"})
-	b := New(t, Options{Name: "twin"})
+	a := nodetest.New(t, node.Options{Name: "twin"})
+	b := nodetest.New(t, node.Options{Name: "twin"})
 	if a.Name == b.Name || a.PID() == b.PID() {
 		t.Fatalf("nodes collide: %s/%d and %s/%d", a.Name, a.PID(), b.Name, b.PID())
 	}
@@ -128,15 +131,15 @@ func TestTwoNodesAtOnce(t *testing.T) {
 // cleanups; the launcher notices its parent's death and tears the node down.
 func TestNodeOfKilledRunIsTornDown(t *testing.T) {
 	if os.Getenv("_BERTH_NODE_TEST_CHILD") == "1" {
-		n, err := Start(context.Background(), Options{Name: "orphan"})
+		n, err := node.Start(context.Background(), node.Options{Name: "orphan"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		os.Stdout.WriteString(n.Dir + "\n" + strings.Join(n.cgs, "\n") + "\nEND\n")
+		os.Stdout.WriteString(n.Dir + "\n" + strings.Join(node.Cgroups(n), "\n") + "\nEND\n")
 		time.Sleep(time.Hour)
 		return
 	}
-	New(t, Options{Name: "gate"}).Stop() // skips or fails early when a node cannot boot
+	nodetest.New(t, node.Options{Name: "gate"}).Stop() // skips or fails early when a node cannot boot
 	cmd := exec.Command(os.Args[0], "-test.run=^TestNodeOfKilledRunIsTornDown$", "-test.v=false")
 	cmd.Env = append(os.Environ(), "_BERTH_NODE_TEST_CHILD=1")
 	stdout, err := cmd.StdoutPipe()
@@ -166,7 +169,7 @@ func TestNodeOfKilledRunIsTornDown(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				Reap()
+				node.Reap()
 				t.Fatalf("%s still there 20s after its test process was killed", p)
 			}
 			time.Sleep(50 * time.Millisecond)

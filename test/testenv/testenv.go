@@ -5,14 +5,11 @@
 package testenv
 
 import (
-	"errors"
-	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/berth-dev/berth/cgroup/own"
 )
 
 // All reports whether every tier must run (BERTH_TEST_ALL=1).
@@ -45,11 +42,9 @@ func RequireCommand(t testing.TB, name string) string {
 }
 
 // CgroupV2 reports whether the host runs the unified cgroup v2 hierarchy
-// only (cgroup.controllers at the top of /sys/fs/cgroup).
-func CgroupV2() bool {
-	_, err := os.Stat("/sys/fs/cgroup/cgroup.controllers")
-	return err == nil
-}
+// only. (Package cgroup's IsV2 says the same, but cgroup's own tests use
+// this package.)
+func CgroupV2() bool { return own.Unified() }
 
 // CgroupTier runs the test only in the tier of its cgroup mode and skips it
 // in the other one, even under All: `make test` runs the suite on this
@@ -65,58 +60,4 @@ func CgroupTier(t testing.TB, v2 bool) {
 		t.Skip("cgroup v2 test: runs in make test's cgroup v2 tier (hack/v2vm.sh)")
 	}
 	t.Skip("cgroup v1 test: runs in make test's tier on the cgroup v1 hybrid host")
-}
-
-// DelegatedLeaf is the child that DelegateCgroupV2 moves processes into.
-const DelegatedLeaf = "berth-leaf"
-
-// DelegationParent is the cgroup2 group own (a path as in /proc/self/cgroup)
-// under which to create children: own itself, or its parent once an
-// earlier DelegateCgroupV2 has moved this process into DelegatedLeaf.
-func DelegationParent(own string) string {
-	if filepath.Base(own) == DelegatedLeaf {
-		return filepath.Dir(own)
-	}
-	return own
-}
-
-// DelegateCgroupV2 makes the controllers of parent, a cgroup2 directory
-// (this process's own cgroup), available to new children of it. The "no
-// internal processes" rule forbids that while parent holds processes, so
-// they move into a leaf child, DelegatedLeaf, first: the step podman and users
-// of systemd's Delegate= take (Documentation/admin-guide/cgroup-v2.rst,
-// "Delegation"). The root cgroup is exempt from the rule; nobody moves.
-func DelegateCgroupV2(parent string, isRoot bool) error {
-	avail, err := os.ReadFile(filepath.Join(parent, "cgroup.controllers"))
-	if err != nil {
-		return fmt.Errorf("delegate cgroup %s: %w", parent, err)
-	}
-	enabled, err := os.ReadFile(filepath.Join(parent, "cgroup.subtree_control"))
-	if err != nil {
-		return fmt.Errorf("delegate cgroup %s: %w", parent, err)
-	}
-	if len(strings.Fields(string(avail))) == 0 || strings.TrimSpace(string(enabled)) == strings.TrimSpace(string(avail)) {
-		return nil
-	}
-	if !isRoot {
-		leaf := filepath.Join(parent, DelegatedLeaf)
-		if err := os.Mkdir(leaf, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("delegate cgroup %s: %w", parent, err)
-		}
-		// Processes may exit (ESRCH) or be kernel threads meanwhile; what
-		// matters is that the write below succeeds.
-		if procs, err := os.ReadFile(filepath.Join(parent, "cgroup.procs")); err == nil {
-			for _, p := range strings.Fields(string(procs)) {
-				_ = os.WriteFile(filepath.Join(leaf, "cgroup.procs"), []byte(p), 0o644)
-			}
-		}
-	}
-	var want []string
-	for _, c := range strings.Fields(string(avail)) {
-		want = append(want, "+"+c)
-	}
-	if err := os.WriteFile(filepath.Join(parent, "cgroup.subtree_control"), []byte(strings.Join(want, " ")), 0o644); err != nil {
-		return fmt.Errorf("enable controllers %v of %s for its children: %w", want, parent, err)
-	}
-	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/test/node"
+	"github.com/berth-dev/berth/test/node/nodetest"
 	"github.com/berth-dev/berth/test/testenv"
 	"github.com/berth-dev/berth/unitgen"
 )
@@ -123,7 +124,7 @@ func nextExit(t *testing.T, events <-chan Event, unit string, timeout time.Durat
 }
 
 func TestNode(t *testing.T) {
-	n := node.New(t, node.Options{Name: "unitgen-systemd"})
+	n := nodetest.New(t, node.Options{Name: "unitgen-systemd"})
 	c := dialNode(t, n)
 
 	t.Run("Version", func(t *testing.T) {

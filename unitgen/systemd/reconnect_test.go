@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/test/node"
+	"github.com/berth-dev/berth/test/node/nodetest"
 	"github.com/berth-dev/berth/unitgen"
 )
 
@@ -77,7 +78,7 @@ func TestDBusRestart(t *testing.T) {
 // <prefix>a.service, a sleeper: the state the reconnect tests disturb.
 func watchedSleeper(t *testing.T, name, prefix string) (*node.Node, *Conn, context.Context, <-chan Event, string, *UnitStatus) {
 	t.Helper()
-	n := node.New(t, node.Options{Name: name})
+	n := nodetest.New(t, node.Options{Name: name})
 	c := dialNode(t, n)
 	ctx := testCtx(t)
 	events, err := c.Watch(ctx, prefix)
@@ -144,7 +145,7 @@ func TestPrivateSocket(t *testing.T) {
 	if err := copyFile(self, filepath.Join(bin, "systemd.test")); err != nil {
 		t.Fatal(err)
 	}
-	n := node.New(t, node.Options{Name: "private", BinDir: bin})
+	n := nodetest.New(t, node.Options{Name: "private", BinDir: bin})
 	ctx := testCtx(t)
 	out, err := n.Run(ctx, helperEnv+"=private", node.BinMount+"/systemd.test")
 	if err != nil {

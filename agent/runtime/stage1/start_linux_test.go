@@ -905,9 +905,9 @@ func newMemoryCgroup(t *testing.T) string {
 	testenv.Require(t, parent != "" && runtime.GOOS == "linux", "no memory cgroup in /proc/self/cgroup")
 	mount, home := "/sys/fs/cgroup/memory", parent // home: where leftovers go back to
 	if v2 {
-		mount, parent = "/sys/fs/cgroup", testenv.DelegationParent(parent)
-		must(t, testenv.DelegateCgroupV2(filepath.Join(mount, parent), parent == "/"))
-		home = filepath.Join(parent, testenv.DelegatedLeaf)
+		mount, parent = "/sys/fs/cgroup", own.DelegationParent(parent)
+		must(t, own.Delegate(filepath.Join(mount, parent), parent == "/"))
+		home = filepath.Join(parent, own.DelegatedLeaf)
 		if parent == "/" {
 			home = parent
 		}

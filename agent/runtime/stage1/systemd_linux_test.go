@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/test/node"
+	"github.com/berth-dev/berth/test/node/nodetest"
 )
 
 // TestUnderSystemd runs berth-init the way unitgen configures it — a
@@ -33,7 +34,7 @@ func TestUnderSystemd(t *testing.T) {
 		b.write(t)
 		binds = append(binds, node.Bind{Source: b.dir, Target: filepath.Join(inNode, name)})
 	}
-	n := node.New(t, node.Options{Name: "stage1", BinDir: filepath.Dir(bin), Binds: binds})
+	n := nodetest.New(t, node.Options{Name: "stage1", BinDir: filepath.Dir(bin), Binds: binds})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	initBin := filepath.Join(node.BinMount, "berth-init")

@@ -1,17 +1,20 @@
-package node
+// Package nodetest boots a test/node node for a Go test. It is apart from
+// package node so that the berth-node command does not link package testing.
+package nodetest
 
 import (
 	"context"
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/test/node"
 	"github.com/berth-dev/berth/test/testenv"
 )
 
 // New boots a node for t (skipping without root, failing under
 // BERTH_TEST_ALL=1), dumps its journal into the test log if t failed, and
 // always tears it down.
-func New(t testing.TB, opts Options) *Node {
+func New(t testing.TB, opts node.Options) *node.Node {
 	t.Helper()
 	testenv.RequireRoot(t)
 	if opts.Name == "" {
@@ -19,7 +22,7 @@ func New(t testing.TB, opts Options) *Node {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	n, err := Start(ctx, opts)
+	n, err := node.Start(ctx, opts)
 	if err != nil {
 		t.Fatalf("boot systemd node: %v", err)
 	}
