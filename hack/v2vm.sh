@@ -12,8 +12,10 @@
 # packages' timeouts plus 5 minutes). A VM whose tests print nothing for
 # -stall seconds is taken for hung: the guest's kernel is asked (sysrq) for its
 # blocked tasks and every CPU's backtrace, which land on the console printed
-# below, and the VM is stopped. Exits non-zero when a test binary fails or the
-# VM does not report back.
+# below, and the VM is stopped. The packages from the hung one on then get one
+# more VM within the same bound (a package that failed never runs again).
+# Exits non-zero when a test binary fails, or a VM hangs twice or does not
+# report back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run= timeout=20m vmtimeout= stall=480
@@ -48,17 +50,7 @@ script=$work/tests.sh
 # (whose controllers they may delegate further, as test/node does), with
 # loopback up and the host's Go toolchain, module and build caches (writes
 # land in the VM's tmpfs overlay).
-{
-	printf 'export PATH=%q HOME=%q BERTH_TEST_ALL=1\n' "/usr/sbin:/usr/bin:/sbin:/bin:$(dirname "$(command -v go)"):$(go env GOPATH)/bin" "$HOME"
-	printf 'export GOCACHE=%q GOMODCACHE=%q GOPATH=%q\n' "$(go env GOCACHE)" "$(go env GOMODCACHE)" "$(go env GOPATH)"
-} >"$script"
-cat >>"$script" <<SETUP
-ip link set lo up
-mkdir -p /sys/fs/cgroup/berth-tests
-echo "\$(sed 's/[^ ]*/+&/g' /sys/fs/cgroup/cgroup.controllers)" >/sys/fs/cgroup/cgroup.subtree_control
-echo \$\$ >/sys/fs/cgroup/berth-tests/cgroup.procs
-cd /; rc=0
-SETUP
+pkgs=() dirs=() bins=()
 i=0
 for pkg in "$@"; do
 	dir=$(go list -f '{{.Dir}}' "$pkg")
@@ -66,10 +58,29 @@ for pkg in "$@"; do
 	i=$((i + 1))
 	go test -c -o "$work/$i.test" "$pkg"
 	[ -e "$work/$i.test" ] || continue # no test files
-	printf 'echo "=== v2vm: %s"; (cd %q && %q -test.v -test.timeout %q %s) || rc=1\n' \
-		"$pkg" "$dir" "$work/$i.test" "$timeout" "${run:+-test.run $(printf %q "$run")}" >>"$script"
+	pkgs+=("$pkg") dirs+=("$dir") bins+=("$work/$i.test")
 done
-echo 'echo "=== v2vm: exit $rc"' >>"$script"
+# write_script FROM: the guest's script, running the packages from index FROM
+# on; each one's verdict is a line "=== v2vm: ok PKG" or "=== v2vm: FAIL PKG".
+write_script() {
+	{
+		printf 'export PATH=%q HOME=%q BERTH_TEST_ALL=1\n' "/usr/sbin:/usr/bin:/sbin:/bin:$(dirname "$(command -v go)"):$(go env GOPATH)/bin" "$HOME"
+		printf 'export GOCACHE=%q GOMODCACHE=%q GOPATH=%q\n' "$(go env GOCACHE)" "$(go env GOMODCACHE)" "$(go env GOPATH)"
+		cat <<SETUP
+ip link set lo up
+mkdir -p /sys/fs/cgroup/berth-tests
+echo "\$(sed 's/[^ ]*/+&/g' /sys/fs/cgroup/cgroup.controllers)" >/sys/fs/cgroup/cgroup.subtree_control
+echo \$\$ >/sys/fs/cgroup/berth-tests/cgroup.procs
+cd /; rc=0
+SETUP
+		local j
+		for ((j = $1; j < ${#pkgs[@]}; j++)); do
+			printf 'echo "=== v2vm: %s"; if (cd %q && %q -test.v -test.timeout %q %s); then echo "=== v2vm: ok %s"; else rc=1; echo "=== v2vm: FAIL %s"; fi\n' \
+				"${pkgs[j]}" "${dirs[j]}" "${bins[j]}" "$timeout" "${run:+-test.run $(printf %q "$run")}" "${pkgs[j]}" "${pkgs[j]}"
+		done
+		echo 'echo "=== v2vm: exit $rc"'
+	} >"$script"
+}
 ir=$work/initramfs
 mkdir -p "$ir"/{bin,proc,sys,dev,host,rw,newroot,lib/modules}
 cp /bin/busybox "$ir/bin/"
@@ -102,55 +113,78 @@ exec switch_root /newroot /bin/sh -c '. $script >>$work/out.log 2>&1; exec /bin/
 INIT
 chmod +x "$ir/init"
 (cd "$ir" && find . | cpio -o -H newc 2>/dev/null | gzip) >"$work/initramfs.gz"
-touch "$work/out.log"
-setpriv --pdeathsig KILL -- tail -F -n +1 "$work/out.log" 2>/dev/null &
-tailer=$!
 # The whole VM gets each package's test timeout plus 5 minutes for booting
 # and building, unless -vmtimeout says otherwise. --foreground keeps ^C
 # reaching qemu; PDEATHSIG on both processes: the VM dies with this script,
 # however it ends. multidevs=remap: the host tree spans several file systems,
 # whose inode numbers could collide. The monitor is a pair of FIFOs, for the
 # watchdog's sysrq keys.
-case $timeout in *m) per=${timeout%m} ;; *h) per=$((${timeout%h} * 60)) ;; *) per=30 ;; esac
-vmlimit=${vmtimeout:-$((per * $# + 5))m}
+secs() { case $1 in *h) echo $((${1%h} * 3600)) ;; *m) echo $((${1%m} * 60)) ;; *s) echo "${1%s}" ;; *) echo "$1" ;; esac; }
+deadline=$((SECONDS + $(secs "${vmtimeout:-$(($(secs "$timeout") * ${#pkgs[@]} + 300))}")))
 mkfifo "$work/mon.in" "$work/mon.out"
-setpriv --pdeathsig KILL -- cat "$work/mon.out" >"$work/mon.log" 2>/dev/null &
-drain=$!
-# The watchdog: no new output for $stall seconds means a hung guest.
-(
-	exec 7<>"$work/mon.in"
-	last=-1 quiet=0
-	while sleep 10; do
-		size=$(stat -c %s "$work/out.log" 2>/dev/null || echo 0)
-		if [ "$size" != "$last" ]; then last=$size quiet=0; continue; fi
-		quiet=$((quiet + 10))
-		((quiet >= stall)) || continue
-		echo "=== v2vm: no output from the tests for ${stall}s; asking the guest kernel for blocked tasks and backtraces" >&2
-		: >"$work/stalled"
-		printf 'sendkey alt-sysrq-w\n' >&7
-		sleep 5
-		printf 'sendkey alt-sysrq-l\n' >&7
-		sleep 20
-		printf 'quit\n' >&7
-		exit 0
-	done
-) &
-watchdog=$!
-vmrc=0
-setpriv --pdeathsig KILL -- timeout --foreground "$vmlimit" setpriv --pdeathsig KILL -- qemu-system-x86_64 -accel tcg -m 6144 -smp "$(nproc)" -kernel "$vmlinuz" -initrd "$work/initramfs.gz" \
-	-append "console=ttyS0 rdinit=/init cgroup_no_v1=all panic=-1 quiet" \
-	-virtfs "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap" \
-	-virtfs "local,path=$work,mount_tag=work,security_model=none" \
-	-chardev "pipe,id=mon,path=$work/mon" -mon chardev=mon,mode=readline \
-	-display none -serial stdio -no-reboot </dev/null >"$work/console.log" || vmrc=$?
-sleep 1
-kill "$tailer" "$watchdog" "$drain" 2>/dev/null || true
-wait "$watchdog" "$drain" 2>/dev/null || true
+# run_vm: boots the VM on $script; out.log gets the tests' output, console.log
+# the kernel's, and the file "stalled" appears if the watchdog stopped it.
+run_vm() {
+	rm -f "$work/stalled"
+	: >"$work/out.log"
+	setpriv --pdeathsig KILL -- tail -F -n +1 "$work/out.log" 2>/dev/null &
+	local tailer=$!
+	setpriv --pdeathsig KILL -- cat "$work/mon.out" >"$work/mon.log" 2>/dev/null &
+	local drain=$!
+	# The watchdog: no new output for $stall seconds means a hung guest.
+	(
+		exec 7<>"$work/mon.in"
+		last=-1 quiet=0
+		while sleep 10; do
+			size=$(stat -c %s "$work/out.log" 2>/dev/null || echo 0)
+			if [ "$size" != "$last" ]; then last=$size quiet=0; continue; fi
+			quiet=$((quiet + 10))
+			((quiet >= stall)) || continue
+			echo "=== v2vm: no output from the tests for ${stall}s; asking the guest kernel for blocked tasks and backtraces" >&2
+			: >"$work/stalled"
+			printf 'sendkey alt-sysrq-w\n' >&7
+			sleep 5
+			printf 'sendkey alt-sysrq-l\n' >&7
+			sleep 20
+			printf 'quit\n' >&7
+			exit 0
+		done
+	) &
+	local watchdog=$!
+	vmrc=0 vmlimit=$((deadline - SECONDS))s
+	setpriv --pdeathsig KILL -- timeout --foreground "$vmlimit" setpriv --pdeathsig KILL -- qemu-system-x86_64 -accel tcg -m 6144 -smp "$(nproc)" -kernel "$vmlinuz" -initrd "$work/initramfs.gz" \
+		-append "console=ttyS0 rdinit=/init cgroup_no_v1=all panic=-1 quiet" \
+		-virtfs "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap" \
+		-virtfs "local,path=$work,mount_tag=work,security_model=none" \
+		-chardev "pipe,id=mon,path=$work/mon" -mon chardev=mon,mode=readline \
+		-display none -serial stdio -no-reboot </dev/null >"$work/console.log" || vmrc=$?
+	sleep 1
+	kill "$tailer" "$watchdog" "$drain" 2>/dev/null || true
+	wait "$watchdog" "$drain" 2>/dev/null || true
+}
+console() {
+	echo "=== v2vm: the VM's console (its last 400 lines):" >&2
+	tail -n 400 "$work/console.log" >&2
+}
+write_script 0
+run_vm
+failed=$(grep -c '^=== v2vm: FAIL ' "$work/out.log" || true)
+# A hung guest gets one more VM, within the same deadline, for the packages
+# not yet done, the hung one first; its diagnosis stays above. A package that
+# failed is never rerun.
+if [ -e "$work/stalled" ] && ((deadline - SECONDS > 300)); then
+	console
+	finished=$(grep -cE '^=== v2vm: (ok|FAIL) ' "$work/out.log" || true)
+	echo "=== v2vm: the guest hung in ${pkgs[finished]:-its shutdown}; once more in a new VM, from there on" >&2
+	write_script "$finished"
+	run_vm
+	failed=$((failed + $(grep -c '^=== v2vm: FAIL ' "$work/out.log" || true)))
+fi
 if ((vmrc == 124)); then
 	echo "=== v2vm: the VM ran out of its $vmlimit" >&2
 fi
-if ! grep -q '^=== v2vm: exit 0$' "$work/out.log"; then
-	echo "=== v2vm: failed; the VM's console (its last 400 lines):" >&2
-	tail -n 400 "$work/console.log" >&2
+if ((failed)) || [ -e "$work/stalled" ] || ! grep -q '^=== v2vm: exit [01]$' "$work/out.log"; then
+	echo "=== v2vm: failed" >&2
+	console
 	exit 1
 fi
