@@ -45,7 +45,7 @@ var (
 func binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "berth-e2e-bin-")
+		binDir, buildErr = testenv.TempDir("berth-e2e-bin")
 		if buildErr != nil {
 			return
 		}

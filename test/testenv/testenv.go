@@ -5,8 +5,13 @@
 package testenv
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/berth-dev/berth/cgroup/own"
@@ -60,4 +65,23 @@ func CgroupTier(t testing.TB, v2 bool) {
 		t.Skip("cgroup v2 test: runs in make test's cgroup v2 tier (hack/v2vm.sh)")
 	}
 	t.Skip("cgroup v1 test: runs in make test's tier on the cgroup v1 hybrid host")
+}
+
+// TempDir makes a directory under os.TempDir for a whole test binary (built
+// binaries, say), named prefix-<pid>-*: such a directory outlives the tests
+// that use it, so its removal is deferred in TestMain, which a -timeout panic
+// or a kill skips. TempDir first removes the directories of earlier binaries
+// with that prefix whose process is gone.
+func TempDir(prefix string) (string, error) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"-*-*"))
+	for _, d := range dirs {
+		var pid int
+		if _, err := fmt.Sscanf(strings.TrimPrefix(filepath.Base(d), prefix+"-"), "%d-", &pid); err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			_ = os.RemoveAll(d)
+		}
+	}
+	return os.MkdirTemp("", fmt.Sprintf("%s-%d-", prefix, os.Getpid()))
 }

@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 				fmt.Fprintln(os.Stderr, "set child subreaper:", err)
 				return 1
 			}
-			dir, err := os.MkdirTemp("", "berth-init-bin-")
+			dir, err := testenv.TempDir("berth-init-bin")
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
