@@ -35,7 +35,7 @@ test: setup
 test-v1:
 	@[ "$$(id -u)" = 0 ] || { echo "make test runs as root (namespaces, mounts, cgroups)"; exit 1; }
 	$(GO) vet ./...
-	BERTH_TEST_ALL=1 $(GO) test -p 1 -count=1 -timeout 30m ./...
+	BERTH_TEST_ALL=1 $(GO) test -p 1 -count=1 -timeout 15m ./...
 
 # A cgroup v2 kernel (Debian's, under QEMU): the packages whose behaviour
 # depends on the cgroup mode, run again there. The tier takes about 6 minutes;
@@ -45,7 +45,7 @@ test-v1:
 V2_PKGS := ./cgroup ./cgroup/own ./test/node ./unitgen/systemd ./agent/runtime/stage1 ./test/e2e
 test-v2:
 	@[ "$$(id -u)" = 0 ] || { echo "make test runs as root (namespaces, mounts, cgroups)"; exit 1; }
-	hack/v2vm.sh -timeout 20m -vmtimeout 45m -stall 480 $(V2_PKGS)
+	hack/v2vm.sh -timeout 20m -vmtimeout 45m -stall 8m $(V2_PKGS)
 
 # Plain tier: no root, no node.
 test-unit:

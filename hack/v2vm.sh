@@ -6,11 +6,12 @@
 # each package's test binary from its source directory, as `go test` would.
 # The VM is up in about 6 s; a systemd test node boots in it in about 20 s.
 #
-#   hack/v2vm.sh [-run REGEXP] [-timeout 20m] [-vmtimeout 40m] [-stall 480] PKG...
+#   hack/v2vm.sh [-run REGEXP] [-timeout 20m] [-vmtimeout 45m] [-stall 8m] PKG...
 #
-# -timeout is each test binary's; -vmtimeout bounds the whole VM (default: the
-# packages' timeouts plus 5 minutes). A VM whose tests print nothing for
-# -stall seconds is taken for hung: the guest's kernel is asked (sysrq) for its
+# -timeout is each test binary's; -vmtimeout bounds the VMs (default: the
+# packages' timeouts plus 5 minutes; durations are whole seconds, minutes or
+# hours: 90s, 8m, 1h). A VM whose tests print nothing for -stall is taken
+# for hung: the guest's kernel is asked (sysrq) for its
 # blocked tasks and every CPU's backtrace, which land on the console printed
 # below, and the VM is stopped. The packages from the hung one on then get one
 # more VM within the same bound (a package that failed never runs again).
@@ -18,7 +19,7 @@
 # report back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-run= timeout=20m vmtimeout= stall=480
+run= timeout=20m vmtimeout= stall=8m
 while (($#)); do
 	case $1 in
 	-run) run=$2; shift 2 ;;
@@ -28,7 +29,20 @@ while (($#)); do
 	*) break ;;
 	esac
 done
-(($#)) || { echo "usage: $0 [-run REGEXP] [-timeout D] PKG..." >&2; exit 2; }
+(($#)) || { echo "usage: $0 [-run REGEXP] [-timeout D] [-vmtimeout D] [-stall D] PKG..." >&2; exit 2; }
+# secs D: D (90s, 8m, 1h or plain seconds) in seconds.
+secs() {
+	[[ $1 =~ ^([0-9]+)([hms]?)$ ]] || { echo "$0: duration $1: want whole seconds, minutes or hours (90s, 8m, 1h)" >&2; return 2; }
+	case ${BASH_REMATCH[2]} in
+	h) echo $((10#${BASH_REMATCH[1]} * 3600)) ;;
+	m) echo $((10#${BASH_REMATCH[1]} * 60)) ;;
+	*) echo $((10#${BASH_REMATCH[1]})) ;;
+	esac
+}
+per=$(secs "$timeout")
+stall=$(secs "$stall")
+vm=
+[ -z "$vmtimeout" ] || vm=$(secs "$vmtimeout")
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
@@ -43,7 +57,8 @@ for d in /tmp/berth-v2vm.*; do
 done
 work=$(mktemp -d /tmp/berth-v2vm.XXXXXX)
 echo $$ >"$work/owner"
-trap 'rm -rf "$work"' EXIT
+# Background helpers (log tailer, monitor drain, watchdog) go with the script.
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 repo=$(pwd)
 script=$work/tests.sh
 # The tests run as on a systemd host: in a cgroup of their own below the root
@@ -119,23 +134,28 @@ chmod +x "$ir/init"
 # however it ends. multidevs=remap: the host tree spans several file systems,
 # whose inode numbers could collide. The monitor is a pair of FIFOs, for the
 # watchdog's sysrq keys.
-secs() { case $1 in *h) echo $((${1%h} * 3600)) ;; *m) echo $((${1%m} * 60)) ;; *s) echo "${1%s}" ;; *) echo "$1" ;; esac; }
-deadline=$((SECONDS + $(secs "${vmtimeout:-$(($(secs "$timeout") * ${#pkgs[@]} + 300))}")))
+deadline=$((SECONDS + ${vm:-$((per * ${#pkgs[@]} + 300))}))
 mkfifo "$work/mon.in" "$work/mon.out"
 # run_vm: boots the VM on $script; out.log gets the tests' output, console.log
 # the kernel's, and the file "stalled" appears if the watchdog stopped it.
 run_vm() {
-	rm -f "$work/stalled"
+	rm -f "$work/stalled" "$work/qemu.pid"
 	: >"$work/out.log"
 	setpriv --pdeathsig KILL -- tail -F -n +1 "$work/out.log" 2>/dev/null &
 	local tailer=$!
 	setpriv --pdeathsig KILL -- cat "$work/mon.out" >"$work/mon.log" 2>/dev/null &
 	local drain=$!
-	# The watchdog: no new output for $stall seconds means a hung guest.
+	# The watchdog: no new output for $stall seconds means a hung guest. It
+	# ends with this script, even a killed one. A qemu that ignores quit is
+	# killed.
 	(
+		# Killed, it takes its sleep along.
+		trap 'kill $! 2>/dev/null; wait $! 2>/dev/null; exit 0' TERM
+		nap() { sleep "$1" & wait $!; }
 		exec 7<>"$work/mon.in"
 		last=-1 quiet=0
-		while sleep 10; do
+		while nap 10; do
+			kill -0 $$ 2>/dev/null || exit 0
 			size=$(stat -c %s "$work/out.log" 2>/dev/null || echo 0)
 			if [ "$size" != "$last" ]; then last=$size quiet=0; continue; fi
 			quiet=$((quiet + 10))
@@ -143,36 +163,48 @@ run_vm() {
 			echo "=== v2vm: no output from the tests for ${stall}s; asking the guest kernel for blocked tasks and backtraces" >&2
 			: >"$work/stalled"
 			printf 'sendkey alt-sysrq-w\n' >&7
-			sleep 5
+			nap 5
 			printf 'sendkey alt-sysrq-l\n' >&7
-			sleep 20
+			nap 20
 			printf 'quit\n' >&7
+			nap 30
+			kill -KILL "$(cat "$work/qemu.pid" 2>/dev/null)" 2>/dev/null || true
 			exit 0
 		done
 	) &
 	local watchdog=$!
 	vmrc=0 vmlimit=$((deadline - SECONDS))s
-	setpriv --pdeathsig KILL -- timeout --foreground "$vmlimit" setpriv --pdeathsig KILL -- qemu-system-x86_64 -accel tcg -m 6144 -smp "$(nproc)" -kernel "$vmlinuz" -initrd "$work/initramfs.gz" \
+	setpriv --pdeathsig KILL -- timeout --foreground -k 30s "$vmlimit" setpriv --pdeathsig KILL -- qemu-system-x86_64 -accel tcg -m 6144 -smp "$(nproc)" -kernel "$vmlinuz" -initrd "$work/initramfs.gz" \
 		-append "console=ttyS0 rdinit=/init cgroup_no_v1=all panic=-1 quiet" \
 		-virtfs "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap" \
 		-virtfs "local,path=$work,mount_tag=work,security_model=none" \
 		-chardev "pipe,id=mon,path=$work/mon" -mon chardev=mon,mode=readline \
-		-display none -serial stdio -no-reboot </dev/null >"$work/console.log" || vmrc=$?
+		-pidfile "$work/qemu.pid" -display none -serial stdio -no-reboot </dev/null >"$work/console.log" || vmrc=$?
 	sleep 1
 	kill "$tailer" "$watchdog" "$drain" 2>/dev/null || true
 	wait "$watchdog" "$drain" 2>/dev/null || true
 }
+# console: the VM's console; after the watchdog's sysrq, from 100 lines before
+# it (hung-task reports, OOM kills) on.
 console() {
-	echo "=== v2vm: the VM's console (its last 400 lines):" >&2
-	tail -n 400 "$work/console.log" >&2
+	local at
+	at=$(grep -n -m1 'sysrq: Show Blocked State' "$work/console.log" | cut -d: -f1 || true)
+	if [ -n "$at" ]; then
+		echo "=== v2vm: the VM's console from line $((at > 100 ? at - 100 : 1)) (at most 4000 lines):" >&2
+		{ tail -n +"$((at > 100 ? at - 100 : 1))" "$work/console.log" | head -n 4000 >&2; } || true
+	else
+		echo "=== v2vm: the VM's console (its last 400 lines):" >&2
+		tail -n 400 "$work/console.log" >&2
+	fi
 }
 write_script 0
 run_vm
 failed=$(grep -c '^=== v2vm: FAIL ' "$work/out.log" || true)
 # A hung guest gets one more VM, within the same deadline, for the packages
-# not yet done, the hung one first; its diagnosis stays above. A package that
-# failed is never rerun.
-if [ -e "$work/stalled" ] && ((deadline - SECONDS > 300)); then
+# not yet done, the hung one first; its diagnosis stays above. Not when a
+# package failed (the tier fails anyway; it is never rerun) or every package
+# had reported.
+if [ -e "$work/stalled" ] && ((failed == 0 && deadline - SECONDS > 300)) && ! grep -q '^=== v2vm: exit ' "$work/out.log"; then
 	console
 	finished=$(grep -cE '^=== v2vm: (ok|FAIL) ' "$work/out.log" || true)
 	echo "=== v2vm: the guest hung in ${pkgs[finished]:-its shutdown}; once more in a new VM, from there on" >&2
