@@ -455,7 +455,7 @@ func TestSplitMounts(t *testing.T) {
 		m("/proc", "proc"), m("/dev", "tmpfs"), m("/proc/driver", "bind"), m("/sys", "sysfs"),
 		m("/procfs", "bind"), m("/data/proc", "proc"), m("/data/proc/x/", "tmpfs"), m("/data", "bind"),
 		{Destination: "/host/proc", Type: "bind", Source: "/proc"}, {Destination: "/self", Type: "bind", Source: "/proc/self/fd"},
-		{Destination: "/procs", Type: "bind", Source: "/procs"},
+		{Destination: "/procs", Type: "bind", Source: "/procs"}, {Destination: "/slash", Type: "bind", Source: "/proc/"},
 	})
 	dests := func(ms []specs.Mount) string {
 		var d []string
@@ -470,7 +470,7 @@ func TestSplitMounts(t *testing.T) {
 	if got, want := dests(early), "/dev /sys /procfs /procs"; got != want {
 		t.Errorf("early %q, want %q", got, want)
 	}
-	if got, want := dests(late), "/proc /proc/driver /data/proc /data/proc/x/ /data /host/proc /self"; got != want {
+	if got, want := dests(late), "/proc /proc/driver /data/proc /data/proc/x/ /data /host/proc /self /slash"; got != want {
 		t.Errorf("late %q, want %q", got, want)
 	}
 }

@@ -382,8 +382,7 @@ func finishRoot(bundle string, spec *specs.Spec) error {
 // pod does not get that volume, and nothing leaves the root.
 func splitMounts(ms []specs.Mount) (early, late []specs.Mount) {
 	for _, m := range ms {
-		fromProc := m.Source == "/proc" || strings.HasPrefix(filepath.Clean(m.Source), "/proc/")
-		if m.Type == "proc" || fromProc || overlapsAny(m.Destination, late) {
+		if m.Type == "proc" || under(filepath.Clean(m.Source), "/proc") || overlapsAny(m.Destination, late) {
 			late = append(late, m)
 		} else {
 			early = append(early, m)
@@ -392,10 +391,12 @@ func splitMounts(ms []specs.Mount) (early, late []specs.Mount) {
 	return early, late
 }
 
+// under reports whether the clean path a is b or lies below it.
+func under(a, b string) bool { return a == b || strings.HasPrefix(a, b+"/") || b == "/" }
+
 // overlapsAny reports whether dest is, or lies below or above, the
 // destination of one of ms.
 func overlapsAny(dest string, ms []specs.Mount) bool {
-	under := func(a, b string) bool { return a == b || strings.HasPrefix(a, b+"/") || b == "/" }
 	d := filepath.Clean(dest)
 	for _, m := range ms {
 		if l := filepath.Clean(m.Destination); under(d, l) || under(l, d) {
