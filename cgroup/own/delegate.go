@@ -7,16 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
-
-// Unified reports whether the host runs the unified cgroup v2 hierarchy only
-// (a cgroup2 file system at Root).
-func Unified() bool {
-	var st unix.Statfs_t
-	return unix.Statfs(Root, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
-}
 
 // DelegatedLeaf is the child that Delegate moves processes into.
 const DelegatedLeaf = "berth-leaf"

@@ -22,15 +22,30 @@ import (
 // Root is where the cgroup hierarchies are mounted.
 const Root = "/sys/fs/cgroup"
 
+// Unified reports whether the host runs the unified cgroup v2 hierarchy only
+// (a cgroup2 file system at Root).
+func Unified() bool {
+	v2, err := cgroup2()
+	return err == nil && v2
+}
+
+// cgroup2 is Unified with the statfs error.
+func cgroup2() (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(Root, &st); err != nil {
+		return false, fmt.Errorf("statfs %s: %w", Root, err)
+	}
+	return st.Type == unix.CGROUP2_SUPER_MAGIC, nil
+}
+
 // OOMKills returns the oom_kill counter of the caller's memory cgroup: on
 // cgroup v1 the "oom_kill" line of memory.oom_control (kernel ≥ 4.13), on
 // v2 the "oom_kill" line of memory.events.
 func OOMKills() (uint64, error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(Root, &st); err != nil {
-		return 0, fmt.Errorf("statfs %s: %w", Root, err)
+	v2, err := cgroup2()
+	if err != nil {
+		return 0, err
 	}
-	v2 := st.Type == unix.CGROUP2_SUPER_MAGIC
 	v1, unified, err := Groups("/proc/self/cgroup")
 	if err != nil {
 		return 0, err

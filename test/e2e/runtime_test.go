@@ -15,8 +15,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/cgroup/own"
 	"github.com/berth-dev/berth/test/imagetest"
-	"github.com/berth-dev/berth/test/testenv"
 	"github.com/berth-dev/berth/unitgen"
 )
 
@@ -104,7 +104,7 @@ func TestLimitsInCgroupFiles(t *testing.T) {
 		{"memory", "memory.limit_in_bytes", "134217728"},
 		{"pids", "pids.max", "4096"}, // berthd --pids-limit default
 	}
-	if testenv.CgroupV2() {
+	if own.Unified() {
 		files = []file{
 			{"unified", "cpu.weight", "35"},        // 256 shares, runc ≥ 1.3.2's quadratic conversion
 			{"unified", "cpu.max", "50000 100000"}, // 500m × 100 ms period
@@ -145,7 +145,7 @@ func TestLimitsInCgroupFiles(t *testing.T) {
 		{"cpu", "cpu.shares", "1024"}, // request defaulted from the limit
 		{"memory", "memory.limit_in_bytes", "268435456"},
 	}
-	if testenv.CgroupV2() {
+	if own.Unified() {
 		files = []file{
 			{"unified", "cpu.weight", "100"}, // 1024 shares: systemd's default weight
 			{"unified", "cpu.max", "100000 100000"},

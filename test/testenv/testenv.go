@@ -46,11 +46,6 @@ func RequireCommand(t testing.TB, name string) string {
 	return p
 }
 
-// CgroupV2 reports whether the host runs the unified cgroup v2 hierarchy
-// only. (Package cgroup's IsV2 says the same, but cgroup's own tests use
-// this package.)
-func CgroupV2() bool { return own.Unified() }
-
 // CgroupTier runs the test only in the tier of its cgroup mode and skips it
 // in the other one, even under All: `make test` runs the suite on this
 // cgroup v1 hybrid host and the cgroup-dependent packages again on a cgroup
@@ -58,7 +53,7 @@ func CgroupV2() bool { return own.Unified() }
 // exactly one of the two tiers. That is not a missing prerequisite.
 func CgroupTier(t testing.TB, v2 bool) {
 	t.Helper()
-	if CgroupV2() == v2 {
+	if own.Unified() == v2 {
 		return
 	}
 	if v2 {

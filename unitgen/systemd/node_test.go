@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/cgroup/own"
 	"github.com/berth-dev/berth/test/node"
 	"github.com/berth-dev/berth/test/node/nodetest"
-	"github.com/berth-dev/berth/test/testenv"
 	"github.com/berth-dev/berth/unitgen"
 )
 
@@ -173,7 +173,7 @@ func TestNode(t *testing.T) {
 			{"cpu", "cpu.cfs_quota_us", "12500"},
 			{"pids", "pids.max", "17"},
 		}
-		if testenv.CgroupV2() {
+		if own.Unified() {
 			files = []struct{ key, file, want string }{
 				{"unified", "memory.max", fmt.Sprint(48 << 20)},
 				{"unified", "cpu.max", "12500 50000"},
@@ -474,7 +474,7 @@ func TestNode(t *testing.T) {
 			t.Fatalf("slice %+v", st)
 		}
 		memFile, cpuFile, cpuWant := "memory.limit_in_bytes", "cpu.cfs_quota_us", "150000"
-		if testenv.CgroupV2() {
+		if own.Unified() {
 			memFile, cpuFile, cpuWant = "memory.max", "cpu.max", "150000 100000"
 		}
 		check := func(mem, tasks string) {

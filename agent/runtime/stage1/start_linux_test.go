@@ -411,7 +411,7 @@ func TestStartRootWorkload(t *testing.T) {
 		"/sys/fs/cgroup/memory": "ro,",
 	} {
 		got, ok := mi[mp]
-		if mp == "/sys/fs/cgroup/memory" && testenv.CgroupV2() {
+		if mp == "/sys/fs/cgroup/memory" && own.Unified() {
 			continue // one unified tree at /sys/fs/cgroup
 		}
 		if !ok {
@@ -444,7 +444,7 @@ func TestStartRootWorkload(t *testing.T) {
 // /proc/self/cgroup shows it, memlimit whether the memory limit file is in
 // its view of /sys/fs/cgroup, cgwrite whether creating a file there failed.
 func workloadScript() string {
-	if testenv.CgroupV2() {
+	if own.Unified() {
 		return workloadCommon + `
 echo memcg=$(sed -n 's/^0:://p' /proc/self/cgroup)
 echo memlimit=$(ls /sys/fs/cgroup | grep -c '^memory.max$')
@@ -529,7 +529,7 @@ func TestWorkloadViewReadonlyRoot(t *testing.T) {
 		// Every cgroup mount read-only, nosuid, nodev, noexec.
 		"cgunsafe": "0",
 	}
-	if !testenv.CgroupV2() {
+	if !own.Unified() {
 		// One per v1 hierarchy of the host (cpu, memory, ..., systemd, unified).
 		if n, err := strconv.Atoi(got["cgmounts"]); err != nil || n < 5 {
 			t.Errorf("inside the container cgmounts=%q, want one per hierarchy", got["cgmounts"])
@@ -582,7 +582,7 @@ func memoryCgroup(t *testing.T) string {
 	t.Helper()
 	v1, unified, err := own.Groups("/proc/self/cgroup")
 	must(t, err)
-	if testenv.CgroupV2() {
+	if own.Unified() {
 		return unified
 	}
 	return v1["memory"]
@@ -849,7 +849,7 @@ func TestPostStopRealOOM(t *testing.T) {
 	testenv.RequireCommand(t, "dd")
 	cg := newMemoryCgroup(t)
 	limit := "memory.limit_in_bytes"
-	if testenv.CgroupV2() {
+	if own.Unified() {
 		limit = "memory.max"
 		if _, err := os.Stat(cg + "/memory.swap.max"); err == nil { // swap accounting compiled in
 			must(t, os.WriteFile(cg+"/memory.swap.max", []byte("0"), 0o644))
@@ -900,7 +900,7 @@ func poststopIn(cg, bin, dir string) *exec.Cmd {
 // v2 of its unified cgroup, delegated first) and removes it afterwards.
 func newMemoryCgroup(t *testing.T) string {
 	t.Helper()
-	v2 := testenv.CgroupV2()
+	v2 := own.Unified()
 	parent := memoryCgroup(t) // this process's group: the new one goes below it
 	testenv.Require(t, parent != "" && runtime.GOOS == "linux", "no memory cgroup in /proc/self/cgroup")
 	mount, home := "/sys/fs/cgroup/memory", parent // home: where leftovers go back to
