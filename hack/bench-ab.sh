@@ -3,7 +3,8 @@
 # against the working tree (B), alternating A and B in fresh disposable
 # nodes for ROUNDS rounds (default 4) of N starts each (default 50), with
 # the page cache dropped before every run (dying memory cgroups left by
-# earlier units otherwise make each run slower than the last). Prints the
+# earlier units otherwise make each run slower than the last; the benchmark
+# drops it itself since 498decd, revisions before it do not). Prints the
 # floor and berth p50 of every run. Needs root and a quiet machine.
 set -euo pipefail
 rev=${1:?usage: hack/bench-ab.sh REV [ROUNDS] [N]}
