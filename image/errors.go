@@ -5,17 +5,9 @@ import (
 	"fmt"
 )
 
-// Error classes. Callers test them with errors.Is and map them to API
-// statuses (containerd's errdefs is the model): ErrNotFound → not-found,
-// ErrRefused and ErrDigestMismatch → invalid.
-var (
-	// ErrNotFound: the image, manifest, tag or file asked for is not there.
-	ErrNotFound = errors.New("not found")
-	// ErrRefused: a layer broke one of Unpack's safety rules (see Rule).
-	ErrRefused = errors.New("refused by unpack rule")
-	// ErrDigestMismatch: content did not hash to the digest that names it.
-	ErrDigestMismatch = errors.New("digest mismatch")
-)
+// Errors of this package carry the classes of github.com/containerd/errdefs
+// (errdefs.ErrNotFound for an image, manifest, tag or file that is not
+// there); the typed causes below say more and are reached with errors.As.
 
 // Rule names one safety rule of Unpack; every refusal carries the rule it
 // broke so that an operator can tell a hostile layer from a limit to raise.
@@ -58,8 +50,15 @@ func (e *RefusedError) Error() string {
 	return fmt.Sprintf("tar entry %q refused by rule %s: %s", e.Entry, e.Rule, e.Detail)
 }
 
-// Is makes errors.Is(err, ErrRefused) true for every refusal.
-func (e *RefusedError) Is(target error) bool { return target == ErrRefused }
+// InvalidParameter puts every refusal in errdefs' invalid-argument class:
+// the layer is bad input, not a failure of berth.
+func (e *RefusedError) InvalidParameter() {}
+
+// isRefused reports whether err is (or wraps) a refusal by an unpack rule.
+func isRefused(err error) bool {
+	var re *RefusedError
+	return errors.As(err, &re)
+}
 
 func refuse(entry string, rule Rule, format string, args ...any) error {
 	return &RefusedError{Entry: entry, Rule: rule, Detail: fmt.Sprintf(format, args...)}
@@ -76,5 +75,6 @@ func (e *DigestError) Error() string {
 	return fmt.Sprintf("%s digest mismatch: want %s, got %s", e.What, e.Want, e.Got)
 }
 
-// Is makes errors.Is(err, ErrDigestMismatch) true.
-func (e *DigestError) Is(target error) bool { return target == ErrDigestMismatch }
+// InvalidParameter puts a digest mismatch in errdefs' invalid-argument
+// class: the content is not what its name promised.
+func (e *DigestError) InvalidParameter() {}

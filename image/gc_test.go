@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
@@ -144,10 +145,10 @@ func TestGCThresholds(t *testing.T) {
 				gone := slices.Contains(rep.RemovedImages, d)
 				im, err := f.s.Image(d)
 				if gone {
-					if !errors.Is(err, ErrNotFound) {
+					if !errors.Is(err, errdefs.ErrNotFound) {
 						t.Errorf("removed %s still there: %v", d, err)
 					}
-					if _, err := f.s.GetMeta(d, "trust"); !errors.Is(err, ErrNotFound) {
+					if _, err := f.s.GetMeta(d, "trust"); !errors.Is(err, errdefs.ErrNotFound) {
 						t.Errorf("meta of removed %s: %v", d, err)
 					}
 					h, _ := v1.NewHash(d)
@@ -335,7 +336,7 @@ func TestGCTmpfs(t *testing.T) {
 func TestMeta(t *testing.T) {
 	s := newStore(t)
 	d := "sha256:" + strings.Repeat("ab", 32)
-	if _, err := s.GetMeta(d, "sig"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.GetMeta(d, "sig"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("GetMeta before PutMeta = %v", err)
 	}
 	for _, data := range []string{"one", "two, longer"} {
@@ -362,7 +363,7 @@ func TestMeta(t *testing.T) {
 	if n := dirNames(t, filepath.Join(s.Root(), "tmp")); len(n) != 0 {
 		t.Errorf("tmp holds %v", n)
 	}
-	if err := s.Touch(d); !errors.Is(err, ErrNotFound) {
+	if err := s.Touch(d); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("Touch of an unknown image = %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -64,7 +65,7 @@ func OpenLayout(ctx context.Context, dir, ref string) (v1.Image, error) {
 		}
 		found, err = r.find(root, 0, func(d v1.Descriptor) bool { return d.Digest == h })
 		if err == nil && found == nil {
-			err = r.errorf("%w: no manifest or index with digest %s", ErrNotFound, ref)
+			err = r.errorf("%w: no manifest or index with digest %s", errdefs.ErrNotFound, ref)
 		}
 	default:
 		found, err = r.find(root, 0, func(d v1.Descriptor) bool { return d.Annotations[ocispec.AnnotationRefName] == ref })
@@ -73,7 +74,7 @@ func OpenLayout(ctx context.Context, dir, ref string) (v1.Image, error) {
 			if terr != nil {
 				return nil, terr
 			}
-			err = r.errorf("%w: no descriptor annotated %s=%q (tags in layout: %s)", ErrNotFound, ocispec.AnnotationRefName, ref, listOrNone(tags))
+			err = r.errorf("%w: no descriptor annotated %s=%q (tags in layout: %s)", errdefs.ErrNotFound, ocispec.AnnotationRefName, ref, listOrNone(tags))
 		}
 	}
 	if err != nil {
@@ -101,7 +102,7 @@ func (r *layoutResolver) errorf(format string, args ...any) error {
 func (r *layoutResolver) only(root v1.ImageIndex, im *v1.IndexManifest) (*located, error) {
 	switch len(im.Manifests) {
 	case 0:
-		return nil, r.errorf("%w: index.json lists no manifests", ErrNotFound)
+		return nil, r.errorf("%w: index.json lists no manifests", errdefs.ErrNotFound)
 	case 1:
 		return &located{root, im.Manifests[0]}, nil
 	}
@@ -209,12 +210,12 @@ func (r *layoutResolver) materialize(parent v1.ImageIndex, d v1.Descriptor, dept
 				continue
 			}
 			img, err := r.materialize(child, m, depth+1)
-			if err == nil || !errors.Is(err, ErrNotFound) {
+			if err == nil || !errors.Is(err, errdefs.ErrNotFound) {
 				return img, err
 			}
 			have = append(have, "nested index "+m.Digest.String())
 		}
-		return nil, r.errorf("%w: index %s has no manifest for platform %s (has: %s)", ErrNotFound, d.Digest, r.platform, listOrNone(have))
+		return nil, r.errorf("%w: index %s has no manifest for platform %s (has: %s)", errdefs.ErrNotFound, d.Digest, r.platform, listOrNone(have))
 	case isManifest(d.MediaType):
 		img, err := parent.Image(d.Digest)
 		if err != nil {

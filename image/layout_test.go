@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -183,8 +184,8 @@ func TestOpenLayoutErrors(t *testing.T) {
 			if err == nil {
 				t.Fatal("OpenLayout succeeded, want an error")
 			}
-			if errors.Is(err, ErrNotFound) != c.notFound {
-				t.Errorf("errors.Is(ErrNotFound) = %v, want %v: %v", !c.notFound, c.notFound, err)
+			if errors.Is(err, errdefs.ErrNotFound) != c.notFound {
+				t.Errorf("errors.Is(errdefs.ErrNotFound) = %v, want %v: %v", !c.notFound, c.notFound, err)
 			}
 			for _, w := range append(c.want, c.dir) {
 				if !strings.Contains(err.Error(), w) {

@@ -11,22 +11,24 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
-// Error classes of a pull, beside ErrNotFound (manifest, repository or
-// platform unknown) and ErrBadReference. Test them with errors.Is.
+// Errors of a pull, beside errdefs.ErrNotFound (manifest, repository or
+// platform unknown) and ErrBadReference. Each is a value of one errdefs
+// class with the pull's own words: test with errors.Is against either.
 var (
-	// ErrUnauthorized: the registry refused the credentials (or their
-	// absence): HTTP 401/403, UNAUTHORIZED, DENIED.
-	ErrUnauthorized = errors.New("unauthorized")
-	// ErrUnavailable: the registry could not be reached or kept failing
-	// (refused connections, timeouts, 5xx, 429) after the configured
-	// retries.
-	ErrUnavailable = errors.New("registry unavailable")
+	// ErrUnauthorized (errdefs.ErrUnauthenticated): the registry refused the
+	// credentials (or their absence): HTTP 401/403, UNAUTHORIZED, DENIED.
+	ErrUnauthorized = errdefs.ErrUnauthenticated.WithMessage("unauthorized")
+	// ErrUnavailable (errdefs.ErrUnavailable): the registry could not be
+	// reached or kept failing (refused connections, timeouts, 5xx, 429)
+	// after the configured retries.
+	ErrUnavailable = errdefs.ErrUnavailable.WithMessage("registry unavailable")
 )
 
 // Resolved is what a reference resolved to, before any layer is fetched.
@@ -167,7 +169,7 @@ func (s *Store) Pull(ctx context.Context, regs *Registries, ref string, opts Pul
 		}
 		pe.add(ep, "fetch "+digest, err)
 		// A refusal is about the content, which is the same everywhere.
-		if !ep.Mirror || errors.Is(err, ErrRefused) {
+		if !ep.Mirror || isRefused(err) {
 			break
 		}
 	}
@@ -261,7 +263,7 @@ func pickPlatform(im *v1.IndexManifest, platform v1.Platform) (v1.Descriptor, er
 			return m, nil
 		}
 	}
-	return v1.Descriptor{}, fmt.Errorf("%w: no manifest for platform %s (has: %s)", ErrNotFound, platform, listOrNone(have))
+	return v1.Descriptor{}, fmt.Errorf("%w: no manifest for platform %s (has: %s)", errdefs.ErrNotFound, platform, listOrNone(have))
 }
 
 // fetchByDigest opens the image manifest digest on another endpoint.
@@ -286,7 +288,7 @@ func fetchByDigest(ctx context.Context, regs *Registries, repo name.Repository, 
 
 // PullError reports a failed pull: what each endpoint answered, in the
 // order tried. errors.Is and errors.As see the last endpoint's error (the
-// origin's, normally), classified as ErrNotFound, ErrUnauthorized or
+// origin's, normally), classified as errdefs.ErrNotFound, ErrUnauthorized or
 // ErrUnavailable where that applies.
 type PullError struct {
 	Ref      string
@@ -300,7 +302,7 @@ type EndpointError struct {
 	Host   string
 	Mirror bool
 	Op     string // "resolve" or "fetch sha256:…"
-	Class  error  // ErrNotFound, ErrUnauthorized, ErrUnavailable or nil
+	Class  error  // errdefs.ErrNotFound, ErrUnauthorized, ErrUnavailable or nil
 	Err    error
 }
 
@@ -354,7 +356,7 @@ func (e *PullError) Unwrap() error {
 
 // classify maps a registry failure to an error class.
 func classify(err error) error {
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil // already classified (no platform match)
 	}
 	var te *transport.Error
@@ -362,14 +364,14 @@ func classify(err error) error {
 		for _, d := range te.Errors {
 			switch d.Code {
 			case transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode, transport.BlobUnknownErrorCode:
-				return ErrNotFound
+				return errdefs.ErrNotFound
 			case transport.UnauthorizedErrorCode, transport.DeniedErrorCode:
 				return ErrUnauthorized
 			}
 		}
 		switch {
 		case te.StatusCode == http.StatusNotFound:
-			return ErrNotFound
+			return errdefs.ErrNotFound
 		case te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden:
 			return ErrUnauthorized
 		case te.StatusCode >= 500 || te.StatusCode == http.StatusTooManyRequests || te.StatusCode == http.StatusRequestTimeout:

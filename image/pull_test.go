@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
@@ -163,7 +164,7 @@ func TestPullByTagAndDigest(t *testing.T) {
 		}
 	}
 	for _, ref := range []string{repo + ":v2", "other.example/lib/app@" + d1.String(), repo + "x:v1"} {
-		if _, err := s.Lookup(ref); !errors.Is(err, ErrNotFound) {
+		if _, err := s.Lookup(ref); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Errorf("Lookup(%s) = %v, want not found", ref, err)
 		}
 	}
@@ -175,7 +176,7 @@ func TestPullByTagAndDigest(t *testing.T) {
 	}
 	// Not there at all.
 	_, _, err = s.Pull(ctx, regs, repo+":nope", PullOptions{})
-	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), repo+":nope") {
+	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), repo+":nope") {
 		t.Errorf("pull of a missing tag = %v, want not found naming the ref", err)
 	}
 	var pe *PullError
@@ -296,7 +297,7 @@ func TestPullMultiPlatform(t *testing.T) {
 
 	before := listed(t, s)
 	_, _, err = s.Pull(ctx, regs, repo+":v1", PullOptions{Platform: &v1.Platform{OS: "linux", Architecture: "mips64"}})
-	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "linux/mips64") {
+	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "linux/mips64") {
 		t.Errorf("pull for a platform not in the index = %v, want not found naming it", err)
 	}
 	if got := listed(t, s); !slices.Equal(got, before) {
@@ -443,8 +444,8 @@ func TestPullMirror(t *testing.T) {
 		}
 		// The origin's failure classifies the pull; the mirror's 404 is
 		// reported but does not make it "not found".
-		if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotFound) {
-			t.Errorf("classes: unavailable %v, not found %v; want the origin's (unavailable)", errors.Is(err, ErrUnavailable), errors.Is(err, ErrNotFound))
+		if !errors.Is(err, ErrUnavailable) || errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("classes: unavailable %v, not found %v; want the origin's (unavailable)", errors.Is(err, ErrUnavailable), errors.Is(err, errdefs.ErrNotFound))
 		}
 		for _, want := range []string{"mirror " + emptyFront.Host, "registry " + down, "MANIFEST_UNKNOWN", "connection refused"} {
 			if !strings.Contains(err.Error(), want) {
@@ -523,7 +524,7 @@ func TestPullCorruptBlob(t *testing.T) {
 
 	s := newStore(t)
 	_, _, err := s.Pull(ctx, testRegs(t, ""), corrupt.Host+"/lib/app:v1", PullOptions{})
-	if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), bad) {
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), bad) {
 		t.Fatalf("pull of a corrupt blob = %v, want a digest mismatch naming %s", err, bad)
 	}
 	assertEmptyStore(t, s)
@@ -605,7 +606,7 @@ func TestPullKilledMidway(t *testing.T) {
 	if n := dirNames(t, filepath.Join(root, "tmp")); len(n) != 0 {
 		t.Errorf("tmp/ after reopening: %v", n)
 	}
-	if _, err := s.Lookup(ref); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Lookup(ref); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("Lookup after the killed pull = %v", err)
 	}
 	stall.Store(false)

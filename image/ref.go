@@ -1,15 +1,16 @@
 package image
 
 import (
-	"errors"
 	"fmt"
 
+	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
-// ErrBadReference: an image reference that does not parse.
-var ErrBadReference = errors.New("malformed image reference")
+// ErrBadReference (errdefs.ErrInvalidArgument): an image reference that
+// does not parse.
+var ErrBadReference = errdefs.ErrInvalidArgument.WithMessage("malformed image reference")
 
 // Ref is an image reference normalised the way Docker and Kubernetes do it
 // (distribution/reference, the library both use): "nginx" is
@@ -31,7 +32,7 @@ type Ref struct {
 func ParseRef(s string) (Ref, error) {
 	named, err := reference.ParseNormalizedNamed(s)
 	if err != nil {
-		return Ref{}, fmt.Errorf("%w %q: %v", ErrBadReference, s, err)
+		return Ref{}, fmt.Errorf("%w %q: %w", ErrBadReference, s, err)
 	}
 	named = reference.TagNameOnly(named) // adds :latest unless a tag or digest is given
 	r := Ref{Repository: named.Name()}
@@ -47,7 +48,7 @@ func ParseRef(s string) (Ref, error) {
 		r.Digest = d.Digest().String()
 	}
 	if _, err := r.Name(); err != nil {
-		return Ref{}, fmt.Errorf("%w %q: %v", ErrBadReference, s, err)
+		return Ref{}, fmt.Errorf("%w %q: %w", ErrBadReference, s, err)
 	}
 	return r, nil
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -85,7 +86,7 @@ func (s *Store) updateRecord(digest string, refs []string) (*Image, error) {
 	}
 	s.recMu.Unlock()
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("image %s: %w", digest, ErrNotFound)
+		return nil, fmt.Errorf("image %s: %w", digest, errdefs.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("image %s: update record: %w", digest, err)
@@ -144,7 +145,7 @@ func addRefs(have, add []string) []string {
 // for a tag, the image the tag pointed to at the last pull. The repository
 // must match too: an image pulled from one repository is not found under
 // another, because trust decisions are made per repository. Errors wrap
-// ErrNotFound or ErrBadReference.
+// errdefs.ErrNotFound or ErrBadReference.
 func (s *Store) Lookup(ref string) (*Image, error) {
 	r, err := ParseRef(ref)
 	if err != nil {
@@ -162,7 +163,7 @@ func (s *Store) Lookup(ref string) (*Image, error) {
 		}
 	}
 	if best == nil {
-		return nil, fmt.Errorf("lookup %s: %w", key, ErrNotFound)
+		return nil, fmt.Errorf("lookup %s: %w", key, errdefs.ErrNotFound)
 	}
 	return s.Image(best.Digest)
 }

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"hash"
 	"io"
 	"io/fs"
@@ -23,6 +22,9 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/zstd"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -418,7 +420,7 @@ func (s *Store) unpackVerified(ctx context.Context, layer v1.Layer, desc v1.Desc
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if errors.Is(uerr, ErrRefused) {
+	if isRefused(uerr) {
 		// Hostile or corrupt, the layer is rejected either way; no need to
 		// read (for a registry: download) the rest of it first.
 		return uerr
@@ -495,7 +497,7 @@ func (s *Store) Image(digest string) (*Image, error) {
 	}
 	b, err := os.ReadFile(s.recordPath(h.Hex))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("image %s: %w", digest, ErrNotFound)
+		return nil, fmt.Errorf("image %s: %w", digest, errdefs.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", digest, err)
@@ -800,7 +802,7 @@ func (s *Store) PutMeta(digest, name string, data []byte) error {
 }
 
 // GetMeta reads a sidecar file written by PutMeta; a missing one is
-// ErrNotFound.
+// errdefs.ErrNotFound.
 func (s *Store) GetMeta(digest, name string) ([]byte, error) {
 	p, err := metaPath(s, digest, name)
 	if err != nil {
@@ -808,7 +810,7 @@ func (s *Store) GetMeta(digest, name string) ([]byte, error) {
 	}
 	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("image meta %s/%s: %w", digest, name, ErrNotFound)
+		return nil, fmt.Errorf("image meta %s/%s: %w", digest, name, errdefs.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("image meta %s/%s: %w", digest, name, err)

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -240,11 +241,11 @@ func TestImportAndRead(t *testing.T) {
 
 func TestStoreImageLookups(t *testing.T) {
 	s := newStore(t)
-	if _, err := s.Image("sha256:" + strings.Repeat("0", 64)); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Image(unknown) = %v, want ErrNotFound", err)
+	if _, err := s.Image("sha256:" + strings.Repeat("0", 64)); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("Image(unknown) = %v, want errdefs.ErrNotFound", err)
 	}
 	for _, bad := range []string{"", "../../etc/passwd", "sha256:../../x", "sha512:" + strings.Repeat("0", 128)} {
-		if _, err := s.Image(bad); err == nil || errors.Is(err, ErrNotFound) {
+		if _, err := s.Image(bad); err == nil || errors.Is(err, errdefs.ErrNotFound) {
 			t.Errorf("Image(%q) = %v, want a malformed-digest error", bad, err)
 		}
 	}
@@ -302,7 +303,7 @@ func TestImportCorruptLayerBlob(t *testing.T) {
 			s := newStore(t)
 			_, err = s.Import(context.Background(), img)
 			var de *DigestError
-			if !errors.As(err, &de) || !errors.Is(err, ErrDigestMismatch) || de.What != "layer blob" || de.Want != bad.String() {
+			if !errors.As(err, &de) || !errdefs.IsInvalidArgument(err) || de.What != "layer blob" || de.Want != bad.String() {
 				t.Fatalf("Import = %v, want a layer blob DigestError for %s", err, bad)
 			}
 			if !strings.Contains(err.Error(), bad.String()) {

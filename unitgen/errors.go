@@ -1,17 +1,10 @@
 package unitgen
 
 import (
-	"errors"
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
-
-// ErrInvalid is the class of every error Generate returns because of what the
-// pod (or its image) asks for, as opposed to a caller mistake in Paths or
-// Options. Test with errors.Is(err, unitgen.ErrInvalid); api/server maps the
-// class to 422 Unprocessable Entity like the apiserver's field errors.
-var ErrInvalid = errors.New("invalid")
 
 // InvalidError names the offending field of the pod, e.g.
 // `spec.containers[0].securityContext.capabilities.add[1]: unsupported capability "FOO"`.
@@ -24,8 +17,11 @@ type InvalidError struct {
 
 func (e *InvalidError) Error() string { return e.Field + ": " + e.Detail }
 
-// Is makes errors.Is(err, ErrInvalid) true for every *InvalidError.
-func (e *InvalidError) Is(target error) bool { return target == ErrInvalid }
+// InvalidParameter puts every *InvalidError in errdefs' invalid-argument
+// class (errdefs.IsInvalidArgument): it is what the pod (or its image) asks
+// for, as opposed to a caller mistake in Paths or Options. api/server maps
+// the class to 422 Unprocessable Entity like the apiserver's field errors.
+func (e *InvalidError) InvalidParameter() {}
 
 func invalid(p *field.Path, format string, args ...any) error {
 	return &InvalidError{Field: p.String(), Detail: fmt.Sprintf(format, args...)}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/berth-dev/berth/cgroup"
+	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
@@ -48,7 +48,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.unit.golden")
 //	## assert-spec-contains path=JSON   the array at path has this element
 //	## assert-spec-lacks path=JSON      the array at path lacks this element
 //	## assert-spec-absent path      missing or null
-//	## assert-error TEXT            Generate fails with an ErrInvalid error containing TEXT
+//	## assert-error TEXT            Generate fails with an invalid-argument error containing TEXT
 type fixture struct {
 	name    string
 	pod     *corev1.Pod
@@ -251,8 +251,8 @@ func (f *fixture) check() (*Unit, []string) {
 		switch {
 		case genErr == nil:
 			failf(a.line, "want error containing %q, Generate succeeded", a.args)
-		case !errors.Is(genErr, ErrInvalid):
-			failf(a.line, "error %q is not ErrInvalid", genErr)
+		case !errdefs.IsInvalidArgument(genErr):
+			failf(a.line, "error %q is not in the invalid-argument class", genErr)
 		case !strings.Contains(genErr.Error(), a.args):
 			failf(a.line, "error %q does not contain %q", genErr, a.args)
 		}

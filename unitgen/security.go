@@ -2,9 +2,10 @@ package unitgen
 
 import (
 	"fmt"
-	"github.com/berth-dev/berth/unitgen/caps"
 	"slices"
 	"strings"
+
+	"github.com/berth-dev/berth/unitgen/caps"
 
 	"github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"

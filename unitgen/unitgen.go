@@ -25,7 +25,7 @@
 //     cgroup are unit properties, because systemd owns the cgroup.
 //
 // Everything Generate refuses because of the pod or its image is an
-// *InvalidError (errors.Is(err, ErrInvalid)) naming the field.
+// *InvalidError (errdefs.IsInvalidArgument) naming the field.
 package unitgen
 
 import (
@@ -262,7 +262,7 @@ func (g *gen) checkUnsupported() error {
 	return nil
 }
 
-// check refuses caller mistakes; these are programming errors, not ErrInvalid.
+// check refuses caller mistakes; these are programming errors, not invalid arguments.
 func (p *Paths) check() error {
 	for _, f := range []struct{ name, v string }{
 		{"Init", p.Init}, {"Bundle", p.Bundle}, {"Upper", p.Upper}, {"Work", p.Work}, {"Rootfs", p.Rootfs},

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -190,7 +191,7 @@ func TestNames(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "systemd allows 255") {
+			if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "systemd allows 255") {
 				t.Fatalf("want the unit-name length error, got %v", err)
 			}
 		})
@@ -227,7 +228,7 @@ func TestSeccompFollowsCapabilities(t *testing.T) {
 	}
 }
 
-// Mistakes of the caller are not the pod's fault and must not be ErrInvalid.
+// Mistakes of the caller are not the pod's fault and must not be invalid-argument errors.
 func TestCallerErrors(t *testing.T) {
 	for name, mutate := range map[string]func(*Input){
 		"nil pod":           func(in *Input) { in.Pod = nil },
@@ -242,8 +243,8 @@ func TestCallerErrors(t *testing.T) {
 			in := basicInput(t)
 			mutate(&in)
 			_, err := Generate(in)
-			if err == nil || errors.Is(err, ErrInvalid) {
-				t.Fatalf("want a non-ErrInvalid error, got %v", err)
+			if err == nil || errdefs.IsInvalidArgument(err) {
+				t.Fatalf("want a non-invalid-argument error, got %v", err)
 			}
 		})
 	}
@@ -256,7 +257,7 @@ func TestCallerErrors(t *testing.T) {
 
 func TestInvalidError(t *testing.T) {
 	var err error = &InvalidError{Field: "spec.x", Detail: "bad"}
-	if err.Error() != "spec.x: bad" || !errors.Is(err, ErrInvalid) {
+	if err.Error() != "spec.x: bad" || !errdefs.IsInvalidArgument(err) {
 		t.Errorf("%v", err)
 	}
 	var ie *InvalidError

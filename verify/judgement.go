@@ -1,15 +1,17 @@
 package verify
 
 import (
-	"errors"
 	"fmt"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
-// ErrRejected is the class of every refusal by the trust policy. Callers test
-// it with errors.Is and map it to a forbidden/invalid status; the message of
-// the wrapping error says which image, scope and rule, and why.
-var ErrRejected = errors.New("rejected by trust policy")
+// ErrRejected is every refusal by the trust policy, a value of errdefs'
+// permission-denied class. Callers test it with errors.Is (or
+// errdefs.IsPermissionDenied) and reach the judgement with errors.As on
+// *RejectedError; its message says which image, scope and rule, and why.
+var ErrRejected = errdefs.ErrPermissionDenied.WithMessage("rejected by trust policy")
 
 // Judgement is the policy's verdict on one image digest. It is a value the
 // store records next to the image ("the store records the judgement with the
@@ -62,3 +64,8 @@ func (e *RejectedError) Error() string {
 
 // Is makes errors.Is(err, ErrRejected) true.
 func (e *RejectedError) Is(target error) bool { return target == ErrRejected }
+
+// Forbidden puts a rejection in errdefs' permission-denied class
+// (errdefs.IsPermissionDenied): the image is not allowed to run, which
+// api/server answers as 403 Forbidden.
+func (e *RejectedError) Forbidden() {}

@@ -31,6 +31,7 @@ const (
 type Policy struct {
 	source string // the file it came from, for messages
 	digest string
+	sum    string // sha256 (hex) of the bytes the policy was parsed from, or "absent"
 	files  []TrustFile
 
 	global        scopeRules
@@ -70,6 +71,7 @@ func absentPolicy(path string) *Policy {
 	return &Policy{
 		source: path,
 		digest: "sha256:" + hex.EncodeToString(sum[:]),
+		sum:    AbsentFile,
 		global: scopeRules{scope: ScopeDefault, reqs: []requirement{rejectRule{
 			why: fmt.Sprintf("there is no trust policy at %s, and without one berth rejects every image", path),
 		}}},
@@ -87,8 +89,18 @@ func Parse(source string, data []byte) (*Policy, error) {
 		return nil, fmt.Errorf("trust policy %s: %w", source, err)
 	}
 	p.source = source
+	s := sha256.Sum256(data)
+	p.sum = hex.EncodeToString(s[:])
 	return p, nil
 }
+
+// AbsentFile is the SHA256 of a file that did not exist when it was read.
+const AbsentFile = "absent"
+
+// SourceSHA256 is the sha256 (hex) of the exact bytes the policy was parsed
+// from, or AbsentFile when there was no policy file: what a judgement read,
+// not what the file holds now.
+func (p *Policy) SourceSHA256() string { return p.sum }
 
 // Digest identifies the policy for caching judgements keyed by
 // (image digest, policy digest): "sha256:<hex>" of the policy file bytes, or,
@@ -97,8 +109,8 @@ func Parse(source string, data []byte) (*Policy, error) {
 // invalidates cached judgements.
 func (p *Policy) Digest() string { return p.digest }
 
-// TrustFile is a key, CA or Rekor file the policy names, with the sha256 of
-// the content it had when the policy was loaded.
+// TrustFile is a key, CA or Rekor file the policy names, with the sha256
+// (hex) of the exact bytes read when the policy was loaded.
 type TrustFile struct {
 	Path   string `json:"path"`
 	SHA256 string `json:"sha256"`

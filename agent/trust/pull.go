@@ -54,12 +54,11 @@ func Pull(ctx context.Context, st *image.Store, regs *image.Registries, policyPa
 	if err != nil {
 		return nil, err
 	}
-	if err := st.PutMeta(img.Digest, SignaturesMeta, b); err != nil {
+	if err := st.PutMeta(img.Digest, signaturesMeta(res.Repo.Name()), b); err != nil {
 		return nil, fmt.Errorf("store signatures: %w", err)
 	}
-	jb, _ := json.Marshal(judgement)
-	if err := st.PutMeta(img.Digest, JudgementMeta, jb); err != nil {
-		return nil, fmt.Errorf("store judgement: %w", err)
+	if err := recordJudgement(st, img.Digest, judgementMeta(res.Repo.Name()), judgement); err != nil {
+		return nil, err
 	}
 	return &Pulled{Image: img, Resolved: res, Judgement: judgement}, nil
 }

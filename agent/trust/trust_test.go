@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/verify"
+	"github.com/containerd/errdefs"
 )
 
 // memStore is the image store's meta files in memory, counting writes.
@@ -24,7 +24,7 @@ func (m *memStore) PutMeta(digest, name string, data []byte) error {
 func (m *memStore) GetMeta(digest, name string) ([]byte, error) {
 	b, ok := m.meta[digest+"/"+name]
 	if !ok {
-		return nil, image.ErrNotFound
+		return nil, errdefs.ErrNotFound
 	}
 	return b, nil
 }
@@ -40,7 +40,7 @@ func TestRecordJudgementOnlyWhenItChanges(t *testing.T) {
 	stored := func() verify.Judgement {
 		t.Helper()
 		var got verify.Judgement
-		if err := json.Unmarshal(st.meta[d+"/"+JudgementMeta], &got); err != nil {
+		if err := json.Unmarshal(st.meta[d+"/"+judgementMeta("example.com/app")], &got); err != nil {
 			t.Fatal(err)
 		}
 		return got
@@ -64,7 +64,7 @@ func TestRecordJudgementOnlyWhenItChanges(t *testing.T) {
 	}
 	for _, s := range steps {
 		s.change(&j)
-		if err := recordJudgement(st, d, j); err != nil {
+		if err := recordJudgement(st, d, judgementMeta("example.com/app"), j); err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
 		got := stored()

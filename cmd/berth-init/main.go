@@ -10,7 +10,7 @@ package main
 import (
 	"os"
 
-	"github.com/berth-dev/berth/agent/runtime/stage1"
+	"github.com/berth-dev/berth/agent/berthinit"
 )
 
-func main() { os.Exit(stage1.Main(os.Args[1:])) }
+func main() { os.Exit(berthinit.Main(os.Args[1:])) }

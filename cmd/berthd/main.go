@@ -31,7 +31,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/berth-dev/berth/agent/runtime"
+	"github.com/berth-dev/berth/agent/pods"
 	"github.com/berth-dev/berth/agent/trust"
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/image"
@@ -74,7 +74,7 @@ func newRoot() *cobra.Command {
 }
 
 type env struct {
-	rt    *runtime.Runtime
+	rt    *pods.Runtime
 	store *image.Store
 	conn  *systemd.Conn
 	regs  *image.Registries
@@ -103,7 +103,7 @@ func (g *globals) open(ctx context.Context) (*env, error) {
 		return nil, fmt.Errorf("connect to systemd: %w", err)
 	}
 	node := cgroup.NodeInfo{MemoryCapacity: memTotal(), CgroupV2: cgroup.IsV2(), PidsLimit: g.pidsLimit}
-	rt := runtime.New(runtime.Config{
+	rt := pods.New(pods.Config{
 		StateDir: g.stateDir, RunDir: g.runDir, Init: initPath, Node: node,
 		AllowPrivileged: g.allowPrivileged, Policy: g.policy, Log: log,
 	}, conn, store)
@@ -176,7 +176,7 @@ func pullCmd(g *globals) *cobra.Command {
 // defaults), or all of them with --force. It runs after every pull too.
 // keep names images to spare besides those in use (the one just pulled).
 func (g *globals) gc(ctx context.Context, store *image.Store, force bool, keep ...string) (image.GCReport, error) {
-	rt := runtime.New(runtime.Config{StateDir: g.stateDir, RunDir: g.runDir}, nil, store)
+	rt := pods.New(pods.Config{StateDir: g.stateDir, RunDir: g.runDir}, nil, store)
 	inUse, err := rt.ImagesInUse()
 	if err != nil {
 		return image.GCReport{}, fmt.Errorf("image gc: %w", err)
@@ -255,14 +255,14 @@ func runCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			images := map[string]runtime.PodImage{}
+			images := map[string]pods.PodImage{}
 			for _, c := range pod.Spec.Containers {
 				if layout == "" {
 					p, err := g.pull(ctx, e.store, e.regs, c.Image)
 					if err != nil {
 						return fmt.Errorf("container %q: %w", c.Name, err)
 					}
-					images[c.Name] = runtime.PodImage{Image: p.Image, Repo: p.Resolved.Repo.Name()}
+					images[c.Name] = pods.PodImage{Image: p.Image, Repo: p.Resolved.Repo.Name()}
 					continue
 				}
 				img, err := image.OpenLayout(ctx, layout, c.Image)
@@ -277,7 +277,7 @@ func runCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				images[c.Name] = runtime.PodImage{Image: imported, Layout: abs}
+				images[c.Name] = pods.PodImage{Image: imported, Layout: abs}
 			}
 			if err := e.rt.RunPod(ctx, pod, images); err != nil {
 				return err

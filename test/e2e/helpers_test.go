@@ -20,7 +20,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/berth-dev/berth/agent/runtime"
+	"github.com/berth-dev/berth/agent/pods"
 	"github.com/berth-dev/berth/test/imagetest"
 	"github.com/berth-dev/berth/test/node"
 	"github.com/berth-dev/berth/test/node/nodetest"
@@ -166,10 +166,10 @@ func (e *env) mustStartPod(name, manifest string) {
 	}
 }
 
-func (e *env) status(pod string) []runtime.ContainerStatus {
+func (e *env) status(pod string) []pods.ContainerStatus {
 	e.t.Helper()
 	out := e.run("berthd", "--policy", policy, "pod", "status", "-o", "json", "default/"+pod)
-	var sts []runtime.ContainerStatus
+	var sts []pods.ContainerStatus
 	if err := json.Unmarshal([]byte(out), &sts); err != nil {
 		e.t.Fatalf("status of %s: %v\n%s", pod, err, out)
 	}

@@ -452,7 +452,7 @@ func hasCap(n uint) bool {
 }
 
 // berthd asks systemd for the unit before the bundle is complete and
-// releases it through the bundle's FIFO (stage1.ReleaseFile). If it fails
+// releases it through the bundle's FIFO (berthinit.ReleaseFile). If it fails
 // meanwhile, berth-init must start nothing: here the pod's namespaces
 // cannot be made (a file stands where their directory goes), after the
 // unit was requested.

@@ -5,25 +5,21 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	"github.com/godbus/dbus/v5"
 )
 
-// Error classes (containerd errdefs style). Every error this package returns
-// because of what systemd answered wraps at most one of them; test with
-// errors.Is. api/server maps them to HTTP statuses.
-var (
-	// ErrNotFound: systemd does not know the unit (NoSuchUnit, LoadFailed,
-	// or LoadState=not-found), or it has no process to signal.
-	ErrNotFound = errors.New("not found")
-	// ErrAlreadyExists: a unit of that name is loaded and not a failed
-	// leftover (UnitExists).
-	ErrAlreadyExists = errors.New("already exists")
-	// ErrInvalid: systemd rejected what we asked for: an unknown or
-	// read-only property (PropertyReadOnly), a wrong D-Bus type (ENXIO), an
-	// invalid argument or unit name (InvalidArgs), or a Go value this
-	// package cannot encode.
-	ErrInvalid = errors.New("invalid")
-)
+// Every error this package returns because of what systemd answered carries
+// one class of github.com/containerd/errdefs, tested with errors.Is or
+// errdefs.IsNotFound and the like (api/server maps them to HTTP statuses):
+//   - errdefs.errdefs.ErrNotFound: systemd does not know the unit (NoSuchUnit,
+//     LoadFailed, or LoadState=not-found), or it has no process to signal;
+//   - errdefs.errdefs.ErrAlreadyExists: a unit of that name is loaded and not a failed
+//     leftover (UnitExists);
+//   - errdefs.ErrInvalidArgument: systemd rejected what we asked for: an
+//     unknown or read-only property (PropertyReadOnly), a wrong D-Bus type
+//     (ENXIO), an invalid argument or unit name (InvalidArgs), or a Go value
+//     this package cannot encode.
 
 // D-Bus error names systemd 252 answers with. systemd's own names are in
 // src/libsystemd/sd-bus/bus-common-errors.h; "System.Error.<ERRNO>" is how
@@ -75,11 +71,11 @@ func (e *Error) Unwrap() []error {
 func classOf(name string) error {
 	switch name {
 	case errNoSuchUnit, errLoadFailed, errNoSuchProcess, errUnknownObject, errENOENT, errESRCH:
-		return ErrNotFound
+		return errdefs.ErrNotFound
 	case errUnitExists:
-		return ErrAlreadyExists
+		return errdefs.ErrAlreadyExists
 	case errPropertyReadOnly, errInvalidArgs, errUnknownProperty, errENXIO, errEINVAL:
-		return ErrInvalid
+		return errdefs.ErrInvalidArgument
 	}
 	return nil
 }

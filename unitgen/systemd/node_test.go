@@ -14,6 +14,7 @@ import (
 	"github.com/berth-dev/berth/test/node"
 	"github.com/berth-dev/berth/test/node/nodetest"
 	"github.com/berth-dev/berth/unitgen"
+	"github.com/containerd/errdefs"
 )
 
 // Tests against a real systemd 252 booted as PID 1 of a disposable node
@@ -65,7 +66,7 @@ func cleanupUnit(t *testing.T, c *Conn, name string) {
 		if err := c.Stop(ctx, name); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
-		if err := c.ResetFailed(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+		if err := c.ResetFailed(ctx, name); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			t.Errorf("cleanup: %v", err)
 		}
 	})
@@ -79,7 +80,7 @@ func waitGone(t *testing.T, c *Conn, name string) {
 	var err error
 	for i := 0; i < 50; i++ {
 		st, err = c.Status(ctx, name)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, errdefs.ErrNotFound) {
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -244,15 +245,15 @@ func TestNode(t *testing.T) {
 			t.Run(tc.name, func(t *testing.T) {
 				ctx := testCtx(t)
 				err := c.Start(ctx, tc.unit, tc.props)
-				if !errors.Is(err, ErrInvalid) {
-					t.Fatalf("err = %v, want ErrInvalid", err)
+				if !errors.Is(err, errdefs.ErrInvalidArgument) {
+					t.Fatalf("err = %v, want errdefs.ErrInvalidArgument", err)
 				}
 				for _, w := range tc.want {
 					if !strings.Contains(err.Error(), w) {
 						t.Errorf("%q does not name %q", err, w)
 					}
 				}
-				if _, err := c.Status(ctx, tc.unit); !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrInvalid) {
+				if _, err := c.Status(ctx, tc.unit); !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, errdefs.ErrInvalidArgument) {
 					t.Errorf("unit after a refused start: %v", err)
 				}
 			})
@@ -268,8 +269,8 @@ func TestNode(t *testing.T) {
 		}
 		before, _ := c.Status(ctx, name)
 		err := c.Start(ctx, name, service(sleeper))
-		if !errors.Is(err, ErrAlreadyExists) {
-			t.Fatalf("second start: %v, want ErrAlreadyExists", err)
+		if !errors.Is(err, errdefs.ErrAlreadyExists) {
+			t.Fatalf("second start: %v, want errdefs.ErrAlreadyExists", err)
 		}
 		after, err := c.Status(ctx, name)
 		if err != nil || after.MainPID != before.MainPID || after.ActiveState != "active" {
@@ -442,8 +443,8 @@ func TestNode(t *testing.T) {
 		if ev.ActiveState != "failed" || ev.Result != "signal" || ev.ExecMainCode != CodeKilled || ev.ExecMainStatus != 9 {
 			t.Errorf("exit event %+v, want failed signal killed by 9", ev)
 		}
-		if err := c.Kill(ctx, "berth-kill-never.service", KillAll, syscall.SIGTERM); !errors.Is(err, ErrNotFound) {
-			t.Errorf("kill of an unknown unit: %v, want ErrNotFound", err)
+		if err := c.Kill(ctx, "berth-kill-never.service", KillAll, syscall.SIGTERM); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("kill of an unknown unit: %v, want errdefs.ErrNotFound", err)
 		}
 	})
 
@@ -507,7 +508,7 @@ func TestNode(t *testing.T) {
 		}
 		// A property systemd does not take live is refused, named.
 		err = c.EnsureSlice(ctx, slice, []unitgen.Property{{Name: "Hostname", Value: "x"}})
-		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "Hostname") {
+		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "Hostname") {
 			t.Errorf("live unknown property: %v", err)
 		}
 		// Stopping the slice stops what runs in it.
@@ -542,11 +543,11 @@ func TestNode(t *testing.T) {
 	})
 
 	t.Run("StatusUnknown", func(t *testing.T) {
-		if _, err := c.Status(testCtx(t), "berth-never-started.service"); !errors.Is(err, ErrNotFound) {
-			t.Errorf("err = %v, want ErrNotFound", err)
+		if _, err := c.Status(testCtx(t), "berth-never-started.service"); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("err = %v, want errdefs.ErrNotFound", err)
 		}
-		if err := c.ResetFailed(testCtx(t), "berth-never-started.service"); !errors.Is(err, ErrNotFound) {
-			t.Errorf("reset-failed: %v, want ErrNotFound", err)
+		if err := c.ResetFailed(testCtx(t), "berth-never-started.service"); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("reset-failed: %v, want errdefs.ErrNotFound", err)
 		}
 	})
 }

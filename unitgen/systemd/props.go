@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	sd "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
 
@@ -39,7 +40,7 @@ func Properties(props []unitgen.Property) ([]sd.Property, error) {
 	out := make([]sd.Property, 0, len(props))
 	for _, p := range props {
 		if p.Name == "" {
-			return nil, fmt.Errorf("property with value %v has no name: %w", p.Value, ErrInvalid)
+			return nil, fmt.Errorf("property with value %v has no name: %w", p.Value, errdefs.ErrInvalidArgument)
 		}
 		v, err := variant(p.Value)
 		if err != nil {
@@ -63,7 +64,7 @@ func variant(v any) (dbus.Variant, error) {
 		cmds := make([]execCommand, 0, len(x))
 		for _, c := range x {
 			if c.Path == "" {
-				return dbus.Variant{}, fmt.Errorf("command with empty path: %w", ErrInvalid)
+				return dbus.Variant{}, fmt.Errorf("command with empty path: %w", errdefs.ErrInvalidArgument)
 			}
 			args := c.Args
 			if len(args) == 0 {
@@ -80,7 +81,7 @@ func variant(v any) (dbus.Variant, error) {
 		}
 		return dbus.MakeVariant(devs), nil
 	}
-	return dbus.Variant{}, fmt.Errorf("value %v of Go type %T has no D-Bus signature systemd accepts here (want string, bool, uint64, int32, uint32, []string, []unitgen.ExecCommand or []unitgen.DeviceAllow): %w", v, v, ErrInvalid)
+	return dbus.Variant{}, fmt.Errorf("value %v of Go type %T has no D-Bus signature systemd accepts here (want string, bool, uint64, int32, uint32, []string, []unitgen.ExecCommand or []unitgen.DeviceAllow): %w", v, v, errdefs.ErrInvalidArgument)
 }
 
 // signatures lists "Name=sig" of props, for an ENXIO hint.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	sd "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
 
@@ -83,8 +84,8 @@ func TestPropertiesRejects(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Properties([]unitgen.Property{{Name: "Type", Value: "exec"}, tc.prop})
-			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("err = %v, want ErrInvalid", err)
+			if !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Fatalf("err = %v, want errdefs.ErrInvalidArgument", err)
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("err %q does not name %q", err, tc.want)
@@ -116,19 +117,19 @@ func TestClassify(t *testing.T) {
 		name  string
 		class error
 	}{
-		{"org.freedesktop.systemd1.NoSuchUnit", ErrNotFound},
-		{"org.freedesktop.systemd1.LoadFailed", ErrNotFound},
-		{"org.freedesktop.systemd1.NoSuchProcess", ErrNotFound},
-		{"org.freedesktop.systemd1.UnitExists", ErrAlreadyExists},
-		{"org.freedesktop.DBus.Error.PropertyReadOnly", ErrInvalid},
-		{"org.freedesktop.DBus.Error.InvalidArgs", ErrInvalid},
-		{"System.Error.ENXIO", ErrInvalid},
+		{"org.freedesktop.systemd1.NoSuchUnit", errdefs.ErrNotFound},
+		{"org.freedesktop.systemd1.LoadFailed", errdefs.ErrNotFound},
+		{"org.freedesktop.systemd1.NoSuchProcess", errdefs.ErrNotFound},
+		{"org.freedesktop.systemd1.UnitExists", errdefs.ErrAlreadyExists},
+		{"org.freedesktop.DBus.Error.PropertyReadOnly", errdefs.ErrInvalidArgument},
+		{"org.freedesktop.DBus.Error.InvalidArgs", errdefs.ErrInvalidArgument},
+		{"System.Error.ENXIO", errdefs.ErrInvalidArgument},
 		{"org.freedesktop.DBus.Error.AccessDenied", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			orig := dbus.Error{Name: tc.name, Body: []any{"systemd says why"}}
 			err := classify(orig)
-			for _, c := range []error{ErrNotFound, ErrAlreadyExists, ErrInvalid} {
+			for _, c := range []error{errdefs.ErrNotFound, errdefs.ErrAlreadyExists, errdefs.ErrInvalidArgument} {
 				if got := errors.Is(err, c); got != (c == tc.class) {
 					t.Errorf("errors.Is(%v, %v) = %v", err, c, got)
 				}
@@ -261,7 +262,7 @@ func TestDialNothingThere(t *testing.T) {
 
 func TestEnsureSliceNeedsSliceName(t *testing.T) {
 	err := (&Conn{}).EnsureSlice(context.Background(), "berth-x.service", nil)
-	if !errors.Is(err, ErrInvalid) {
-		t.Errorf("err = %v, want ErrInvalid", err)
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("err = %v, want errdefs.ErrInvalidArgument", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/berth-dev/berth/test/node"
 	"github.com/berth-dev/berth/test/node/nodetest"
 	"github.com/berth-dev/berth/unitgen"
+	"github.com/containerd/errdefs"
 )
 
 // helperEnv makes the test binary, run inside a node, act as privateHelper
@@ -287,12 +288,12 @@ func runPrivate(r *privateReport) error {
 			return err
 		}
 	}
-	if err := c.ResetFailed(ctx, b); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := c.ResetFailed(ctx, b); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return err
 	}
 	for i := 0; i < 50; i++ {
 		_, err := c.Status(ctx, a)
-		if r.StoppedStatusMissing = errors.Is(err, ErrNotFound); r.StoppedStatusMissing {
+		if r.StoppedStatusMissing = errors.Is(err, errdefs.ErrNotFound); r.StoppedStatusMissing {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	sd "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
 
@@ -41,28 +42,28 @@ const cleanupTimeout = 10 * time.Second
 //
 // A unit of the same name that systemd still holds (a failed leftover) is
 // reset and the start retried once; if it is still there (active), the error
-// is ErrAlreadyExists. Properties systemd refuses are ErrInvalid naming the
+// is errdefs.ErrAlreadyExists. Properties systemd refuses are errdefs.ErrInvalidArgument naming the
 // property when systemd does.
 //
 // If the connection breaks during the call, Start re-dials and asks again;
 // should the first request have reached systemd, the second answers
-// ErrAlreadyExists, and the caller finds the unit with Status.
+// errdefs.ErrAlreadyExists, and the caller finds the unit with Status.
 func (c *Conn) Start(ctx context.Context, name string, props []unitgen.Property) error {
 	sp, err := Properties(props)
 	if err != nil {
 		return fmt.Errorf("start unit %s: %w", name, err)
 	}
 	err = c.startTransient(ctx, name, sp)
-	if !errors.Is(err, ErrAlreadyExists) {
+	if !errors.Is(err, errdefs.ErrAlreadyExists) {
 		return err
 	}
 	// A unit that failed stays loaded until reset-failed; then systemd
 	// garbage-collects it and the name is free again.
-	if rerr := c.ResetFailed(ctx, name); rerr != nil && !errors.Is(rerr, ErrNotFound) {
+	if rerr := c.ResetFailed(ctx, name); rerr != nil && !errors.Is(rerr, errdefs.ErrNotFound) {
 		return err
 	}
 	err = c.startTransient(ctx, name, sp)
-	if errors.Is(err, ErrAlreadyExists) {
+	if errors.Is(err, errdefs.ErrAlreadyExists) {
 		if st, serr := c.Status(ctx, name); serr == nil {
 			err = fmt.Errorf("%w (unit is %s/%s)", err, st.ActiveState, st.SubState)
 		}
@@ -128,7 +129,7 @@ func (c *Conn) waitJob(ctx context.Context, s *session, name, job string, ch <-c
 	for {
 		st, err := c.Status(ctx, name)
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, errdefs.ErrNotFound):
 			if job == "stop" {
 				return "done", nil
 			}
@@ -168,14 +169,14 @@ func settledResult(job string, st *UnitStatus) string {
 // Set does, leaving out those systemd accepts only at creation.
 func (c *Conn) EnsureSlice(ctx context.Context, name string, props []unitgen.Property) error {
 	if !strings.HasSuffix(name, ".slice") {
-		return fmt.Errorf("ensure slice %s: not a .slice name: %w", name, ErrInvalid)
+		return fmt.Errorf("ensure slice %s: not a .slice name: %w", name, errdefs.ErrInvalidArgument)
 	}
 	sp, err := Properties(props)
 	if err != nil {
 		return fmt.Errorf("ensure slice %s: %w", name, err)
 	}
 	err = c.startTransient(ctx, name, sp)
-	if !errors.Is(err, ErrAlreadyExists) {
+	if !errors.Is(err, errdefs.ErrAlreadyExists) {
 		return err
 	}
 	if live := liveProps(sp); len(live) > 0 {
@@ -222,7 +223,7 @@ func (c *Conn) Stop(ctx context.Context, name string) error {
 	})
 	if err != nil {
 		err = classify(err)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, errdefs.ErrNotFound) {
 			return nil
 		}
 		return fmt.Errorf("stop unit %s: %w", name, err)
@@ -231,7 +232,7 @@ func (c *Conn) Stop(ctx context.Context, name string) error {
 }
 
 // ResetFailed resets a failed unit, which lets systemd unload a transient
-// one. ErrNotFound if systemd does not have it loaded.
+// one. errdefs.ErrNotFound if systemd does not have it loaded.
 func (c *Conn) ResetFailed(ctx context.Context, name string) error {
 	err := c.call(ctx, func(s *session) error { return s.sd.ResetFailedUnitContext(ctx, name) })
 	if err != nil {
@@ -250,7 +251,7 @@ const (
 )
 
 // Kill sends sig to the unit's processes without stopping the unit.
-// ErrNotFound when the unit is not loaded or has no such process.
+// errdefs.ErrNotFound when the unit is not loaded or has no such process.
 func (c *Conn) Kill(ctx context.Context, name string, who Who, sig syscall.Signal) error {
 	err := c.call(ctx, func(s *session) error {
 		return s.sd.KillUnitWithTarget(ctx, name, sd.Who(who), int32(sig))
@@ -287,7 +288,7 @@ type UnitStatus struct {
 	ExecMainExit  time.Time // main process exited
 }
 
-// Status reads the unit's state. A unit systemd does not know is ErrNotFound
+// Status reads the unit's state. A unit systemd does not know is errdefs.ErrNotFound
 // (asking loads it as LoadState=not-found for a moment; systemd drops it
 // again).
 func (c *Conn) Status(ctx context.Context, name string) (*UnitStatus, error) {
@@ -336,7 +337,7 @@ func readStatus(ctx context.Context, conn *dbus.Conn, name string) (*UnitStatus,
 	st := &UnitStatus{Name: name}
 	st.fromUnit(u)
 	if st.LoadState == "not-found" && st.ActiveState == "inactive" {
-		return nil, fmt.Errorf("unit %s is not loaded: %w", name, ErrNotFound)
+		return nil, fmt.Errorf("unit %s is not loaded: %w", name, errdefs.ErrNotFound)
 	}
 	if iface := typeInterface(name); iface != "" {
 		t, err := getAll(ctx, conn, path, iface)

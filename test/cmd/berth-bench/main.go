@@ -28,7 +28,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/berth-dev/berth/agent/runtime"
+	"github.com/berth-dev/berth/agent/pods"
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/unitgen"
@@ -81,7 +81,7 @@ func run(n int, layout, ref, initPath, cpu string, podman, crun, verbose bool) e
 	if err := os.WriteFile(policy, []byte(`{"default": [{"type": "reject"}], "transports": {"oci": {"`+layout+`": [{"type": "insecureAcceptAnything"}]}}}`), 0o644); err != nil {
 		return err
 	}
-	rt := runtime.New(runtime.Config{Init: initPath, Log: log, Policy: policy,
+	rt := pods.New(pods.Config{Init: initPath, Log: log, Policy: policy,
 		Node: cgroup.NodeInfo{MemoryCapacity: 8 << 30, CgroupV2: cgroup.IsV2(), PidsLimit: 4096}}, conn, store)
 	// The same limits for both sides. Note the CPU limit also applies to
 	// berth-init's own set-up in the unit's cgroup (~25 ms of CPU, mostly
@@ -127,7 +127,7 @@ func run(n int, layout, ref, initPath, cpu string, podman, crun, verbose bool) e
 			}}},
 		}
 		t0 = time.Now()
-		if err := rt.RunPod(ctx, pod, map[string]runtime.PodImage{"main": {Image: img, Layout: layout}}); err != nil {
+		if err := rt.RunPod(ctx, pod, map[string]pods.PodImage{"main": {Image: img, Layout: layout}}); err != nil {
 			return fmt.Errorf("pod %d: %w", i, err)
 		}
 		berth = append(berth, time.Since(t0))

@@ -14,15 +14,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const (
-	// File in a container's bundle holds its filter, compiled by the agent
-	// from the profile unitgen chose, in MarshalBinary's encoding.
-	File = "seccomp.bpf"
-	// Annotation in the bundle's config.json is the sha256 (hex) of File:
-	// the spec says which filter the container gets, and File must be it.
-	// The spec's linux.seccomp is then empty.
-	Annotation = "dev.berth.seccomp.sha256"
-)
+// Annotation in the bundle's config.json is the sha256 (hex) of the
+// bundle's seccomp filter file (bundle.SeccompFile), which holds the filter
+// compiled by berthd from the profile unitgen chose, in MarshalBinary's
+// encoding: the spec says which filter the container gets, and the file must
+// be it. The spec's linux.seccomp is then empty.
+const Annotation = "dev.berth.seccomp.sha256"
 
 // Filter is a compiled program ready for Load.
 type Filter struct {

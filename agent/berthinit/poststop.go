@@ -1,7 +1,6 @@
-package stage1
+package berthinit
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,43 +10,13 @@ import (
 
 	"github.com/berth-dev/berth/cgroup/own"
 	"golang.org/x/sys/unix"
-)
 
-// Reasons, as Kubernetes reports a terminated container
-// (ContainerStateTerminated.Reason; containerd's CRI plugin sets the same).
-const (
-	ReasonCompleted = "Completed"
-	ReasonError     = "Error"
-	ReasonOOMKilled = "OOMKilled"
+	bndl "github.com/berth-dev/berth/agent/bundle"
 )
 
 // unknownExitCode is what containerd reports when it cannot tell a task's
 // exit status (containerd's client UnknownExitStatus = 255).
 const unknownExitCode = 255
-
-// ExitStatus is how a container's workload ended, written by
-// `berth-init poststop` to <bundle>/exit.json.
-type ExitStatus struct {
-	Result     string    `json:"result"`   // systemd's $SERVICE_RESULT
-	ExitCode   int       `json:"exitCode"` // status, or 128+signal when killed
-	Signal     int       `json:"signal"`   // killing signal, 0 if it exited
-	OOMKilled  bool      `json:"oomKilled"`
-	Reason     string    `json:"reason"` // Completed, Error or OOMKilled
-	FinishedAt time.Time `json:"finishedAt"`
-}
-
-// ReadExitStatus reads <bundle>/exit.json.
-func ReadExitStatus(bundle string) (*ExitStatus, error) {
-	b, err := os.ReadFile(filepath.Join(bundle, ExitFile))
-	if err != nil {
-		return nil, fmt.Errorf("read exit status: %w", err)
-	}
-	var st ExitStatus
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", filepath.Join(bundle, ExitFile), err)
-	}
-	return &st, nil
-}
 
 // PostStop is `berth-init poststop <bundle>`, systemd's ExecStopPost=. env
 // looks up what systemd passes to ExecStopPost (systemd.exec(5),
@@ -56,7 +25,7 @@ func ReadExitStatus(bundle string) (*ExitStatus, error) {
 // cgroup's OOM-kill counter — it must run now, before systemd removes the
 // cgroup (libraries.md pitfall 4). A failing counter read is reported and
 // treated as no OOM kill. Kills counted before this run started (the
-// baseline Start left in OOMBaseFile) do not count; a counter below the
+// baseline Start left in bndl.OOMBaseFile) do not count; a counter below the
 // baseline means a new cgroup and counts in full.
 func PostStop(bundle string, env func(string) string, oomKills func() (uint64, error), now time.Time) error {
 	kills, err := oomKills()
@@ -64,8 +33,8 @@ func PostStop(bundle string, env func(string) string, oomKills func() (uint64, e
 		fmt.Fprintf(os.Stderr, "berth-init poststop %s: OOM-kill counter: %v\n", bundle, err)
 		kills = 0
 	}
-	// Only kills since this run started count (see OOMBaseFile).
-	if raw, err := os.ReadFile(filepath.Join(bundle, OOMBaseFile)); err == nil {
+	// Only kills since this run started count (see bndl.OOMBaseFile).
+	if raw, err := os.ReadFile(filepath.Join(bundle, bndl.OOMBaseFile)); err == nil {
 		if base, err := strconv.ParseUint(strings.TrimSpace(string(raw)), 10, 64); err == nil {
 			if kills >= base {
 				kills -= base
@@ -73,22 +42,18 @@ func PostStop(bundle string, env func(string) string, oomKills func() (uint64, e
 		}
 	}
 	st := DecideExit(env("SERVICE_RESULT"), env("EXIT_CODE"), env("EXIT_STATUS"), kills, now)
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode exit status: %w", err)
-	}
-	return WriteFileAtomic(filepath.Join(bundle, ExitFile), append(b, '\n'), 0o644)
+	return bndl.WriteExit(bundle, st)
 }
 
-// DecideExit turns systemd's view of the main process into an ExitStatus.
+// DecideExit turns systemd's view of the main process into a bndl.ExitStatus.
 // code is $EXIT_CODE: "exited", "killed" or "dumped" (empty if the main
 // process never ran); status is $EXIT_STATUS: the exit status, or the
 // signal's name ("KILL", as systemd's signal_to_string prints it).
 // ExitCode follows the shell/containerd convention: 128+signal when killed,
 // so SIGKILL is 137. An OOM kill (counter > 0, or systemd's own Result
 // "oom-kill" on cgroup v2) wins over everything else as the reason.
-func DecideExit(result, code, status string, oomKills uint64, now time.Time) ExitStatus {
-	st := ExitStatus{Result: result, FinishedAt: now.UTC()}
+func DecideExit(result, code, status string, oomKills uint64, now time.Time) bndl.ExitStatus {
+	st := bndl.ExitStatus{Result: result, FinishedAt: now.UTC()}
 	switch code {
 	case "exited":
 		n, err := strconv.Atoi(status)
@@ -110,11 +75,11 @@ func DecideExit(result, code, status string, oomKills uint64, now time.Time) Exi
 	st.OOMKilled = oomKills > 0 || result == "oom-kill"
 	switch {
 	case st.OOMKilled:
-		st.Reason = ReasonOOMKilled
+		st.Reason = bndl.ReasonOOMKilled
 	case st.ExitCode == 0:
-		st.Reason = ReasonCompleted
+		st.Reason = bndl.ReasonCompleted
 	default:
-		st.Reason = ReasonError
+		st.Reason = bndl.ReasonError
 	}
 	return st
 }

@@ -1,16 +1,16 @@
-package runtime
+package pods
 
 import (
 	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/berth-dev/berth/agent/runtime/seccomp/filter"
+	bndl "github.com/berth-dev/berth/agent/bundle"
 )
 
 func TestWriteFilter(t *testing.T) {
 	bundle := t.TempDir()
-	path := filepath.Join(bundle, filter.File)
+	path := filepath.Join(bundle, bndl.SeccompFile)
 	if err := writeFilter(bundle, []byte("BERTHSC1 filter")); err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +25,7 @@ func TestWriteFilter(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
-		t.Errorf("old %s left for an unconfined container: %v", filter.File, err)
+		t.Errorf("old %s left for an unconfined container: %v", bndl.SeccompFile, err)
 	}
 	if err := writeFilter(bundle, nil); err != nil {
 		t.Errorf("nothing to remove: %v", err)

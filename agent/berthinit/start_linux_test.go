@@ -1,11 +1,10 @@
-package stage1
+package berthinit
 
 import (
 	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/berth-dev/berth/unitgen/caps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,13 +15,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/agent/runtime/seccomp"
-	"github.com/berth-dev/berth/agent/runtime/seccomp/filter"
+	"github.com/berth-dev/berth/unitgen/caps"
+
+	"github.com/berth-dev/berth/agent/seccomp"
 	"github.com/berth-dev/berth/cgroup/own"
 	"github.com/berth-dev/berth/test/testenv"
 	mobyseccomp "github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	bndl "github.com/berth-dev/berth/agent/bundle"
 )
 
 // These tests run the real berth-init binary (built with CGO_ENABLED=0, as
@@ -97,7 +99,7 @@ func newBundle(t *testing.T, args ...string) *testBundle {
 	for _, d := range []string{b.lower + "/bin", b.lower + "/etc", b.lower + "/data", b.rootfs} {
 		must(t, os.MkdirAll(d, 0o755))
 	}
-	// As berthd makes them (agent/runtime): empty, 0700.
+	// As berthd makes them (agent/pods): empty, 0700.
 	for _, d := range []string{b.upper, b.work} {
 		must(t, os.Mkdir(d, 0o700))
 	}
@@ -169,11 +171,11 @@ func (b *testBundle) write(t *testing.T) {
 	spec, bpf, err := seccomp.Prepare(b.spec)
 	must(t, err)
 	if bpf != nil {
-		must(t, os.WriteFile(filepath.Join(b.dir, filter.File), bpf, 0o600))
+		must(t, os.WriteFile(filepath.Join(b.dir, bndl.SeccompFile), bpf, 0o600))
 	}
 	data, err := json.MarshalIndent(spec, "", "  ")
 	must(t, err)
-	must(t, os.WriteFile(filepath.Join(b.dir, ConfigFile), data, 0o644))
+	must(t, os.WriteFile(filepath.Join(b.dir, bndl.ConfigFile), data, 0o644))
 }
 
 // start runs `berth-init start [flags] <bundle>`; its output (and the
@@ -189,7 +191,7 @@ func (b *testBundle) start(t *testing.T, flags ...string) (pid int, log string, 
 	cmd.Stdout, cmd.Stderr = logf, logf
 	err = cmd.Run()
 	out, _ := os.ReadFile(filepath.Join(b.dir, "log"))
-	if raw, rerr := os.ReadFile(filepath.Join(b.dir, PIDFile)); rerr == nil {
+	if raw, rerr := os.ReadFile(filepath.Join(b.dir, bndl.PIDFile)); rerr == nil {
 		pid, _ = strconv.Atoi(strings.TrimSpace(string(raw)))
 	}
 	if pid > 0 {
@@ -332,8 +334,8 @@ func TestStartRootWorkload(t *testing.T) {
 	// Something left from a previous run must be gone after start.
 	must(t, os.MkdirAll(b.upper, 0o755))
 	must(t, os.WriteFile(b.upper+"/stale", []byte("x"), 0o644))
-	must(t, os.WriteFile(filepath.Join(b.dir, PIDFile), []byte("1\n"), 0o644))
-	must(t, os.WriteFile(filepath.Join(b.dir, ExitFile), []byte("{}"), 0o644))
+	must(t, os.WriteFile(filepath.Join(b.dir, bndl.PIDFile), []byte("1\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(b.dir, bndl.ExitFile), []byte("{}"), 0o644))
 
 	pid, log, err := b.start(t)
 	if err != nil {
@@ -342,10 +344,10 @@ func TestStartRootWorkload(t *testing.T) {
 	if pid <= 1 {
 		t.Fatalf("pid file holds %d", pid)
 	}
-	if _, err := os.Stat(filepath.Join(b.dir, ExitFile)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(b.dir, bndl.ExitFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("stale exit.json not removed: %v", err)
 	}
-	if raw, err := os.ReadFile(filepath.Join(b.dir, OOMBaseFile)); err != nil {
+	if raw, err := os.ReadFile(filepath.Join(b.dir, bndl.OOMBaseFile)); err != nil {
 		t.Errorf("OOM-kill baseline not recorded: %v", err)
 	} else if _, err := strconv.ParseUint(strings.TrimSpace(string(raw)), 10, 64); err != nil {
 		t.Errorf("OOM-kill baseline %q: %v", raw, err)
@@ -557,8 +559,8 @@ func TestWorkloadViewCgroupNamespace(t *testing.T) {
 	// stage-1 entered the new cgroup namespace, where its cgroup is "/".
 	want, err := OwnOOMKills()
 	must(t, err)
-	if raw, err := os.ReadFile(filepath.Join(b.dir, OOMBaseFile)); err != nil || strings.TrimSpace(string(raw)) != strconv.FormatUint(want, 10) {
-		t.Errorf("%s = %q (%v), want %d", OOMBaseFile, raw, err, want)
+	if raw, err := os.ReadFile(filepath.Join(b.dir, bndl.OOMBaseFile)); err != nil || strings.TrimSpace(string(raw)) != strconv.FormatUint(want, 10) {
+		t.Errorf("%s = %q (%v), want %d", bndl.OOMBaseFile, raw, err, want)
 	}
 	for k, w := range map[string]string{"memcg": "/", "memlimit": "1", "cgwrite": "1", "cgunsafe": "0"} {
 		if got[k] != w {
@@ -737,7 +739,7 @@ func TestStartFailures(t *testing.T) {
 			if !strings.Contains(log, tc.want) {
 				t.Errorf("output %q lacks %q", log, tc.want)
 			}
-			if _, err := os.Stat(filepath.Join(b.dir, PIDFile)); !errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(filepath.Join(b.dir, bndl.PIDFile)); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("pid file left behind: %v", err)
 			}
 			if pids := stage2Of(t, b.dir); len(pids) > 0 {
@@ -762,7 +764,7 @@ func TestExecWaitsForStage1Reap(t *testing.T) {
 	// Wait for stage-1 to exit, but leave it a zombie (WNOWAIT).
 	var si unix.Siginfo
 	must(t, unix.Waitid(unix.P_PID, cmd.Process.Pid, &si, unix.WEXITED|unix.WNOWAIT, nil))
-	raw, err := os.ReadFile(filepath.Join(b.dir, PIDFile))
+	raw, err := os.ReadFile(filepath.Join(b.dir, bndl.PIDFile))
 	must(t, err)
 	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
 	must(t, err)
@@ -805,16 +807,16 @@ func TestPostStopBinary(t *testing.T) {
 	cases := []struct {
 		name string
 		env  []string
-		want ExitStatus
+		want bndl.ExitStatus
 	}{
 		{"exit 3", []string{"SERVICE_RESULT=exit-code", "EXIT_CODE=exited", "EXIT_STATUS=3"},
-			ExitStatus{Result: "exit-code", ExitCode: 3, Reason: ReasonError}},
+			bndl.ExitStatus{Result: "exit-code", ExitCode: 3, Reason: bndl.ReasonError}},
 		{"exit 0", []string{"SERVICE_RESULT=success", "EXIT_CODE=exited", "EXIT_STATUS=0"},
-			ExitStatus{Result: "success", ExitCode: 0, Reason: ReasonCompleted}},
+			bndl.ExitStatus{Result: "success", ExitCode: 0, Reason: bndl.ReasonCompleted}},
 		{"SIGKILL", []string{"SERVICE_RESULT=signal", "EXIT_CODE=killed", "EXIT_STATUS=KILL"},
-			ExitStatus{Result: "signal", ExitCode: 137, Signal: 9, Reason: ReasonError}},
+			bndl.ExitStatus{Result: "signal", ExitCode: 137, Signal: 9, Reason: bndl.ReasonError}},
 		{"v2 oom-kill result", []string{"SERVICE_RESULT=oom-kill", "EXIT_CODE=killed", "EXIT_STATUS=KILL"},
-			ExitStatus{Result: "oom-kill", ExitCode: 137, Signal: 9, OOMKilled: true, Reason: ReasonOOMKilled}},
+			bndl.ExitStatus{Result: "oom-kill", ExitCode: 137, Signal: 9, OOMKilled: true, Reason: bndl.ReasonOOMKilled}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -827,7 +829,7 @@ func TestPostStopBinary(t *testing.T) {
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("poststop: %v\n%s", err, out)
 			}
-			got, err := ReadExitStatus(dir)
+			got, err := bndl.ReadExit(dir)
 			must(t, err)
 			if got.FinishedAt.Before(before) || got.FinishedAt.After(time.Now().Add(time.Second)) {
 				t.Errorf("FinishedAt %v not now", got.FinishedAt)
@@ -870,21 +872,21 @@ func TestPostStopRealOOM(t *testing.T) {
 	if out, err := poststopIn(cg, bin, dir).CombinedOutput(); err != nil {
 		t.Fatalf("poststop: %v\n%s", err, out)
 	}
-	got, err := ReadExitStatus(dir)
+	got, err := bndl.ReadExit(dir)
 	must(t, err)
-	if !got.OOMKilled || got.Reason != ReasonOOMKilled || got.ExitCode != 137 {
+	if !got.OOMKilled || got.Reason != bndl.ReasonOOMKilled || got.ExitCode != 137 {
 		t.Errorf("exit.json %+v, want OOMKilled 137", *got)
 	}
 
 	// A restarted container (same cgroup, systemd Restart=) whose start
 	// recorded the counter at 1 was not OOM-killed this time.
-	must(t, os.WriteFile(filepath.Join(dir, OOMBaseFile), []byte("1\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, bndl.OOMBaseFile), []byte("1\n"), 0o644))
 	if out, err := poststopIn(cg, bin, dir).CombinedOutput(); err != nil {
 		t.Fatalf("poststop: %v\n%s", err, out)
 	}
-	got, err = ReadExitStatus(dir)
+	got, err = bndl.ReadExit(dir)
 	must(t, err)
-	if got.OOMKilled || got.Reason != ReasonError {
+	if got.OOMKilled || got.Reason != bndl.ReasonError {
 		t.Errorf("after a baseline of 1, exit.json %+v, want a plain SIGKILL", *got)
 	}
 }
@@ -940,7 +942,7 @@ func TestStartVerifyImage(t *testing.T) {
 	policy := filepath.Join(t.TempDir(), "policy.json")
 	must(t, os.WriteFile(policy, []byte(`{"default": [{"type": "insecureAcceptAnything"}]}`), 0o644))
 	record := func(b *testBundle, allowed bool, msg string) {
-		r := fmt.Sprintf(`{"allowed": %t, "message": %q, "depends": [{"path": %q, "sha256": %q}]}`, allowed, msg, policy, HashFile(policy))
+		r := fmt.Sprintf(`{"allowed": %t, "message": %q, "depends": [{"path": %q, "sha256": %q}]}`, allowed, msg, policy, mustSum(t, policy))
 		must(t, os.WriteFile(filepath.Join(b.dir, "trust.json"), []byte(r), 0o644))
 	}
 
@@ -1004,7 +1006,7 @@ func TestStartVerifyImage(t *testing.T) {
 		err := cmd.Run()
 		logf.Close()
 		out, _ := os.ReadFile(filepath.Join(b.dir, "log"))
-		raw, _ := os.ReadFile(filepath.Join(b.dir, PIDFile))
+		raw, _ := os.ReadFile(filepath.Join(b.dir, bndl.PIDFile))
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
 		if pid > 0 {
 			t.Cleanup(func() { b.stop(t, pid) })
@@ -1028,12 +1030,12 @@ func TestStartSeccompFilterChecked(t *testing.T) {
 	b := newBundle(t, "sleep", "60")
 	b.write(t)
 	must(t, os.WriteFile(filepath.Join(b.dir, "seccomp.bpf"), []byte("BERTHSC1 not the compiled one"), 0o644))
-	raw, err := os.ReadFile(filepath.Join(b.dir, ConfigFile))
+	raw, err := os.ReadFile(filepath.Join(b.dir, bndl.ConfigFile))
 	must(t, err)
 	// Start with the tampered file: b.start would rewrite it, so run by hand.
 	out, err := exec.Command(requireBerthInit(t), "start", b.dir).CombinedOutput()
 	if err == nil {
-		if pid, _ := os.ReadFile(filepath.Join(b.dir, PIDFile)); len(pid) > 0 {
+		if pid, _ := os.ReadFile(filepath.Join(b.dir, bndl.PIDFile)); len(pid) > 0 {
 			p, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
 			t.Cleanup(func() { b.stop(t, p) })
 		}
@@ -1048,7 +1050,7 @@ func TestStartSeccompFilterChecked(t *testing.T) {
 
 	// A spec with the profile itself (not prepared by the agent) is refused,
 	// not run unconfined.
-	must(t, os.WriteFile(filepath.Join(b.dir, ConfigFile), mustJSON(t, b.spec), 0o644))
+	must(t, os.WriteFile(filepath.Join(b.dir, bndl.ConfigFile), mustJSON(t, b.spec), 0o644))
 	out, err = exec.Command(requireBerthInit(t), "start", b.dir).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "linux.seccomp must be compiled") {
 		t.Errorf("uncompiled profile: err %v, output %q", err, out)
@@ -1079,4 +1081,13 @@ func stage2Of(t *testing.T, bundle string) []int {
 		}
 	}
 	return pids
+}
+
+func mustSum(t *testing.T, path string) string {
+	t.Helper()
+	s, err := bndl.SumFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

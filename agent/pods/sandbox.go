@@ -1,4 +1,4 @@
-package runtime
+package pods
 
 import (
 	"errors"
@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-dev/berth/agent/runtime/stage1"
+	bndl "github.com/berth-dev/berth/agent/bundle"
 )
 
 // podNamespaces are the namespaces a pod's containers share. Each is kept
@@ -149,7 +149,7 @@ func writePodFiles(dir, hostname string) error {
 		"resolv.conf": string(resolv),
 	}
 	for name, content := range files {
-		if err := stage1.WriteFileAtomic(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+		if err := bndl.WriteFileAtomic(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			return err
 		}
 	}

@@ -1,4 +1,4 @@
-package stage1
+package berthinit
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/berth-dev/berth/test/node"
 	"github.com/berth-dev/berth/test/node/nodetest"
+
+	bndl "github.com/berth-dev/berth/agent/bundle"
 )
 
 // TestUnderSystemd runs berth-init the way unitgen configures it — a
@@ -66,11 +68,11 @@ func TestUnderSystemd(t *testing.T) {
 		}
 		return m
 	}
-	waitExit := func(name string) *ExitStatus {
+	waitExit := func(name string) *bndl.ExitStatus {
 		t.Helper()
 		deadline := time.Now().Add(60 * time.Second)
 		for time.Now().Before(deadline) {
-			if st, err := ReadExitStatus(bundles[name].dir); err == nil {
+			if st, err := bndl.ReadExit(bundles[name].dir); err == nil {
 				return st
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -85,7 +87,7 @@ func TestUnderSystemd(t *testing.T) {
 	if st["ActiveState"] != "active" {
 		t.Fatalf("sleep.service %v", st)
 	}
-	raw, err := os.ReadFile(filepath.Join(bundles["sleep"].dir, PIDFile))
+	raw, err := os.ReadFile(filepath.Join(bundles["sleep"].dir, bndl.PIDFile))
 	must(t, err)
 	if strings.TrimSpace(string(raw)) != st["MainPID"] {
 		t.Errorf("MainPID %s, pid file %q", st["MainPID"], raw)
@@ -107,19 +109,19 @@ func TestUnderSystemd(t *testing.T) {
 	if out, err := n.Run(ctx, "systemctl", "kill", "-s", "KILL", "sleep.service"); err != nil {
 		t.Fatalf("kill: %v %s", err, out)
 	}
-	if ex := waitExit("sleep"); ex.ExitCode != 137 || ex.Signal != 9 || ex.Reason != ReasonError || ex.OOMKilled {
+	if ex := waitExit("sleep"); ex.ExitCode != 137 || ex.Signal != 9 || ex.Reason != bndl.ReasonError || ex.OOMKilled {
 		t.Errorf("sleep after SIGKILL: %+v", *ex)
 	}
 
 	// 2. Exit status 3 through ExecStopPost's $EXIT_CODE/$EXIT_STATUS.
 	start("exit3")
-	if ex := waitExit("exit3"); ex.ExitCode != 3 || ex.Reason != ReasonError || ex.Result != "exit-code" {
+	if ex := waitExit("exit3"); ex.ExitCode != 3 || ex.Reason != bndl.ReasonError || ex.Result != "exit-code" {
 		t.Errorf("exit3: %+v", *ex)
 	}
 
 	// 3. OOM kill under MemoryMax (systemd says "oom-kill" on v2, only "signal" on v1).
 	start("oom", "MemoryMax=32M")
-	if ex := waitExit("oom"); !ex.OOMKilled || ex.Reason != ReasonOOMKilled {
+	if ex := waitExit("oom"); !ex.OOMKilled || ex.Reason != bndl.ReasonOOMKilled {
 		t.Errorf("oom: %+v", *ex)
 	}
 	// 4. A workload that exits at once (a Job running `false`): systemd must
@@ -127,14 +129,14 @@ func TestUnderSystemd(t *testing.T) {
 	// stage-1's reaping this lost the race about 1 run in 10 (Result
 	// "protocol": "PID ... read from file ... does not exist or is a zombie").
 	for i := 0; i < 20; i++ {
-		_ = os.Remove(filepath.Join(bundles["fast"].dir, ExitFile))
+		_ = os.Remove(filepath.Join(bundles["fast"].dir, bndl.ExitFile))
 		unit := "fast" + strconv.Itoa(i)
 		out, err := n.Run(ctx, "systemd-run", "--unit="+unit, "-p", "Type=forking", "-p", "PIDFile="+inNode+"/fast/pid",
 			"-p", "ExecStopPost=-"+initBin+" poststop "+inNode+"/fast", "--", initBin, "start", inNode+"/fast")
 		if err != nil {
 			t.Errorf("run %d: systemd-run: %v\n%s", i, err, out)
 		}
-		if ex := waitExit("fast"); ex.Result != "exit-code" || ex.ExitCode != 1 || ex.Reason != ReasonError {
+		if ex := waitExit("fast"); ex.Result != "exit-code" || ex.ExitCode != 1 || ex.Reason != bndl.ReasonError {
 			t.Errorf("run %d: exit.json %+v, want exit-code 1", i, *ex)
 		}
 	}

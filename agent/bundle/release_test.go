@@ -1,4 +1,4 @@
-package runtime
+package bundle
 
 import (
 	"errors"
@@ -8,16 +8,30 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/berth-dev/berth/agent/runtime/stage1"
 )
 
-// The two ends of the release FIFO over a real kernel FIFO: the agent's
-// releaseGate and berth-init's stage1.AwaitRelease.
+// The two ends of the release FIFO over a real kernel FIFO: berthd's
+// Gate and berth-init's AwaitRelease.
 
 func awaitAsync(bundle string) <-chan error {
 	done := make(chan error, 1)
-	go func() { done <- stage1.AwaitRelease(bundle) }()
+	go func() { done <- AwaitRelease(bundle) }()
+	return done
+}
+
+// awaitOpened starts AwaitRelease and returns once it holds the FIFO open.
+func awaitOpened(t *testing.T, bundle string) <-chan error {
+	t.Helper()
+	opened := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- awaitRelease(bundle, func() { close(opened) }) }()
+	select {
+	case <-opened:
+	case err := <-done:
+		t.Fatalf("AwaitRelease returned before it opened the FIFO: %v", err)
+	case <-time.After(30 * time.Second): // a hang, not a timing check
+		t.Fatal("AwaitRelease did not open the FIFO")
+	}
 	return done
 }
 
@@ -33,46 +47,46 @@ func result(t *testing.T, done <-chan error) error {
 }
 
 func TestReleaseNoFIFOIsARestart(t *testing.T) {
-	if err := stage1.AwaitRelease(t.TempDir()); err != nil {
+	if err := AwaitRelease(t.TempDir()); err != nil {
 		t.Fatalf("bundle without the FIFO: %v", err)
 	}
 }
 
 func TestReleaseWhileWaiting(t *testing.T) {
 	bundle := t.TempDir()
-	g, err := openRelease(bundle)
+	g, err := OpenGate(bundle)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer g.close()
-	done := awaitAsync(bundle)
+	defer g.Close()
+	done := awaitOpened(t, bundle)
 	select {
 	case err := <-done:
 		t.Fatalf("returned before the release: %v", err)
-	case <-time.After(300 * time.Millisecond):
+	default:
 	}
-	if err := g.release(); err != nil {
+	if err := g.Release(); err != nil {
 		t.Fatal(err)
 	}
 	if err := result(t, done); err != nil {
 		t.Fatalf("after the release: %v", err)
 	}
-	if _, err := os.Lstat(filepath.Join(bundle, stage1.ReleaseFile)); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Lstat(filepath.Join(bundle, ReleaseFile)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("FIFO left after the release: %v", err)
 	}
 }
 
 func TestReleasedBeforeBerthInitOpens(t *testing.T) {
 	bundle := t.TempDir()
-	g, err := openRelease(bundle)
+	g, err := OpenGate(bundle)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := g.release(); err != nil {
+	if err := g.Release(); err != nil {
 		t.Fatal(err)
 	}
 	err = result(t, awaitAsync(bundle))
-	g.close()
+	g.Close()
 	if err != nil {
 		t.Fatalf("released byte waiting in the pipe: %v", err)
 	}
@@ -88,25 +102,24 @@ func TestAbandonedBundleFailsTheStart(t *testing.T) {
 	}{{"before berth-init opens", true}, {"while berth-init waits", false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			bundle := t.TempDir()
-			g, err := openRelease(bundle)
+			g, err := OpenGate(bundle)
 			if err != nil {
 				t.Fatal(err)
 			}
 			var done <-chan error
 			if tc.closeFirst {
-				g.close()
+				g.Close()
 				done = awaitAsync(bundle)
 			} else {
-				done = awaitAsync(bundle)
-				time.Sleep(200 * time.Millisecond) // let it open and wait
-				g.close()
+				done = awaitOpened(t, bundle)
+				g.Close()
 			}
 			err = result(t, done)
 			if err == nil || !strings.Contains(err.Error(), "without releasing the bundle") {
 				t.Fatalf("got %v, want the abandoned-bundle error", err)
 			}
 			// The FIFO stays: a restart by systemd must fail the same way.
-			if err := stage1.AwaitRelease(bundle); err == nil {
+			if err := AwaitRelease(bundle); err == nil {
 				t.Error("second start after an abandoned bundle succeeded")
 			}
 		})
@@ -115,10 +128,10 @@ func TestAbandonedBundleFailsTheStart(t *testing.T) {
 
 func TestReleaseFileMustBeAFIFO(t *testing.T) {
 	bundle := t.TempDir()
-	if err := os.WriteFile(filepath.Join(bundle, stage1.ReleaseFile), []byte("y"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(bundle, ReleaseFile), []byte("y"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := stage1.AwaitRelease(bundle); err == nil || !strings.Contains(err.Error(), "not a FIFO") {
+	if err := AwaitRelease(bundle); err == nil || !strings.Contains(err.Error(), "not a FIFO") {
 		t.Fatalf("regular file: got %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package stage1
+package berthinit
 
 import (
 	"errors"
@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	bndl "github.com/berth-dev/berth/agent/bundle"
 )
 
 // ownOOMKills is OwnOOMKills, replaceable in tests.
@@ -190,7 +192,7 @@ func Start(bundle string, verify func(bundle string) error) error {
 	pid := cmd.Process.Pid
 	written := make(chan error, 1)
 	go func() {
-		written <- WriteFileAtomic(filepath.Join(bundle, PIDFile), []byte(strconv.Itoa(pid)+"\n"), 0o644)
+		written <- bndl.WriteFileAtomic(filepath.Join(bundle, bndl.PIDFile), []byte(strconv.Itoa(pid)+"\n"), 0o644)
 	}()
 	if err := <-written; err != nil {
 		return abort(err)
@@ -208,14 +210,14 @@ func prepareBundle(bundle string, ov *overlay, oomBase uint64, oomErr error) err
 	if err := ov.freshen(); err != nil {
 		return err
 	}
-	for _, f := range []string{PIDFile, ExitFile, OOMBaseFile} {
+	for _, f := range []string{bndl.PIDFile, bndl.ExitFile, bndl.OOMBaseFile} {
 		if err := os.Remove(filepath.Join(bundle, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("remove stale %s: %w", f, err)
 		}
 	}
 	// ExecStart runs in the unit's cgroup, like ExecStopPost later.
 	if oomErr == nil {
-		if err := WriteFileAtomic(filepath.Join(bundle, OOMBaseFile), []byte(strconv.FormatUint(oomBase, 10)+"\n"), 0o644); err != nil {
+		if err := bndl.WriteFileAtomic(filepath.Join(bundle, bndl.OOMBaseFile), []byte(strconv.FormatUint(oomBase, 10)+"\n"), 0o644); err != nil {
 			return err
 		}
 	} else {
@@ -232,32 +234,6 @@ func join(j nsJoin) error {
 	defer unix.Close(fd)
 	if err := unix.Setns(fd, j.flag); err != nil {
 		return fmt.Errorf("join %s namespace %s: %w", j.typ, j.path, err)
-	}
-	return nil
-}
-
-// WriteFileAtomic writes name with mode via a temporary file and rename(2),
-// so that a reader (systemd reading PIDFile=, the agent reading exit.json,
-// berth-init reading a bundle the agent rewrites) never sees a partial file.
-func WriteFileAtomic(name string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := os.Rename(tmp.Name(), name); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
 	}
 	return nil
 }

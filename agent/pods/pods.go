@@ -1,4 +1,4 @@
-// Package runtime runs a pod's containers as systemd transient services:
+// Package pods runs a pod's containers as systemd transient services:
 // it prepares the pod's namespaces and files, each container's bundle (the
 // OCI runtime spec stage-1 reads, the overlay directories), asks systemd to
 // start the unit unitgen describes, and reads the containers' state back from
@@ -6,7 +6,7 @@
 //
 // Nothing of berth stays resident per container: systemd supervises the
 // workload; this package only acts when asked.
-package runtime
+package pods
 
 import (
 	"context"
@@ -19,23 +19,23 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/hashicorp/go-hclog"
-	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/validation"
 
-	"github.com/berth-dev/berth/agent/runtime/seccomp"
-	"github.com/berth-dev/berth/agent/runtime/seccomp/filter"
-	"github.com/berth-dev/berth/agent/runtime/stage1"
+	"github.com/berth-dev/berth/agent/seccomp"
 	"github.com/berth-dev/berth/agent/trust"
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/unitgen"
 	"github.com/berth-dev/berth/unitgen/systemd"
 	"github.com/berth-dev/berth/verify"
+
+	bndl "github.com/berth-dev/berth/agent/bundle"
 )
 
 // Units is what the runtime needs from systemd; *systemd.Conn provides it.
@@ -90,15 +90,6 @@ type Runtime struct {
 	slices sync.Map // slice names ensured by this process: one D-Bus round trip less per pod
 }
 
-// Errors with a class, for callers to map (api/server turns them into HTTP
-// statuses later).
-var (
-	ErrNotFound      = errors.New("not found")
-	ErrAlreadyExists = errors.New("already exists")
-	ErrInvalid       = errors.New("invalid")
-	ErrForbidden     = errors.New("forbidden")
-)
-
 // New returns a runtime.
 func New(cfg Config, units Units, images Images) *Runtime {
 	if cfg.StateDir == "" {
@@ -113,7 +104,7 @@ func New(cfg Config, units Units, images Images) *Runtime {
 	if cfg.Log == nil {
 		cfg.Log = hclog.NewNullLogger()
 	}
-	return &Runtime{cfg: cfg, units: units, images: images, log: cfg.Log.Named("runtime")}
+	return &Runtime{cfg: cfg, units: units, images: images, log: cfg.Log.Named("pods")}
 }
 
 func podKey(ns, name string) string { return ns + "_" + name }
@@ -137,25 +128,25 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 		pod.Namespace = metav1.NamespaceDefault
 	}
 	if errs := validation.IsDNS1123Label(pod.Namespace); len(errs) > 0 {
-		return fmt.Errorf("%w: metadata.namespace %q: %s", ErrInvalid, pod.Namespace, errs[0])
+		return fmt.Errorf("%w: metadata.namespace %q: %s", errdefs.ErrInvalidArgument, pod.Namespace, errs[0])
 	}
 	// Unit names carry the pod name; a DNS label keeps them unambiguous.
 	if errs := validation.IsDNS1123Label(pod.Name); len(errs) > 0 {
-		return fmt.Errorf("%w: metadata.name %q: %s", ErrInvalid, pod.Name, errs[0])
+		return fmt.Errorf("%w: metadata.name %q: %s", errdefs.ErrInvalidArgument, pod.Name, errs[0])
 	}
 	if len(pod.Spec.Containers) == 0 {
-		return fmt.Errorf("%w: spec.containers: Required value", ErrInvalid)
+		return fmt.Errorf("%w: spec.containers: Required value", errdefs.ErrInvalidArgument)
 	}
 	for i, c := range pod.Spec.Containers {
 		if errs := validation.IsDNS1123Label(c.Name); len(errs) > 0 {
-			return fmt.Errorf("%w: spec.containers[%d].name %q: %s", ErrInvalid, i, c.Name, errs[0])
+			return fmt.Errorf("%w: spec.containers[%d].name %q: %s", errdefs.ErrInvalidArgument, i, c.Name, errs[0])
 		}
 		if images[c.Name].Image == nil {
-			return fmt.Errorf("%w: spec.containers[%d].image %q: not resolved", ErrInvalid, i, c.Image)
+			return fmt.Errorf("%w: spec.containers[%d].image %q: not resolved", errdefs.ErrInvalidArgument, i, c.Image)
 		}
 	}
 	if len(pod.Spec.InitContainers) > 0 {
-		return fmt.Errorf("%w: spec.initContainers: not supported yet", ErrInvalid)
+		return fmt.Errorf("%w: spec.initContainers: not supported yet", errdefs.ErrInvalidArgument)
 	}
 	if pod.UID == "" {
 		pod.UID = types.UID(uuid.NewUUID())
@@ -169,7 +160,7 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	}
 	if err := os.Mkdir(stateDir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, ErrAlreadyExists)
+			return fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, errdefs.ErrAlreadyExists)
 		}
 		return err
 	}
@@ -187,7 +178,7 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	if err != nil {
 		return err
 	}
-	if err := stage1.WriteFileAtomic(filepath.Join(stateDir, "pod.json"), pj, 0o600); err != nil {
+	if err := bndl.WriteFileAtomic(filepath.Join(stateDir, "pod.json"), pj, 0o600); err != nil {
 		return err
 	}
 	runDir := r.podRunDir(pod.Namespace, pod.Name)
@@ -305,27 +296,27 @@ func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1
 	img := pi.Image
 	unit, err := r.Plan(pod, c, img)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, err
 	}
 	plan := lap()
 	// The trust policy, from the local store: refused here with its reason,
 	// and again by the unit's start (berth-init start --verify-image) before
 	// every (re)start.
-	src := trust.Source{Ref: c.Image, Repo: pi.Repo, Layout: pi.Layout, Digest: img.Digest,
+	src := bndl.Source{Ref: c.Image, Repo: pi.Repo, Layout: pi.Layout, Digest: img.Digest,
 		Store: r.images.Root(), Policy: r.cfg.Policy}
-	j, policy, err := trust.Judge(ctx, r.images, src)
+	jd, err := trust.Judge(ctx, r.images, src)
 	if err != nil {
 		return nil, err
 	}
-	if err := j.Error(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrForbidden, err)
+	if err := jd.Judgement.Error(); err != nil {
+		return nil, err // *verify.RejectedError, errdefs' permission-denied class
 	}
 	judged := lap()
 	// The seccomp profile is compiled here, once, not at every start; a
 	// profile that does not compile is refused before anything starts.
 	prepared, bpf, err := seccomp.Prepare(unit.Spec)
 	if errors.Is(err, seccomp.ErrProfile) {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	} else if err != nil {
 		return nil, err
 	}
@@ -344,109 +335,66 @@ func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1
 	// systemd makes the unit and its cgroups and forks berth-init (about as
 	// long as the whole raw unit of make bench's floor) while we write the
 	// bundle and the pod's namespaces get pinned; berth-init waits at the
-	// bundle's release FIFO until we are done (stage1.AwaitRelease).
-	gate, err := openRelease(bundle)
+	// bundle's release FIFO until we are done (bundle.AwaitRelease).
+	gate, err := bndl.OpenGate(bundle)
 	if err != nil {
 		return nil, err
 	}
 	started := make(chan error, 1)
 	go func() { started <- r.units.Start(ctx, unit.Name, unit.Properties) }()
-	werr := writeBundle(bundle, spec, bpf, r.images, src, policy, j)
+	werr := writeBundle(bundle, spec, bpf, src, jd)
 	bundleTook := lap()
 	if werr == nil {
 		werr = namespaces()
 	}
 	nsWait := lap()
 	if werr == nil {
-		werr = gate.release()
+		werr = gate.Release()
 	}
 	if werr != nil {
 		// The closed FIFO is berth-init's end of file: it fails the start
 		// job without running anything. The FIFO stays, so that a restart
 		// by systemd fails the same way until the clean-up removes the unit.
-		gate.close()
+		gate.Close()
 		<-started
 		return nil, werr
 	}
 	// Open until the job is over: the released byte lives in the pipe only
 	// while someone holds it open.
 	serr := <-started
-	gate.close()
+	gate.Close()
 	if serr != nil {
 		// The FIFO stays (see above): Start may have given up (ctx) before
 		// berth-init read the release, which the close has now discarded.
 		return nil, serr
 	}
-	gate.remove()
+	if err := gate.Remove(); err != nil {
+		r.log.Warn("remove release FIFO", "bundle", bundle, "error", err)
+	}
 	r.log.Info("container started", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name, "unit", unit.Name)
 	return []any{c.Name + ".plan", plan, c.Name + ".trust", judged, c.Name + ".bundle", bundleTook, c.Name + ".nswait", nsWait, c.Name + ".unit", lap()}, nil
 }
 
 // writeBundle writes what berth-init reads of a bundle: the seccomp filter,
 // config.json and the image's trust source and record.
-func writeBundle(bundle string, spec, bpf []byte, images trust.Store, src trust.Source, policy *verify.Policy, j verify.Judgement) error {
+func writeBundle(bundle string, spec, bpf []byte, src bndl.Source, jd *trust.Judged) error {
 	if err := writeFilter(bundle, bpf); err != nil {
 		return err
 	}
-	if err := stage1.WriteFileAtomic(filepath.Join(bundle, stage1.ConfigFile), spec, 0o600); err != nil {
+	if err := bndl.WriteFileAtomic(filepath.Join(bundle, bndl.ConfigFile), spec, 0o600); err != nil {
 		return err
 	}
-	if err := trust.WriteSource(bundle, src); err != nil {
+	if err := bndl.WriteSource(bundle, src); err != nil {
 		return err
 	}
-	return trust.WriteRecord(bundle, images, src, policy, j)
-}
-
-// releaseGate is berthd's end of a bundle's stage1.ReleaseFile. It is
-// opened read-write, so that creating it never waits for berth-init and a
-// byte written stays in the pipe until berth-init reads it; closing it
-// without a release leaves berth-init with no writer, which it reads as
-// end of file.
-type releaseGate struct {
-	path string
-	fd   int
-}
-
-func openRelease(bundle string) (*releaseGate, error) {
-	path := filepath.Join(bundle, stage1.ReleaseFile)
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	}
-	if err := unix.Mkfifo(path, 0o600); err != nil {
-		return nil, fmt.Errorf("make %s: %w", path, err)
-	}
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	return &releaseGate{path: path, fd: fd}, nil
-}
-
-func (g *releaseGate) release() error {
-	if _, err := unix.Write(g.fd, []byte{stage1.ReleaseByte}); err != nil {
-		return fmt.Errorf("release %s: %w", g.path, err)
-	}
-	return nil
-}
-
-func (g *releaseGate) close() {
-	if g.fd >= 0 {
-		unix.Close(g.fd)
-		g.fd = -1
-	}
-}
-
-// remove deletes the FIFO once the start has succeeded (berth-init
-// normally has already), so that a restart does not look for a release.
-func (g *releaseGate) remove() {
-	_ = os.Remove(g.path)
+	return trust.WriteRecord(bundle, jd)
 }
 
 // LoadPod returns the pod as recorded when it was started.
 func (r *Runtime) LoadPod(ns, name string) (*corev1.Pod, error) {
 	b, err := os.ReadFile(filepath.Join(r.podStateDir(ns, name), "pod.json"))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("pod %s/%s: %w", ns, name, ErrNotFound)
+		return nil, fmt.Errorf("pod %s/%s: %w", ns, name, errdefs.ErrNotFound)
 	}
 	if err != nil {
 		return nil, err
@@ -463,14 +411,14 @@ func (r *Runtime) LoadPod(ns, name string) (*corev1.Pod, error) {
 // namespaces and files. Removing a pod that is partly gone finishes the job.
 func (r *Runtime) RemovePod(ctx context.Context, ns, name string) error {
 	pod, err := r.LoadPod(ns, name)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return err
 	}
 	var errs []error
 	if pod != nil {
 		for _, c := range pod.Spec.Containers {
 			unit := unitgen.UnitName(ns, name, c.Name)
-			if err := r.units.Stop(ctx, unit); err != nil && !errors.Is(err, systemd.ErrNotFound) {
+			if err := r.units.Stop(ctx, unit); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 				errs = append(errs, fmt.Errorf("stop %s: %w", unit, err))
 				continue
 			}
@@ -493,7 +441,7 @@ func (r *Runtime) RemovePod(ctx context.Context, ns, name string) error {
 		}
 	}
 	if pod == nil && len(errs) == 0 {
-		return fmt.Errorf("pod %s/%s: %w", ns, name, ErrNotFound)
+		return fmt.Errorf("pod %s/%s: %w", ns, name, errdefs.ErrNotFound)
 	}
 	return errors.Join(errs...)
 }
@@ -522,10 +470,10 @@ func (r *Runtime) PodStatus(ctx context.Context, ns, name string) ([]ContainerSt
 		cs := ContainerStatus{Unit: unit}
 		cs.Name, cs.Image = c.Name, c.Image
 		st, err := r.units.Status(ctx, unit)
-		if err != nil && !errors.Is(err, systemd.ErrNotFound) {
+		if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			return nil, fmt.Errorf("status of %s: %w", unit, err)
 		}
-		exit, _ := stage1.ReadExitStatus(r.bundleDir(ns, name, c.Name))
+		exit, _ := bndl.ReadExit(r.bundleDir(ns, name, c.Name))
 		if st != nil {
 			cs.ControlGroup, cs.MainPID = st.ControlGroup, st.MainPID
 			cs.ActiveState, cs.SubState = st.ActiveState, st.SubState
@@ -552,7 +500,7 @@ func (r *Runtime) PodStatus(ctx context.Context, ns, name string) ([]ContainerSt
 	return out, nil
 }
 
-func terminated(e *stage1.ExitStatus) *corev1.ContainerStateTerminated {
+func terminated(e *bndl.ExitStatus) *corev1.ContainerStateTerminated {
 	return &corev1.ContainerStateTerminated{
 		ExitCode:   int32(e.ExitCode),
 		Signal:     int32(e.Signal),
@@ -572,7 +520,7 @@ func (r *Runtime) ImagesInUse() (map[string]bool, error) {
 	}
 	inUse := map[string]bool{}
 	for _, b := range bundles {
-		src, err := trust.ReadSource(b)
+		src, err := bndl.ReadSource(b)
 		if err != nil {
 			// A bundle without its image record is one being created right
 			// now or left half-removed: GC must not guess, so it stops.
@@ -587,12 +535,12 @@ func (r *Runtime) ImagesInUse() (map[string]bool, error) {
 // bundle, or, for a container without one, removes what an earlier run of
 // the pod left there.
 func writeFilter(bundle string, bpf []byte) error {
-	path := filepath.Join(bundle, filter.File)
+	path := filepath.Join(bundle, bndl.SeccompFile)
 	if bpf == nil {
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("remove old seccomp filter: %w", err)
 		}
 		return nil
 	}
-	return stage1.WriteFileAtomic(path, bpf, 0o600)
+	return bndl.WriteFileAtomic(path, bpf, 0o600)
 }

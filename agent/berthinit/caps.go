@@ -1,11 +1,12 @@
-package stage1
+package berthinit
 
 import (
 	"fmt"
-	"github.com/berth-dev/berth/unitgen/caps"
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/berth-dev/berth/unitgen/caps"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"

@@ -10,7 +10,7 @@
 // systemd then supervises the workload directly as MainPID, and nothing of
 // berth stays in the unit's cgroup (verified with systemd 252, see
 // /work/shared/design/environment.md).
-package stage1
+package berthinit
 
 import (
 	"encoding/json"
@@ -23,18 +23,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-)
 
-// Files in the bundle.
-const (
-	ConfigFile = "config.json"
-	PIDFile    = "pid"
-	ExitFile   = "exit.json"
-	// OOMBaseFile holds the unit cgroup's OOM-kill counter when the
-	// container started: systemd keeps a unit's cgroup across Restart=
-	// (auto-restart counts as activating, so unit_prune_cgroup does not run),
-	// and the counter would otherwise blame every later exit on an old OOM.
-	OOMBaseFile = "oom_kills.start"
+	bndl "github.com/berth-dev/berth/agent/bundle"
 )
 
 // LoadSpec reads <bundle>/config.json.
@@ -98,7 +88,7 @@ func LoadSpec(bundle string) (*specs.Spec, error) {
 
 // readConfig decodes <bundle>/config.json into v.
 func readConfig(bundle string, v any) error {
-	p := filepath.Join(bundle, ConfigFile)
+	p := filepath.Join(bundle, bndl.ConfigFile)
 	b, err := os.ReadFile(p)
 	if err != nil {
 		return fmt.Errorf("read spec: %w", err)

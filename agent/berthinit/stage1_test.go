@@ -1,4 +1,4 @@
-package stage1
+package berthinit
 
 import (
 	"encoding/json"
@@ -14,6 +14,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	bndl "github.com/berth-dev/berth/agent/bundle"
 )
 
 func TestDecideExit(t *testing.T) {
@@ -26,22 +28,22 @@ func TestDecideExit(t *testing.T) {
 		wantOOM              bool
 		wantReason           string
 	}{
-		{"exit 0", "success", "exited", "0", 0, 0, 0, false, ReasonCompleted},
-		{"exit 1", "exit-code", "exited", "1", 0, 1, 0, false, ReasonError},
-		{"exit 3", "exit-code", "exited", "3", 0, 3, 0, false, ReasonError},
-		{"exit 255 (max)", "exit-code", "exited", "255", 0, 255, 0, false, ReasonError},
-		{"exit status unparsable", "exit-code", "exited", "x", 0, 255, 0, false, ReasonError},
-		{"SIGKILL by name", "signal", "killed", "KILL", 0, 137, 9, false, ReasonError},
-		{"SIGTERM on stop: clean for systemd, 143 for Kubernetes", "success", "killed", "TERM", 0, 143, 15, false, ReasonError},
-		{"core dump", "core-dump", "dumped", "SEGV", 0, 139, 11, false, ReasonError},
-		{"SIG prefix", "signal", "killed", "SIGKILL", 0, 137, 9, false, ReasonError},
-		{"numeric signal", "signal", "killed", "9", 0, 137, 9, false, ReasonError},
-		{"real-time signal", "signal", "killed", "RTMIN+3", 0, 128 + 37, 37, false, ReasonError},
-		{"unknown signal name", "signal", "killed", "BOGUS", 0, 255, 0, false, ReasonError},
-		{"never ran (no EXIT_CODE)", "protocol", "", "", 0, 255, 0, false, ReasonError},
-		{"v1 OOM: systemd says signal, counter says OOM", "signal", "killed", "KILL", 1, 137, 9, true, ReasonOOMKilled},
-		{"v2 OOM result without counter", "oom-kill", "killed", "KILL", 0, 137, 9, true, ReasonOOMKilled},
-		{"OOM kill of a child, main exited 0: OOM wins", "success", "exited", "0", 2, 0, 0, true, ReasonOOMKilled},
+		{"exit 0", "success", "exited", "0", 0, 0, 0, false, bndl.ReasonCompleted},
+		{"exit 1", "exit-code", "exited", "1", 0, 1, 0, false, bndl.ReasonError},
+		{"exit 3", "exit-code", "exited", "3", 0, 3, 0, false, bndl.ReasonError},
+		{"exit 255 (max)", "exit-code", "exited", "255", 0, 255, 0, false, bndl.ReasonError},
+		{"exit status unparsable", "exit-code", "exited", "x", 0, 255, 0, false, bndl.ReasonError},
+		{"SIGKILL by name", "signal", "killed", "KILL", 0, 137, 9, false, bndl.ReasonError},
+		{"SIGTERM on stop: clean for systemd, 143 for Kubernetes", "success", "killed", "TERM", 0, 143, 15, false, bndl.ReasonError},
+		{"core dump", "core-dump", "dumped", "SEGV", 0, 139, 11, false, bndl.ReasonError},
+		{"SIG prefix", "signal", "killed", "SIGKILL", 0, 137, 9, false, bndl.ReasonError},
+		{"numeric signal", "signal", "killed", "9", 0, 137, 9, false, bndl.ReasonError},
+		{"real-time signal", "signal", "killed", "RTMIN+3", 0, 128 + 37, 37, false, bndl.ReasonError},
+		{"unknown signal name", "signal", "killed", "BOGUS", 0, 255, 0, false, bndl.ReasonError},
+		{"never ran (no EXIT_CODE)", "protocol", "", "", 0, 255, 0, false, bndl.ReasonError},
+		{"v1 OOM: systemd says signal, counter says OOM", "signal", "killed", "KILL", 1, 137, 9, true, bndl.ReasonOOMKilled},
+		{"v2 OOM result without counter", "oom-kill", "killed", "KILL", 0, 137, 9, true, bndl.ReasonOOMKilled},
+		{"OOM kill of a child, main exited 0: OOM wins", "success", "exited", "0", 2, 0, 0, true, bndl.ReasonOOMKilled},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -73,7 +75,7 @@ func TestPostStopWritesExitJSON(t *testing.T) {
 			if err := PostStop(dir, func(k string) string { return env[k] }, tc.oom, now); err != nil {
 				t.Fatal(err)
 			}
-			st, err := ReadExitStatus(dir)
+			st, err := bndl.ReadExit(dir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,8 +84,8 @@ func TestPostStopWritesExitJSON(t *testing.T) {
 			}
 			// Written atomically: no temporary file remains.
 			ents, _ := os.ReadDir(dir)
-			if len(ents) != 1 || ents[0].Name() != ExitFile {
-				t.Errorf("bundle holds %v, want only %s", ents, ExitFile)
+			if len(ents) != 1 || ents[0].Name() != bndl.ExitFile {
+				t.Errorf("bundle holds %v, want only %s", ents, bndl.ExitFile)
 			}
 		})
 	}
@@ -101,13 +103,13 @@ func TestPostStopWritesExitJSON(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			if err := os.WriteFile(filepath.Join(dir, OOMBaseFile), []byte(tc.base), 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, bndl.OOMBaseFile), []byte(tc.base), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			if err := PostStop(dir, func(k string) string { return env[k] }, func() (uint64, error) { return tc.counter, nil }, now); err != nil {
 				t.Fatal(err)
 			}
-			st, err := ReadExitStatus(dir)
+			st, err := bndl.ReadExit(dir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -116,7 +118,7 @@ func TestPostStopWritesExitJSON(t *testing.T) {
 			}
 		})
 	}
-	if _, err := ReadExitStatus(t.TempDir()); !errors.Is(err, os.ErrNotExist) {
+	if _, err := bndl.ReadExit(t.TempDir()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing exit.json: got %v, want ErrNotExist", err)
 	}
 }
@@ -431,7 +433,7 @@ func TestLoadSpecKeepsWhatStage2Uses(t *testing.T) {
 	dir := t.TempDir()
 	b, err := json.Marshal(want)
 	must(t, err)
-	must(t, os.WriteFile(filepath.Join(dir, ConfigFile), b, 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, bndl.ConfigFile), b, 0o600))
 	got, err := LoadSpec(dir)
 	must(t, err)
 	if !reflect.DeepEqual(*got, want) {
@@ -443,7 +445,7 @@ func TestLoadSpecKeepsWhatStage2Uses(t *testing.T) {
 	want.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActErrno}
 	b, err = json.Marshal(want)
 	must(t, err)
-	must(t, os.WriteFile(filepath.Join(dir, ConfigFile), b, 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, bndl.ConfigFile), b, 0o600))
 	if got, err = LoadSpec(dir); err != nil || got.Linux.Seccomp == nil {
 		t.Errorf("linux.seccomp not seen: %v", err)
 	}

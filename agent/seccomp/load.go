@@ -9,7 +9,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/berth-dev/berth/agent/runtime/seccomp/filter"
+	"github.com/berth-dev/berth/agent/seccomp/filter"
 )
 
 // Compiled is p's filter as berth-init loads it (and as it is stored in a
@@ -32,7 +32,7 @@ var ErrProfile = errors.New("seccomp profile")
 // Prepare compiles spec's seccomp profile for a bundle. It returns the spec
 // to write as the bundle's config.json, a copy whose linux.seccomp is
 // replaced by the filter's sha256 in the filter.Annotation annotation, and
-// the filter to write as the bundle's filter.File. A spec without a profile
+// the filter to write as the bundle's seccomp filter file (bundle.SeccompFile). A spec without a profile
 // is returned as is, with no filter. A profile that does not compile is an
 // ErrProfile, before anything starts.
 func Prepare(spec *specs.Spec) (*specs.Spec, []byte, error) {

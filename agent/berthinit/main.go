@@ -1,6 +1,8 @@
-package stage1
+package berthinit
 
 import (
+	bndl "github.com/berth-dev/berth/agent/bundle"
+
 	"errors"
 	"fmt"
 	"os"
@@ -34,7 +36,7 @@ func Main(args []string) int {
 	cmd, bundle := args[0], args[1]
 	switch cmd {
 	case "start":
-		if err := AwaitRelease(bundle); err != nil {
+		if err := bndl.AwaitRelease(bundle); err != nil {
 			fmt.Fprintf(os.Stderr, "berth-init start %s: %v\n", bundle, err)
 			return 1
 		}

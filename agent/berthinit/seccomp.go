@@ -1,4 +1,4 @@
-package stage1
+package berthinit
 
 import (
 	"crypto/sha256"
@@ -9,7 +9,9 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/berth-dev/berth/agent/runtime/seccomp/filter"
+	"github.com/berth-dev/berth/agent/seccomp/filter"
+
+	bndl "github.com/berth-dev/berth/agent/bundle"
 )
 
 // LoadSeccomp returns the container's precompiled seccomp filter, or nil when
@@ -19,12 +21,12 @@ import (
 func LoadSeccomp(bundle string, spec *specs.Spec) (*filter.Filter, error) {
 	want, ok := spec.Annotations[filter.Annotation]
 	if spec.Linux.Seccomp != nil {
-		return nil, fmt.Errorf("spec: linux.seccomp must be compiled into %s (annotation %s) before the start; berth-init loads only precompiled filters (a bundle written by an older berthd: run the pod again)", filter.File, filter.Annotation)
+		return nil, fmt.Errorf("spec: linux.seccomp must be compiled into %s (annotation %s) before the start; berth-init loads only precompiled filters (a bundle written by an older berthd: run the pod again)", bndl.SeccompFile, filter.Annotation)
 	}
 	if !ok {
 		return nil, nil
 	}
-	p := filepath.Join(bundle, filter.File)
+	p := filepath.Join(bundle, bndl.SeccompFile)
 	b, err := os.ReadFile(p)
 	if err != nil {
 		return nil, fmt.Errorf("seccomp filter: %w", err)

@@ -9,7 +9,7 @@ import (
 	mobyseccomp "github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/berth-dev/berth/agent/runtime/seccomp/filter"
+	"github.com/berth-dev/berth/agent/seccomp/filter"
 )
 
 func TestPrepare(t *testing.T) {
