@@ -101,6 +101,7 @@ func defaultPaths(ns, pod, ctr string) Paths {
 		Upper:      c + "/upper",
 		Work:       c + "/work",
 		Rootfs:     c + "/rootfs",
+		PIDFile:    c + "/pid",
 		NetNS:      p + "/ns/net",
 		IPCNS:      p + "/ns/ipc",
 		UTSNS:      p + "/ns/uts",

@@ -4,6 +4,10 @@ import (
 	"path"
 	"slices"
 	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // defaultPath is the PATH of containerd's and Docker's default spec, used when
@@ -173,15 +177,41 @@ func (g *gen) workingDir() (string, error) {
 	return "/", nil
 }
 
-// podHostname is the kubelet's GeneratePodHostNameAndDomain without the FQDN
-// option: spec.hostname if set, else the pod name cut to 63 characters with
-// trailing '-' and '.' removed (truncatePodHostnameIfNeeded).
-func podHostname(name, specHostname string) string {
-	if specHostname != "" {
-		return specHostname
+// ClusterDomain is the DNS domain of Services, the kubelet's default
+// --cluster-domain.
+const ClusterDomain = "cluster.local"
+
+// PodHostname is the one answer to "what is this pod's hostname", used for
+// the UTS namespace, $HOSTNAME, /etc/hostname and /etc/hosts. It is the
+// kubelet's GeneratePodHostNameAndDomain (pkg/kubelet/kubelet_pods.go):
+// spec.hostname if set, else the pod name cut to 63 characters with trailing
+// '-' and '.' removed (truncatePodHostnameIfNeeded); with spec.subdomain the
+// pod's FQDN is <hostname>.<subdomain>.<namespace>.svc.cluster.local, and
+// with setHostnameAsFQDN the FQDN is the hostname itself, which may then be
+// at most 64 characters (the kernel's __NEW_UTS_LEN).
+func PodHostname(pod *corev1.Pod) (hostname, fqdn string, err error) {
+	hostname = pod.Spec.Hostname
+	if hostname == "" {
+		hostname = pod.Name
+		if len(hostname) > 63 {
+			hostname = strings.TrimRight(hostname[:63], "-.")
+		}
+	} else if errs := validation.IsDNS1123Label(hostname); len(errs) > 0 {
+		return "", "", invalid(field.NewPath("spec", "hostname"), "%q: %s", hostname, strings.Join(errs, "; "))
 	}
-	if len(name) <= 63 {
-		return name
+	if sub := pod.Spec.Subdomain; sub != "" {
+		if errs := validation.IsDNS1123Label(sub); len(errs) > 0 {
+			return "", "", invalid(field.NewPath("spec", "subdomain"), "%q: %s", sub, strings.Join(errs, "; "))
+		}
+		fqdn = hostname + "." + sub + "." + pod.Namespace + ".svc." + ClusterDomain
 	}
-	return strings.TrimRight(name[:63], "-.")
+	if fqdn != "" && pod.Spec.SetHostnameAsFQDN != nil && *pod.Spec.SetHostnameAsFQDN {
+		const max = 64
+		if len(fqdn) > max {
+			// The kubelet's words (pkg/kubelet/util GetNodenameForKernel).
+			return "", "", invalid(field.NewPath("spec", "setHostnameAsFQDN"), "failed to construct FQDN from pod hostname and cluster domain, FQDN %s is too long (%d characters is the max, %d characters requested)", fqdn, max, len(fqdn))
+		}
+		hostname = fqdn
+	}
+	return hostname, fqdn, nil
 }

@@ -3,9 +3,9 @@ package unitgen
 import (
 	"fmt"
 	"math"
-	"path"
 	"strings"
 
+	"github.com/berth-dev/berth/cgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
@@ -17,8 +17,6 @@ const (
 	// (kuberuntime_container.go minimumGracePeriodInSeconds). It also keeps
 	// TimeoutStopUSec away from 0, which systemd reads as "no timeout".
 	minGracePeriodSeconds = 2
-	// CFS period the kubelet uses (quotaPeriod, 100 ms).
-	cpuPeriodUSec = 100000
 )
 
 // properties builds the unit's properties in a fixed order. Resource values
@@ -34,7 +32,7 @@ func (g *gen) properties() ([]Property, error) {
 	add("Description", g.description(), "shown by systemctl status: namespace/pod/container and the image it runs")
 	add("Slice", SliceName(pod.Namespace), "one slice per namespace (berth.slice/%s) carries the namespace's quota", SliceName(pod.Namespace))
 	add("Type", "forking", "stage-1 forks the workload into new PID+mount namespaces, writes its PID and exits; systemd 252 cannot create a PID namespace itself")
-	add("PIDFile", path.Join(in.Paths.Bundle, "pid"), "stage-1 writes the workload's PID here, so MainPID is the container's PID 1")
+	add("PIDFile", in.Paths.PIDFile, "stage-1 writes the workload's PID here, so MainPID is the container's PID 1")
 	if in.Options.VerifyImage {
 		add("ExecStart", []ExecCommand{{
 			Path: in.Paths.Init, Args: []string{in.Paths.Init, "start", "--verify-image", in.Paths.Bundle},
@@ -88,7 +86,7 @@ func (g *gen) properties() ([]Property, error) {
 	}
 	if lim.CPUQuotaPerSecUSec > 0 {
 		add("CPUQuotaPerSecUSec", lim.CPUQuotaPerSecUSec, "cpu limit %s: µs of CPU time allowed per second of wall time", cpuString(lim.CPUQuotaPerSecUSec))
-		add("CPUQuotaPeriodUSec", uint64(cpuPeriodUSec), "the kubelet's 100ms CFS period (property needs systemd >= 242)")
+		add("CPUQuotaPeriodUSec", uint64(cgroup.QuotaPeriod), "the kubelet's 100ms CFS period (property needs systemd >= 242)")
 	}
 	if lim.MemoryMax > 0 {
 		add("MemoryMax", lim.MemoryMax, "memory limit; MemoryMax, not MemoryLimit, which systemd ignores on cgroup v1 as soon as any other memory property is set")

@@ -43,7 +43,10 @@ func (g *gen) spec() (*specs.Spec, error) {
 		return nil, err
 	}
 	pod, paths := g.pod, g.in.Paths
-	hostname := podHostname(pod.Name, pod.Spec.Hostname)
+	hostname, _, err := PodHostname(pod)
+	if err != nil {
+		return nil, err
+	}
 	oomScoreAdj := g.in.Limits.OOMScoreAdjust
 
 	s := &specs.Spec{

@@ -29,6 +29,8 @@
 package unitgen
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path"
@@ -63,10 +65,11 @@ type ImageInfo struct {
 // Paths are the host paths of one container and of its pod.
 type Paths struct {
 	Init   string   // stage-1 binary (e.g. /usr/libexec/berth/berth-init)
-	Bundle string   // per-container dir: config.json, pid, exit.json live here
+	Bundle string   // per-container dir (agent/bundle names its files), passed to stage-1
 	Lowers []string // image layer dirs, top-most first (overlay lowerdir order)
 
 	Upper, Work, Rootfs string // overlay upper/work dirs and the merged mountpoint
+	PIDFile             string // where stage-1 writes the workload's PID (the unit's PIDFile=)
 
 	// Pod namespace files (bind-mounted nsfs). Empty means a new namespace for
 	// this container. hostNetwork/hostIPC pods are expressed by the caller
@@ -124,12 +127,47 @@ const (
 	defaultRestartDelay = 10 * time.Second
 )
 
-// UnitName is the service name of one container. Namespace, pod and
-// container names are DNS names and cannot contain '_', so '_' separates them
-// unambiguously and the agent can split a listed unit name back into its parts.
+// UnitName is the service name of one container: berth-<ContainerKey>.service,
+// at most 255 characters (systemd's limit) for every valid name.
 // Dashes in a service name (unlike a slice name) carry no meaning to systemd.
 func UnitName(namespace, pod, container string) string {
-	return unitPrefix + namespace + "_" + pod + "_" + container + ".service"
+	return unitPrefix + ContainerKey(namespace, pod, container) + ".service"
+}
+
+// maxKey bounds ContainerKey so that the unit name fits systemd's limit; a
+// directory named by a key then also fits NAME_MAX (255).
+const maxKey = unitNameMax - len(unitPrefix) - len(".service")
+
+// PodKey names a pod on this host: <namespace>_<pod>. Namespaces are DNS
+// labels (63) and pod names DNS subdomains (253): neither contains '_', so
+// '_' separates them unambiguously. It names the pod's directories.
+func PodKey(namespace, pod string) string {
+	return shorten(namespace+"_"+pod, namespace+"/"+pod, maxKey)
+}
+
+// ContainerKey names a container on this host: <namespace>_<pod>_<container>,
+// for its unit and its bundle directory. A key that would exceed what
+// systemd (and NAME_MAX) allow keeps its namespace and container and the
+// start of the pod name, followed by ':' and a hash of the full names: ':'
+// never occurs in a DNS name, so a shortened key cannot equal a plain one,
+// and the hash keeps two long names that share a prefix apart.
+func ContainerKey(namespace, pod, container string) string {
+	full := namespace + "_" + pod + "_" + container
+	if len(full) <= maxKey {
+		return full
+	}
+	return namespace + "_" + shorten(pod, namespace+"/"+pod+"/"+container, maxKey-len(namespace)-len(container)-2) + "_" + container
+}
+
+// shorten returns s if it fits max, else its first characters, ':' and 16
+// hex digits of sha256(id), max characters in all.
+func shorten(s, id string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	sum := sha256.Sum256([]byte(id))
+	h := ":" + hex.EncodeToString(sum[:8])
+	return s[:max-len(h)] + h
 }
 
 // SliceName is the slice of a namespace. In a slice name a dash means nesting
@@ -223,11 +261,6 @@ func newGen(in Input) (*gen, error) {
 		}
 	}
 	g.unitName = UnitName(pod.Namespace, pod.Name, g.ctr.Name)
-	if len(g.unitName) > unitNameMax {
-		return nil, invalid(field.NewPath("metadata", "name"),
-			"unit name %s is %d characters, systemd allows %d: shorten the namespace, pod or container name",
-			g.unitName, len(g.unitName), unitNameMax)
-	}
 
 	g.sc = effectiveSecurityContext(pod, g.ctr)
 	if err := g.checkUnsupported(); err != nil {
@@ -241,7 +274,53 @@ func newGen(in Input) (*gen, error) {
 func (g *gen) checkUnsupported() error {
 	c, spec := g.ctr, &g.pod.Spec
 	notYet := "not supported by berth yet"
+	hooks := c.Lifecycle != nil && (c.Lifecycle.PostStart != nil || c.Lifecycle.PreStop != nil)
+	hostPort := -1
+	for i, p := range c.Ports {
+		if p.HostPort != 0 || p.HostIP != "" {
+			hostPort = i
+			break
+		}
+	}
 	switch {
+	case spec.HostNetwork:
+		return invalid(field.NewPath("spec", "hostNetwork"), "%s (every pod gets its own network namespace)", notYet)
+	case spec.HostIPC:
+		return invalid(field.NewPath("spec", "hostIPC"), "%s (every pod gets its own IPC namespace)", notYet)
+	case spec.HostUsers != nil && !*spec.HostUsers:
+		return invalid(field.NewPath("spec", "hostUsers"), "false is %s (needs user namespaces)", notYet)
+	case len(spec.Volumes) > 0:
+		return invalid(field.NewPath("spec", "volumes"), "%s", notYet)
+	case len(spec.EphemeralContainers) > 0:
+		return invalid(field.NewPath("spec", "ephemeralContainers"), "%s", notYet)
+	case len(spec.HostAliases) > 0:
+		return invalid(field.NewPath("spec", "hostAliases"), "%s", notYet)
+	case spec.DNSConfig != nil:
+		return invalid(field.NewPath("spec", "dnsConfig"), "%s", notYet)
+	case spec.DNSPolicy == corev1.DNSNone || spec.DNSPolicy == corev1.DNSClusterFirstWithHostNet:
+		return invalid(field.NewPath("spec", "dnsPolicy"), "%q is %s (the pod gets the node's resolv.conf)", spec.DNSPolicy, notYet)
+	case len(spec.ReadinessGates) > 0:
+		return invalid(field.NewPath("spec", "readinessGates"), "%s", notYet)
+	case spec.RuntimeClassName != nil:
+		return invalid(field.NewPath("spec", "runtimeClassName"), "%s (berth has one runtime)", notYet)
+	case spec.OS != nil && spec.OS.Name != corev1.Linux:
+		return invalid(field.NewPath("spec", "os", "name"), "%q: berth runs Linux containers", spec.OS.Name)
+	case len(spec.ResourceClaims) > 0:
+		return invalid(field.NewPath("spec", "resourceClaims"), "%s", notYet)
+	case c.LivenessProbe != nil:
+		return invalid(g.fp.Child("livenessProbe"), "%s", notYet)
+	case c.ReadinessProbe != nil:
+		return invalid(g.fp.Child("readinessProbe"), "%s", notYet)
+	case c.StartupProbe != nil:
+		return invalid(g.fp.Child("startupProbe"), "%s", notYet)
+	case hooks && c.Lifecycle.PostStart != nil:
+		return invalid(g.fp.Child("lifecycle", "postStart"), "%s", notYet)
+	case hooks:
+		return invalid(g.fp.Child("lifecycle", "preStop"), "%s", notYet)
+	case hostPort >= 0:
+		return invalid(g.fp.Child("ports").Index(hostPort), "hostPort and hostIP are %s (pods have loopback only)", notYet)
+	case len(c.ResizePolicy) > 0:
+		return invalid(g.fp.Child("resizePolicy"), "%s", notYet)
 	case spec.HostPID:
 		return invalid(field.NewPath("spec", "hostPID"), "%s (every container gets its own PID namespace)", notYet)
 	case spec.ShareProcessNamespace != nil && *spec.ShareProcessNamespace:
@@ -265,7 +344,7 @@ func (g *gen) checkUnsupported() error {
 // check refuses caller mistakes; these are programming errors, not invalid arguments.
 func (p *Paths) check() error {
 	for _, f := range []struct{ name, v string }{
-		{"Init", p.Init}, {"Bundle", p.Bundle}, {"Upper", p.Upper}, {"Work", p.Work}, {"Rootfs", p.Rootfs},
+		{"Init", p.Init}, {"Bundle", p.Bundle}, {"Upper", p.Upper}, {"Work", p.Work}, {"Rootfs", p.Rootfs}, {"PIDFile", p.PIDFile},
 	} {
 		if !path.IsAbs(f.v) {
 			return fmt.Errorf("unitgen: Paths.%s %q is not an absolute path", f.name, f.v)

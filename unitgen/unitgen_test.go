@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 )
 
@@ -156,45 +157,55 @@ func TestNames(t *testing.T) {
 	}
 
 	// Unit names are limited to 255 characters; the pod name is the part
-	// that can make them too long (DNS subdomain, up to 253).
+	// that can make them too long (DNS subdomain, up to 253). Past the
+	// limit the pod part is shortened with a hash of the full names.
 	fixed := len(UnitName("default", "", "app"))
+	podName := func(n int) string {
+		// A valid DNS subdomain of n characters: labels of at most 63.
+		var labels []string
+		for n > 0 {
+			l := min(n, 63)
+			if n-l == 1 { // avoid an empty last label
+				l--
+			}
+			labels = append(labels, strings.Repeat("p", l))
+			n -= l + 1
+		}
+		return strings.Join(labels, ".")
+	}
 	for _, tc := range []struct {
-		name string
-		len  int
-		ok   bool
+		name      string
+		len       int
+		shortened bool
 	}{
-		{"max-1", unitNameMax - 1, true},
-		{"max", unitNameMax, true},
-		{"max+1", unitNameMax + 1, false},
+		{"max-1", unitNameMax - 1, false},
+		{"max", unitNameMax, false},
+		{"max+1", unitNameMax + 1, true},
+		{"longest pod name", fixed + 253, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := basicInput(t)
-			// A valid DNS subdomain: labels of at most 63 characters.
-			n := tc.len - fixed
-			var labels []string
-			for n > 0 {
-				l := min(n, 63)
-				if n-l == 1 { // avoid an empty last label
-					l--
-				}
-				labels = append(labels, strings.Repeat("p", l))
-				n -= l + 1
-			}
-			in.Pod.Name = strings.Join(labels, ".")
+			in.Pod.Name = podName(tc.len - fixed)
 			u, err := Generate(in)
-			if tc.ok {
-				if err != nil {
-					t.Fatalf("pod name of %d chars: %v", len(in.Pod.Name), err)
-				}
-				if len(u.Name) != tc.len {
-					t.Fatalf("test built a %d-character name, want %d", len(u.Name), tc.len)
-				}
-				return
+			if err != nil {
+				t.Fatalf("pod name of %d chars: %v", len(in.Pod.Name), err)
 			}
-			if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "systemd allows 255") {
-				t.Fatalf("want the unit-name length error, got %v", err)
+			if tc.shortened != strings.Contains(u.Name, ":") || len(u.Name) > unitNameMax {
+				t.Fatalf("%d-character unit name %s: want shortened=%v and at most %d", len(u.Name), u.Name, tc.shortened, unitNameMax)
+			}
+			if !tc.shortened && len(u.Name) != tc.len {
+				t.Fatalf("test built a %d-character name, want %d", len(u.Name), tc.len)
 			}
 		})
+	}
+	// Two long pod names that share the kept prefix still get two units.
+	long := podName(250)
+	a, b := UnitName("default", long+"a", "app"), UnitName("default", long+"b", "app")
+	if a == b || len(a) > unitNameMax {
+		t.Errorf("long names collide or overflow: %s, %s", a, b)
+	}
+	if k := PodKey("ns-63-"+strings.Repeat("n", 57), podName(253)); len(k) > 255-14 {
+		t.Errorf("PodKey of the longest names is %d characters", len(k))
 	}
 }
 
@@ -317,9 +328,39 @@ func TestPodHostname(t *testing.T) {
 		{strings.Repeat("a", 62) + ".b", "", strings.Repeat("a", 62)},
 		{strings.Repeat("a", 61) + "-.b", "", strings.Repeat("a", 61)},
 	} {
-		if got := podHostname(tc.name, tc.spec); got != tc.want {
-			t.Errorf("podHostname(%q, %q) = %q, want %q", tc.name, tc.spec, got, tc.want)
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: tc.name, Namespace: "default"}, Spec: corev1.PodSpec{Hostname: tc.spec}}
+		if got, fqdn, err := PodHostname(pod); err != nil || got != tc.want || fqdn != "" {
+			t.Errorf("PodHostname(%q, %q) = %q, %q, %v; want %q", tc.name, tc.spec, got, fqdn, err, tc.want)
 		}
+	}
+	yes := true
+	for _, tc := range []struct {
+		name                    string
+		spec                    corev1.PodSpec
+		wantHost, wantFQDN, err string
+	}{
+		{"subdomain", corev1.PodSpec{Hostname: "db-0", Subdomain: "db"}, "db-0", "db-0.db.default.svc.cluster.local", ""},
+		{"subdomain without hostname: the pod name", corev1.PodSpec{Subdomain: "db"}, "web.v1", "web.v1.db.default.svc.cluster.local", ""},
+		{"setHostnameAsFQDN", corev1.PodSpec{Hostname: "db-0", Subdomain: "db", SetHostnameAsFQDN: &yes}, "db-0.db.default.svc.cluster.local", "db-0.db.default.svc.cluster.local", ""},
+		{"setHostnameAsFQDN without subdomain: no FQDN", corev1.PodSpec{Hostname: "db-0", SetHostnameAsFQDN: &yes}, "db-0", "", ""},
+		{"FQDN of 64 (max)", corev1.PodSpec{Hostname: strings.Repeat("h", 64-len(".s.default.svc.cluster.local")), Subdomain: "s", SetHostnameAsFQDN: &yes}, strings.Repeat("h", 36) + ".s.default.svc.cluster.local", strings.Repeat("h", 36) + ".s.default.svc.cluster.local", ""},
+		{"FQDN of 65 (max+1)", corev1.PodSpec{Hostname: strings.Repeat("h", 65-len(".s.default.svc.cluster.local")), Subdomain: "s", SetHostnameAsFQDN: &yes}, "", "", "is too long (64 characters is the max, 65 characters requested)"},
+		{"bad hostname", corev1.PodSpec{Hostname: "Web_1"}, "", "", "spec.hostname"},
+		{"bad subdomain", corev1.PodSpec{Subdomain: "a.b"}, "", "", "spec.subdomain"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web.v1", Namespace: "default"}, Spec: tc.spec}
+			host, fqdn, err := PodHostname(pod)
+			if tc.err != "" {
+				if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want invalid with %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || host != tc.wantHost || fqdn != tc.wantFQDN {
+				t.Fatalf("= %q, %q, %v; want %q, %q", host, fqdn, err, tc.wantHost, tc.wantFQDN)
+			}
+		})
 	}
 }
 
@@ -369,5 +410,74 @@ func TestTwoContainersShareThePod(t *testing.T) {
 	}
 	if !slices.Equal(b.Spec.Process.Args, []string{"sleep", "1d"}) || b.Spec.Annotations[annotationContainer] != "sidecar" {
 		t.Errorf("sidecar spec: %v %v", b.Spec.Process.Args, b.Spec.Annotations)
+	}
+}
+
+// Pod features berth does not implement are refused naming the field, never
+// ignored: each case fails if its check is missing.
+func TestUnsupportedRefusedNamingTheField(t *testing.T) {
+	no, yes := false, true
+	rc := "gvisor"
+	probe := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}}
+	hook := &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}
+	for _, tc := range []struct {
+		field string
+		set   func(s *corev1.PodSpec, c *corev1.Container)
+	}{
+		{"spec.hostNetwork", func(s *corev1.PodSpec, _ *corev1.Container) { s.HostNetwork = true }},
+		{"spec.hostIPC", func(s *corev1.PodSpec, _ *corev1.Container) { s.HostIPC = true }},
+		{"spec.hostPID", func(s *corev1.PodSpec, _ *corev1.Container) { s.HostPID = true }},
+		{"spec.hostUsers", func(s *corev1.PodSpec, _ *corev1.Container) { s.HostUsers = &no }},
+		{"spec.shareProcessNamespace", func(s *corev1.PodSpec, _ *corev1.Container) { s.ShareProcessNamespace = &yes }},
+		{"spec.volumes", func(s *corev1.PodSpec, _ *corev1.Container) {
+			s.Volumes = []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+		}},
+		{"spec.ephemeralContainers", func(s *corev1.PodSpec, _ *corev1.Container) {
+			s.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug"}}}
+		}},
+		{"spec.hostAliases", func(s *corev1.PodSpec, _ *corev1.Container) {
+			s.HostAliases = []corev1.HostAlias{{IP: "10.0.0.1", Hostnames: []string{"db"}}}
+		}},
+		{"spec.dnsConfig", func(s *corev1.PodSpec, _ *corev1.Container) { s.DNSConfig = &corev1.PodDNSConfig{} }},
+		{"spec.dnsPolicy", func(s *corev1.PodSpec, _ *corev1.Container) { s.DNSPolicy = corev1.DNSNone }},
+		{"spec.readinessGates", func(s *corev1.PodSpec, _ *corev1.Container) {
+			s.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: "x"}}
+		}},
+		{"spec.runtimeClassName", func(s *corev1.PodSpec, _ *corev1.Container) { s.RuntimeClassName = &rc }},
+		{"spec.os.name", func(s *corev1.PodSpec, _ *corev1.Container) { s.OS = &corev1.PodOS{Name: corev1.Windows} }},
+		{"spec.resourceClaims", func(s *corev1.PodSpec, _ *corev1.Container) {
+			s.ResourceClaims = []corev1.PodResourceClaim{{Name: "gpu"}}
+		}},
+		{"spec.containers[0].livenessProbe", func(_ *corev1.PodSpec, c *corev1.Container) { c.LivenessProbe = probe }},
+		{"spec.containers[0].readinessProbe", func(_ *corev1.PodSpec, c *corev1.Container) { c.ReadinessProbe = probe }},
+		{"spec.containers[0].startupProbe", func(_ *corev1.PodSpec, c *corev1.Container) { c.StartupProbe = probe }},
+		{"spec.containers[0].lifecycle.postStart", func(_ *corev1.PodSpec, c *corev1.Container) { c.Lifecycle = &corev1.Lifecycle{PostStart: hook} }},
+		{"spec.containers[0].lifecycle.preStop", func(_ *corev1.PodSpec, c *corev1.Container) { c.Lifecycle = &corev1.Lifecycle{PreStop: hook} }},
+		{"spec.containers[0].ports[1]", func(_ *corev1.PodSpec, c *corev1.Container) {
+			c.Ports = []corev1.ContainerPort{{ContainerPort: 80}, {ContainerPort: 443, HostPort: 8443}}
+		}},
+		{"spec.containers[0].resizePolicy", func(_ *corev1.PodSpec, c *corev1.Container) {
+			c.ResizePolicy = []corev1.ContainerResizePolicy{{ResourceName: corev1.ResourceCPU, RestartPolicy: corev1.NotRequired}}
+		}},
+		{"spec.containers[0].envFrom", func(_ *corev1.PodSpec, c *corev1.Container) {
+			c.EnvFrom = []corev1.EnvFromSource{{Prefix: "X"}}
+		}},
+	} {
+		t.Run(tc.field, func(t *testing.T) {
+			in := basicInput(t)
+			tc.set(&in.Pod.Spec, &in.Pod.Spec.Containers[0])
+			_, err := Generate(in)
+			if !errdefs.IsInvalidArgument(err) || !strings.HasPrefix(err.Error(), tc.field+": ") {
+				t.Fatalf("err = %v, want an invalid-argument error naming %s", err, tc.field)
+			}
+		})
+	}
+	// What berth does implement stays accepted: a plain containerPort, the
+	// default DNS policies, stopSignal.
+	in := basicInput(t)
+	in.Pod.Spec.DNSPolicy = corev1.DNSClusterFirst
+	in.Pod.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 80}}
+	if _, err := Generate(in); err != nil {
+		t.Fatalf("supported pod refused: %v", err)
 	}
 }

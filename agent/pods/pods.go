@@ -25,29 +25,17 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
-	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/berth-dev/berth/agent/seccomp"
 	"github.com/berth-dev/berth/agent/trust"
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/unitgen"
-	"github.com/berth-dev/berth/unitgen/systemd"
 	"github.com/berth-dev/berth/verify"
 
 	bndl "github.com/berth-dev/berth/agent/bundle"
 )
-
-// Units is what the runtime needs from systemd; *systemd.Conn provides it.
-type Units interface {
-	EnsureSlice(ctx context.Context, name string, props []unitgen.Property) error
-	Start(ctx context.Context, name string, props []unitgen.Property) error
-	Stop(ctx context.Context, name string) error
-	ResetFailed(ctx context.Context, name string) error
-	Status(ctx context.Context, name string) (*systemd.UnitStatus, error)
-}
-
-var _ Units = (*systemd.Conn)(nil)
 
 // Images is what the runtime needs from the image store; *image.Store
 // provides it.
@@ -87,7 +75,8 @@ type Runtime struct {
 	units  Units
 	images Images
 	log    hclog.Logger
-	slices sync.Map // slice names ensured by this process: one D-Bus round trip less per pod
+	slices sync.Map    // slice names ensured by this process: one D-Bus round trip less per pod
+	locks  *keyedMutex // one operation per pod at a time
 }
 
 // New returns a runtime.
@@ -104,19 +93,12 @@ func New(cfg Config, units Units, images Images) *Runtime {
 	if cfg.Log == nil {
 		cfg.Log = hclog.NewNullLogger()
 	}
-	return &Runtime{cfg: cfg, units: units, images: images, log: cfg.Log.Named("pods")}
+	return &Runtime{cfg: cfg, units: units, images: images, log: cfg.Log.Named("pods"), locks: newKeyedMutex()}
 }
 
-func podKey(ns, name string) string { return ns + "_" + name }
-
-func (r *Runtime) podStateDir(ns, name string) string {
-	return filepath.Join(r.cfg.StateDir, "pods", podKey(ns, name))
-}
-func (r *Runtime) podRunDir(ns, name string) string {
-	return filepath.Join(r.cfg.RunDir, "pods", podKey(ns, name))
-}
-func (r *Runtime) bundleDir(ns, pod, ctr string) string {
-	return filepath.Join(r.cfg.StateDir, "containers", podKey(ns, pod)+"_"+ctr)
+// lock serialises operations on one pod.
+func (r *Runtime) lock(ctx context.Context, d podDirs) (func(), error) {
+	return r.locks.Lock(ctx, d.ns+"/"+d.pod)
 }
 
 // RunPod starts every container of pod, each from its resolved image
@@ -127,34 +109,41 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	if pod.Namespace == "" {
 		pod.Namespace = metav1.NamespaceDefault
 	}
-	if errs := validation.IsDNS1123Label(pod.Namespace); len(errs) > 0 {
-		return fmt.Errorf("%w: metadata.namespace %q: %s", errdefs.ErrInvalidArgument, pod.Namespace, errs[0])
+	d, err := r.dirs(pod.Namespace, pod.Name)
+	if err != nil {
+		return err
 	}
-	// Unit names carry the pod name; a DNS label keeps them unambiguous.
-	if errs := validation.IsDNS1123Label(pod.Name); len(errs) > 0 {
-		return fmt.Errorf("%w: metadata.name %q: %s", errdefs.ErrInvalidArgument, pod.Name, errs[0])
+	var names []string
+	for _, c := range pod.Spec.Containers {
+		names = append(names, c.Name)
 	}
-	if len(pod.Spec.Containers) == 0 {
-		return fmt.Errorf("%w: spec.containers: Required value", errdefs.ErrInvalidArgument)
+	if err := validateContainers(names); err != nil {
+		return err
 	}
 	for i, c := range pod.Spec.Containers {
-		if errs := validation.IsDNS1123Label(c.Name); len(errs) > 0 {
-			return fmt.Errorf("%w: spec.containers[%d].name %q: %s", errdefs.ErrInvalidArgument, i, c.Name, errs[0])
-		}
 		if images[c.Name].Image == nil {
-			return fmt.Errorf("%w: spec.containers[%d].image %q: not resolved", errdefs.ErrInvalidArgument, i, c.Image)
+			return FieldErrors{field.Invalid(field.NewPath("spec", "containers").Index(i).Child("image"), c.Image, "not resolved to a stored image")}
 		}
 	}
 	if len(pod.Spec.InitContainers) > 0 {
-		return fmt.Errorf("%w: spec.initContainers: not supported yet", errdefs.ErrInvalidArgument)
+		return FieldErrors{field.Forbidden(field.NewPath("spec", "initContainers"), "not supported by berth yet")}
 	}
+	hostname, fqdn, err := unitgen.PodHostname(pod)
+	if err != nil {
+		return err
+	}
+	unlock, err := r.lock(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if pod.UID == "" {
 		pod.UID = types.UID(uuid.NewUUID())
 	}
 	if pod.CreationTimestamp.IsZero() {
 		pod.CreationTimestamp = metav1.NewTime(time.Now())
 	}
-	stateDir := r.podStateDir(pod.Namespace, pod.Name)
+	stateDir := d.state
 	if err := os.MkdirAll(filepath.Dir(stateDir), 0o700); err != nil {
 		return err
 	}
@@ -169,23 +158,23 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 			// Undo under a context of its own: the caller's may be what failed.
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
-			if rerr := r.RemovePod(cctx, pod.Namespace, pod.Name); rerr != nil {
+			if rerr := r.removePod(cctx, d); rerr != nil {
 				r.log.Error("clean up after failed start", "pod", pod.Namespace+"/"+pod.Name, "error", rerr)
 			}
 		}
 	}()
 	pj, err := json.Marshal(pod)
 	if err != nil {
-		return err
+		return fmt.Errorf("encode pod record: %w", err)
 	}
 	if err := bndl.WriteFileAtomic(filepath.Join(stateDir, "pod.json"), pj, 0o600); err != nil {
 		return err
 	}
-	runDir := r.podRunDir(pod.Namespace, pod.Name)
+	runDir := d.run
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return err
 	}
-	if err := writePodFiles(runDir, pod.Name); err != nil {
+	if err := writePodFiles(runDir, hostname, fqdn); err != nil {
 		return fmt.Errorf("pod files: %w", err)
 	}
 	// The pod's namespaces are made while the containers' images are
@@ -197,7 +186,7 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	nsErr := make(chan error, 1)
 	go func() {
 		lap := stopwatch()
-		err := createNamespaces(filepath.Join(runDir, "ns"), pod.Name)
+		err := createNamespaces(filepath.Join(runDir, "ns"), hostname)
 		nsTook <- lap()
 		nsErr <- err
 	}()
@@ -220,7 +209,7 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	phases := []any{"slice", lap()}
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
-		cp, err := r.startContainer(ctx, pod, c, images[c.Name], namespaces)
+		cp, err := r.startContainer(ctx, d, pod, c, images[c.Name], namespaces)
 		if err != nil {
 			return fmt.Errorf("container %q: %w", c.Name, err)
 		}
@@ -258,10 +247,27 @@ func stopwatch() func() time.Duration {
 // Plan returns the unit a container of pod would get, without touching
 // anything but the image store (for tests and, later, `berth plan`).
 func (r *Runtime) Plan(pod *corev1.Pod, c *corev1.Container, img *image.Image) (*unitgen.Unit, error) {
-	runDir := r.podRunDir(pod.Namespace, pod.Name)
-	bundle := r.bundleDir(pod.Namespace, pod.Name, c.Name)
-	passwd, _ := r.images.ReadFile(img, "/etc/passwd")
-	group, _ := r.images.ReadFile(img, "/etc/group")
+	d, err := r.dirs(pod.Namespace, pod.Name)
+	if err != nil {
+		return nil, err
+	}
+	return r.plan(d, pod, c, img)
+}
+
+func (r *Runtime) plan(d podDirs, pod *corev1.Pod, c *corev1.Container, img *image.Image) (*unitgen.Unit, error) {
+	runDir := d.run
+	bundle, err := d.bundle(c.Name)
+	if err != nil {
+		return nil, err
+	}
+	passwd, err := r.imageFile(img, "/etc/passwd")
+	if err != nil {
+		return nil, err
+	}
+	group, err := r.imageFile(img, "/etc/group")
+	if err != nil {
+		return nil, err
+	}
 	return unitgen.Generate(unitgen.Input{
 		Pod:       pod,
 		Container: c.Name,
@@ -273,9 +279,10 @@ func (r *Runtime) Plan(pod *corev1.Pod, c *corev1.Container, img *image.Image) (
 			Init:       r.cfg.Init,
 			Bundle:     bundle,
 			Lowers:     r.images.LayerDirs(img),
-			Upper:      filepath.Join(bundle, "upper"),
-			Work:       filepath.Join(bundle, "work"),
-			Rootfs:     filepath.Join(bundle, "rootfs"),
+			Upper:      filepath.Join(bundle, bndl.UpperDir),
+			Work:       filepath.Join(bundle, bndl.WorkDir),
+			Rootfs:     filepath.Join(bundle, bndl.RootfsDir),
+			PIDFile:    filepath.Join(bundle, bndl.PIDFile),
 			NetNS:      filepath.Join(runDir, "ns", "net"),
 			IPCNS:      filepath.Join(runDir, "ns", "ipc"),
 			UTSNS:      filepath.Join(runDir, "ns", "uts"),
@@ -288,13 +295,27 @@ func (r *Runtime) Plan(pod *corev1.Pod, c *corev1.Container, img *image.Image) (
 	})
 }
 
+// imageFile reads a file of the image for unitgen (users and groups). An
+// absent file is nil, as for an image without /etc/passwd; any other
+// failure fails the start rather than running as a user resolved without it.
+func (r *Runtime) imageFile(img *image.Image, name string) ([]byte, error) {
+	b, err := r.images.ReadFile(img, name)
+	if errors.Is(err, fs.ErrNotExist) || errdefs.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", img.Digest, err)
+	}
+	return b, nil
+}
+
 // startContainer starts one container's unit, releasing its bundle once
 // namespaces() (the pod's, made meanwhile) reports them ready, and returns
 // how long its phases took (for the debug log and the benchmark).
-func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, pi PodImage, namespaces func() error) ([]any, error) {
+func (r *Runtime) startContainer(ctx context.Context, d podDirs, pod *corev1.Pod, c *corev1.Container, pi PodImage, namespaces func() error) ([]any, error) {
 	lap := stopwatch()
 	img := pi.Image
-	unit, err := r.Plan(pod, c, img)
+	unit, err := r.plan(d, pod, c, img)
 	if err != nil {
 		return nil, err
 	}
@@ -323,11 +344,14 @@ func (r *Runtime) startContainer(ctx context.Context, pod *corev1.Pod, c *corev1
 	// Compact: berth-init reads it twice at every start.
 	spec, err := json.Marshal(prepared)
 	if err != nil {
+		return nil, fmt.Errorf("encode spec: %w", err)
+	}
+	bundle, err := d.bundle(c.Name)
+	if err != nil {
 		return nil, err
 	}
-	bundle := r.bundleDir(pod.Namespace, pod.Name, c.Name)
-	for _, d := range []string{"upper", "work", "rootfs"} {
-		if err := os.MkdirAll(filepath.Join(bundle, d), 0o700); err != nil {
+	for _, sub := range []string{bndl.UpperDir, bndl.WorkDir, bndl.RootfsDir} {
+		if err := os.MkdirAll(filepath.Join(bundle, sub), 0o700); err != nil {
 			return nil, err
 		}
 	}
@@ -390,18 +414,44 @@ func writeBundle(bundle string, spec, bpf []byte, src bndl.Source, jd *trust.Jud
 	return trust.WriteRecord(bundle, jd)
 }
 
+// podRecord is the pod as recorded when it was started, in its state
+// directory.
+const podRecord = "pod.json"
+
 // LoadPod returns the pod as recorded when it was started.
 func (r *Runtime) LoadPod(ns, name string) (*corev1.Pod, error) {
-	b, err := os.ReadFile(filepath.Join(r.podStateDir(ns, name), "pod.json"))
+	d, err := r.dirs(ns, name)
+	if err != nil {
+		return nil, err
+	}
+	return loadPod(d)
+}
+
+// loadPod reads the record and checks what it says before any path or unit
+// name is built from it: the record names the pod it is filed under, and
+// valid containers. A record that does not is corrupt, not trusted.
+func loadPod(d podDirs) (*corev1.Pod, error) {
+	p := filepath.Join(d.state, podRecord)
+	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("pod %s/%s: %w", ns, name, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("pod %s/%s: %w", d.ns, d.pod, errdefs.ErrNotFound)
 	}
 	if err != nil {
 		return nil, err
 	}
 	var pod corev1.Pod
 	if err := json.Unmarshal(b, &pod); err != nil {
-		return nil, fmt.Errorf("pod %s/%s: corrupt record: %w", ns, name, err)
+		return nil, fmt.Errorf("pod %s/%s: corrupt record %s: %w", d.ns, d.pod, p, err)
+	}
+	if pod.Namespace != d.ns || pod.Name != d.pod {
+		return nil, fmt.Errorf("pod %s/%s: corrupt record %s: it names pod %s/%s", d.ns, d.pod, p, pod.Namespace, pod.Name)
+	}
+	var names []string
+	for _, c := range pod.Spec.Containers {
+		names = append(names, c.Name)
+	}
+	if err := validateContainers(names); err != nil {
+		return nil, fmt.Errorf("pod %s/%s: corrupt record %s: %w", d.ns, d.pod, p, err)
 	}
 	return &pod, nil
 }
@@ -410,38 +460,59 @@ func (r *Runtime) LoadPod(ns, name string) (*corev1.Pod, error) {
 // systemd enforces), then removes their bundles and upper layers, the pod's
 // namespaces and files. Removing a pod that is partly gone finishes the job.
 func (r *Runtime) RemovePod(ctx context.Context, ns, name string) error {
-	pod, err := r.LoadPod(ns, name)
-	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+	d, err := r.dirs(ns, name)
+	if err != nil {
+		return err
+	}
+	unlock, err := r.lock(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return r.removePod(ctx, d)
+}
+
+func (r *Runtime) removePod(ctx context.Context, d podDirs) error {
+	pod, err := loadPod(d)
+	if err != nil && !errdefs.IsNotFound(err) {
 		return err
 	}
 	var errs []error
 	if pod != nil {
 		for _, c := range pod.Spec.Containers {
-			unit := unitgen.UnitName(ns, name, c.Name)
-			if err := r.units.Stop(ctx, unit); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			unit := unitgen.UnitName(d.ns, d.pod, c.Name)
+			if err := r.units.Stop(ctx, unit); err != nil && !errdefs.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("stop %s: %w", unit, err))
 				continue
 			}
-			_ = r.units.ResetFailed(ctx, unit)
-			if err := os.RemoveAll(r.bundleDir(ns, name, c.Name)); err != nil {
+			// A unit that failed stays loaded until reset; the removal
+			// goes on, but the leftover is reported.
+			if err := r.units.ResetFailed(ctx, unit); err != nil && !errdefs.IsNotFound(err) {
+				r.log.Warn("reset-failed after stop", "unit", unit, "error", err)
+			}
+			bundle, err := d.bundle(c.Name)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if err := os.RemoveAll(bundle); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	runDir := r.podRunDir(ns, name)
-	if err := removeNamespaces(filepath.Join(runDir, "ns")); err != nil {
+	if err := removeNamespaces(filepath.Join(d.run, "ns")); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
-		if err := os.RemoveAll(runDir); err != nil {
+		if err := os.RemoveAll(d.run); err != nil {
 			errs = append(errs, err)
 		}
-		if err := os.RemoveAll(r.podStateDir(ns, name)); err != nil {
+		if err := os.RemoveAll(d.state); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if pod == nil && len(errs) == 0 {
-		return fmt.Errorf("pod %s/%s: %w", ns, name, errdefs.ErrNotFound)
+		return fmt.Errorf("pod %s/%s: %w", d.ns, d.pod, errdefs.ErrNotFound)
 	}
 	return errors.Join(errs...)
 }
@@ -460,7 +531,11 @@ type ContainerStatus struct {
 // PodStatus reports each container of the pod from systemd's view and the
 // exit record stage-1 wrote when the workload last stopped.
 func (r *Runtime) PodStatus(ctx context.Context, ns, name string) ([]ContainerStatus, error) {
-	pod, err := r.LoadPod(ns, name)
+	d, err := r.dirs(ns, name)
+	if err != nil {
+		return nil, err
+	}
+	pod, err := loadPod(d)
 	if err != nil {
 		return nil, err
 	}
@@ -470,10 +545,20 @@ func (r *Runtime) PodStatus(ctx context.Context, ns, name string) ([]ContainerSt
 		cs := ContainerStatus{Unit: unit}
 		cs.Name, cs.Image = c.Name, c.Image
 		st, err := r.units.Status(ctx, unit)
-		if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		if err != nil && !errdefs.IsNotFound(err) {
 			return nil, fmt.Errorf("status of %s: %w", unit, err)
 		}
-		exit, _ := bndl.ReadExit(r.bundleDir(ns, name, c.Name))
+		bundle, err := d.bundle(c.Name)
+		if err != nil {
+			return nil, err
+		}
+		exit, err := bndl.ReadExit(bundle)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			// The workload ended but how is unknown: reported, and the
+			// status says so rather than pretending it never ran.
+			r.log.Error("unreadable exit record", "pod", ns+"/"+name, "container", c.Name, "error", err)
+			exit = &bndl.ExitStatus{ExitCode: unknownExitCode, Reason: bndl.ReasonError}
+		}
 		if st != nil {
 			cs.ControlGroup, cs.MainPID = st.ControlGroup, st.MainPID
 			cs.ActiveState, cs.SubState = st.ActiveState, st.SubState
@@ -500,6 +585,10 @@ func (r *Runtime) PodStatus(ctx context.Context, ns, name string) ([]ContainerSt
 	return out, nil
 }
 
+// unknownExitCode is what containerd reports when it cannot tell a task's
+// exit status (containerd's client UnknownExitStatus = 255).
+const unknownExitCode = 255
+
 func terminated(e *bndl.ExitStatus) *corev1.ContainerStateTerminated {
 	return &corev1.ContainerStateTerminated{
 		ExitCode:   int32(e.ExitCode),
@@ -515,6 +604,7 @@ func ptr[T any](v T) *T { return &v }
 // this runtime knows of runs (from their bundles), for image GC.
 func (r *Runtime) ImagesInUse() (map[string]bool, error) {
 	bundles, err := filepath.Glob(filepath.Join(r.cfg.StateDir, "containers", "*"))
+	// Glob's only error is a malformed pattern; this one is fixed.
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,9 +30,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/berth-dev/berth/agent/images"
+	"github.com/berth-dev/berth/agent/node"
 	"github.com/berth-dev/berth/agent/pods"
-	"github.com/berth-dev/berth/agent/trust"
-	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/unitgen/systemd"
 	"github.com/berth-dev/berth/verify"
@@ -74,10 +73,8 @@ func newRoot() *cobra.Command {
 }
 
 type env struct {
-	rt    *pods.Runtime
-	store *image.Store
-	conn  *systemd.Conn
-	regs  *image.Registries
+	rt     *pods.Runtime
+	images *images.Images
 }
 
 func (g *globals) open(ctx context.Context) (*env, error) {
@@ -94,7 +91,11 @@ func (g *globals) open(ctx context.Context) (*env, error) {
 	if !fileExists(initPath) {
 		return nil, fmt.Errorf("stage-1 binary %s not found (set --init)", initPath)
 	}
-	store, regs, err := g.openImages()
+	imgs, store, err := g.openImages()
+	if err != nil {
+		return nil, err
+	}
+	info, err := node.Info(g.pidsLimit)
 	if err != nil {
 		return nil, err
 	}
@@ -102,15 +103,14 @@ func (g *globals) open(ctx context.Context) (*env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to systemd: %w", err)
 	}
-	node := cgroup.NodeInfo{MemoryCapacity: memTotal(), CgroupV2: cgroup.IsV2(), PidsLimit: g.pidsLimit}
 	rt := pods.New(pods.Config{
-		StateDir: g.stateDir, RunDir: g.runDir, Init: initPath, Node: node,
+		StateDir: g.stateDir, RunDir: g.runDir, Init: initPath, Node: info,
 		AllowPrivileged: g.allowPrivileged, Policy: g.policy, Log: log,
-	}, conn, store)
-	return &env{rt: rt, store: store, conn: conn, regs: regs}, nil
+	}, pods.SystemdUnits(conn), store)
+	return &env{rt: rt, images: imgs}, nil
 }
 
-func (g *globals) openImages() (*image.Store, *image.Registries, error) {
+func (g *globals) openImages() (*images.Images, *image.Store, error) {
 	store, err := image.New(filepath.Join(g.stateDir, "store"))
 	if err != nil {
 		return nil, nil, fmt.Errorf("image store: %w", err)
@@ -123,21 +123,22 @@ func (g *globals) openImages() (*image.Store, *image.Registries, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return store, regs, nil
-}
-
-// pull fetches ref from its registry, judged by the trust policy before any
-// layer is fetched; progress goes to stderr.
-func (g *globals) pull(ctx context.Context, store *image.Store, regs *image.Registries, ref string) (*trust.Pulled, error) {
 	last := map[string]int64{}
-	return trust.Pull(ctx, store, regs, g.policy, ref, func(p image.Progress) {
+	progress := func(ref string, p image.Progress) {
 		// One line per layer per 10 %, and when it is done.
 		step := p.LayerTotal / 10
 		if p.Done || step == 0 || p.LayerBytes-last[p.Layer] >= step {
 			last[p.Layer] = p.LayerBytes
 			fmt.Fprintf(os.Stderr, "%s: %s %d/%d bytes (total %d/%d)\n", ref, shortDigest(p.Layer), p.LayerBytes, p.LayerTotal, p.Bytes, p.Total)
 		}
-	})
+	}
+	return images.New(images.Config{Store: store, Registries: regs, Policy: g.policy, Progress: progress}), store, nil
+}
+
+// runtime is the pods runtime without systemd, for what only reads state
+// (the images containers use).
+func (g *globals) runtime(store *image.Store) *pods.Runtime {
+	return pods.New(pods.Config{StateDir: g.stateDir, RunDir: g.runDir}, nil, store)
 }
 
 func shortDigest(d string) string {
@@ -153,15 +154,15 @@ func pullCmd(g *globals) *cobra.Command {
 		Short: "pull an image by tag or digest, verified against the trust policy",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			store, regs, err := g.openImages()
+			imgs, store, err := g.openImages()
 			if err != nil {
 				return err
 			}
-			p, err := g.pull(cmd.Context(), store, regs, args[0])
+			p, err := imgs.Pull(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			if _, err := g.gc(cmd.Context(), store, false, p.Image.Digest); err != nil {
+			if _, err := imgs.GC(cmd.Context(), g.runtime(store), false, p.Image.Digest); err != nil {
 				fmt.Fprintln(os.Stderr, "berthd:", err)
 			}
 			fmt.Printf("%s@%s\n", p.Resolved.Repo.Name(), p.Image.Digest)
@@ -171,22 +172,6 @@ func pullCmd(g *globals) *cobra.Command {
 	}
 }
 
-// gc removes images no container uses: least recently used first while the
-// store's filesystem is above 85 % until it is at 80 % (the kubelet's
-// defaults), or all of them with --force. It runs after every pull too.
-// keep names images to spare besides those in use (the one just pulled).
-func (g *globals) gc(ctx context.Context, store *image.Store, force bool, keep ...string) (image.GCReport, error) {
-	rt := pods.New(pods.Config{StateDir: g.stateDir, RunDir: g.runDir}, nil, store)
-	inUse, err := rt.ImagesInUse()
-	if err != nil {
-		return image.GCReport{}, fmt.Errorf("image gc: %w", err)
-	}
-	for _, d := range keep {
-		inUse[d] = true
-	}
-	return store.GC(ctx, image.GCOptions{InUse: inUse, Force: force})
-}
-
 func gcCmd(g *globals) *cobra.Command {
 	var force bool
 	c := &cobra.Command{
@@ -194,11 +179,11 @@ func gcCmd(g *globals) *cobra.Command {
 		Short: "remove images no container uses (above 85 % disk use down to 80 %, or all with --force)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			store, _, err := g.openImages()
+			imgs, store, err := g.openImages()
 			if err != nil {
 				return err
 			}
-			rep, err := g.gc(cmd.Context(), store, force)
+			rep, err := imgs.GC(cmd.Context(), g.runtime(store), force)
 			if err != nil {
 				return err
 			}
@@ -219,7 +204,7 @@ func lsCmd(g *globals) *cobra.Command {
 		Short: "list stored images",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			store, _, err := g.openImages()
+			_, store, err := g.openImages()
 			if err != nil {
 				return err
 			}
@@ -255,29 +240,9 @@ func runCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			images := map[string]pods.PodImage{}
-			for _, c := range pod.Spec.Containers {
-				if layout == "" {
-					p, err := g.pull(ctx, e.store, e.regs, c.Image)
-					if err != nil {
-						return fmt.Errorf("container %q: %w", c.Name, err)
-					}
-					images[c.Name] = pods.PodImage{Image: p.Image, Repo: p.Resolved.Repo.Name()}
-					continue
-				}
-				img, err := image.OpenLayout(ctx, layout, c.Image)
-				if err != nil {
-					return fmt.Errorf("container %q: %w", c.Name, err)
-				}
-				imported, err := e.store.Import(ctx, img)
-				if err != nil {
-					return fmt.Errorf("container %q: import %s: %w", c.Name, c.Image, err)
-				}
-				abs, err := filepath.Abs(layout)
-				if err != nil {
-					return err
-				}
-				images[c.Name] = pods.PodImage{Image: imported, Layout: abs}
+			images, err := e.images.ForPod(ctx, pod, layout)
+			if err != nil {
+				return err
 			}
 			if err := e.rt.RunPod(ctx, pod, images); err != nil {
 				return err
@@ -383,6 +348,10 @@ func (g *globals) openPod(ctx context.Context, arg string) (*env, string, string
 	if err != nil {
 		return nil, "", "", err
 	}
+	// Refused before anything is opened or any path built from it.
+	if err := pods.ValidateName(ns, name); err != nil {
+		return nil, "", "", err
+	}
 	e, err := g.open(ctx)
 	return e, ns, name, err
 }
@@ -401,21 +370,4 @@ func splitName(s string) (string, string, error) {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-// memTotal is the node's memory in bytes (for Burstable oom_score_adj).
-func memTotal() int64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var kb int64
-		if _, err := fmt.Sscanf(sc.Text(), "MemTotal: %d kB", &kb); err == nil {
-			return kb * 1024
-		}
-	}
-	return 0
 }

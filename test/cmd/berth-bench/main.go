@@ -82,7 +82,7 @@ func run(n int, layout, ref, initPath, cpu string, podman, crun, verbose bool) e
 		return err
 	}
 	rt := pods.New(pods.Config{Init: initPath, Log: log, Policy: policy,
-		Node: cgroup.NodeInfo{MemoryCapacity: 8 << 30, CgroupV2: cgroup.IsV2(), PidsLimit: 4096}}, conn, store)
+		Node: cgroup.NodeInfo{MemoryCapacity: 8 << 30, CgroupV2: cgroup.IsV2(), PidsLimit: 4096}}, pods.SystemdUnits(conn), store)
 	// The same limits for both sides. Note the CPU limit also applies to
 	// berth-init's own set-up in the unit's cgroup (~25 ms of CPU, mostly
 	// mounts and namespace clones): at 100m the CFS quota (10 ms per 100 ms)
