@@ -87,3 +87,13 @@ func (m *keyedMutex) Lock(ctx context.Context, key string) (unlock func(), err e
 		return nil, ctx.Err()
 	}
 }
+
+// waiters is how many callers hold or wait for key's lock (for tests).
+func (m *keyedMutex) waiters(key string) int {
+	m.mu <- struct{}{}
+	defer func() { <-m.mu }()
+	if l := m.locks[key]; l != nil {
+		return l.refs
+	}
+	return 0
+}
