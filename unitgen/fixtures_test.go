@@ -344,7 +344,8 @@ func (f *fixture) check() (*Unit, []string) {
 }
 
 // dbusTypes is the D-Bus signature systemd 252 expects for each property we
-// may emit (libraries.md §1, org.freedesktop.systemd1(5)), as the Go type
+// may emit (org.freedesktop.systemd1(5), and what systemd 252 accepted in
+// unitgen/systemd's node tests), as the Go type
 // unitgen/systemd turns into a variant. A new property must be added here.
 var dbusTypes = map[string]any{
 	"Description": "", "Slice": "", "Type": "", "PIDFile": "", "KillMode": "", "Restart": "",

@@ -107,7 +107,10 @@ type Property struct {
 
 // ExecCommand is one entry of ExecStart=/ExecStopPost= (D-Bus a(sasb)).
 // Args includes argv[0]. IgnoreFailure is systemd's "ignore failure" flag
-// (the b in sasb, the '-' prefix of a unit file), see libraries.md pitfall 1.
+// (the b in sasb, the '-' prefix of a unit file), despite go-systemd naming
+// it uncleanIsFailure: systemd's src/core/dbus-execute.c sets
+// EXEC_COMMAND_IGNORE_FAILURE when it is true. Observed with systemd 252: true
+// and `exit 3` give Result=success; false gives Result=exit-code.
 type ExecCommand struct {
 	Path          string
 	Args          []string
