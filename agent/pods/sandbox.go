@@ -71,7 +71,9 @@ func createNamespaces(dir, hostname string) error {
 		}()
 	}()
 	if err := <-errc; err != nil {
-		_ = removeNamespaces(dir)
+		if rerr := removeNamespaces(dir); rerr != nil {
+			return errors.Join(err, fmt.Errorf("clean up pod namespaces: %w", rerr))
+		}
 		return err
 	}
 	return nil
