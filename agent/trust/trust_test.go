@@ -1,12 +1,18 @@
 package trust
 
 import (
+	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/verify"
 	"github.com/containerd/errdefs"
+
+	bndl "github.com/berth-dev/berth/agent/bundle"
 )
 
 // memStore is the image store's meta files in memory, counting writes.
@@ -72,5 +78,82 @@ func TestRecordJudgementOnlyWhenItChanges(t *testing.T) {
 			t.Errorf("%s: %d writes, stored time %v allowed %v; want %d, %v, %v",
 				s.name, st.writes, got.Time, got.Allowed, s.writes, s.wantTime, s.wantAllow)
 		}
+	}
+}
+
+func writePolicy(t *testing.T, doc string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func sigsDep(t *testing.T, jd *Judged) bndl.Fingerprint {
+	t.Helper()
+	for _, d := range jd.Depends {
+		if strings.Contains(d.Path, "signatures-") {
+			return d
+		}
+	}
+	t.Fatalf("no signatures among %v", jd.Depends)
+	return bndl.Fingerprint{}
+}
+
+// The same digest pulled from another repository stores that repository's
+// signatures apart: what the trusted repository's next start judges does
+// not change.
+func TestSignaturesPerRepository(t *testing.T) {
+	st := &memStore{meta: map[string][]byte{}}
+	policy := writePolicy(t, `{"default":[{"type":"insecureAcceptAnything"}]}`)
+	d := "sha256:" + strings.Repeat("b", 64)
+	trusted := bndl.Source{Repo: "registry.example/team/app", Digest: d, Policy: policy}
+	before, err := Judge(context.Background(), st, trusted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sigsDep(t, before).SHA256 != bndl.Absent {
+		t.Fatalf("no signatures stored, yet the record depends on %v", sigsDep(t, before))
+	}
+	// A pull of the same digest from another repository.
+	if err := st.PutMeta(d, signaturesMeta("registry.example/mallory/app"), []byte(`{"signatures":[]}`)); err != nil {
+		t.Fatal(err)
+	}
+	after, err := Judge(context.Background(), st, trusted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sigsDep(t, after) != sigsDep(t, before) {
+		t.Errorf("another repository's pull changed what the trusted one depends on: %v → %v", sigsDep(t, before), sigsDep(t, after))
+	}
+	if signaturesMeta("registry.example/team/app") == signaturesMeta("registry.example/mallory/app") {
+		t.Error("two repositories share one signatures file")
+	}
+}
+
+// The record fingerprints the bytes the judgement read: signatures replaced
+// after the judgement leave the record depending on the old bytes, so
+// berth-init finds it stale instead of vouching for what nobody judged.
+func TestFingerprintsAreOfTheBytesRead(t *testing.T) {
+	st := &memStore{meta: map[string][]byte{}}
+	policy := writePolicy(t, `{"default":[{"type":"insecureAcceptAnything"}]}`)
+	d := "sha256:" + strings.Repeat("c", 64)
+	repo := "registry.example/team/app"
+	read := []byte(`{"signatures":[]}`)
+	if err := st.PutMeta(d, signaturesMeta(repo), read); err != nil {
+		t.Fatal(err)
+	}
+	jd, err := Judge(context.Background(), st, bndl.Source{Repo: repo, Digest: d, Policy: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.meta[d+"/"+signaturesMeta(repo)] = []byte(`{"signatures":[{"x":1}]}`)
+	if got := sigsDep(t, jd).SHA256; got != bndl.Sum(read) {
+		t.Errorf("fingerprint %s, want that of the bytes judged %s", got, bndl.Sum(read))
+	}
+	polSum, _ := bndl.SumFile(policy)
+	if jd.Depends[0] != (bndl.Fingerprint{Path: policy, SHA256: polSum}) {
+		t.Errorf("policy fingerprint %v", jd.Depends[0])
 	}
 }
