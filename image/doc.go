@@ -1,11 +1,15 @@
 // Package image turns OCI images into overlayfs lower layers.
 //
 // Sources produce a go-containerregistry v1.Image: OpenLayout reads an OCI
-// image layout on disk, Store.Pull fetches from a registry. Store.Import
-// verifies and unpacks it into a content-addressed store — manifests and
-// configs by digest, unpacked layers by DiffID, shared between images — and
-// records the image; Store.LayerDirs gives the lowerdir= list and
-// Store.ReadFile reads a file (say /etc/passwd) from the merged image.
+// image layout on disk (and reports the directory it resolved, which the
+// trust policy judges), Store.Pull fetches from a registry. Store.Import
+// hands the manifest digest to ImportOptions.Verify before any layer is
+// read, then verifies and unpacks it into a content-addressed store —
+// manifests and configs by digest, unpacked layers by DiffID, shared
+// between images — and records the image. Every manifest, index, config
+// and sidecar is read with a bound. Store.LayerDirs gives the lowerdir=
+// list and Store.ReadFile reads a file (say /etc/passwd) from the merged
+// image.
 //
 // Registry pulls: ParseRef normalises a reference the Docker/Kubernetes
 // way; Registries (LoadRegistries, REGISTRIES.md) says how to reach each
@@ -22,6 +26,7 @@
 // root. Every path is resolved with openat2(RESOLVE_BENEATH|
 // RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS) and written with *at syscalls
 // relative to the resolved parent, device nodes are never created from a
-// tar, hardlinks only reach earlier files of the same layer, and every
-// refusal names the entry and the Rule it broke.
+// tar, hardlinks only reach earlier files of the same layer, what a layer
+// writes (the holes of sparse files included) is bounded by Limits.MaxBytes,
+// and every refusal names the entry and the Rule it broke.
 package image

@@ -37,7 +37,7 @@ func newGCFixture(t *testing.T) *gcFixture {
 	imgC := mkImage(t, HostPlatform(), mkLayer(t, tFile("c", "c", 0o644)), shared)
 	imp := func(img v1.Image) *Image {
 		f.clock = f.clock.Add(time.Hour)
-		im, err := f.s.Import(context.Background(), img)
+		im, err := f.s.Import(context.Background(), img, ImportOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -286,7 +286,7 @@ func TestGCTmpfs(t *testing.T) {
 	var digests []string
 	for i := range 3 {
 		img := mkImage(t, HostPlatform(), randomLayer(t, fmt.Sprintf("data%d", i), 1<<20))
-		im, err := s.Import(context.Background(), img)
+		im, err := s.Import(context.Background(), img, ImportOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -402,7 +402,7 @@ func TestGCConcurrentWithImports(t *testing.T) {
 		}
 	}()
 	for i, img := range imgs {
-		im, err := s.Import(context.Background(), img)
+		im, err := s.Import(context.Background(), img, ImportOptions{})
 		if err != nil {
 			t.Errorf("import %d during GC: %v", i, err)
 			continue

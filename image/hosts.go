@@ -11,7 +11,10 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -64,6 +67,9 @@ type Registries struct {
 	// dial replaces the TCP dialer (tests map made-up host names onto
 	// loopback registries).
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// roots replaces the system pool for hosts without a CA of their own
+	// (tests trust their TLS servers as if they were publicly trusted).
+	roots *x509.CertPool
 
 	mu       sync.Mutex
 	implicit map[string]*registryConfig // registries not in the file, made on first use
@@ -150,9 +156,11 @@ func LoadRegistries(path string) (*Registries, error) {
 }
 
 // ParseRegistries parses a registries.yaml document; source names it in
-// errors. Parsing is strict: unknown keys, duplicate keys, malformed
-// durations, unreadable CA or auth files and invalid host names are errors
-// that name the line.
+// errors. Parsing is strict: unknown keys, keys not spelt in their one
+// (lower-case) form, duplicate keys, malformed durations, unreadable CA or
+// auth files and invalid host names are errors that name the line. Host
+// names are lower-cased, so "Registry.Example" and "registry.example" are
+// the same registry (configured twice, an error).
 func ParseRegistries(data []byte, source string) (*Registries, error) {
 	fail := func(line int, format string, args ...any) error {
 		msg := fmt.Sprintf(format, args...)
@@ -166,6 +174,11 @@ func ParseRegistries(data []byte, source string) (*Registries, error) {
 	if len(bytes.TrimSpace(data)) > 0 {
 		if err := yaml.Unmarshal(data, &root); err != nil {
 			return nil, fail(0, "%v", err)
+		}
+		// Before decoding, so that "Insecure" is reported as a misspelling
+		// of "insecure" rather than as some unknown field.
+		if err := checkKeyCase(&root, reflect.TypeOf(f)); err != nil {
+			return nil, fail(err.line, "%s", err.msg)
 		}
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		dec.KnownFields(true)
@@ -254,13 +267,13 @@ func ParseRegistries(data []byte, source string) (*Registries, error) {
 }
 
 // registryHost validates a registry host[:port] and returns it as
-// go-containerregistry names it (docker.io is index.docker.io there), the
-// key endpoints are looked up by.
+// go-containerregistry names it (docker.io is index.docker.io there), in
+// lower case: the key endpoints are looked up by (hostKey).
 func registryHost(s string) (string, error) {
 	if s == "" || strings.ContainsAny(s, "/@ \t") || strings.Contains(s, "://") {
 		return "", fmt.Errorf("not a registry host[:port]")
 	}
-	reg, err := name.NewRegistry(s, name.StrictValidation)
+	reg, err := name.NewRegistry(hostKey(s), name.StrictValidation)
 	if err != nil {
 		return "", err
 	}
@@ -291,6 +304,106 @@ func (r *Registries) newHost(host string, hf hostFile) (*hostConfig, string, err
 		hc.authFile = hf.Auth
 	}
 	return hc, "", nil
+}
+
+// hostKey is a registry host[:port] as configurations are matched: DNS
+// names are case-insensitive (RFC 4343), so "Registry.Example" must find
+// the settings of "registry.example", not fall back to the defaults.
+func hostKey(host string) string { return strings.ToLower(host) }
+
+// keyCaseError is a key of registries.yaml spelt in another case than the
+// schema's.
+type keyCaseError struct {
+	line int
+	msg  string
+}
+
+// checkKeyCase walks the document against the schema type t and refuses
+// every key that matches a field only when letter case is ignored. The
+// schema has one spelling per key: yaml.v3 matches exactly, but a decoder
+// that folds case (encoding/json, hence sigs.k8s.io/yaml) would take
+// "Insecure" for "insecure" and silently merge the two when both are set;
+// refusing any other case keeps the file meaning one thing to every tool.
+// Unknown keys are left to the strict decoder.
+func checkKeyCase(n *yaml.Node, t reflect.Type) *keyCaseError {
+	for n != nil && (n.Kind == yaml.DocumentNode || n.Kind == yaml.AliasNode) {
+		if n.Kind == yaml.AliasNode {
+			n = n.Alias
+		} else if len(n.Content) > 0 {
+			n = n.Content[0]
+		} else {
+			return nil
+		}
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n == nil {
+		return nil
+	}
+	switch {
+	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
+		for _, item := range n.Content {
+			if err := checkKeyCase(item, t.Elem()); err != nil {
+				return err
+			}
+		}
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Map:
+		// Keys of a map (registry hosts) are data, not schema.
+		for i := 1; i < len(n.Content); i += 2 {
+			if err := checkKeyCase(n.Content[i], t.Elem()); err != nil {
+				return err
+			}
+		}
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
+		fields := yamlFields(t)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Value == "<<" { // a merge key brings in keys of the same schema
+				if err := checkKeyCase(v, t); err != nil {
+					return err
+				}
+				continue
+			}
+			if ft, ok := fields[k.Value]; ok {
+				if err := checkKeyCase(v, ft); err != nil {
+					return err
+				}
+				continue
+			}
+			for name := range fields {
+				if strings.EqualFold(name, k.Value) {
+					return &keyCaseError{line: k.Line, msg: fmt.Sprintf("key %q: keys are spelt in one case only; write %q", k.Value, name)}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// yamlFields maps the yaml keys of struct type t (inline structs
+// flattened) to their types.
+func yamlFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		if slices.Contains(strings.Split(opts, ","), "inline") {
+			for k, v := range yamlFields(f.Type) {
+				out[k] = v
+			}
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name) // yaml.v3's default key
+		}
+		out[name] = f.Type
+	}
+	return out
 }
 
 func checkAuthFile(path string) error {
@@ -363,6 +476,7 @@ func (r *Registries) Backoff() time.Duration { return r.backoff }
 func (r *Registries) Source() string { return r.source }
 
 func (r *Registries) registry(host string) *registryConfig {
+	host = hostKey(host)
 	if rc, ok := r.hosts[host]; ok {
 		return rc
 	}
@@ -423,6 +537,10 @@ func (r *Registries) transport(hc *hostConfig) http.RoundTripper {
 		if r.dial != nil {
 			dial, proxy = r.dial, nil // tests: every name leads to their registry
 		}
+		roots := hc.pool
+		if roots == nil {
+			roots = r.roots // nil: the system pool
+		}
 		base := &http.Transport{
 			Proxy:                 proxy,
 			DialContext:           dial,
@@ -432,32 +550,76 @@ func (r *Registries) transport(hc *hostConfig) http.RoundTripper {
 			IdleConnTimeout:       90 * time.Second,
 			TLSHandshakeTimeout:   r.timeout,
 			ExpectContinueTimeout: time.Second,
-			TLSClientConfig:       &tls.Config{RootCAs: hc.pool, MinVersion: tls.VersionTLS12},
+			TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		}
 		hc.rt = &guardTransport{hc: hc, timeout: r.timeout, inner: base}
 	})
 	return hc.rt
 }
 
-// PlainHTTPError: berth refused to speak plain HTTP to a host that is not
-// configured insecure.
-type PlainHTTPError struct{ Host string }
-
-func (e *PlainHTTPError) Error() string {
-	return fmt.Sprintf("plain HTTP to %s refused: the registry is not configured `insecure: true` (and is not loopback)", e.Host)
+// PlainHTTPError: berth refused to speak plain HTTP to a host, because the
+// registry is not configured insecure, or because a redirect led there.
+// It is in errdefs' permission-denied class: the policy forbids it.
+type PlainHTTPError struct {
+	Host string
+	// RedirectedFrom is the URL (without its query) whose redirect led to
+	// Host, "" if the request was not a redirect.
+	RedirectedFrom string
 }
 
-// plainHTTPAllowed decides whether a request may go out over plain HTTP.
-// go-containerregistry falls back to HTTP by itself for loopback, RFC 1918
-// addresses and *.localhost names (name.Registry.Scheme); berth narrows that
-// to what the operator configured: loopback (nothing crosses a network)
-// unless a CA is configured for it (then it is meant to be TLS), and hosts
-// marked insecure.
-func (hc *hostConfig) plainHTTPAllowed(reqHost string) bool {
+func (e *PlainHTTPError) Error() string {
+	if e.RedirectedFrom != "" {
+		return fmt.Sprintf("plain HTTP to %s refused: redirected there from %s; only a registry configured `insecure: true` may redirect to plain HTTP, and never from HTTPS", e.Host, e.RedirectedFrom)
+	}
+	return fmt.Sprintf("plain HTTP to %s refused: the registry is not configured `insecure: true` (and is not a loopback registry without a CA)", e.Host)
+}
+
+// Forbidden puts the refusal in errdefs' permission-denied class.
+func (e *PlainHTTPError) Forbidden() {}
+
+// plainHTTPAllowed decides whether a request to target (host[:port]) may
+// go out over plain HTTP; from is the URL whose redirect led to it, nil
+// for a request of go-containerregistry's own. go-containerregistry falls
+// back to HTTP by itself for loopback, RFC 1918 addresses and *.localhost
+// names (name.Registry.Scheme); berth narrows that to what the operator
+// configured: hosts marked insecure (with wherever they redirect), and a
+// loopback registry without a CA (a CA means TLS is intended) talking to
+// loopback — nothing crosses a network there. A redirect from HTTPS to
+// plain HTTP is refused unless the registry is insecure: TLS would protect
+// the pull up to the redirect and nothing after it, and a remote registry
+// could point berth at a plain-HTTP service on the node's own loopback.
+// The same holds for a token realm a remote registry names, which is why
+// the registry itself, not only the target, must be loopback.
+func (hc *hostConfig) plainHTTPAllowed(target string, from *url.URL) bool {
 	if hc.insecure {
 		return true
 	}
-	return hc.pool == nil && isLoopback(reqHost)
+	if from != nil && from.Scheme != "http" {
+		return false
+	}
+	return hc.caFile == "" && isLoopback(hc.host) && isLoopback(target)
+}
+
+// redirectedFrom returns the URL whose redirect response made req (the
+// http.Client sets Request.Response on a redirect, and
+// go-containerregistry's transports pass the request on as it is), or nil.
+func redirectedFrom(req *http.Request) *url.URL {
+	if req.Response == nil {
+		return nil
+	}
+	if req.Response.Request == nil || req.Response.Request.URL == nil {
+		return &url.URL{} // a redirect from nowhere known: treat as not plain HTTP
+	}
+	return req.Response.Request.URL
+}
+
+// originalRequest follows redirects back to the request
+// go-containerregistry made.
+func originalRequest(req *http.Request) *http.Request {
+	for req.Response != nil && req.Response.Request != nil {
+		req = req.Response.Request
+	}
+	return req
 }
 
 func isLoopback(hostport string) bool {
@@ -483,11 +645,17 @@ type guardTransport struct {
 }
 
 func (t *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme == "http" && !t.hc.plainHTTPAllowed(req.URL.Host) {
-		if req.Body != nil {
-			req.Body.Close()
+	if req.URL.Scheme == "http" {
+		if from := redirectedFrom(req); !t.hc.plainHTTPAllowed(req.URL.Host, from) {
+			if req.Body != nil {
+				req.Body.Close()
+			}
+			pe := &PlainHTTPError{Host: req.URL.Host}
+			if from != nil {
+				pe.RedirectedFrom = (&url.URL{Scheme: from.Scheme, Host: from.Host, Path: from.Path}).String()
+			}
+			return nil, pe
 		}
-		return nil, &PlainHTTPError{Host: req.URL.Host}
 	}
 	ctx, cancel := context.WithCancelCause(req.Context())
 	te := &TimeoutError{Host: req.URL.Host, After: t.timeout}
@@ -503,8 +671,58 @@ func (t *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp.Body = &idleBody{rc: resp.Body, ctx: ctx, cancel: cancel, timer: timer, timeout: t.timeout, te: te}
+	// Blobs are read no further than their descriptors' sizes (by
+	// go-containerregistry and Import). Everything else a registry sends
+	// (manifests, indexes, tokens, errors) is read whole into memory, by
+	// go-containerregistry up to 100 MiB; cut it at 4 MiB, the manifest
+	// limit of containerd and of the distribution registry.
+	if !strings.Contains(originalRequest(req).URL.Path, "/blobs/") {
+		u := url.URL{Scheme: req.URL.Scheme, Host: req.URL.Host, Path: req.URL.Path} // no query: it may carry a token
+		resp.Body = &cappedBody{rc: resp.Body, left: maxManifestBytes, max: maxManifestBytes, url: u.String()}
+	}
 	return resp, nil
 }
+
+// cappedBody fails a response body that goes on beyond max bytes.
+type cappedBody struct {
+	rc        io.ReadCloser
+	left, max int64
+	url       string
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// One byte more proves the body is over the limit (not exactly at it).
+		var one [1]byte
+		n, err := b.rc.Read(one[:])
+		if n > 0 {
+			return 0, &ResponseTooLargeError{URL: b.url, Max: b.max}
+		}
+		return 0, err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *cappedBody) Close() error { return b.rc.Close() }
+
+// ResponseTooLargeError: a registry response other than a blob (a
+// manifest, an index, a token) went on beyond the bound berth reads.
+type ResponseTooLargeError struct {
+	URL string
+	Max int64
+}
+
+func (e *ResponseTooLargeError) Error() string {
+	return fmt.Sprintf("response from %s is larger than %d bytes, the most berth reads of a manifest, index or other non-blob response", e.URL, e.Max)
+}
+
+// InvalidParameter puts it in errdefs' invalid-argument class.
+func (e *ResponseTooLargeError) InvalidParameter() {}
 
 type idleBody struct {
 	rc      io.ReadCloser
@@ -561,7 +779,8 @@ func retryable(err error) bool {
 		return false
 	}
 	var pe *PlainHTTPError
-	if errors.As(err, &pe) {
+	var rt *ResponseTooLargeError
+	if errors.As(err, &pe) || errors.As(err, &rt) {
 		return false
 	}
 	var tmp interface{ Temporary() bool }

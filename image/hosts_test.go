@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -219,33 +220,54 @@ func TestParseRegistriesErrors(t *testing.T) {
 
 func TestPlainHTTPPolicy(t *testing.T) {
 	cases := []struct {
+		name     string
 		host     string
 		insecure bool
 		ca       bool
 		req      string
+		from     string // URL that redirected here, "" for a first request
 		want     bool
 	}{
-		{"registry.example:5000", false, false, "registry.example:5000", false},
-		{"registry.example:5000", true, false, "registry.example:5000", true},
-		{"10.1.2.3:5000", false, false, "10.1.2.3:5000", false},         // go-containerregistry would allow RFC 1918
-		{"192.168.1.9", false, false, "192.168.1.9", false},             // likewise
-		{"mirror.local:5000", false, false, "mirror.local:5000", false}, // and *.local
-		{"127.0.0.1:5000", false, false, "127.0.0.1:5000", true},
-		{"127.9.9.9:5000", false, false, "127.9.9.9:5000", true},
-		{"[::1]:5000", false, false, "[::1]:5000", true},
-		{"localhost:5000", false, false, "localhost:5000", true},
-		{"127.0.0.1:5000", false, true, "127.0.0.1:5000", false}, // a CA means TLS is intended
-		{"127.0.0.1:5000", true, true, "127.0.0.1:5000", true},   // unless insecure says otherwise
-		{"registry.example", true, false, "cdn.example", true},   // insecure covers its redirects
-		{"registry.example", false, false, "127.0.0.1", true},    // a redirect to loopback
+		{"remote name", "registry.example:5000", false, false, "registry.example:5000", "", false},
+		{"remote name configured insecure", "registry.example:5000", true, false, "registry.example:5000", "", true},
+		{"RFC 1918 address", "10.1.2.3:5000", false, false, "10.1.2.3:5000", "", false}, // go-containerregistry would allow it
+		{"RFC 1918 short", "192.168.1.9", false, false, "192.168.1.9", "", false},       // likewise
+		{"*.local name", "mirror.local:5000", false, false, "mirror.local:5000", "", false},
+		{"loopback v4", "127.0.0.1:5000", false, false, "127.0.0.1:5000", "", true},
+		{"loopback v4 other address", "127.9.9.9:5000", false, false, "127.9.9.9:5000", "", true},
+		{"loopback v6", "[::1]:5000", false, false, "[::1]:5000", "", true},
+		{"localhost", "localhost:5000", false, false, "localhost:5000", "", true},
+		{"loopback with a CA", "127.0.0.1:5000", false, true, "127.0.0.1:5000", "", false}, // a CA means TLS is intended
+		{"loopback with a CA, insecure", "127.0.0.1:5000", true, true, "127.0.0.1:5000", "", true},
+		// A remote registry naming a loopback URL itself (a token realm).
+		{"remote registry sends to loopback", "registry.example", false, false, "127.0.0.1", "", false},
+		// Redirects.
+		{"insecure covers its redirects", "registry.example", true, false, "cdn.example", "https://registry.example/v2/a/blobs/x", true},
+		{"redirect https → loopback http", "registry.example", false, false, "127.0.0.1:80", "https://registry.example/v2/a/blobs/x", false},
+		{"redirect https → http on loopback registry", "127.0.0.1:5000", false, false, "127.0.0.1:5001", "https://127.0.0.1:5000/v2/a/blobs/x", false},
+		{"redirect http → http within a loopback registry", "127.0.0.1:5000", false, false, "127.0.0.1:5000", "http://127.0.0.1:5000/v2/a/blobs/x", true},
+		{"redirect from an unknown URL", "127.0.0.1:5000", false, false, "127.0.0.1:5000", "?", false},
+		{"redirect from loopback http → remote http", "127.0.0.1:5000", false, false, "cdn.example", "http://127.0.0.1:5000/v2/a/blobs/x", false},
 	}
 	for _, c := range cases {
 		hc := &hostConfig{host: c.host, insecure: c.insecure}
 		if c.ca {
-			hc.pool = x509Pool(t)
+			hc.caFile, hc.pool = "ca.pem", x509Pool(t)
 		}
-		if got := hc.plainHTTPAllowed(c.req); got != c.want {
-			t.Errorf("host %s insecure=%v ca=%v: plain HTTP to %s allowed=%v, want %v", c.host, c.insecure, c.ca, c.req, got, c.want)
+		var from *url.URL
+		switch c.from {
+		case "":
+		case "?":
+			from = &url.URL{}
+		default:
+			u, err := url.Parse(c.from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			from = u
+		}
+		if got := hc.plainHTTPAllowed(c.req, from); got != c.want {
+			t.Errorf("%s: host %s insecure=%v ca=%v: plain HTTP to %s (redirected from %q) allowed=%v, want %v", c.name, c.host, c.insecure, c.ca, c.req, c.from, got, c.want)
 		}
 	}
 }

@@ -46,7 +46,7 @@ func TestImportOverlayMount(t *testing.T) {
 	testenv.RequireRoot(t)
 	img, _ := openTestImage(t, true, true)
 	s := newStore(t)
-	im, err := s.Import(context.Background(), img)
+	im, err := s.Import(context.Background(), img, ImportOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestImportOverlayMount(t *testing.T) {
 	// (overlayfs refuses a repeated lowerdir).
 	layers := testLayers(t, true, true)
 	rep := mkImage(t, HostPlatform(), layers[1], layers[2], layers[1])
-	im2, err := s.Import(context.Background(), rep)
+	im2, err := s.Import(context.Background(), rep, ImportOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestImportReadFileOpaque(t *testing.T) {
 	testenv.RequireRoot(t)
 	img, _ := openTestImage(t, true, true)
 	s := newStore(t)
-	im, err := s.Import(context.Background(), img)
+	im, err := s.Import(context.Background(), img, ImportOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -157,7 +157,8 @@ func (s *Store) Pull(ctx context.Context, regs *Registries, ref string, opts Pul
 				continue
 			}
 		}
-		im, err := s.Import(ctx, img, ImportRefs(refs...), ImportProgress(opts.Progress))
+		// Verify ran above, on the resolved digest; Import need not ask again.
+		im, err := s.Import(ctx, img, ImportOptions{Refs: refs, Progress: opts.Progress})
 		if err == nil {
 			if im.Digest != digest {
 				return nil, res, fmt.Errorf("pull %s: stored %s, resolved %s", r, im.Digest, digest)

@@ -2,6 +2,7 @@ package image
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
@@ -28,11 +29,33 @@ type Ref struct {
 	Digest string
 }
 
-// ParseRef normalises s. Errors wrap ErrBadReference.
+// ParseRef normalises s. Errors wrap ErrBadReference. The registry host
+// is lower-cased ("Registry.Example:5000/app" is
+// registry.example:5000/app): host names are case-insensitive, and the
+// registry configuration, the trust policy's scopes and the store must all
+// see one spelling of the same registry.
 func ParseRef(s string) (Ref, error) {
 	named, err := reference.ParseNormalizedNamed(s)
 	if err != nil {
 		return Ref{}, fmt.Errorf("%w %q: %w", ErrBadReference, s, err)
+	}
+	if d := reference.Domain(named); d != strings.ToLower(d) {
+		// Parse again with the host lower-cased, so that "Docker.IO/x"
+		// gets the same normalisation (docker.io/library/x) as
+		// "docker.io/x". distribution/reference takes a first component
+		// for a host when it has a '.' or ':', is "localhost", or has an
+		// upper-case letter; the last of these is lost by lower-casing,
+		// and "MyHost/app" would quietly become a Docker Hub repository.
+		lower := strings.ToLower(d)
+		if !strings.HasPrefix(s, d) {
+			return Ref{}, fmt.Errorf("%w %q: registry host %q is not lower case", ErrBadReference, s, d)
+		}
+		if !strings.ContainsAny(lower, ".:") && lower != "localhost" {
+			return Ref{}, fmt.Errorf("%w %q: registry host %q is not lower case, and in lower case it would name a Docker Hub repository", ErrBadReference, s, d)
+		}
+		if named, err = reference.ParseNormalizedNamed(lower + s[len(d):]); err != nil {
+			return Ref{}, fmt.Errorf("%w %q: %w", ErrBadReference, s, err)
+		}
 	}
 	named = reference.TagNameOnly(named) // adds :latest unless a tag or digest is given
 	r := Ref{Repository: named.Name()}

@@ -30,6 +30,14 @@ func TestParseRef(t *testing.T) {
 		// A digest alone: no tag is added (kubelet and containerd agree).
 		{in: "nginx@" + d, repo: "docker.io/library/nginx", digest: d,
 			str: "docker.io/library/nginx@" + d, pinned: "docker.io/library/nginx@" + d, origin: "index.docker.io/library/nginx"},
+		// Registry hosts are lower-cased, with the normalisation of the
+		// lower-case form (Docker Hub's library/ included).
+		{in: "Registry.Example:5000/a/b:v1", repo: "registry.example:5000/a/b", tag: "v1",
+			str: "registry.example:5000/a/b:v1", pinned: "registry.example:5000/a/b:v1", origin: "registry.example:5000/a/b"},
+		{in: "Docker.IO/nginx", repo: "docker.io/library/nginx", tag: "latest",
+			str: "docker.io/library/nginx:latest", pinned: "docker.io/library/nginx:latest", origin: "index.docker.io/library/nginx"},
+		{in: "LocalHost/app", repo: "localhost/app", tag: "latest",
+			str: "localhost/app:latest", pinned: "localhost/app:latest", origin: "localhost/app"},
 		// Tag and digest: both kept, the digest decides.
 		{in: "ghcr.io/o/app:v2@" + d, repo: "ghcr.io/o/app", tag: "v2", digest: d,
 			str: "ghcr.io/o/app:v2@" + d, pinned: "ghcr.io/o/app@" + d, origin: "ghcr.io/o/app"},
@@ -80,6 +88,9 @@ func TestParseRefErrors(t *testing.T) {
 		{"nginx:" + strings.Repeat("t", 129), "tag longer than 128"},
 		{"https://registry/app", "a URL"},
 		{"a b", "space"},
+		// An upper-case first component is a host to distribution/reference;
+		// in lower case it would be a Docker Hub namespace.
+		{"MyHost/app", "single-label upper-case host"},
 	}
 	for _, c := range cases {
 		t.Run(c.why, func(t *testing.T) {

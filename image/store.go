@@ -177,46 +177,50 @@ type record struct {
 }
 
 // maxConfigBytes bounds an image config, which is read into memory before
-// anything else is checked (a manifest may declare any size). Real configs
-// are a few KiB; image history of thousands of steps stays under 1 MiB.
+// anything else is checked. Real configs are a few KiB; image history of
+// thousands of steps stays under 1 MiB.
 const maxConfigBytes = 8 << 20
 
-// ImportOption adjusts one Import.
-type ImportOption func(*importOptions)
+// maxManifestBytes bounds an image manifest or index, from a registry
+// (Registries' transport cuts the response there) or a layout, and
+// index.json: 4 MiB, the limit of containerd and of the distribution
+// registry. Real manifests are a few KiB.
+const maxManifestBytes = 4 << 20
 
-type importOptions struct {
-	refs     []string
-	progress func(Progress)
-}
-
-// ImportRefs records refs for the image (see Image.Refs); a "repo:tag"
-// ref moves to this image from any other that had it.
-func ImportRefs(refs ...string) ImportOption {
-	return func(o *importOptions) { o.refs = append(o.refs, refs...) }
-}
-
-// ImportProgress reports bytes of compressed layer blobs as they stream.
-func ImportProgress(fn func(Progress)) ImportOption {
-	return func(o *importOptions) { o.progress = fn }
+// ImportOptions adjust one Import.
+type ImportOptions struct {
+	// Refs are recorded for the image (see Image.Refs); a "repo:tag" ref
+	// moves to this image from any other that had it.
+	Refs []string
+	// Progress receives bytes of compressed layer blobs as they stream.
+	Progress func(Progress)
+	// Verify judges the image by its manifest digest once the manifest and
+	// the config are read and checked, before any layer is opened; an error
+	// aborts the import, is returned wrapped, and leaves nothing stored.
+	// It runs for every import, also when the image is already stored (as
+	// PullOptions.Verify does). Sidecars it writes with PutMeta are kept
+	// from garbage collection while it runs.
+	Verify func(ctx context.Context, digest v1.Hash) error
 }
 
 // Import unpacks every layer of img that the store does not have yet and
 // records the image. Layer blobs are verified while they stream: the
 // compressed bytes against the manifest's layer digest and size, the
-// uncompressed tar against the config's DiffID (ggcr's layout reader does not
-// hash blobs; remote layers are hashed twice, which is cheap). Concurrent
-// imports share layers: each DiffID is unpacked once. On error, layers this
-// call unpacked that no recorded image or running import uses are removed.
-// Layers larger (compressed) than Limits.MaxCompressedBytes are refused
-// before they are read.
-func (s *Store) Import(ctx context.Context, img v1.Image, opts ...ImportOption) (_ *Image, retErr error) {
-	var o importOptions
-	for _, f := range opts {
-		f(&o)
-	}
+// uncompressed tar against the config's DiffID (a layout's blobs are not
+// hashed when opened; remote layers are hashed twice, which is cheap).
+// Concurrent imports share layers: each DiffID is unpacked once. On error,
+// layers this call unpacked that no recorded image or running import uses
+// are removed. Layers larger (compressed) than Limits.MaxCompressedBytes are
+// refused before they are read, and so is a config whose descriptor
+// declares no size or more than 8 MiB (the sources berth uses read a
+// config no further than its declared size).
+func (s *Store) Import(ctx context.Context, img v1.Image, o ImportOptions) (_ *Image, retErr error) {
 	rawManifest, err := img.RawManifest()
 	if err != nil {
 		return nil, fmt.Errorf("import image: read manifest: %w", err)
+	}
+	if len(rawManifest) > maxManifestBytes {
+		return nil, fmt.Errorf("import image: manifest is %d bytes, more than the %d berth accepts: %w", len(rawManifest), maxManifestBytes, errdefs.ErrInvalidArgument)
 	}
 	digest := sha256Digest(rawManifest)
 	if d, err := img.Digest(); err != nil {
@@ -240,8 +244,10 @@ func (s *Store) Import(ctx context.Context, img v1.Image, opts ...ImportOption) 
 	if !isManifest(mediaType) {
 		return nil, fail("media type %q is not an image manifest", mediaType)
 	}
-	if m.Config.Size > maxConfigBytes {
-		return nil, fail("config %s is %d bytes, more than the %d berth accepts", m.Config.Digest, m.Config.Size, maxConfigBytes)
+	// A size of -1 ("unknown" to go-containerregistry) would let a registry
+	// stream a config of any length into memory.
+	if m.Config.Size < 0 || m.Config.Size > maxConfigBytes {
+		return nil, fail("config %s: descriptor declares %d bytes, not within 0..%d: %w", m.Config.Digest, m.Config.Size, int64(maxConfigBytes), errdefs.ErrInvalidArgument)
 	}
 	rawConfig, err := img.RawConfigFile()
 	if err != nil {
@@ -266,15 +272,28 @@ func (s *Store) Import(ctx context.Context, img v1.Image, opts ...ImportOption) 
 		diffIDs[i] = h
 	}
 
+	if o.Verify != nil {
+		// Sidecars written by Verify (PutMeta) belong to this digest before
+		// its record exists; the lease keeps GC off them.
+		h := v1.Hash{Algorithm: "sha256", Hex: sha256Hex(rawManifest)}
+		lease := []string{h.Hex}
+		s.acquire(lease)
+		err := o.Verify(ctx, h)
+		s.release(lease)
+		if err != nil {
+			return nil, fail("verification failed: %w", err)
+		}
+	}
+
 	unlock, err := s.imageLocks.lock(ctx, digest)
 	if err != nil {
 		return nil, fail("%w", err)
 	}
 	defer unlock()
-	prog := newProgressState(o.progress, m.Layers)
+	prog := newProgressState(o.Progress, m.Layers)
 	if _, err := s.Image(digest); err == nil {
 		prog.allCached()
-		return s.updateRecord(digest, o.refs) // already imported
+		return s.updateRecord(digest, o.Refs) // already imported
 	}
 
 	// The leases keep GC away from this import's layers, config and
@@ -314,7 +333,7 @@ func (s *Store) Import(ctx context.Context, img v1.Image, opts ...ImportOption) 
 	for _, h := range diffIDs {
 		rec.DiffIDs = append(rec.DiffIDs, h.String())
 	}
-	rec.Refs = addRefs(nil, o.refs)
+	rec.Refs = addRefs(nil, o.Refs)
 	s.recMu.Lock()
 	err = s.writeRecord(&rec)
 	if err == nil {
@@ -808,7 +827,7 @@ func (s *Store) GetMeta(digest, name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(p)
+	b, err := readFileMax(p, MaxMetaBytes)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("image meta %s/%s: %w", digest, name, errdefs.ErrNotFound)
 	}
@@ -816,4 +835,50 @@ func (s *Store) GetMeta(digest, name string) ([]byte, error) {
 		return nil, fmt.Errorf("image meta %s/%s: %w", digest, name, err)
 	}
 	return b, nil
+}
+
+// readFileMax reads the regular file at p, refusing one of more than max
+// bytes (errdefs.ErrInvalidArgument) without reading past max+1. The file
+// is opened non-blocking, so that a FIFO put in its place is refused
+// rather than waited on.
+func readFileMax(p string, max int64) ([]byte, error) {
+	f, err := openRegular(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes: %w", p, max, errdefs.ErrInvalidArgument)
+	}
+	return b, nil
+}
+
+// openRegular opens p for reading (following symlinks) and checks that it
+// is a regular file: a device (/dev/zero) never ends, and opening a FIFO
+// would block for a writer.
+func openRegular(p string) (*os.File, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: p, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, &fs.PathError{Op: "stat", Path: p, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s is not a regular file (mode %#o): %w", p, st.Mode&unix.S_IFMT, errdefs.ErrInvalidArgument)
+	}
+	// Back to blocking reads: O_NONBLOCK means nothing for a regular file,
+	// but os.File would otherwise hand it to the poller.
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, &fs.PathError{Op: "fcntl", Path: p, Err: err}
+	}
+	return os.NewFile(uintptr(fd), p), nil
 }

@@ -139,7 +139,7 @@ func openTestImage(t *testing.T, root, opaque bool) (v1.Image, string) {
 func TestImportAndRead(t *testing.T) {
 	img, _ := openTestImage(t, false, false)
 	s := newStore(t)
-	im, err := s.Import(context.Background(), img)
+	im, err := s.Import(context.Background(), img, ImportOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestImportAndRead(t *testing.T) {
 
 	// Importing again reuses everything.
 	before := s.unpacks.Load()
-	if _, err := s.Import(context.Background(), img); err != nil {
+	if _, err := s.Import(context.Background(), img, ImportOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if s.unpacks.Load() != before {
@@ -301,7 +301,7 @@ func TestImportCorruptLayerBlob(t *testing.T) {
 				t.Fatal(err)
 			}
 			s := newStore(t)
-			_, err = s.Import(context.Background(), img)
+			_, err = s.Import(context.Background(), img, ImportOptions{})
 			var de *DigestError
 			if !errors.As(err, &de) || !errdefs.IsInvalidArgument(err) || de.What != "layer blob" || de.Want != bad.String() {
 				t.Fatalf("Import = %v, want a layer blob DigestError for %s", err, bad)
@@ -330,7 +330,7 @@ func TestImportDiffIDMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newStore(t)
-	_, err = s.Import(context.Background(), lying)
+	_, err = s.Import(context.Background(), lying, ImportOptions{})
 	var de *DigestError
 	if !errors.As(err, &de) || de.What != "layer DiffID" || de.Got != real.String() {
 		t.Fatalf("Import = %v, want a layer DiffID mismatch (got %s)", err, real)
@@ -377,7 +377,7 @@ func TestImportInterrupted(t *testing.T) {
 	defer cancel()
 	s := newStore(t)
 	// Layer 1 is unpacked and committed, then layer 2 is cut short.
-	_, err := s.Import(ctx, cancelImage{Image: img, at: m.Layers[1].Digest, cancel: cancel})
+	_, err := s.Import(ctx, cancelImage{Image: img, at: m.Layers[1].Digest, cancel: cancel}, ImportOptions{})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Import = %v, want context.Canceled", err)
 	}
@@ -386,7 +386,7 @@ func TestImportInterrupted(t *testing.T) {
 		t.Errorf("unpacks = %d, want 2 (the first layer, then the interrupted one)", s.unpacks.Load())
 	}
 	// The store still works afterwards.
-	if _, err := s.Import(context.Background(), img); err != nil {
+	if _, err := s.Import(context.Background(), img, ImportOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -414,7 +414,7 @@ func TestImportConcurrentSharesLayers(t *testing.T) {
 				return
 			}
 			<-start
-			results[i], errs[i] = s.Import(context.Background(), img)
+			results[i], errs[i] = s.Import(context.Background(), img, ImportOptions{})
 		}()
 	}
 	close(start)

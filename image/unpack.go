@@ -21,7 +21,11 @@ import (
 // default; refusals name the rule (RuleMaxBytes, RuleMaxEntries, RuleMaxPathLen).
 type Limits struct {
 	// MaxBytes bounds the uncompressed tar stream of one layer, headers and
-	// padding included (a decompression bomb stops here).
+	// padding included (a decompression bomb stops here), and separately
+	// the bytes the layer's files may write: a sparse entry (GNU or PAX
+	// GNU.sparse.*) declares a logical size that archive/tar expands into
+	// zeros without reading them from the stream, so the stream alone does
+	// not bound what reaches the disk.
 	MaxBytes int64
 	// MaxCompressedBytes bounds a layer blob as the manifest declares it;
 	// Store.Import refuses a larger layer before fetching any of it.
@@ -100,6 +104,13 @@ const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESO
 // arbitrary ownership needs CAP_CHOWN; without it, entries must be owned by
 // the caller.
 func Unpack(ctx context.Context, r io.Reader, dir string, limits Limits) error {
+	return unpack(ctx, r, dir, limits, nil)
+}
+
+// unpack is Unpack; beforeFinish, if set, sees the unpacker once every entry
+// is written and before directory metadata is applied (tests measure what
+// is retained until then).
+func unpack(ctx context.Context, r io.Reader, dir string, limits Limits, beforeFinish func(*unpacker)) error {
 	limits = limits.withDefaults()
 	root, err := openEmptyDir(dir)
 	if err != nil {
@@ -107,7 +118,7 @@ func Unpack(ctx context.Context, r io.Reader, dir string, limits Limits) error {
 	}
 	defer unix.Close(root)
 
-	u := &unpacker{root: root, limits: limits, nonDirs: map[string]bool{}, dirMeta: map[string]*tar.Header{}}
+	u := &unpacker{ctx: ctx, root: root, limits: limits, nonDirs: map[string]bool{}, dirMeta: map[string]dirAttrs{}}
 	tr := tar.NewReader(&boundedReader{ctx: ctx, r: r, max: limits.MaxBytes})
 	for n := 0; ; n++ {
 		hdr, err := tr.Next()
@@ -127,6 +138,9 @@ func Unpack(ctx context.Context, r io.Reader, dir string, limits Limits) error {
 			}
 			return fmt.Errorf("unpack into %s: %w", dir, err)
 		}
+	}
+	if beforeFinish != nil {
+		beforeFinish(u)
 	}
 	if err := u.finish(); err != nil {
 		return fmt.Errorf("unpack into %s: %w", dir, err)
@@ -162,16 +176,35 @@ func openEmptyDir(dir string) (int, error) {
 }
 
 type unpacker struct {
+	ctx    context.Context
 	root   int
 	limits Limits
+	// written counts the bytes regular files received, holes of sparse
+	// entries included, against Limits.MaxBytes.
+	written int64
 	// nonDirs: every non-directory created by this layer (files, symlinks,
 	// fifos, hardlinks, not whiteouts) — the only legal hardlink targets
 	// (image-spec layer.md: hardlinks to files outside the layer may fail).
 	nonDirs map[string]bool
 	// dirMeta: mode and times of directories, applied in finish(): creating
 	// a child changes a directory's mtime, and a read-only mode would stop an
-	// unprivileged unpack from creating the children.
-	dirMeta map[string]*tar.Header
+	// unprivileged unpack from creating the children. Only those fields are
+	// kept (owner and xattrs are applied when the directory is made): a
+	// whole *tar.Header would keep its PAX records, up to archive/tar's 1 MiB
+	// per entry, for every directory of the layer until its end.
+	dirMeta map[string]dirAttrs
+}
+
+// dirAttrs is what finish() needs of a directory entry.
+type dirAttrs struct {
+	mode         uint32
+	atime, mtime unix.Timespec
+}
+
+func dirAttrsOf(hdr *tar.Header) dirAttrs {
+	a := dirAttrs{mode: tarMode(hdr)}
+	a.atime, a.mtime = headerTimes(hdr)
+	return a
 }
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
@@ -192,6 +225,10 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 	case tar.TypeChar, tar.TypeBlock:
 		return refuse(name, RuleDevice, "device nodes are never created from a layer (only whiteouts become 0/0 character devices)")
 	case tar.TypeDir, tar.TypeReg, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
+	case tar.TypeGNUSparse:
+		// archive/tar expands the old GNU sparse form (as it does the PAX
+		// GNU.sparse.* forms, which it reports as TypeReg) into the file's
+		// logical content; file() bounds that like any other content.
 	default:
 		return refuse(name, RuleUnsupported, "unsupported tar entry type %q", string(hdr.Typeflag))
 	}
@@ -207,7 +244,7 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 		if err := u.setOwnerAndXattrs(u.root, hdr, xattrs); err != nil {
 			return fmt.Errorf("entry %q: %w", name, err)
 		}
-		u.dirMeta["."] = hdr
+		u.dirMeta["."] = dirAttrsOf(hdr)
 		return nil
 	}
 
@@ -226,7 +263,7 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 		return u.dir(hdr, parent, rel, base, xattrs)
-	case tar.TypeReg:
+	case tar.TypeReg, tar.TypeGNUSparse:
 		return u.file(hdr, r, parent, rel, base, xattrs)
 	case tar.TypeSymlink:
 		return u.symlink(hdr, parent, rel, base, xattrs)
@@ -404,11 +441,17 @@ func (u *unpacker) dir(hdr *tar.Header, parent int, rel, base string, xattrs []x
 	if err := u.setOwnerAndXattrs(fd, hdr, xattrs); err != nil {
 		return fmt.Errorf("entry %q: %w", hdr.Name, err)
 	}
-	u.dirMeta[rel] = hdr
+	u.dirMeta[rel] = dirAttrsOf(hdr)
 	return nil
 }
 
 func (u *unpacker) file(hdr *tar.Header, r io.Reader, parent int, rel, base string, xattrs []xattr) error {
+	// hdr.Size is the logical size, which for a sparse entry may be a
+	// terabyte of holes behind a few bytes of stream: refuse it before
+	// anything is created rather than write zeros until the disk is full.
+	if left := u.limits.MaxBytes - u.written; hdr.Size > left {
+		return refuse(hdr.Name, RuleMaxBytes, "file of %d bytes would take the layer's written content over %d bytes (%d written so far)", hdr.Size, u.limits.MaxBytes, u.written)
+	}
 	if _, err := u.prepare(hdr.Name, parent, rel, base, false); err != nil {
 		return err
 	}
@@ -419,7 +462,7 @@ func (u *unpacker) file(hdr *tar.Header, r io.Reader, parent int, rel, base stri
 	f := os.NewFile(uintptr(fd), rel)
 	defer f.Close()
 	buf := copyBufPool.Get().(*[]byte)
-	_, err = io.CopyBuffer(onlyWriter{f}, r, *buf)
+	_, err = io.CopyBuffer(&contentWriter{u: u, w: f}, r, *buf)
 	copyBufPool.Put(buf)
 	if err != nil {
 		return fmt.Errorf("entry %q: write content: %w", hdr.Name, err)
@@ -445,8 +488,29 @@ func (u *unpacker) file(hdr *tar.Header, r io.Reader, parent int, rel, base stri
 	return nil
 }
 
-// onlyWriter hides *os.File's ReadFrom so io.CopyBuffer uses our buffer.
-type onlyWriter struct{ io.Writer }
+// contentWriter writes a file's content, counting it against
+// Limits.MaxBytes and checking the context on every buffer: the holes of a
+// sparse entry come out of archive/tar without a read of the layer stream,
+// whose reader would otherwise be the only place cancellation is seen.
+// Being a plain Writer (no ReadFrom) also makes io.CopyBuffer use our buffer.
+type contentWriter struct {
+	u *unpacker
+	w io.Writer
+}
+
+func (c *contentWriter) Write(p []byte) (int, error) {
+	if err := c.u.ctx.Err(); err != nil {
+		return 0, err
+	}
+	// file() checked the declared size; this holds even if a reader ever
+	// yielded more than it.
+	if int64(len(p)) > c.u.limits.MaxBytes-c.u.written {
+		return 0, refuse("", RuleMaxBytes, "the layer's files would take more than %d bytes", c.u.limits.MaxBytes)
+	}
+	n, err := c.w.Write(p)
+	c.u.written += int64(n)
+	return n, err
+}
 
 func (u *unpacker) symlink(hdr *tar.Header, parent int, rel, base string, xattrs []xattr) error {
 	if hdr.Linkname == "" {
@@ -618,18 +682,18 @@ func (u *unpacker) finish() error {
 		return dirs[i] < dirs[j]
 	})
 	for _, d := range dirs {
-		hdr := u.dirMeta[d]
+		a := u.dirMeta[d]
 		fd, err := openBeneath(u.root, d, unix.O_RDONLY|unix.O_DIRECTORY)
 		if err != nil {
-			return u.resolveErr(hdr.Name, d, err)
+			return u.resolveErr(d, d, err)
 		}
-		err = unix.Fchmod(fd, tarMode(hdr))
+		err = unix.Fchmod(fd, a.mode)
 		if err == nil {
-			err = setTimes(fd, ".", hdr)
+			err = utimes(fd, ".", a.atime, a.mtime)
 		}
 		unix.Close(fd)
 		if err != nil {
-			return fmt.Errorf("entry %q: set directory mode/times: %w", hdr.Name, err)
+			return fmt.Errorf("directory %q: set mode/times: %w", d, err)
 		}
 	}
 	return nil
@@ -702,12 +766,22 @@ func lsetxattrs(parent int, base string, xattrs []xattr) error {
 func tarMode(hdr *tar.Header) uint32 { return uint32(hdr.Mode) & 0o7777 }
 
 func setTimes(dirfd int, name string, hdr *tar.Header) error {
-	atime := hdr.AccessTime
-	if atime.IsZero() {
-		atime = hdr.ModTime
+	atime, mtime := headerTimes(hdr)
+	return utimes(dirfd, name, atime, mtime)
+}
+
+// headerTimes returns the entry's access and modification times; an entry
+// without an access time gets its modification time for both.
+func headerTimes(hdr *tar.Header) (atime, mtime unix.Timespec) {
+	at := hdr.AccessTime
+	if at.IsZero() {
+		at = hdr.ModTime
 	}
-	ts := []unix.Timespec{timespec(atime), timespec(hdr.ModTime)}
-	if err := unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	return timespec(at), timespec(hdr.ModTime)
+}
+
+func utimes(dirfd int, name string, atime, mtime unix.Timespec) error {
+	if err := unix.UtimesNanoAt(dirfd, name, []unix.Timespec{atime, mtime}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("set times: %w", err)
 	}
 	return nil

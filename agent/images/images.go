@@ -7,15 +7,14 @@ package images
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 
-	"github.com/containerd/errdefs"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/berth-dev/berth/agent/pods"
 	"github.com/berth-dev/berth/agent/trust"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/verify"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // Config is where images come from and how they are judged.
@@ -75,43 +74,28 @@ func (m *Images) ForPod(ctx context.Context, pod *corev1.Pod, layout string) (ma
 }
 
 // Import takes ref from the OCI layout at dir into the store. The layout's
-// path is resolved first (symlinks included), so that the policy's oci
-// scopes match the directory the image really comes from, and the image is
-// judged by its manifest digest before any of its layers is unpacked.
+// path is resolved first (symlinks included, image.OpenLayout), so that the
+// policy's oci scopes match the directory the image really comes from, and
+// the image is judged by its manifest digest before any of its layers is
+// unpacked (image.ImportOptions.Verify).
 func (m *Images) Import(ctx context.Context, dir, ref string) (pods.PodImage, error) {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return pods.PodImage{}, fmt.Errorf("layout %s: %w", dir, err)
-	}
-	resolved, err := filepath.EvalSymlinks(abs)
-	if err != nil {
-		return pods.PodImage{}, fmt.Errorf("layout %s: %w", dir, err)
-	}
-	img, err := image.OpenLayout(ctx, resolved, ref)
+	img, err := image.OpenLayout(ctx, dir, ref)
 	if err != nil {
 		return pods.PodImage{}, err
-	}
-	digest, err := img.Digest()
-	if err != nil {
-		return pods.PodImage{}, fmt.Errorf("layout %s: image %s: %w", resolved, ref, err)
 	}
 	policy, err := verify.Load(m.cfg.Policy)
 	if err != nil {
 		return pods.PodImage{}, err
 	}
-	if err := policy.EvaluateLayout(ctx, resolved, digest).Error(); err != nil {
-		return pods.PodImage{}, err
-	}
-	imported, err := m.cfg.Store.Import(ctx, img)
+	imported, err := m.cfg.Store.Import(ctx, img, image.ImportOptions{
+		Verify: func(ctx context.Context, digest v1.Hash) error {
+			return policy.EvaluateLayout(ctx, img.Dir, digest).Error()
+		},
+	})
 	if err != nil {
-		return pods.PodImage{}, fmt.Errorf("import %s from %s: %w", ref, resolved, err)
+		return pods.PodImage{}, fmt.Errorf("import %s from %s: %w", ref, img.Dir, err)
 	}
-	if imported.Digest != digest.String() {
-		// The store names images by the manifest it read; judged and
-		// imported must be the same.
-		return pods.PodImage{}, fmt.Errorf("%w: layout %s: image %s judged as %s but imported as %s", errdefs.ErrInvalidArgument, resolved, ref, digest, imported.Digest)
-	}
-	return pods.PodImage{Image: imported, Layout: resolved}, nil
+	return pods.PodImage{Image: imported, Layout: img.Dir}, nil
 }
 
 // InUse tells which images containers use (*pods.Runtime reads them from

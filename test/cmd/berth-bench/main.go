@@ -68,7 +68,7 @@ func run(n int, layout, ref, initPath, cpu string, podman, crun, verbose bool) e
 	if err != nil {
 		return err
 	}
-	img, err := store.Import(ctx, v1img) // cached: the timed starts reuse its layers
+	img, err := store.Import(ctx, v1img, image.ImportOptions{}) // cached: the timed starts reuse its layers
 	if err != nil {
 		return err
 	}
