@@ -413,7 +413,7 @@ func checkAuthFile(path string) error {
 	}
 	defer f.Close()
 	if _, err := dockerconfig.LoadFromReader(f); err != nil {
-		return fmt.Errorf("%s: %v", path, err)
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
 }

@@ -449,14 +449,14 @@ func (s *Store) unpackVerified(ctx context.Context, layer v1.Layer, desc v1.Desc
 		// remote layers) fails the read at the end of a corrupt blob; it
 		// is still a digest mismatch, and reported as one.
 		if got := compressed.digest(); compressed.n >= desc.Size && got != desc.Digest.String() {
-			return fmt.Errorf("%w (read: %v)", &DigestError{What: "layer blob", Want: desc.Digest.String(), Got: got}, err)
+			return fmt.Errorf("%w (read: %w)", &DigestError{What: "layer blob", Want: desc.Digest.String(), Got: got}, err)
 		}
 		return fmt.Errorf("read layer blob: %w", err)
 	}
 	if got := compressed.digest(); got != desc.Digest.String() {
 		derr := &DigestError{What: "layer blob", Want: desc.Digest.String(), Got: got}
 		if uerr != nil {
-			return fmt.Errorf("%w (and unpacking failed: %v)", derr, uerr)
+			return fmt.Errorf("%w (and unpacking failed: %w)", derr, uerr)
 		}
 		return derr
 	}

@@ -82,11 +82,11 @@ func CheckRecord(bundle string) error {
 	p := filepath.Join(bundle, RecordFile)
 	b, err := readBounded(p, maxRecord)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrStale, err)
+		return fmt.Errorf("%w: %w", ErrStale, err)
 	}
 	var r Record
 	if err := json.Unmarshal(b, &r); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrStale, p, err)
+		return fmt.Errorf("%w: %s: %w", ErrStale, p, err)
 	}
 	if len(r.Depends) == 0 {
 		return fmt.Errorf("%w: %s names no files", ErrStale, p)
@@ -94,7 +94,7 @@ func CheckRecord(bundle string) error {
 	for _, d := range r.Depends {
 		sum, err := SumFile(d.Path)
 		if err != nil {
-			return fmt.Errorf("%w: %v", ErrStale, err)
+			return fmt.Errorf("%w: %w", ErrStale, err)
 		}
 		if sum != d.SHA256 {
 			return fmt.Errorf("%w: %s changed", ErrStale, d.Path)

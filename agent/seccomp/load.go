@@ -41,7 +41,7 @@ func Prepare(spec *specs.Spec) (*specs.Spec, []byte, error) {
 	}
 	p, err := Compile(spec.Linux.Seccomp)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrProfile, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrProfile, err)
 	}
 	b, err := p.Compiled().MarshalBinary()
 	if err != nil {
