@@ -132,7 +132,8 @@ func TestCosignSignedImages(t *testing.T) {
 		repo, d := reg.push(t, "demo/other:v1")
 		cos.sign(t, otherKey, repo, d)
 		j := policy.Evaluate(ctx, repo, d, fetch(t, repo, d))
-		// The brief's example message, verbatim apart from the digest.
+		// The example rejection in POLICY.md ("What berth records") and in
+		// RejectedError.Error's doc, verbatim apart from the digest.
 		want := fmt.Sprintf("image %s@%s rejected by policy scope %q rule sigstoreSigned[0]: no signature verifies with key %s: invalid signature when validating ASN.1 encoded signature",
 			repo, d, ns, trustedPub)
 		wantRejected(t, j)

@@ -24,7 +24,9 @@
 //
 // Keyless (Fulcio) signatures are verified fully offline from trust roots
 // named in the policy: the certificate must chain to the given Fulcio CA and
-// carry the expected identity and OIDC issuer, and the signature must carry a
-// Rekor bundle whose signed entry timestamp verifies with the given Rekor key;
-// the certificate's validity is checked at the bundle's integrated time.
+// carry the expected identity and OIDC issuer, its embedded SCT must verify
+// with the given CT log key (cosign's default; a rule may opt out explicitly
+// with insecureIgnoreSCT), and the signature must carry a Rekor bundle whose
+// signed entry timestamp verifies with the given Rekor key; the
+// certificate's validity is checked at the bundle's integrated time.
 package verify

@@ -13,10 +13,10 @@ import (
 // *RejectedError; its message says which image, scope and rule, and why.
 var ErrRejected = errdefs.ErrPermissionDenied.WithMessage("rejected by trust policy")
 
-// Judgement is the policy's verdict on one image digest. It is a value the
-// store records next to the image ("the store records the judgement with the
-// policy rule that decided it"), so it carries everything needed to explain
-// the decision later without the policy at hand.
+// Judgement is the policy's verdict on one image digest. The image store
+// records it next to the image, with the rule that decided, and shows it
+// long after the policy that made it may have changed, so it carries
+// everything needed to explain the decision without the policy at hand.
 type Judgement struct {
 	Allowed bool `json:"allowed"`
 	// Image is the repository in the policy's fully expanded form

@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,10 @@ import (
 	"time"
 
 	"github.com/cyberphone/json-canonicalization/go/src/webpki.org/jsoncanonicalizer"
+	ct "github.com/google/certificate-transparency-go"
+	cttls "github.com/google/certificate-transparency-go/tls"
+	ctx509 "github.com/google/certificate-transparency-go/x509"
+	ctx509util "github.com/google/certificate-transparency-go/x509util"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
@@ -28,15 +33,17 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature/payload"
 )
 
-// Keyless signing needs Fulcio (a certificate for an OIDC identity) and Rekor
-// (the log entry whose signed timestamp proves when the short-lived
-// certificate was used); `cosign sign` cannot produce either here without
-// network. So these tests make Fulcio-like and Rekor-like material
-// themselves — a root CA, a leaf with the email SAN and Fulcio's OIDC-issuer
-// extensions, a signature over the simple-signing payload, and a
-// hashedrekord bundle whose SET is signed by a test Rekor key, built the way
-// cosign's own tests do (pkg/cosign/verify_test.go CreateTestBundle) — and
-// verify them through the policy, offline.
+// Keyless signing needs Fulcio (a certificate for an OIDC identity, with an
+// SCT from Fulcio's CT log embedded) and Rekor (the log entry whose signed
+// timestamp proves when the short-lived certificate was used); `cosign sign`
+// cannot produce either here without network. So these tests make
+// Fulcio-like, CT-like and Rekor-like material themselves — a root CA, a leaf
+// with the email SAN, Fulcio's OIDC-issuer extensions and an SCT signed by a
+// test CT log key (built as sigstore-go's pkg/verify/sct_test.go does), a
+// signature over the simple-signing payload, and a hashedrekord bundle whose
+// SET is signed by a test Rekor key, built the way cosign's own tests do
+// (pkg/cosign/verify_test.go CreateTestBundle) — and verify them through the
+// policy, offline.
 
 const (
 	testEmail  = "me@example.com"
@@ -80,8 +87,16 @@ func newTestCA(t *testing.T, cn string) *testCA {
 	return &testCA{key: key, cert: cert, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
 }
 
-// leaf issues a Fulcio-style code-signing certificate for email from issuer.
-func (ca *testCA) leaf(t *testing.T, email, issuer string, notBefore, notAfter time.Time) (*ecdsa.PrivateKey, []byte) {
+// sctSpec is the SCT a leaf embeds, as Fulcio embeds one from its CT log:
+// signed by signKey, naming logKey's log ID (the same key unless a test
+// forges one).
+type sctSpec struct {
+	signKey, logKey *ecdsa.PrivateKey
+}
+
+// leaf issues a Fulcio-style code-signing certificate for email from issuer,
+// with an embedded SCT unless sct is nil.
+func (ca *testCA) leaf(t *testing.T, email, issuer string, notBefore, notAfter time.Time, sct *sctSpec) (*ecdsa.PrivateKey, []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -103,11 +118,79 @@ func (ca *testCA) leaf(t *testing.T, email, issuer string, notBefore, notAfter t
 			{Id: oidFulcioIssuerV2, Value: issuerDER},
 		},
 	}
+	if sct != nil {
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{
+			Id: asn1.ObjectIdentifier(ctx509.OIDExtensionCTSCT), Value: ca.embeddedSCTs(t, tmpl, &key.PublicKey, *sct)})
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// embeddedSCTs returns the value of the SCT list extension for a leaf made
+// from tmpl (RFC 6962 §3.3): one SCT over the precertificate entry, which
+// is the leaf's TBSCertificate without that extension plus the hash of the
+// issuer's key. The TBS is taken from a leaf issued with a placeholder list
+// and the extension removed as a verifier removes it, so the signed bytes
+// are exactly what verification rebuilds from the final certificate.
+func (ca *testCA) embeddedSCTs(t *testing.T, tmpl *x509.Certificate, pub *ecdsa.PublicKey, spec sctSpec) []byte {
+	t.Helper()
+	placeholder := *tmpl
+	placeholder.ExtraExtensions = append(append([]pkix.Extension(nil), tmpl.ExtraExtensions...),
+		pkix.Extension{Id: asn1.ObjectIdentifier(ctx509.OIDExtensionCTSCT), Value: []byte{4, 0}})
+	der, err := x509.CreateCertificate(rand.Reader, &placeholder, ca.cert, pub, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbs, err := ctx509.RemoveSCTList(c.RawTBSCertificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A CT log's ID is the sha256 of its DER public key (RFC 6962 §3.2).
+	logDER, err := x509.MarshalPKIXPublicKey(&spec.logKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logID := sha256.Sum256(logDER)
+	sct := ct.SignedCertificateTimestamp{SCTVersion: ct.V1, LogID: ct.LogID{KeyID: logID}, Timestamp: uint64(time.Now().UnixMilli())}
+	input, err := ct.SerializeSCTSignatureInput(sct, ct.LogEntry{Leaf: ct.MerkleTreeLeaf{
+		Version: ct.V1, LeafType: ct.TimestampedEntryLeafType,
+		TimestampedEntry: &ct.TimestampedEntry{
+			Timestamp: sct.Timestamp, EntryType: ct.PrecertLogEntryType,
+			PrecertEntry: &ct.PreCert{IssuerKeyHash: sha256.Sum256(ca.cert.RawSubjectPublicKeyInfo), TBSCertificate: tbs},
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(input)
+	sig, err := ecdsa.SignASN1(rand.Reader, spec.signKey, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sct.Signature = ct.DigitallySigned{
+		Algorithm: cttls.SignatureAndHashAlgorithm{Hash: cttls.SHA256, Signature: cttls.ECDSA},
+		Signature: sig,
+	}
+	list, err := ctx509util.MarshalSCTsIntoSCTList([]*ct.SignedCertificateTimestamp{&sct})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := cttls.Marshal(*list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext, err := asn1.Marshal(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ext
 }
 
 // rekorBundle returns the JSON of a cosign RekorBundle for a hashedrekord
@@ -188,13 +271,16 @@ func pemPublicKey(t *testing.T, k *ecdsa.PrivateKey) string {
 	return string(b)
 }
 
-// keylessWorld is one Fulcio root, one Rekor key and a policy trusting them.
+// keylessWorld is one Fulcio root, one Rekor key, one CT log key and a
+// policy trusting them.
 type keylessWorld struct {
 	dir      string
 	ca       *testCA
 	rekorKey *ecdsa.PrivateKey
+	ctKey    *ecdsa.PrivateKey
 	rootPath string
 	rekorPub string
+	ctPub    string
 }
 
 func newKeylessWorld(t *testing.T) *keylessWorld {
@@ -204,15 +290,25 @@ func newKeylessWorld(t *testing.T) *keylessWorld {
 	if w.rekorKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
 		t.Fatal(err)
 	}
+	if w.ctKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+		t.Fatal(err)
+	}
 	w.rootPath = writeFile(t, filepath.Join(w.dir, "fulcio.pem"), string(w.ca.pem))
 	w.rekorPub = writeFile(t, filepath.Join(w.dir, "rekor.pub"), pemPublicKey(t, w.rekorKey))
+	w.ctPub = writeFile(t, filepath.Join(w.dir, "ctfe.pub"), pemPublicKey(t, w.ctKey))
 	return w
 }
 
+// policy trusts the world's root, Rekor key and CT log key; fulcio fields
+// override or add to that, and a nil value removes a field.
 func (w *keylessWorld) policy(t *testing.T, fulcio map[string]any) *Policy {
 	t.Helper()
-	f := map[string]any{"caPath": w.rootPath, "oidcIssuer": testIssuer}
+	f := map[string]any{"caPath": w.rootPath, "oidcIssuer": testIssuer, "ctLogPublicKeyPath": w.ctPub}
 	for k, v := range fulcio {
+		if v == nil {
+			delete(f, k)
+			continue
+		}
 		f[k] = v
 	}
 	if f["subjectEmail"] == nil && f["subject"] == nil && f["subjectRegExp"] == nil {
@@ -236,6 +332,9 @@ type keylessSig struct {
 	bundleOfSig bool // log another (valid) signature than the one attached
 	payloadFor  *v1.Hash
 	signWith    *ecdsa.PrivateKey // sign with a key other than the cert's
+	noSCT       bool              // the certificate embeds no SCT
+	sctKey      *ecdsa.PrivateKey // SCT signed by this key instead of the CT log's
+	sctLogKey   *ecdsa.PrivateKey // SCT names this key's log instead of the CT log
 }
 
 func (w *keylessWorld) signature(t *testing.T, repo name.Repository, d v1.Hash, s keylessSig) Signature {
@@ -256,7 +355,17 @@ func (w *keylessWorld) signature(t *testing.T, repo name.Repository, d v1.Hash, 
 		life = 10 * time.Minute
 	}
 	now := time.Now()
-	leafKey, leafPEM := ca.leaf(t, email, issuer, now.Add(-time.Minute), now.Add(life))
+	var sct *sctSpec
+	if !s.noSCT {
+		sct = &sctSpec{signKey: w.ctKey, logKey: w.ctKey}
+		if s.sctKey != nil {
+			sct.signKey = s.sctKey
+		}
+		if s.sctLogKey != nil {
+			sct.logKey = s.sctLogKey
+		}
+	}
+	leafKey, leafPEM := ca.leaf(t, email, issuer, now.Add(-time.Minute), now.Add(life), sct)
 	pd := d
 	if s.payloadFor != nil {
 		pd = *s.payloadFor
@@ -305,13 +414,20 @@ func TestKeylessOffline(t *testing.T) {
 	}
 	defaultPolicy := w.policy(t, nil)
 
+	// An acceptance says what was checked: the root, the SCT, the Rekor entry.
+	root := fmt.Sprintf(`certificate chains to Fulcio root "CN=test-fulcio,O=sigstore.dev" (caPath %s)`, w.rootPath)
+	rekor := "Rekor entry 42: signed entry timestamp verified offline with rekorPublicKeyPath " + w.rekorPub +
+		", certificate valid at its integrated time "
 	cases := []struct {
-		name   string
-		sig    keylessSig
-		policy *Policy
-		want   string // "" = allowed, else a substring of the rejection
+		name       string
+		sig        keylessSig
+		policy     *Policy
+		want       string   // "" = allowed, else a substring of the rejection
+		wantReason []string // when allowed
 	}{
-		{name: "identity and issuer match, bundle verifies", want: ""},
+		{name: "identity and issuer match, SCT and bundle verify", want: "",
+			wantReason: []string{"signature 1 of 1 verified with a Fulcio certificate (" + w.rootPath + ") for subject " + testEmail + " from issuer " + testIssuer + ": " +
+				root + "; SCT verified with ctLogPublicKeyPath " + w.ctPub + "; " + rekor, "(no inclusion proof checked)"}},
 		{name: "wrong email", sig: keylessSig{email: "you@example.com"},
 			want: "none of the expected identities matched what was in the certificate, got subjects [you@example.com] with issuer " + testIssuer},
 		{name: "wrong issuer", sig: keylessSig{issuer: "https://evil.example"},
@@ -336,9 +452,19 @@ func TestKeylessOffline(t *testing.T) {
 		{name: "subjectRegExp is anchored", sig: keylessSig{email: "me@example.com.evil.test"},
 			policy: w.policy(t, map[string]any{"subjectRegExp": `me@example\.com`}),
 			want:   "none of the expected identities matched"},
-		{name: "a CT log key demands an embedded SCT",
-			policy: w.policy(t, map[string]any{"ctLogPublicKeyPath": writeFile(t, filepath.Join(w.dir, "ctlog.pub"), pemPublicKey(t, otherRekor))}),
-			want:   "certificate does not include required embedded SCT"},
+		// The SCT, as cosign verify checks it by default.
+		{name: "no CT log key and no opt-out: refused, as cosign refuses by default",
+			policy: w.policy(t, map[string]any{"ctLogPublicKeyPath": nil}),
+			want:   "rule sigstoreSigned[0]: " + noCTLogKey},
+		{name: "insecureIgnoreSCT accepts a certificate without an SCT", sig: keylessSig{noSCT: true},
+			policy: w.policy(t, map[string]any{"ctLogPublicKeyPath": nil, "insecureIgnoreSCT": true}), want: "",
+			wantReason: []string{root + "; SCT not checked (fulcio.insecureIgnoreSCT); " + rekor}},
+		{name: "certificate without an embedded SCT", sig: keylessSig{noSCT: true},
+			want: "certificate does not include required embedded SCT"},
+		{name: "SCT from another CT log", sig: keylessSig{sctKey: otherRekor, sctLogKey: otherRekor},
+			want: "ctfe public key not found for payload"},
+		{name: "SCT naming our CT log but signed by another key", sig: keylessSig{sctKey: otherRekor},
+			want: "error verifying embedded SCT"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -350,9 +476,15 @@ func TestKeylessOffline(t *testing.T) {
 			j := p.Evaluate(ctx, repo, d, set)
 			if tc.want == "" {
 				wantAllowed(t, j)
-				if !strings.Contains(j.Reason, "verified with a Fulcio certificate") {
-					t.Fatalf("reason %q", j.Reason)
+				for _, want := range append(tc.wantReason, "verified with a Fulcio certificate") {
+					if !strings.Contains(j.Reason, want) {
+						t.Fatalf("reason\n  %s\nlacks\n  %s", j.Reason, want)
+					}
 				}
+				return
+			}
+			if strings.Contains(tc.want, noCTLogKey) {
+				wantRejected(t, j, tc.want)
 				return
 			}
 			wantRejected(t, j, "rule sigstoreSigned[0]: no signature verifies with a Fulcio certificate", tc.want)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -38,21 +39,60 @@ type rawPolicy struct {
 	Transports map[string]map[string]json.RawMessage `json:"transports"`
 }
 
-// trustFiles collects the files a policy names, for Policy.Digest.
+// Bounds on what loading a policy reads. A containers-policy file with a few
+// hundred scopes is tens of KiB and a public key or a Fulcio CA bundle a few
+// KiB, so these leave ample room while keeping a policy that names a device
+// (/dev/zero) or a runaway file from exhausting berthd's memory at load.
+const (
+	maxPolicyBytes    = 4 << 20 // the policy file itself
+	maxTrustFileBytes = 1 << 20 // each key, CA or Rekor/CT log key file it names
+)
+
+// readBounded reads at most limit bytes of path; a longer file is an error
+// rather than a silently truncated key or policy.
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes, the most berth reads from it", path, limit)
+	}
+	return b, nil
+}
+
+// trustFiles collects the files a policy names, for Policy.Files and
+// Policy.Digest. Each path is read once and every use of it is parsed from
+// those bytes: a file named by two rules (or replaced while the policy loads)
+// cannot give the rules different keys, and the fingerprint is of exactly the
+// bytes the judgements use.
 type trustFiles struct {
-	entries []string // "path\x00sha256hex"
+	bytes map[string][]byte
+	list  []TrustFile // in the order first read
 }
 
 func (t *trustFiles) read(path string) ([]byte, error) {
 	if !filepath.IsAbs(path) {
 		return nil, fmt.Errorf("%q is not an absolute path", path)
 	}
-	b, err := os.ReadFile(path)
+	if b, ok := t.bytes[path]; ok {
+		return b, nil
+	}
+	b, err := readBounded(path, maxTrustFileBytes)
 	if err != nil {
 		return nil, err
 	}
+	if t.bytes == nil {
+		t.bytes = map[string][]byte{}
+	}
+	t.bytes[path] = b
 	sum := sha256.Sum256(b)
-	t.entries = append(t.entries, path+"\x00"+hex.EncodeToString(sum[:]))
+	t.list = append(t.list, TrustFile{Path: path, SHA256: hex.EncodeToString(sum[:])})
 	return b, nil
 }
 
@@ -67,9 +107,10 @@ func parse(data []byte) (*Policy, error) {
 	files := &trustFiles{}
 	p := &Policy{docker: map[string]scopeRules{}, oci: map[string]scopeRules{}, now: time.Now}
 
-	// containers-policy makes "default" mandatory; berth's brief is that a
-	// policy without one rejects what no scope matches, which is the same
-	// fail-closed outcome without refusing the whole file.
+	// containers-policy makes "default" mandatory and refuses a file without
+	// it. berth loads such a file and rejects whatever no scope matches: the
+	// same fail-closed outcome for unlisted images, while the images a scope
+	// does accept keep running instead of every start failing on a load error.
 	if raw.Default == nil {
 		p.global = scopeRules{scope: ScopeDefault, reqs: []requirement{rejectRule{
 			why: `the policy has no "default", and berth rejects images that no scope matches`,
@@ -84,6 +125,11 @@ func parse(data []byte) (*Policy, error) {
 
 	for _, transport := range sortedKeys(raw.Transports) {
 		if !knownTransports[transport] {
+			for known := range knownTransports {
+				if strings.EqualFold(known, transport) {
+					return nil, fmt.Errorf("transports: unknown transport %q: transport names are case-sensitive; did you mean %q?", transport, known)
+				}
+			}
 			return nil, fmt.Errorf("transports: unknown transport %q (containers-policy.json(5) transports: %s)", transport, strings.Join(sortedKeys(knownTransports), ", "))
 		}
 		scopes := raw.Transports[transport]
@@ -91,12 +137,24 @@ func parse(data []byte) (*Policy, error) {
 			return nil, fmt.Errorf("transports.%s: must be an object of scopes", transport)
 		}
 		used := transport == "docker" || transport == "oci"
+		written := map[string]string{} // docker scope as matched → as written
 		for _, scope := range sortedKeys(scopes) {
 			loc := fmt.Sprintf("transports.%s[%q]", transport, scope)
+			key := scope
 			if transport == "docker" {
 				if err := checkDockerScope(scope); err != nil {
 					return nil, fmt.Errorf("%s: %w", loc, err)
 				}
+				// Host names are case-insensitive (RFC 4343) and images are
+				// matched with lower-cased hosts, so the scope is too; two
+				// scopes that differ only in the host's case would be one
+				// scope with two rule lists, which is refused like any other
+				// duplicate.
+				key = lowerScopeHost(scope)
+				if other, dup := written[key]; dup {
+					return nil, fmt.Errorf("%s: the same scope as %q (registry host names are case-insensitive)", loc, other)
+				}
+				written[key] = scope
 			}
 			if transport == "oci" && scope != "" && (!filepath.IsAbs(scope) || filepath.Clean(scope) != scope) {
 				return nil, fmt.Errorf("%s: an oci scope is a clean absolute directory path", loc)
@@ -116,24 +174,21 @@ func parse(data []byte) (*Policy, error) {
 			case scope == "":
 				p.dockerDefault = &scopeRules{scope: ScopeDockerDefault, reqs: reqs}
 			default:
-				p.docker[scope] = scopeRules{scope: scope, reqs: reqs}
+				// Judgement.Scope keeps the scope as written, so the operator
+				// finds it in the file.
+				p.docker[key] = scopeRules{scope: scope, reqs: reqs}
 			}
 		}
 	}
 
 	h := sha256.New()
 	h.Write(data)
-	if len(files.entries) > 0 {
-		for _, e := range files.entries {
-			h.Write([]byte{0})
-			h.Write([]byte(e))
-		}
+	for _, f := range files.list {
+		h.Write([]byte{0})
+		h.Write([]byte(f.Path + "\x00" + f.SHA256))
 	}
 	p.digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
-	for _, e := range files.entries {
-		path, sum, _ := strings.Cut(e, "\x00")
-		p.files = append(p.files, TrustFile{Path: path, SHA256: sum})
-	}
+	p.files = files.list
 	return p, nil
 }
 
@@ -152,6 +207,13 @@ func parseRequirements(loc string, raw json.RawMessage, files *trustFiles, used 
 	for i, item := range list {
 		var head struct {
 			Type *string `json:"type"`
+		}
+		// encoding/json would take "Type" (or "TYPE") for "type", and the
+		// last of them wins: {"type":"reject","Type":"insecureAcceptAnything"}
+		// would read as accept. The type decides everything else, so its key
+		// is checked before it is believed.
+		if err := checkKeyCase(item, reflect.TypeOf(&head)); err != nil {
+			return nil, fmt.Errorf("%s[%d]: %w", loc, i, err)
 		}
 		if err := json.Unmarshal(item, &head); err != nil {
 			return nil, fmt.Errorf("%s[%d]: a requirement must be an object with a \"type\": %w", loc, i, cleanJSONError(err))
@@ -210,8 +272,13 @@ func parseRequirement(typ string, item json.RawMessage, files *trustFiles, used 
 	}
 }
 
-// decodeStrict decodes exactly one JSON value into v, refusing unknown fields.
+// decodeStrict decodes exactly one JSON value into v, refusing unknown
+// fields and keys that match a field only when case is ignored (checkKeyCase).
+// Duplicate keys were refused for the whole document before (checkDuplicateKeys).
 func decodeStrict(data []byte, v any) error {
+	if err := checkKeyCase(data, reflect.TypeOf(v)); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -309,6 +376,159 @@ func checkDuplicateKeys(data []byte) error {
 		return err
 	}
 	return nil
+}
+
+var rawMessageType = reflect.TypeOf(json.RawMessage(nil))
+
+// checkKeyCase refuses object keys that name a field of the Go type t only
+// when letter case is ignored. encoding/json matches keys to struct fields
+// case-insensitively (with Unicode folding: the Kelvin sign K folds to k),
+// and DisallowUnknownFields does not object, so without this
+// {"KeyPath":"/attacker.pub"} would be read as keyPath, while containers/image
+// (whose ParanoidUnmarshalJSONObject resolves each key by its exact name)
+// refuses it and the operator reading the file sees an unknown field. It walks the JSON alongside t: struct fields by their
+// json tags, map values, list elements; json.RawMessage values are skipped
+// because they are decoded (and checked) by their own decodeStrict later.
+// Unknown keys and type mismatches are left for encoding/json to report.
+func checkKeyCase(data []byte, t reflect.Type) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := walkKeyCase(dec, t, ""); err != nil {
+		return err
+	}
+	return nil
+}
+
+func walkKeyCase(dec *json.Decoder, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == rawMessageType || t.Kind() == reflect.Interface {
+		return skipJSONValue(dec)
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return cleanJSONError(err)
+	}
+	d, ok := tok.(json.Delim)
+	if !ok {
+		return nil
+	}
+	switch {
+	case d == '{' && t.Kind() == reflect.Struct:
+		fields := jsonFields(t)
+		for dec.More() {
+			k, err := objectKey(dec)
+			if err != nil {
+				return err
+			}
+			ft, ok := fields[k]
+			if !ok {
+				for _, name := range sortedKeys(fields) {
+					if strings.EqualFold(name, k) {
+						return fmt.Errorf("%skey %q: keys are case-sensitive; did you mean %q?", pathPrefix(path), k, name)
+					}
+				}
+				if err := skipJSONValue(dec); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := walkKeyCase(dec, ft, childPath(path, k)); err != nil {
+				return err
+			}
+		}
+	case d == '{' && t.Kind() == reflect.Map:
+		for dec.More() {
+			k, err := objectKey(dec)
+			if err != nil {
+				return err
+			}
+			if err := walkKeyCase(dec, t.Elem(), childPath(path, k)); err != nil {
+				return err
+			}
+		}
+	case d == '[' && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array):
+		for i := 0; dec.More(); i++ {
+			if err := walkKeyCase(dec, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	default:
+		// The JSON does not have the shape of t; encoding/json says so.
+		for dec.More() {
+			if err := skipJSONValue(dec); err != nil {
+				return err
+			}
+		}
+	}
+	_, err = dec.Token() // the closing delimiter
+	return cleanJSONError(err)
+}
+
+// jsonFields maps the JSON key of each field of struct type t, as
+// encoding/json names it (the json tag's name, else the field name), to the
+// field's type.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	fields := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		fields[name] = f.Type
+	}
+	return fields
+}
+
+// objectKey reads the next key of an object (the decoder is inside it and
+// dec.More() was true).
+func objectKey(dec *json.Decoder) (string, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return "", cleanJSONError(err)
+	}
+	k, ok := tok.(string)
+	if !ok {
+		return "", fmt.Errorf("invalid JSON: object key %v is not a string", tok)
+	}
+	return k, nil
+}
+
+// skipJSONValue consumes one value, however deeply nested.
+func skipJSONValue(dec *json.Decoder) error {
+	depth := 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return cleanJSONError(err)
+		}
+		if d, ok := tok.(json.Delim); ok {
+			if d == '{' || d == '[' {
+				depth++
+			} else {
+				depth--
+			}
+		}
+		if depth == 0 {
+			return nil
+		}
+	}
+}
+
+// pathPrefix is "path: " for a nested location, "" at the value itself.
+func pathPrefix(path string) string {
+	if path == "" {
+		return ""
+	}
+	return strings.TrimPrefix(path, ".") + ": "
 }
 
 // childPath spells a JSON path the way error messages name locations:

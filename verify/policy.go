@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -50,11 +49,12 @@ type scopeRules struct {
 
 // Load reads and parses the policy at path. An absent file is not an error:
 // it yields the built-in policy that rejects every image, because berth runs
-// only what the operator has said to trust (issue 3: "Default: reject
-// anything unsigned"). Any other read or parse problem is an error naming the
-// file, the scope and the field.
+// only what the operator has said to trust, and a node whose policy file was
+// never installed must not run unsigned images by accident. Any other read or
+// parse problem is an error naming the file, the scope and the field. The file
+// is read once, at most maxPolicyBytes (4 MiB) of it.
 func Load(path string) (*Policy, error) {
-	data, err := os.ReadFile(path)
+	data, err := readBounded(path, maxPolicyBytes)
 	if errors.Is(err, fs.ErrNotExist) {
 		return absentPolicy(path), nil
 	}
@@ -80,10 +80,17 @@ func absentPolicy(path string) *Policy {
 	}
 }
 
-// Parse parses policy bytes; source names the file in messages. Key, CA and
-// Rekor files the policy names are read now, so that a missing key is an error
-// at load time rather than a surprise at the next pull.
+// Parse parses policy bytes; source names the file in messages. Key, CA,
+// Rekor and CT log key files the policy names are read now, each once and at
+// most maxTrustFileBytes (1 MiB), and the keys are parsed from those bytes:
+// a missing key is an error at load time rather than a surprise at the next
+// pull, and the loaded policy never reads them again, so Files() fingerprints
+// exactly what its judgements use. Policies over maxPolicyBytes are refused,
+// as Load refuses such files.
 func Parse(source string, data []byte) (*Policy, error) {
+	if len(data) > maxPolicyBytes {
+		return nil, fmt.Errorf("trust policy %s: %d bytes, more than the %d berth reads", source, len(data), maxPolicyBytes)
+	}
 	p, err := parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("trust policy %s: %w", source, err)
@@ -109,16 +116,17 @@ func (p *Policy) SourceSHA256() string { return p.sum }
 // invalidates cached judgements.
 func (p *Policy) Digest() string { return p.digest }
 
-// TrustFile is a key, CA or Rekor file the policy names, with the sha256
-// (hex) of the exact bytes read when the policy was loaded.
+// TrustFile is a key, CA, Rekor or CT log key file the policy names, with
+// the sha256 (hex) of the exact bytes read when the policy was loaded.
 type TrustFile struct {
 	Path   string `json:"path"`
 	SHA256 string `json:"sha256"`
 }
 
-// Files lists the key, CA and Rekor files the policy read (covered by
-// Digest), so a cache of judgements can notice when one is replaced without
-// loading the policy again.
+// Files lists the key, CA, Rekor and CT log key files the policy read
+// (covered by Digest), each once, in the order first read, so a cache of
+// judgements can notice when one is replaced without loading the policy
+// again. The sums are of the bytes the policy's keys were parsed from.
 func (p *Policy) Files() []TrustFile { return append([]TrustFile(nil), p.files...) }
 
 // Source is the file the policy was read from.

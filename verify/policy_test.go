@@ -278,6 +278,10 @@ func TestMalformedPolicies(t *testing.T) {
 		{"fulcio bad regexp", docker("registry.local:5000", fulcio(`,"oidcIssuer":"i","subjectRegExp":"(("`)), at + "fulcio: subjectRegExp: error parsing regexp"},
 		{"fulcio caPath and caData", docker("registry.local:5000", sig(`"fulcio":{"caPath":"/a","caData":"eA==","oidcIssuer":"i","subjectEmail":"e"},"rekorPublicKeyPath":`+mustJSON(t, key))), at + "fulcio: exactly one of caPath and caData"},
 		{"fulcio CA is a key", docker("registry.local:5000", sig(`"fulcio":{"caPath":`+mustJSON(t, key)+`,"oidcIssuer":"i","subjectEmail":"e"},"rekorPublicKeyPath":`+mustJSON(t, key))), at + "fulcio: caPath " + key + ": no PEM certificates"},
+		{"CT log key and insecureIgnoreSCT", docker("registry.local:5000", fulcio(`,"oidcIssuer":"i","subjectEmail":"e","ctLogPublicKeyPath":`+mustJSON(t, key)+`,"insecureIgnoreSCT":true`)),
+			at + "fulcio: insecureIgnoreSCT contradicts ctLogPublicKeyPath/ctLogPublicKeyData"},
+		{"insecureIgnoreSCT not a boolean", docker("registry.local:5000", fulcio(`,"oidcIssuer":"i","subjectEmail":"e","insecureIgnoreSCT":"yes"`)),
+			at + `field "fulcio.insecureIgnoreSCT": expected a boolean, got a JSON string`},
 		{"two rekor key fields", docker("registry.local:5000", sig(kp+`,"rekorPublicKeyPath":`+mustJSON(t, key)+`,"rekorPublicKeyPaths":[`+mustJSON(t, key)+`]`)), at + "at most one of rekorPublicKeyPath"},
 		{"RSA Rekor key", docker("registry.local:5000", sig(kp+`,"rekorPublicKeyPath":`+mustJSON(t, rsaPub))), at + "rekorPublicKeyPath " + rsaPub + ": a Rekor public key must be ECDSA"},
 		{"signedIdentity matchExact", docker("registry.local:5000", sig(kp+`,"signedIdentity":{"type":"matchExact"}`)), at + "signedIdentity: matchExact can never match a cosign signature"},
@@ -340,7 +344,7 @@ func TestExamplePolicy(t *testing.T) {
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"keys/team.pub", "keys/a.pub", "keys/b.pub", "rekor.pub"} {
+	for _, name := range []string{"keys/team.pub", "keys/a.pub", "keys/b.pub", "rekor.pub", "ctfe.pub"} {
 		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		writeFile(t, filepath.Join(root, name), pemPublicKey(t, k))
 	}
@@ -357,6 +361,7 @@ func TestExamplePolicy(t *testing.T) {
 		"registry.local:5000/apps/web":  "registry.local:5000/apps/web",
 		"nginx":                         "docker.io/library",
 		"ghcr.io/someone/something":     ScopeDefault,
+		"ghcr.io/example-org/tool":      "ghcr.io/example-org",
 		"mirror.local:5000/vendor/tool": "mirror.local:5000/vendor",
 	} {
 		j := p.Evaluate(ctx, mustRepo(t, repo), digestAB, nil)
@@ -406,6 +411,12 @@ func TestSignedIdentity(t *testing.T) {
 		{"remapIdentity still requires the mapped name", "mirror.local:5000/vendor/tool", "mirror.local:5000/vendor/tool", remap,
 			"signature is for repository mirror.local:5000/vendor/tool, not registry.local:5000/vendor/tool"},
 		{"remapIdentity prefix on a path boundary", "mirror.local:5000/vendorx/tool", "mirror.local:5000/vendorx/tool", remap, ""},
+		// Registry hosts are case-insensitive wherever a repository is compared.
+		{"claimed host in another case", "registry.local:5000/vendor/tool", "Registry.Local:5000/vendor/tool", nil, ""},
+		{"exactRepository host in another case", "mirror.local:5000/tool", "registry.local:5000/vendor/tool",
+			map[string]string{"type": "exactRepository", "dockerRepository": "REGISTRY.local:5000/vendor/tool"}, ""},
+		{"remapIdentity prefixes in another case", "mirror.local:5000/vendor/tool", "registry.local:5000/vendor/tool",
+			map[string]string{"type": "remapIdentity", "prefix": "Mirror.Local:5000/vendor", "signedPrefix": "Registry.Local:5000/vendor"}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -474,4 +485,161 @@ func testPublicKeyPEM(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestKeysAreCaseSensitive: encoding/json matches object keys to fields
+// case-insensitively, so without a check {"type":"reject","Type":"insecureAcceptAnything"}
+// reads as accept and {"KeyPath": …} as keyPath. Every object the parser
+// decodes refuses a key that is not in its exact canonical case, and
+// duplicate keys, naming the JSON path.
+func TestKeysAreCaseSensitive(t *testing.T) {
+	dir := t.TempDir()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key := mustJSON(t, writeFile(t, filepath.Join(dir, "k.pub"), pemPublicKey(t, k)))
+	ca := mustJSON(t, writeFile(t, filepath.Join(dir, "ca.pem"), string(newTestCA(t, "ca").pem)))
+	docker := func(req string) string {
+		return `{"default":[{"type":"reject"}],"transports":{"docker":{"registry.local:5000":[` + req + `]}}}`
+	}
+	sig := func(fields string) string { return `{"type":"sigstoreSigned",` + fields + `}` }
+	kp := `"keyPath":` + key
+	fulcio := func(fields string) string {
+		return sig(`"fulcio":{` + fields + `},"rekorPublicKeyPath":` + key)
+	}
+	okFulcio := `"caPath":` + ca + `,"oidcIssuer":"https://i.example","subjectEmail":"me@example.com","ctLogPublicKeyPath":` + key
+	at := `transports.docker["registry.local:5000"][0] (sigstoreSigned): `
+	caseErr := func(got, want string) string {
+		return `key "` + got + `": keys are case-sensitive; did you mean "` + want + `"?`
+	}
+
+	cases := []struct {
+		name, policy string
+		want         string // the whole error after "trust policy <file>: "; "" = loads
+	}{
+		{"Type beside type would read as accept", `{"default":[{"type":"reject","Type":"insecureAcceptAnything"}]}`,
+			`default[0]: ` + caseErr("Type", "type")},
+		{"Type alone", `{"default":[{"Type":"reject"}]}`, `default[0]: ` + caseErr("Type", "type")},
+		{"TYPE in a scope", docker(`{"TYPE":"insecureAcceptAnything"}`), `transports.docker["registry.local:5000"][0]: ` + caseErr("TYPE", "type")},
+		{"top level Default", `{"Default":[{"type":"insecureAcceptAnything"}]}`, caseErr("Default", "default")},
+		{"top level Transports", `{"default":[{"type":"reject"}],"Transports":{"docker":{}}}`, caseErr("Transports", "transports")},
+		{"transport name", `{"default":[{"type":"reject"}],"transports":{"Docker":{}}}`,
+			`transports: unknown transport "Docker": transport names are case-sensitive; did you mean "docker"?`},
+		{"KeyPath", docker(sig(`"KeyPath":` + key)), at + caseErr("KeyPath", "keyPath")},
+		{"keyPATHs", docker(sig(`"keyPATHs":[` + key + `]`)), at + caseErr("keyPATHs", "keyPaths")},
+		{"KeyData", docker(sig(`"KeyData":"eA=="`)), at + caseErr("KeyData", "keyData")},
+		{"KeyDatas", docker(sig(`"KeyDatas":["eA=="]`)), at + caseErr("KeyDatas", "keyDatas")},
+		{"Fulcio block", docker(sig(`"Fulcio":{` + okFulcio + `},"rekorPublicKeyPath":` + key)), at + caseErr("Fulcio", "fulcio")},
+		{"fulcio CAPath", docker(fulcio(`"CAPath":` + ca + `,"oidcIssuer":"i","subjectEmail":"e"`)), at + "fulcio: " + caseErr("CAPath", "caPath")},
+		{"fulcio OIDCIssuer", docker(fulcio(`"caPath":` + ca + `,"OIDCIssuer":"i","subjectEmail":"e"`)), at + "fulcio: " + caseErr("OIDCIssuer", "oidcIssuer")},
+		{"fulcio SubjectEmail", docker(fulcio(`"caPath":` + ca + `,"oidcIssuer":"i","SubjectEmail":"e"`)), at + "fulcio: " + caseErr("SubjectEmail", "subjectEmail")},
+		{"fulcio CTLogPublicKeyPath", docker(fulcio(`"caPath":` + ca + `,"oidcIssuer":"i","subjectEmail":"e","CTLogPublicKeyPath":` + key)),
+			at + "fulcio: " + caseErr("CTLogPublicKeyPath", "ctLogPublicKeyPath")},
+		{"fulcio InsecureIgnoreSCT", docker(fulcio(`"caPath":` + ca + `,"oidcIssuer":"i","subjectEmail":"e","InsecureIgnoreSCT":true`)),
+			at + "fulcio: " + caseErr("InsecureIgnoreSCT", "insecureIgnoreSCT")},
+		{"RekorPublicKeyPath", docker(sig(kp + `,"RekorPublicKeyPath":` + key)), at + caseErr("RekorPublicKeyPath", "rekorPublicKeyPath")},
+		{"RequiredAnnotations", docker(sig(kp + `,"RequiredAnnotations":{"env":"prod"}`)), at + caseErr("RequiredAnnotations", "requiredAnnotations")},
+		{"signedIdentity Type", docker(sig(kp + `,"signedIdentity":{"Type":"matchRepository"}`)), at + "signedIdentity: " + caseErr("Type", "type")},
+		{"signedIdentity DockerRepository", docker(sig(kp + `,"signedIdentity":{"type":"exactRepository","DockerRepository":"quay.io/a/b"}`)),
+			at + "signedIdentity: " + caseErr("DockerRepository", "dockerRepository")},
+		{"signedBy in another transport", `{"default":[{"type":"reject"}],"transports":{"atomic":{"":[{"type":"signedBy","keyType":"GPGKeys","KeyPath":"/k.gpg"}]}}}`,
+			`transports.atomic[""][0] (signedBy): ` + caseErr("KeyPath", "keyPath")},
+		{"reject with a stray Type", `{"default":[{"type":"reject"},{"type":"insecureAcceptAnything","TYPE":"x"}]}`, `default[1]: ` + caseErr("TYPE", "type")},
+		// encoding/json folds Unicode too: the Kelvin sign K is k, the long s ſ is s.
+		{"Kelvin sign", docker(sig("\"\u212AeyPath\":" + key)), at + caseErr("\u212AeyPath", "keyPath")},
+		{"long s", docker(fulcio(`"caPath":` + ca + `,"oidcIssuer":"i","` + "\u017F" + `ubjectEmail":"e"`)), at + "fulcio: " + caseErr("\u017FubjectEmail", "subjectEmail")},
+
+		{"duplicate type", `{"default":[{"type":"insecureAcceptAnything","type":"reject"}]}`, `default[0]: duplicate field "type"`},
+		{"duplicate scope", `{"default":[{"type":"reject"}],"transports":{"docker":{"quay.io":[{"type":"reject"}],"quay.io":[{"type":"insecureAcceptAnything"}]}}}`,
+			`transports.docker: duplicate field "quay.io"`},
+		{"duplicate in fulcio", docker(fulcio(okFulcio + `,"subjectEmail":"evil@example.com"`)),
+			`transports.docker["registry.local:5000"][0].fulcio: duplicate field "subjectEmail"`},
+		{"duplicate in signedIdentity", docker(sig(kp + `,"signedIdentity":{"type":"exactRepository","dockerRepository":"quay.io/a/b","dockerRepository":"quay.io/c/d"}`)),
+			`transports.docker["registry.local:5000"][0].signedIdentity: duplicate field "dockerRepository"`},
+		{"duplicate annotation", docker(sig(kp + `,"requiredAnnotations":{"env":"prod","env":"dev"}`)),
+			`transports.docker["registry.local:5000"][0].requiredAnnotations: duplicate field "env"`},
+
+		// Boundaries: what is data, not a field name, keeps its case.
+		{"annotation keys are data: env and Env are two keys", docker(sig(kp + `,"requiredAnnotations":{"env":"prod","Env":"dev"}`)), ""},
+		{"canonical keys load", docker(fulcio(okFulcio)), ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeFile(t, filepath.Join(t.TempDir(), "policy.json"), tc.policy)
+			_, err := Load(path)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v\n%s", err, tc.policy)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("loaded:\n%s", tc.policy)
+			}
+			if want := "trust policy " + path + ": " + tc.want; err.Error() != want {
+				t.Fatalf("error\n  %v\nwant\n  %s", err, want)
+			}
+		})
+	}
+}
+
+// TestRegistryHostCase: registry host names are case-insensitive, repository
+// paths are not. A scope written
+// with an upper-case host matches the lower-case image and the other way
+// round; the path is compared exactly.
+func TestRegistryHostCase(t *testing.T) {
+	accept := []any{map[string]any{"type": "insecureAcceptAnything"}}
+	p, err := Parse("test", []byte(mustJSON(t, map[string]any{
+		"default": []any{map[string]any{"type": "reject"}},
+		"transports": map[string]any{"docker": map[string]any{
+			"Registry.Example:5000/team":              accept,
+			"registry.lower:5000/team":                accept,
+			"*.Wild.Example":                          accept,
+			"Docker.IO/library":                       accept,
+			"Pinned.Example/app@" + digestAB.String(): accept,
+			"[::ABCD]:5000":                           accept,
+		}},
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, repo string
+		digest     v1.Hash
+		scope      string // as written in the policy; ScopeDefault = no scope matched
+	}{
+		{"upper-case scope host, lower-case image", "registry.example:5000/team/app", digestAB, "Registry.Example:5000/team"},
+		{"upper-case scope host, mixed-case image", "REGISTRY.example:5000/team/app", digestAB, "Registry.Example:5000/team"},
+		{"lower-case scope host, upper-case image", "Registry.Lower:5000/team/app", digestAB, "registry.lower:5000/team"},
+		{"the path is not folded: team is not teams", "registry.example:5000/teams/app", digestAB, ScopeDefault},
+		{"the port is part of the registry", "registry.example:5001/team/app", digestAB, ScopeDefault},
+		{"wildcard domain in another case", "a.WILD.example/x", digestAB, "*.Wild.Example"},
+		{"Docker Hub spelled in capitals", "busybox", digestAB, "Docker.IO/library"},
+		{"Docker Hub image with a capitalised host", "Index.Docker.IO/library/busybox", digestAB, "Docker.IO/library"},
+		{"digest scope with an upper-case host", "pinned.example/app", digestAB, "Pinned.Example/app@" + digestAB.String()},
+		{"digest scope needs the digest", "pinned.example/app", digestCD, ScopeDefault},
+		{"IPv6 hex digits", "[::abcd]:5000/x", digestAB, "[::ABCD]:5000"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			j := p.Evaluate(context.Background(), mustRepo(t, tc.repo), tc.digest, nil)
+			if j.Scope != tc.scope || j.Allowed != (tc.scope != ScopeDefault) {
+				t.Fatalf("%s@%s: scope %q allowed=%v, want %q (%s)", tc.repo, tc.digest, j.Scope, j.Allowed, tc.scope, j.Reason)
+			}
+		})
+	}
+
+	// Two scopes that differ only in the host's case are one scope twice.
+	dup := `{"default":[{"type":"reject"}],"transports":{"docker":{"Registry.Example/team":[{"type":"reject"}],"registry.example/team":[{"type":"insecureAcceptAnything"}]}}}`
+	if _, err := Parse("test", []byte(dup)); err == nil || !strings.Contains(err.Error(),
+		`transports.docker["registry.example/team"]: the same scope as "Registry.Example/team" (registry host names are case-insensitive)`) {
+		t.Fatalf("scopes differing in host case: err = %v", err)
+	}
+	for scope, want := range map[string]string{
+		"Index.Docker.IO/library": `write Docker Hub as "docker.io"`,
+		"registry.example/Team":   `scope "registry.example/Team"`, // paths are lower-case in registries
+	} {
+		doc := `{"default":[{"type":"reject"}],"transports":{"docker":{` + mustJSON(t, scope) + `:[{"type":"reject"}]}}}`
+		if _, err := Parse("test", []byte(doc)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("scope %q: err = %v, want %q", scope, err, want)
+		}
+	}
 }

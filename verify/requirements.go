@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
@@ -50,8 +51,9 @@ type sigstoreRule struct {
 	keys   []namedVerifier // keyPath/keyPaths/keyData/keyDatas
 	fulcio *fulcioTrust    // or keyless
 
-	rekor    *cosign.TrustedTransparencyLogPubKeys // nil: no tlog required
-	identity identityRule
+	rekor      *cosign.TrustedTransparencyLogPubKeys // nil: no tlog required
+	rekorNames map[string]string                     // Rekor log ID → the key's field and path, for reasons
+	identity   identityRule
 	// requiredAnnotations is a berth extension: each key=value must be in the
 	// signature payload's "optional" map (cosign sign -a key=value).
 	requiredAnnotations map[string]string
@@ -65,9 +67,24 @@ type namedVerifier struct {
 type fulcioTrust struct {
 	roots, intermediates *x509.CertPool
 	identity             cosign.Identity
-	ctLog                *cosign.TrustedTransparencyLogPubKeys // nil: SCTs not checked
-	desc                 string
+	caName               string // "caPath /etc/berth/fulcio.pem" or "caData"
+	// ctLog verifies the certificate's SCT; nil with ignoreSCT false means
+	// the rule cannot accept (see noCTLogKey).
+	ctLog     *cosign.TrustedTransparencyLogPubKeys
+	ctLogName string // "ctLogPublicKeyPath /etc/berth/ctfe.pub" or "ctLogPublicKeyData"
+	ignoreSCT bool   // insecureIgnoreSCT
+	desc      string
 }
+
+// noCTLogKey is the refusal of a keyless rule that names no CT log key and
+// does not opt out. A Fulcio certificate's SCT is the CT log's promise that
+// the certificate was published, so that its owner can see it was issued;
+// `cosign verify` refuses a certificate whose SCT it cannot verify unless
+// given --insecure-ignore-sct (it fetches the CT keys from Sigstore's TUF
+// root, which berth, verifying offline from the policy alone, does not). So
+// berth refuses too, instead of accepting with less checked than cosign would.
+const noCTLogKey = "no CT log public key configured: the certificate's SCT cannot be verified (cosign refuses this by default); " +
+	"set fulcio.ctLogPublicKeyPath or fulcio.ctLogPublicKeyData, or fulcio.insecureIgnoreSCT: true to accept certificates without a verified SCT"
 
 func (*sigstoreRule) kind() string { return "sigstoreSigned" }
 
@@ -96,9 +113,13 @@ type rawFulcio struct {
 	// expression that must match a whole SAN.
 	Subject       string `json:"subject"`
 	SubjectRegExp string `json:"subjectRegExp"`
-	// berth extension: a CT log key turns on embedded-SCT verification.
+	// berth extensions: the CT log key that verifies the certificate's
+	// embedded SCT, or the explicit opt-out mirroring cosign verify
+	// --insecure-ignore-sct. Without either, keyless signatures are rejected
+	// (noCTLogKey).
 	CTLogPublicKeyPath *string `json:"ctLogPublicKeyPath"`
 	CTLogPublicKeyData *string `json:"ctLogPublicKeyData"`
+	InsecureIgnoreSCT  bool    `json:"insecureIgnoreSCT"`
 }
 
 func parseSigstore(item json.RawMessage, files *trustFiles) (requirement, error) {
@@ -175,11 +196,11 @@ func parseSigstore(item json.RawMessage, files *trustFiles) (requirement, error)
 		return nil, errors.New("pki (certificates from a private CA) is not supported by berth yet; use keyPath(s) or fulcio")
 	}
 
-	rekor, err := parseRekor(&raw, files)
+	rekor, names, err := parseRekor(&raw, files)
 	if err != nil {
 		return nil, err
 	}
-	r.rekor = rekor
+	r.rekor, r.rekorNames = rekor, names
 	// containers-policy.json(5): a Rekor key "is mandatory if fulcio is
 	// specified" — without the log's integrated time a Fulcio certificate
 	// (valid for minutes) could only be checked against the current time.
@@ -223,9 +244,10 @@ func loadKey(files *trustFiles, field string, path, data *string) (namedVerifier
 	return namedVerifier{name: name, v: v}, nil
 }
 
-func parseRekor(raw *rawSigstore, files *trustFiles) (*cosign.TrustedTransparencyLogPubKeys, error) {
+func parseRekor(raw *rawSigstore, files *trustFiles) (*cosign.TrustedTransparencyLogPubKeys, map[string]string, error) {
 	type src struct {
 		path, data *string
+		name       string // rekorPublicKeyDatas[i]: the label, as data has no path
 	}
 	var srcs []src
 	n := 0
@@ -236,7 +258,7 @@ func parseRekor(raw *rawSigstore, files *trustFiles) (*cosign.TrustedTransparenc
 	if raw.RekorPublicKeyPaths != nil {
 		n++
 		if len(raw.RekorPublicKeyPaths) == 0 {
-			return nil, errors.New("rekorPublicKeyPaths: empty list")
+			return nil, nil, errors.New("rekorPublicKeyPaths: empty list")
 		}
 		for i := range raw.RekorPublicKeyPaths {
 			srcs = append(srcs, src{path: &raw.RekorPublicKeyPaths[i]})
@@ -249,47 +271,58 @@ func parseRekor(raw *rawSigstore, files *trustFiles) (*cosign.TrustedTransparenc
 	if raw.RekorPublicKeyDatas != nil {
 		n++
 		if len(raw.RekorPublicKeyDatas) == 0 {
-			return nil, errors.New("rekorPublicKeyDatas: empty list")
+			return nil, nil, errors.New("rekorPublicKeyDatas: empty list")
 		}
 		for i := range raw.RekorPublicKeyDatas {
-			srcs = append(srcs, src{data: &raw.RekorPublicKeyDatas[i]})
+			srcs = append(srcs, src{data: &raw.RekorPublicKeyDatas[i], name: fmt.Sprintf("rekorPublicKeyDatas[%d]", i)})
 		}
 	}
 	if n == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if n > 1 {
-		return nil, errors.New("at most one of rekorPublicKeyPath, rekorPublicKeyPaths, rekorPublicKeyData and rekorPublicKeyDatas can be present")
+		return nil, nil, errors.New("at most one of rekorPublicKeyPath, rekorPublicKeyPaths, rekorPublicKeyData and rekorPublicKeyDatas can be present")
 	}
 	keys := cosign.NewTrustedTransparencyLogPubKeys()
+	names := map[string]string{}
 	for _, s := range srcs {
-		if err := addLogKey(&keys, files, "rekorPublicKey", s.path, s.data); err != nil {
-			return nil, err
+		id, label, err := addLogKey(&keys, files, "rekorPublicKey", s.path, s.data)
+		if err != nil {
+			return nil, nil, err
 		}
+		if s.name != "" {
+			label = s.name
+		}
+		names[id] = label
 	}
-	return &keys, nil
+	return &keys, names, nil
 }
 
-// addLogKey adds a Rekor or CT log public key. cosign verifies Rekor signed
-// entry timestamps with ECDSA only (pkg/cosign/verify.go VerifyBundle;
-// sigstore/cosign#2540), so other key types are refused here rather than at
-// the first pull.
-func addLogKey(keys *cosign.TrustedTransparencyLogPubKeys, files *trustFiles, field string, path, data *string) error {
+// addLogKey adds a Rekor or CT log public key and returns its log ID (the
+// hex sha256 of its DER form, which bundles and SCTs name their log by) and
+// its label for messages. cosign verifies Rekor signed entry timestamps with
+// ECDSA only (pkg/cosign/verify.go VerifyBundle; sigstore/cosign#2540), so
+// other key types are refused here rather than at the first pull.
+func addLogKey(keys *cosign.TrustedTransparencyLogPubKeys, files *trustFiles, field string, path, data *string) (string, string, error) {
 	b, label, err := readKeyMaterial(files, field, path, data)
 	if err != nil {
-		return err
+		return "", "", err
 	}
 	pub, err := cryptoutils.UnmarshalPEMToPublicKey(b)
 	if err != nil {
-		return fmt.Errorf("%s: not a PEM public key: %w", label, err)
+		return "", "", fmt.Errorf("%s: not a PEM public key: %w", label, err)
 	}
 	if _, ok := pub.(*ecdsa.PublicKey); !ok && field == "rekorPublicKey" {
-		return fmt.Errorf("%s: a Rekor public key must be ECDSA, got %T", label, pub)
+		return "", "", fmt.Errorf("%s: a Rekor public key must be ECDSA, got %T", label, pub)
 	}
 	if err := keys.AddTransparencyLogPubKey(b, tuf.Active); err != nil {
-		return fmt.Errorf("%s: %w", label, err)
+		return "", "", fmt.Errorf("%s: %w", label, err)
 	}
-	return nil
+	id, err := cosign.GetTransparencyLogID(pub)
+	if err != nil {
+		return "", "", fmt.Errorf("%s: %w", label, err)
+	}
+	return id, label, nil
 }
 
 func parseFulcio(f *rawFulcio, files *trustFiles) (*fulcioTrust, error) {
@@ -302,7 +335,7 @@ func parseFulcio(f *rawFulcio, files *trustFiles) (*fulcioTrust, error) {
 	}
 	certs, err := cryptoutils.UnmarshalCertificatesFromPEM(b)
 	if err != nil || len(certs) == 0 {
-		return nil, fmt.Errorf("%s: no PEM certificates: %v", caLabel, err)
+		return nil, fmt.Errorf("%s: no PEM certificates: %w", caLabel, err)
 	}
 	ft := &fulcioTrust{roots: x509.NewCertPool()}
 	nroots := 0
@@ -360,17 +393,23 @@ func parseFulcio(f *rawFulcio, files *trustFiles) (*fulcioTrust, error) {
 	if f.CAPath != nil {
 		caName = *f.CAPath
 	}
+	ft.caName = caLabel
 	ft.desc = fmt.Sprintf("a Fulcio certificate (%s) for %s from issuer %s", caName, ft.desc, f.OIDCIssuer)
 	if f.CTLogPublicKeyPath != nil && f.CTLogPublicKeyData != nil {
 		return nil, errors.New("at most one of ctLogPublicKeyPath and ctLogPublicKeyData can be present")
 	}
 	if f.CTLogPublicKeyPath != nil || f.CTLogPublicKeyData != nil {
+		if f.InsecureIgnoreSCT {
+			return nil, errors.New("insecureIgnoreSCT contradicts ctLogPublicKeyPath/ctLogPublicKeyData: name the CT log key to verify SCTs, or opt out, not both")
+		}
 		keys := cosign.NewTrustedTransparencyLogPubKeys()
-		if err := addLogKey(&keys, files, "ctLogPublicKey", f.CTLogPublicKeyPath, f.CTLogPublicKeyData); err != nil {
+		_, label, err := addLogKey(&keys, files, "ctLogPublicKey", f.CTLogPublicKeyPath, f.CTLogPublicKeyData)
+		if err != nil {
 			return nil, err
 		}
-		ft.ctLog = &keys
+		ft.ctLog, ft.ctLogName = &keys, label
 	}
+	ft.ignoreSCT = f.InsecureIgnoreSCT
 	return ft, nil
 }
 
@@ -449,7 +488,8 @@ func parseSignedIdentity(raw json.RawMessage) (identityRule, error) {
 				return identityRule{}, fmt.Errorf("%s: %w", f, err)
 			}
 		}
-		return identityRule{kind: v.Type, prefix: *v.Prefix, signedPrefix: *v.SignedPrefix}, nil
+		// Compared with image identities, whose hosts are lower-cased.
+		return identityRule{kind: v.Type, prefix: lowerScopeHost(*v.Prefix), signedPrefix: lowerScopeHost(*v.SignedPrefix)}, nil
 	case "matchExact", "exactReference":
 		// cosign signatures claim only a repository (containers-policy.json(5):
 		// "only matchRepository and exactRepository can be used to accept
@@ -485,6 +525,9 @@ func (r *sigstoreRule) check(ctx context.Context, img imageID, set *SignatureSet
 	if set == nil || len(set.Signatures) == 0 {
 		return "", fmt.Errorf("no signatures found (cosign stores them at %s:%s-%s.sig)", img.repo, img.digest.Algorithm, img.digest.Hex)
 	}
+	if r.fulcio != nil && r.fulcio.ctLog == nil && !r.fulcio.ignoreSCT {
+		return "", errors.New(noCTLogKey)
+	}
 	sigs := make([]oci.Signature, len(set.Signatures))
 	convErr := make([]error, len(set.Signatures))
 	for i, s := range set.Signatures {
@@ -512,7 +555,7 @@ func (r *sigstoreRule) check(ctx context.Context, img imageID, set *SignatureSet
 				err = r.verifyOne(ctx, sig, img, a.co)
 			}
 			if err == nil {
-				return fmt.Sprintf("signature %d of %d verified with %s", i+1, len(sigs), a.desc), nil
+				return fmt.Sprintf("signature %d of %d verified with %s%s", i+1, len(sigs), a.desc, r.checked(sig, a.co)), nil
 			}
 			if len(sigs) > 1 {
 				errs = append(errs, fmt.Sprintf("signature %d of %d: %v", i+1, len(sigs), err))
@@ -533,15 +576,20 @@ func (r *sigstoreRule) check(ctx context.Context, img imageID, set *SignatureSet
 func (r *sigstoreRule) checkOpts(img imageID, v signature.Verifier) *cosign.CheckOpts {
 	co := &cosign.CheckOpts{
 		SigVerifier: v,
-		// MUST be set: without a ClaimVerifier cosign does not compare the
-		// payload's digest with the image, and accepts a signature copied
-		// from another image (libraries.md §3, observed).
+		// MUST be set: cosign's verifyInternal (pkg/cosign/verify.go) calls
+		// ClaimVerifier only when it is non-nil, and nothing else there
+		// compares the payload's critical.image.docker-manifest-digest with
+		// the image, so without it a signature copied next to another image
+		// verifies (TestCosignSignedImages copies one and expects
+		// "invalid or missing digest in claim").
 		ClaimVerifier: r.claimVerifier(img),
 		IgnoreTlog:    r.rekor == nil,
 		RekorPubKeys:  r.rekor,
 		// Offline forbids online Rekor lookups: a signature without a bundle
 		// fails instead of reaching for rekor.sigstore.dev.
-		Offline:   true,
+		Offline: true,
+		// An SCT belongs to a certificate; a key has none (cosign verify
+		// --key does not check SCTs either). Keyless sets it below.
 		IgnoreSCT: true,
 	}
 	if len(r.requiredAnnotations) > 0 {
@@ -554,12 +602,85 @@ func (r *sigstoreRule) checkOpts(img imageID, v signature.Verifier) *cosign.Chec
 		co.RootCerts = r.fulcio.roots
 		co.IntermediateCerts = r.fulcio.intermediates
 		co.Identities = []cosign.Identity{r.fulcio.identity}
-		if r.fulcio.ctLog != nil {
-			co.IgnoreSCT = false
-			co.CTLogPubKeys = r.fulcio.ctLog
-		}
+		// check has refused a rule with neither a CT log key nor the
+		// opt-out, so CTLogPubKeys is set whenever SCTs are checked: cosign
+		// never falls back to the environment or TUF for them here.
+		co.IgnoreSCT = r.fulcio.ignoreSCT
+		co.CTLogPubKeys = r.fulcio.ctLog
 	}
 	return co
+}
+
+// checked says, after cosign accepted sig, what beyond the signature itself
+// was verified and what was not, so the judgement's reason is the whole
+// account: the Fulcio root the certificate chains to, the SCT, and the Rekor
+// entry (cosign's offline bundle check verifies the log's signed entry
+// timestamp over an entry matching this signature and certificate; it is the
+// log's promise of inclusion, not an inclusion proof).
+func (r *sigstoreRule) checked(sig oci.Signature, co *cosign.CheckOpts) string {
+	var out []string
+	keyless := co.SigVerifier == nil && r.fulcio != nil
+	if keyless {
+		out = append(out, "certificate chains to "+r.fulcio.rootOf(sig))
+		if co.IgnoreSCT {
+			out = append(out, "SCT not checked (fulcio.insecureIgnoreSCT)")
+		} else {
+			out = append(out, "SCT verified with "+r.fulcio.ctLogName)
+		}
+	}
+	if r.rekor != nil {
+		if b, err := sig.Bundle(); err == nil && b != nil {
+			name := r.rekorNames[b.Payload.LogID]
+			if name == "" {
+				name = "the configured Rekor key"
+			}
+			entry := fmt.Sprintf("Rekor entry %d: signed entry timestamp verified offline with %s", b.Payload.LogIndex, name)
+			if keyless {
+				entry += fmt.Sprintf(", certificate valid at its integrated time %s", time.Unix(b.Payload.IntegratedTime, 0).UTC().Format(time.RFC3339))
+			}
+			out = append(out, entry+" (no inclusion proof checked)")
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(out, "; ")
+}
+
+// rootOf names the configured Fulcio root the signature's certificate chains
+// to, building the chain as cosign did (intermediates from the CA file, else
+// from the signature's chain annotation, never a root from there).
+func (ft *fulcioTrust) rootOf(sig oci.Signature) string {
+	fallback := "a Fulcio root in " + ft.caName
+	cert, err := sig.Cert()
+	if err != nil || cert == nil {
+		return fallback
+	}
+	pool := ft.intermediates
+	if pool == nil {
+		if chain, err := sig.Chain(); err == nil && len(chain) > 1 {
+			pool = x509.NewCertPool()
+			for _, c := range chain[:len(chain)-1] {
+				pool.AddCert(c)
+			}
+		}
+	}
+	// Fulcio may mark an OtherName SAN critical, which crypto/x509 does not
+	// handle; cosign drops that one extension before verifying, so do the
+	// same on a copy.
+	c := *cert
+	c.UnhandledCriticalExtensions = nil
+	for _, oid := range cert.UnhandledCriticalExtensions {
+		if !oid.Equal(cryptoutils.SANOID) {
+			c.UnhandledCriticalExtensions = append(c.UnhandledCriticalExtensions, oid)
+		}
+	}
+	chains, err := cosign.TrustedCert(&c, ft.roots, pool)
+	if err != nil || len(chains) == 0 || len(chains[0]) == 0 {
+		return fallback
+	}
+	root := chains[0][len(chains[0])-1]
+	return fmt.Sprintf("Fulcio root %q (%s)", root.Subject.String(), ft.caName)
 }
 
 func (r *sigstoreRule) verifyOne(ctx context.Context, sig oci.Signature, img imageID, co *cosign.CheckOpts) error {

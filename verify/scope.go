@@ -15,13 +15,31 @@ const dockerHub = "docker.io"
 
 // identityOf renders repo in the fully expanded form containers-policy scopes
 // use: host[:port]/path, with Docker Hub as docker.io and its official images
-// under library/ (go-containerregistry already adds library/).
+// under library/ (go-containerregistry already adds library/). The host is
+// lower-cased: DNS names are case-insensitive (RFC 4343), so
+// Registry.Example:5000 is the registry registry.example:5000 and must meet
+// the same scopes and signature identities, or a scope would silently not
+// apply to an image spelled differently; the path is case-sensitive, and a
+// registry path is lower-case anyway (go-containerregistry refuses upper case
+// there).
 func identityOf(repo name.Repository) string {
-	host := repo.RegistryStr()
+	host := strings.ToLower(repo.RegistryStr())
 	if host == name.DefaultRegistry {
 		host = dockerHub
 	}
 	return host + "/" + repo.RepositoryStr()
+}
+
+// lowerScopeHost lower-cases the registry part of a docker scope or of a
+// repository value written in the policy (host[:port], host[:port]/path…,
+// *.domain), the form identityOf gives images, so that matching compares
+// like with like. Only the part before the first "/" is the host.
+func lowerScopeHost(scope string) string {
+	host, rest, hasPath := strings.Cut(scope, "/")
+	if !hasPath {
+		return strings.ToLower(scope)
+	}
+	return strings.ToLower(host) + "/" + rest
 }
 
 // candidateScopes lists the docker scopes that could match img, most specific
@@ -102,7 +120,7 @@ func checkHost(scope string) error {
 	if _, err := name.NewRegistry(scope, name.StrictValidation); err != nil {
 		return fmt.Errorf("scope %q: %w", scope, err)
 	}
-	if scope == name.DefaultRegistry {
+	if strings.EqualFold(scope, name.DefaultRegistry) {
 		return fmt.Errorf("scope %q: write Docker Hub as %q, the fully expanded form containers-policy uses", scope, dockerHub)
 	}
 	return nil
