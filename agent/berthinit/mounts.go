@@ -10,8 +10,6 @@ import (
 	"strings"
 
 	"github.com/berth-dev/berth/cgroup/own"
-	securejoin "github.com/cyphar/filepath-securejoin"
-	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -92,60 +90,22 @@ type rootfs struct {
 	bundle string
 }
 
-// inRoot resolves dest inside the rootfs the way the kernel will see it
-// after pivot_root (symlinks resolved within the root), returning the
-// resolved path relative to the root.
-func (r *rootfs) inRoot(dest string) (string, error) {
-	full, err := securejoin.SecureJoin(r.path, dest)
-	if err != nil {
-		return "", fmt.Errorf("resolve %s in rootfs: %w", dest, err)
-	}
-	rel, err := filepath.Rel(r.path, full)
-	if err != nil || strings.HasPrefix(rel, "..") {
-		return "", fmt.Errorf("resolve %s in rootfs: escapes to %s", dest, full)
-	}
-	return "/" + rel, nil
-}
-
-// mkdir creates dest (and parents) inside the rootfs and opens it.
+// mkdir opens the directory dest inside the rootfs, creating it and its
+// parents if missing (see openInRoot).
 func (r *rootfs) mkdir(dest string) (*os.File, error) {
-	rel, err := r.inRoot(dest)
+	f, err := openInRoot(r.dir, dest, wantDir)
 	if err != nil {
-		return nil, err
-	}
-	f, err := pathrs.MkdirAllHandle(r.dir, rel, 0o755)
-	if err != nil {
-		return nil, fmt.Errorf("create mountpoint %s: %w", dest, err)
+		return nil, fmt.Errorf("mount destination %s: %w", dest, err)
 	}
 	return f, nil
 }
 
-// mkfile creates an empty regular file at dest unless something is there,
-// and opens it. A dangling symlink (say /etc/resolv.conf pointing into
-// /run) gets its target created, inside the root.
+// mkfile opens dest inside the rootfs, creating an empty regular file (and
+// its parents) if nothing is there.
 func (r *rootfs) mkfile(dest string) (*os.File, error) {
-	rel, err := r.inRoot(dest)
+	f, err := openInRoot(r.dir, dest, wantFile)
 	if err != nil {
-		return nil, err
-	}
-	if f, err := pathrs.OpenatInRoot(r.dir, rel); err == nil {
-		return f, nil
-	}
-	parent, err := pathrs.MkdirAllHandle(r.dir, filepath.Dir(rel), 0o755)
-	if err != nil {
-		return nil, fmt.Errorf("create parent of mountpoint %s: %w", dest, err)
-	}
-	defer parent.Close()
-	fd, err := unix.Openat(int(parent.Fd()), filepath.Base(rel), unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
-	if err != nil && !errors.Is(err, unix.EEXIST) {
-		return nil, fmt.Errorf("create mountpoint %s: %w", dest, err)
-	}
-	if err == nil {
-		unix.Close(fd)
-	}
-	f, err := pathrs.OpenatInRoot(r.dir, rel)
-	if err != nil {
-		return nil, fmt.Errorf("open mountpoint %s: %w", dest, err)
+		return nil, fmt.Errorf("mount destination %s: %w", dest, err)
 	}
 	return f, nil
 }
@@ -153,15 +113,214 @@ func (r *rootfs) mkfile(dest string) (*os.File, error) {
 // reopen opens dest again after something was mounted on it, so that a
 // following remount reaches the new (top) mount, not the one underneath.
 func (r *rootfs) reopen(dest string) (*os.File, error) {
-	rel, err := r.inRoot(dest)
-	if err != nil {
-		return nil, err
-	}
-	f, err := pathrs.OpenatInRoot(r.dir, rel)
+	f, err := openInRoot(r.dir, dest, wantExisting)
 	if err != nil {
 		return nil, fmt.Errorf("open %s after mounting: %w", dest, err)
 	}
 	return f, nil
+}
+
+// want is what openInRoot expects at the end of a path.
+type want int
+
+const (
+	wantExisting want = iota // whatever is there; nothing is created
+	wantDir                  // a directory, made (with its parents) if missing
+	wantFile                 // anything but a directory is fine; an empty regular file is made if missing
+)
+
+// openInRoot opens path, absolute as the container will see it, below root
+// with O_PATH, one component at a time with openat(2)
+// O_PATH|O_NOFOLLOW and fstat(2), and never through a symlink.
+//
+// Why: the image decides what every path of its root is and may make any
+// of them a symlink (/dev -> /proc, /dev/null -> /proc/kcore, /etc ->
+// /sys/...). A mount that follows one lands elsewhere than the spec says,
+// under procfs or sysfs, where it hides or is hidden by the kernel's files,
+// and masking that binds "/dev/null" binds whatever the image pointed it at,
+// or finds nothing and skips the mask: runc's CVE-2025-31133
+// (GHSA-9493-h29p-rfm2, fixed in runc 1.2.8) is this class. Resolving
+// symlinks "inside the root" (securejoin, openat2 RESOLVE_IN_ROOT) keeps
+// the mount in the root but still lets the image move it. openat2(2)
+// RESOLVE_NO_SYMLINKS would refuse them in the kernel, but answers only
+// ELOOP without naming the component, and creates nothing.
+//
+// A symlink as a parent fails with its name and target. A symlink as the
+// last component, when wantDir or wantFile and its directory lies on the
+// root's own mount (the container's overlay, whose upper layer is fresh for
+// every start), is replaced by an empty directory or file: an image whose
+// /etc/resolv.conf points into /run (systemd-resolved's stub) still gets
+// the pod's file at /etc/resolv.conf, and /dev -> /proc gets a real /dev.
+// Anywhere else (a bind from the host, a tmpfs) it fails: replacing it
+// would write outside the container's layer.
+//
+// A missing component is reported as an error wrapping fs.ErrNotExist only
+// when it is really absent: reached without a symlink, a real directory
+// has no such entry.
+func openInRoot(root *os.File, path string, w want) (*os.File, error) {
+	if !filepath.IsAbs(path) {
+		return nil, fmt.Errorf("%q is not an absolute path", path)
+	}
+	rootFd := int(root.Fd())
+	clean := filepath.Clean(path)
+	if clean == "/" {
+		fd, err := unix.FcntlInt(uintptr(rootFd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("dup %s: %w", root.Name(), err)
+		}
+		return os.NewFile(uintptr(fd), clean), nil
+	}
+	parts := strings.Split(clean[1:], "/")
+	cur := rootFd // the caller's until the first step
+	for i, name := range parts {
+		last := i == len(parts)-1
+		next, err := step(rootFd, cur, name, "/"+strings.Join(parts[:i+1], "/"), !last || w == wantDir, w != wantExisting, last && w != wantExisting)
+		if cur != rootFd {
+			unix.Close(cur)
+		}
+		if err != nil {
+			return nil, err
+		}
+		cur = next
+	}
+	return os.NewFile(uintptr(cur), clean), nil
+}
+
+// step is one component of openInRoot: name in dir, known as sofar; isDir
+// if it must be a directory; create if missing; replace if a symlink may be
+// replaced. A directory is opened with O_DIRECTORY, which fails with
+// ENOTDIR on a symlink, and needs no fstat.
+func step(root, dir int, name, sofar string, isDir, create, replace bool) (int, error) {
+	flags := unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	if isDir {
+		flags |= unix.O_DIRECTORY
+	}
+	fd, err := unix.Openat(dir, name, flags, 0)
+	if errors.Is(err, unix.ENOENT) && create {
+		if err = makeEntry(dir, name, isDir); err == nil {
+			fd, err = unix.Openat(dir, name, flags, 0)
+		}
+	}
+	switch {
+	case err == nil && isDir:
+		return fd, nil
+	case errors.Is(err, unix.ENOTDIR) && isDir:
+		// What is it? Open it as it is to tell a symlink from a file.
+		if fd, err = unix.Openat(dir, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+			return -1, &fs.PathError{Op: "open", Path: sofar, Err: err}
+		}
+	case err != nil:
+		return -1, &fs.PathError{Op: "open", Path: sofar, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, &fs.PathError{Op: "stat", Path: sofar, Err: err}
+	}
+	switch {
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		return replaceSymlink(root, dir, fd, name, sofar, isDir, replace)
+	case isDir:
+		unix.Close(fd)
+		return -1, &fs.PathError{Op: "open", Path: sofar, Err: unix.ENOTDIR}
+	}
+	return fd, nil
+}
+
+// symlinkError is a symlink of the image where berth-init follows none.
+type symlinkError struct {
+	path, target, why string
+}
+
+func (e *symlinkError) Error() string {
+	return fmt.Sprintf("%s is a symlink (to %q) in the container's root%s; berth-init follows no symlink there", e.path, e.target, e.why)
+}
+
+// replaceSymlink handles the symlink link, name in dir, known as sofar: it
+// is replaced by an empty directory (isDir) or file when allowed and dir
+// lies on root's mount (see openInRoot), else a *symlinkError. link is
+// closed.
+func replaceSymlink(root, dir, link int, name, sofar string, isDir, allowed bool) (int, error) {
+	target := readlinkFd(link)
+	unix.Close(link)
+	if !allowed {
+		return -1, &symlinkError{path: sofar, target: target}
+	}
+	same, err := sameMount(root, dir)
+	if err != nil {
+		return -1, &fs.PathError{Op: "statx", Path: filepath.Dir(sofar), Err: err}
+	}
+	if !same {
+		return -1, &symlinkError{path: sofar, target: target, why: ", not on the container's own layer"}
+	}
+	if err := unix.Unlinkat(dir, name, 0); err != nil {
+		return -1, &fs.PathError{Op: "remove symlink", Path: sofar, Err: err}
+	}
+	if err := makeEntry(dir, name, isDir); err != nil {
+		return -1, &fs.PathError{Op: "create", Path: sofar, Err: err}
+	}
+	fd, err := unix.Openat(dir, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &fs.PathError{Op: "open", Path: sofar, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT == unix.S_IFLNK || isDir != (st.Mode&unix.S_IFMT == unix.S_IFDIR) {
+		// Nothing else runs in the root yet: not expected.
+		unix.Close(fd)
+		return -1, &symlinkError{path: sofar, target: target, why: ", and not replaced by an empty one"}
+	}
+	return fd, nil
+}
+
+// makeEntry makes an empty directory or regular file name in dir; one that
+// appeared meanwhile is left to the caller's next open to judge.
+func makeEntry(dir int, name string, isDir bool) error {
+	if isDir {
+		if err := unix.Mkdirat(dir, name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+		return nil
+	}
+	fd, err := unix.Openat(dir, name, unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return nil
+		}
+		return err
+	}
+	return unix.Close(fd)
+}
+
+// sameMount reports whether the files a and b are on the same mount
+// (statx(2) STATX_MNT_ID, Linux 5.8). A kernel that cannot tell gets false.
+func sameMount(a, b int) (bool, error) {
+	id := func(fd int) (uint64, bool, error) {
+		var sx unix.Statx_t
+		if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &sx); err != nil {
+			return 0, false, err
+		}
+		return sx.Mnt_id, sx.Mask&unix.STATX_MNT_ID != 0, nil
+	}
+	ia, oka, err := id(a)
+	if err != nil {
+		return false, err
+	}
+	ib, okb, err := id(b)
+	if err != nil {
+		return false, err
+	}
+	return oka && okb && ia == ib, nil
+}
+
+// readlinkFd reads the symlink an O_PATH|O_NOFOLLOW descriptor refers to
+// (readlinkat(2) with an empty path, Linux 2.6.39), for error messages.
+func readlinkFd(fd int) string {
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(fd, "", buf)
+	if err != nil {
+		return "?"
+	}
+	return string(buf[:n])
 }
 
 // mount performs one spec mount (not the rootfs overlay).
@@ -525,13 +684,9 @@ func matchesSubsystems(super, ctrls string) bool {
 
 // symlink creates link -> target inside the rootfs (link's parent must exist).
 func (r *rootfs) symlink(target, link string) error {
-	rel, err := r.inRoot(filepath.Dir(link))
+	dir, err := openInRoot(r.dir, filepath.Dir(link), wantExisting)
 	if err != nil {
-		return err
-	}
-	dir, err := pathrs.OpenatInRoot(r.dir, rel)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", filepath.Dir(link), err)
+		return fmt.Errorf("symlink %s: %w", link, err)
 	}
 	defer dir.Close()
 	if err := unix.Symlinkat(target, int(dir.Fd()), filepath.Base(link)); err != nil && !errors.Is(err, unix.EEXIST) {
@@ -625,64 +780,169 @@ func pivot(newRoot string) error {
 	return nil
 }
 
-// preservedFlags are the per-mount flags of path that a bind remount must
-// repeat, or it would clear them (runc's getMountFlags via statfs).
-func preservedFlags(path string) (uintptr, error) {
+// preservedFlags are the per-mount flags of f's mount that a bind remount
+// must repeat, or it would clear them (runc's getMountFlags via statfs).
+func preservedFlags(f *os.File) (uintptr, error) {
 	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil {
 		return 0, err
 	}
-	var f uintptr
+	var fl uintptr
 	for st_, ms := range map[int64]uintptr{
 		unix.ST_NOSUID: unix.MS_NOSUID, unix.ST_NODEV: unix.MS_NODEV, unix.ST_NOEXEC: unix.MS_NOEXEC,
 		unix.ST_NOATIME: unix.MS_NOATIME, unix.ST_NODIRATIME: unix.MS_NODIRATIME,
 		unix.ST_RELATIME: unix.MS_RELATIME, unix.ST_RDONLY: unix.MS_RDONLY,
 	} {
 		if st.Flags&st_ != 0 {
-			f |= ms
+			fl |= ms
 		}
+	}
+	return fl, nil
+}
+
+// protectPaths applies linux.readonlyPaths, then linux.maskedPaths, after
+// pivot_root. Each is opened from "/" without following a symlink
+// (openInRoot): procfs and sysfs are the kernel's, but every other path and
+// every parent is the image's to make a symlink, and a mask or read-only
+// bind that followed one would protect something else. A path is skipped
+// only when it is really missing, as runc skips it (a kernel without
+// /proc/scsi); any other failure fails the start rather than leaving the
+// path unprotected.
+func protectPaths(readonly, masked []string) error {
+	root, err := os.OpenFile("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open /: %w", err)
+	}
+	defer root.Close()
+	for _, p := range readonly {
+		if err := readonlyPath(root, p); err != nil {
+			return err
+		}
+	}
+	if len(masked) == 0 {
+		return nil
+	}
+	null, err := openDevNull(root)
+	if err != nil {
+		return fmt.Errorf("masked paths: %w", err)
+	}
+	defer null.Close()
+	for _, p := range masked {
+		if err := maskPath(root, null, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// openDevNull opens the container's /dev/null, the source of every file
+// mask, and checks that it is the null device (character device 1:3,
+// Documentation/admin-guide/devices.txt): a mask with anything else would
+// show the file the image (or a wrong /dev) put there instead of nothing,
+// which is how runc's CVE-2025-31133 turned masking into exposing.
+func openDevNull(root *os.File) (*os.File, error) {
+	f, err := openInRoot(root, "/dev/null", wantExisting)
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat /dev/null: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(st.Rdev) != 1 || unix.Minor(st.Rdev) != 3 {
+		f.Close()
+		return nil, fmt.Errorf("/dev/null is %s, not the null device (character device 1:3)", describeMode(st))
 	}
 	return f, nil
 }
 
-// readonlyPath bind-mounts path on itself read-only (after pivot_root).
-// A missing path is fine, as in runc.
-func readonlyPath(path string) error {
-	if err := unix.Mount(path, path, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		return fmt.Errorf("readonly path %s: bind: %w", path, err)
+// describeMode names the kind of file st is, for errors.
+func describeMode(st unix.Stat_t) string {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "a regular file"
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFLNK:
+		return "a symlink"
+	case unix.S_IFCHR:
+		return fmt.Sprintf("character device %d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	case unix.S_IFBLK:
+		return fmt.Sprintf("block device %d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	case unix.S_IFIFO:
+		return "a FIFO"
+	case unix.S_IFSOCK:
+		return "a socket"
 	}
-	flags, err := preservedFlags(path)
+	return fmt.Sprintf("of mode %#o", st.Mode)
+}
+
+// readonlyPath bind-mounts path on itself read-only (after pivot_root).
+func readonlyPath(root *os.File, path string) error {
+	f, err := openInRoot(root, path, wantExisting)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // really missing (see protectPaths)
+	}
 	if err != nil {
 		return fmt.Errorf("readonly path %s: %w", path, err)
 	}
-	if err := unix.Mount("", path, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|flags, ""); err != nil {
+	err = unix.Mount(procFd(f), procFd(f), "", unix.MS_BIND|unix.MS_REC, "")
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("readonly path %s: bind: %w", path, err)
+	}
+	// The descriptor names the mount underneath; the remount is for the
+	// new one on top.
+	if f, err = openInRoot(root, path, wantExisting); err != nil {
+		return fmt.Errorf("readonly path %s after binding: %w", path, err)
+	}
+	defer f.Close()
+	flags, err := preservedFlags(f)
+	if err != nil {
+		return fmt.Errorf("readonly path %s: %w", path, err)
+	}
+	if err := unix.Mount("", procFd(f), "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|flags, ""); err != nil {
 		return fmt.Errorf("readonly path %s: remount: %w", path, err)
 	}
 	return nil
 }
 
-// maskPath hides path (after pivot_root): /dev/null over a file, an empty
-// read-only tmpfs over a directory. A missing path is fine, as in runc.
-func maskPath(path string) error {
-	err := unix.Mount("/dev/null", path, "", unix.MS_BIND, "")
-	switch {
-	case err == nil, errors.Is(err, unix.ENOENT):
-		return nil
-	case errors.Is(err, unix.ENOTDIR):
-		if err := unix.Mount("tmpfs", path, "tmpfs", unix.MS_RDONLY, ""); err != nil {
+// maskPath hides path (after pivot_root): null (the checked /dev/null)
+// bound over a file, an empty read-only tmpfs over a directory.
+func maskPath(root, null *os.File, path string) error {
+	f, err := openInRoot(root, path, wantExisting)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // really missing (see protectPaths)
+	}
+	if err != nil {
+		return fmt.Errorf("mask %s: %w", path, err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return fmt.Errorf("mask %s: stat: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if err := unix.Mount("tmpfs", procFd(f), "tmpfs", unix.MS_RDONLY, ""); err != nil {
 			return fmt.Errorf("mask directory %s: %w", path, err)
 		}
 		return nil
 	}
-	return fmt.Errorf("mask %s: %w", path, err)
+	if err := unix.Mount(procFd(null), procFd(f), "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("mask %s: %w", path, err)
+	}
+	return nil
 }
 
 // remountRootReadonly makes "/" read-only (Root.Readonly).
 func remountRootReadonly() error {
-	flags, err := preservedFlags("/")
+	root, err := os.OpenFile("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("read-only root: open /: %w", err)
+	}
+	defer root.Close()
+	flags, err := preservedFlags(root)
 	if err != nil {
 		return fmt.Errorf("read-only root: %w", err)
 	}

@@ -22,8 +22,11 @@ const unknownExitCode = 255
 // looks up what systemd passes to ExecStopPost (systemd.exec(5),
 // "Environment variables set or propagated by the service manager":
 // $SERVICE_RESULT, $EXIT_CODE, $EXIT_STATUS); oomKills reads the unit
-// cgroup's OOM-kill counter — it must run now, before systemd removes the
-// cgroup (libraries.md pitfall 4). A failing counter read is reported and
+// cgroup's OOM-kill counter, and it must be now: ExecStopPost= is the last
+// process systemd runs in the unit's cgroup, and once it has exited and the
+// unit is inactive systemd removes the cgroup, counter and all (a reader
+// afterwards finds no file, and a restart gets a new cgroup counting from
+// 0). A failing counter read is reported and
 // treated as no OOM kill. Kills counted before this run started (the
 // baseline Start left in bndl.OOMBaseFile) do not count; a counter below the
 // baseline means a new cgroup and counts in full.

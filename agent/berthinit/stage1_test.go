@@ -409,7 +409,7 @@ func TestMountAttr(t *testing.T) {
 // TestLoadSpecKeepsWhatStage2Uses: LoadSpec decodes into its own narrow
 // types; every field stage-2 acts on must come through exactly.
 func TestLoadSpecKeepsWhatStage2Uses(t *testing.T) {
-	umask := uint32(0o027)
+	umask, oomScoreAdj := uint32(0o027), -500
 	want := specs.Spec{
 		Process: &specs.Process{
 			Args: []string{"/bin/app", "-x"}, Env: []string{"A=1"}, Cwd: "/work",
@@ -417,6 +417,7 @@ func TestLoadSpecKeepsWhatStage2Uses(t *testing.T) {
 			Capabilities:    &specs.LinuxCapabilities{Bounding: []string{"CAP_KILL"}, Effective: []string{"CAP_KILL"}, Permitted: []string{"CAP_KILL"}, Ambient: []string{"CAP_KILL"}, Inheritable: []string{"CAP_KILL"}},
 			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 512}},
 			NoNewPrivileges: true,
+			OOMScoreAdj:     &oomScoreAdj,
 		},
 		Root:     &specs.Root{Path: "rootfs", Readonly: true},
 		Hostname: "h", Domainname: "d",

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -56,6 +57,12 @@ func Stage2(bundle string, sync *os.File) error {
 	caps := parseCaps(proc.Capabilities, last, func(msg string) {
 		fmt.Fprintln(os.Stderr, "berth-init: warning:", msg)
 	})
+
+	if proc.OOMScoreAdj != nil {
+		if err := setOOMScoreAdj(*proc.OOMScoreAdj); err != nil {
+			return err
+		}
+	}
 
 	// Nothing of the image before stage-1 has judged it and built most of
 	// the root (see Start).
@@ -162,6 +169,47 @@ func Stage2(bundle string, sync *os.File) error {
 	return &execError{err: fmt.Errorf("exec %s: %w", path, err), code: code}
 }
 
+// setOOMScoreAdj applies process.oomScoreAdj (proc(5),
+// /proc/<pid>/oom_score_adj), inherited by the workload across execve.
+//
+// Under systemd this changes nothing: unitgen gives the unit
+// OOMScoreAdjust= with the same value (unitgen/properties.go, the
+// kubelet's score for the pod's QoS class), which systemd applies to
+// ExecStart= and so to stage-1 and stage-2. berth-init honours the spec
+// field all the same rather than have unitgen stop writing it: the spec
+// then says everything about the process that runc would be told, a
+// berth-init started by anything else than systemd (the tests, by hand)
+// still gives the workload the kubelet's score, and LoadSpec reads every
+// field unitgen writes (TestLoadSpecKeepsWhatUnitgenWrites).
+//
+// Lowering the score below what was last set with CAP_SYS_RESOURCE needs
+// that capability (EACCES without it). Where berth-init lacks it (a host
+// that is itself a container), this warns and goes on, exactly as systemd
+// treats OOMScoreAdjust= there ("Failed to adjust OOM setting, assuming
+// containerized execution, ignoring", src/core/execute.c): the start must
+// not fail where the unit's own setting is skipped. It runs before
+// pivot_root: /proc is still the host's procfs, where /proc/self is
+// stage-2.
+func setOOMScoreAdj(v int) error {
+	const p = "/proc/self/oom_score_adj"
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("process.oomScoreAdj: %w", err)
+	}
+	_, err = f.WriteString(strconv.Itoa(v))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		fmt.Fprintf(os.Stderr, "berth-init: warning: process.oomScoreAdj %d not applied, assuming a container without CAP_SYS_RESOURCE as systemd does: %v\n", v, err)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("process.oomScoreAdj %d: %w", v, err)
+	}
+	return nil
+}
+
 // awaitGo reads stage-1's goByte. Anything else (stage-1 refused the
 // image, failed, or died) ends stage-2 before it has touched the image.
 func awaitGo() error {
@@ -169,7 +217,7 @@ func awaitGo() error {
 	defer f.Close()
 	b := make([]byte, 1)
 	if n, err := f.Read(b); n != 1 || b[0] != goByte {
-		return fmt.Errorf("stage-1 did not let stage-2 go on (%v)", err)
+		return fmt.Errorf("stage-1 did not let stage-2 go on: %w", err)
 	}
 	return nil
 }
@@ -348,15 +396,8 @@ func finishRoot(bundle string, spec *specs.Spec) error {
 	if err := pivot(root); err != nil {
 		return err
 	}
-	for _, p := range spec.Linux.ReadonlyPaths {
-		if err := readonlyPath(p); err != nil {
-			return err
-		}
-	}
-	for _, p := range spec.Linux.MaskedPaths {
-		if err := maskPath(p); err != nil {
-			return err
-		}
+	if err := protectPaths(spec.Linux.ReadonlyPaths, spec.Linux.MaskedPaths); err != nil {
+		return err
 	}
 	if spec.Root.Readonly {
 		if err := remountRootReadonly(); err != nil {
@@ -375,11 +416,10 @@ func finishRoot(bundle string, spec *specs.Spec) error {
 // to namespaces stage-1 is already in: sysfs to the network namespace,
 // mqueue to the IPC one, cgroup to the cgroup one.
 //
-// Destinations are compared as written. One that reaches a late mount only
-// through a symlink of the image (say /data -> /proc, and a volume at
-// /data/x) lands under procfs before stage-2 mounts it, and is hidden,
-// where in the spec's order its mount would have failed; either way the
-// pod does not get that volume, and nothing leaves the root.
+// Destinations are compared as written, which is how they are mounted: a
+// symlink of the image cannot make one reach another, because no mount
+// follows one (openInRoot; say /data -> /proc and a volume at /data/x: the
+// start fails naming /data).
 func splitMounts(ms []specs.Mount) (early, late []specs.Mount) {
 	for _, m := range ms {
 		if m.Type == "proc" || under(filepath.Clean(m.Source), "/proc") || overlapsAny(m.Destination, late) {

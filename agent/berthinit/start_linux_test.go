@@ -336,6 +336,9 @@ func TestStartRootWorkload(t *testing.T) {
 	must(t, os.WriteFile(b.upper+"/stale", []byte("x"), 0o644))
 	must(t, os.WriteFile(filepath.Join(b.dir, bndl.PIDFile), []byte("1\n"), 0o644))
 	must(t, os.WriteFile(filepath.Join(b.dir, bndl.ExitFile), []byte("{}"), 0o644))
+	// Above the test's own: raising needs no capability.
+	oomAdj := min(ownOOMScoreAdj(t)+321, 1000)
+	b.spec.Process.OOMScoreAdj = &oomAdj
 
 	pid, log, err := b.start(t)
 	if err != nil {
@@ -378,6 +381,9 @@ func TestStartRootWorkload(t *testing.T) {
 		if st[k] != w {
 			t.Errorf("status %s = %q, want %q", k, st[k], w)
 		}
+	}
+	if got := oomScoreAdjOf(t, pid); got != oomAdj {
+		t.Errorf("oom_score_adj %d, want process.oomScoreAdj %d", got, oomAdj)
 	}
 	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
 	must(t, err)
@@ -439,6 +445,50 @@ func TestStartRootWorkload(t *testing.T) {
 	}
 	// The mounts live only in the workload's namespace.
 	b.assertNoHostMounts(t)
+}
+
+func oomScoreAdjOf(t *testing.T, pid int) int {
+	t.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid))
+	must(t, err)
+	n, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	must(t, err)
+	return n
+}
+
+func ownOOMScoreAdj(t *testing.T) int { return oomScoreAdjOf(t, os.Getpid()) }
+
+// TestOOMScoreAdjWithoutSysResource: where berth-init may not lower the
+// score (no CAP_SYS_RESOURCE: a host that is itself a container), the
+// start goes on with a warning, as systemd goes on without the unit's
+// OOMScoreAdjust= there; it must not fail where the unit would not.
+func TestOOMScoreAdjWithoutSysResource(t *testing.T) {
+	bin := requireBerthInit(t)
+	testenv.RequireCommand(t, "setpriv")
+	b := newBundle(t, "sleep", "3600")
+	adj := -1000
+	b.spec.Process.OOMScoreAdj = &adj
+	b.write(t)
+	logf, err := os.Create(filepath.Join(b.dir, "log"))
+	must(t, err)
+	defer logf.Close()
+	cmd := exec.Command("setpriv", "--bounding-set", "-sys_resource", bin, "start", b.dir)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	err = cmd.Run()
+	out, _ := os.ReadFile(filepath.Join(b.dir, "log"))
+	raw, _ := os.ReadFile(filepath.Join(b.dir, bndl.PIDFile))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if pid > 0 {
+		t.Cleanup(func() { b.stop(t, pid) })
+	}
+	if err != nil || pid <= 0 {
+		t.Fatalf("start without CAP_SYS_RESOURCE: pid %d, %v\n%s", pid, err, out)
+	}
+	// -1000 is allowed without the capability only if an ancestor set
+	// it with it (oom_score_adj_min): then it applies.
+	if got := oomScoreAdjOf(t, pid); got != adj && !strings.Contains(string(out), "warning: process.oomScoreAdj -1000 not applied") {
+		t.Errorf("oom_score_adj %d and no warning in %q", got, out)
+	}
 }
 
 // workloadScript checks the container from the inside, as the workload, and
@@ -649,20 +699,15 @@ func TestStartJoinsNamespaces(t *testing.T) {
 	requireBerthInit(t)
 	b := newBundle(t, "sleep", "3600")
 	// A pod sandbox: a process holding new net+uts namespaces with its own name.
-	pod := exec.Command("unshare", "--net", "--uts", "sh", "-c", "hostname pod-name; exec sleep 3600")
+	// It says "ready" once its hostname is set.
+	pod := exec.Command("unshare", "--net", "--uts", "sh", "-c", "hostname pod-name && echo ready && exec sleep 3600")
+	ready, err := pod.StdoutPipe()
+	must(t, err)
 	must(t, pod.Start())
 	t.Cleanup(func() { _ = pod.Process.Kill(); _ = pod.Wait() })
 	podNS := func(ns string) string { return fmt.Sprintf("/proc/%d/ns/%s", pod.Process.Pid, ns) }
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		out, _ := exec.Command("nsenter", "--uts", "-t", strconv.Itoa(pod.Process.Pid), "hostname").Output()
-		if strings.TrimSpace(string(out)) == "pod-name" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("pod sandbox did not set its hostname")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if line, err := bufio.NewReader(ready).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("pod sandbox did not set its hostname: %q, %v", line, err)
 	}
 	b.spec.Linux.Namespaces = []specs.LinuxNamespace{
 		{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.IPCNamespace},
@@ -769,11 +814,39 @@ func TestExecWaitsForStage1Reap(t *testing.T) {
 	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
 	must(t, err)
 	t.Cleanup(func() { b.stop(t, pid) })
-	time.Sleep(300 * time.Millisecond)
-	got, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	// Stage-2 polls stage-1's /proc/<pid>/stat (waitForReap), and every
+	// read of it is an IN_ACCESS event (inotify(7): vfs_read notifies for
+	// procfs as for any file). Watched from now on, with stage-1 a zombie:
+	// a second event means stage-2 has seen the zombie at least once and
+	// gone on waiting, so by then it must not have exec'd. (Identical
+	// events queued unread are merged: each one read stands for at least
+	// one more read by stage-2.)
+	in, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	must(t, err)
-	if !strings.HasPrefix(string(got), "berth-init\x00stage2\x00") {
-		t.Errorf("before stage-1 was reaped, pid %d runs %q; want stage-2 still waiting", pid, got)
+	defer unix.Close(in)
+	_, err = unix.InotifyAddWatch(in, fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid), unix.IN_ACCESS)
+	must(t, err)
+	deadline := time.Now().Add(10 * time.Second)
+	buf := make([]byte, 4096)
+	for reads := 0; reads < 2; {
+		got, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		must(t, err)
+		if !strings.HasPrefix(string(got), "berth-init\x00stage2\x00") {
+			t.Fatalf("before stage-1 was reaped, pid %d runs %q; want stage-2 still waiting", pid, got)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stage-2 (pid %d) read stage-1's stat %d times since it became a zombie, want 2: not watching it?", pid, reads)
+		}
+		pfd := []unix.PollFd{{Fd: int32(in), Events: unix.POLLIN}}
+		if n, err := unix.Poll(pfd, 100); err != nil && !errors.Is(err, unix.EINTR) {
+			t.Fatalf("poll inotify: %v", err)
+		} else if n > 0 {
+			if _, err := unix.Read(in, buf); err == nil {
+				reads++
+			} else if !errors.Is(err, unix.EAGAIN) {
+				t.Fatalf("read inotify: %v", err)
+			}
+		}
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("stage-1: %v", err)
