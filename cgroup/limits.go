@@ -1,6 +1,9 @@
 // Package cgroup holds berth's resource math (pure functions reproducing the
-// kubelet's formulas, see ../shared/design/kubernetes-semantics.md §5 and §8)
-// and reads usage statistics of a unit's cgroup on cgroup v1 and v2.
+// kubelet's formulas: pkg/kubelet/cm/helpers_linux.go,
+// pkg/kubelet/kuberuntime/kuberuntime_container_linux.go,
+// pkg/kubelet/qos/policy.go; berth's choices where Kubernetes leaves room
+// are in docs/cgroups.md) and reads usage statistics of a unit's cgroup on
+// cgroup v1 and v2.
 package cgroup
 
 import (
@@ -448,7 +451,8 @@ func remainingPodMemoryPerContainer(pod *corev1.Pod) int64 {
 }
 
 // ContainerLimits computes the unit resource settings of container c of pod
-// on node (kubernetes-semantics.md §5.4 and §8):
+// on node (kubelet calculateLinuxResources and
+// generateLinuxContainerResources; docs/cgroups.md, "berth's limits"):
 //   - shares from the cpu request, or from the cpu limit if there is no
 //     request, MilliCPUToShares(0) = 2 if neither (kubelet
 //     calculateLinuxResources); on cgroup v1 as CPUShares, on cgroup v2 as

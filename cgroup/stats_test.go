@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/berth-dev/berth/cgroup/own"
 	"github.com/berth-dev/berth/test/testenv"
+	"github.com/berth-dev/berth/test/throttle"
 )
 
 func TestOwnGroupFrom(t *testing.T) {
@@ -176,46 +178,65 @@ const (
 	testPidsMax  = 16
 )
 
-// spin runs a busy loop in g for d and returns the stats read just before it
-// is killed and the time it ran.
-func spin(t *testing.T, g *testGroup, d time.Duration) (*Stats, time.Duration) {
+// spin runs a busy loop in g until the kernel has throttled it in
+// throttledPeriods periods (test/throttle.Measure: a condition, not a
+// guessed duration) and returns the stats at both ends of that window, its
+// length, and the stats read just before the loop is killed.
+func spin(t *testing.T, g *testGroup) (first, last *Stats, window time.Duration) {
 	t.Helper()
-	began := time.Now()
 	cmd := g.start(t, "while :; do :; done")
-	time.Sleep(d)
-	st, err := ReadStats(g.group, g.bases)
-	ran := time.Since(began)
-	if err != nil {
-		t.Fatalf("ReadStats while spinning: %v", err)
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	var stats []*Stats
+	read := func() (throttle.Sample, error) {
+		st, err := ReadStats(g.group, g.bases)
+		if err != nil {
+			return throttle.Sample{}, err
+		}
+		stats = append(stats, st)
+		return throttle.Sample{UsageNSec: st.CPUUsageNSec, Throttled: st.CPUThrottled}, nil
 	}
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
-	return st, ran
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, _, window, err := throttle.Measure(ctx, QuotaPeriod*time.Microsecond, throttledPeriods, read)
+	if err != nil {
+		t.Fatalf("busy loop under a %d µs / %d µs quota: %v", testQuota, QuotaPeriod, err)
+	}
+	// Measure's window starts at the first reading that shows throttling.
+	for _, st := range stats {
+		if st.CPUThrottled > 0 {
+			first = st
+			break
+		}
+	}
+	return first, stats[len(stats)-1], window
 }
 
+// throttledPeriods is the window spin measures: 10 throttled periods, about a
+// second under the 100 ms period.
+const throttledPeriods = 10
+
 // checkCPU asserts that a busy loop under a 20 % quota shows CPU usage that is
-// positive, bounded by the quota, and throttled.
-func checkCPU(t *testing.T, st *Stats, ran time.Duration) {
+// positive and bounded by the quota over the window (test/throttle.Bound),
+// and that the kernel throttled it.
+func checkCPU(t *testing.T, first, last *Stats, window time.Duration) {
 	t.Helper()
-	if st.CPUUsageNSec == 0 {
-		t.Errorf("CPUUsageNSec = 0 after spinning %v", ran)
+	if last.CPUUsageNSec == 0 {
+		t.Errorf("CPUUsageNSec = 0 after spinning")
 	}
-	// At most the quota per period (the kernel hands runtime out in 5 ms
-	// slices and may overrun by a tick, so allow 10 %), plus two periods'
-	// quota for the periods cut at either end. Unthrottled, the loop would
-	// use about ran.
-	bound := uint64(float64(ran.Nanoseconds())*testQuota/QuotaPeriod*1.1) + 2*testQuota*uint64(time.Microsecond)
-	if st.CPUUsageNSec > bound {
-		t.Errorf("CPUUsageNSec = %v in %v, above the 20%% quota (bound %v)", time.Duration(st.CPUUsageNSec), ran, time.Duration(bound))
+	err := throttle.Check(throttle.Sample{UsageNSec: first.CPUUsageNSec, Throttled: first.CPUThrottled},
+		throttle.Sample{UsageNSec: last.CPUUsageNSec, Throttled: last.CPUThrottled},
+		window, testQuota*time.Microsecond, QuotaPeriod*time.Microsecond)
+	if err != nil {
+		t.Error(err)
 	}
-	if st.CPUUserNSec+st.CPUSystemNSec == 0 {
-		t.Errorf("user+system CPU = 0 while usage = %d", st.CPUUsageNSec)
+	if last.CPUUserNSec+last.CPUSystemNSec == 0 {
+		t.Errorf("user+system CPU = 0 while usage = %d", last.CPUUsageNSec)
 	}
-	if st.CPUPeriods == 0 || st.CPUThrottled == 0 || st.CPUThrottledNSec == 0 {
-		t.Errorf("throttling not seen: periods %d, throttled %d, throttled time %d", st.CPUPeriods, st.CPUThrottled, st.CPUThrottledNSec)
+	if last.CPUPeriods <= first.CPUPeriods || last.CPUThrottledNSec <= first.CPUThrottledNSec {
+		t.Errorf("throttling not seen: periods %d → %d, throttled time %d → %d", first.CPUPeriods, last.CPUPeriods, first.CPUThrottledNSec, last.CPUThrottledNSec)
 	}
-	if st.CPUThrottled > st.CPUPeriods {
-		t.Errorf("throttled periods %d > periods %d", st.CPUThrottled, st.CPUPeriods)
+	if last.CPUThrottled > last.CPUPeriods {
+		t.Errorf("throttled periods %d > periods %d", last.CPUThrottled, last.CPUPeriods)
 	}
 }
 
@@ -247,13 +268,13 @@ func TestReadStatsV1(t *testing.T) {
 		t.Errorf("empty group: %+v", idle)
 	}
 
-	st, ran := spin(t, g, 1500*time.Millisecond)
-	t.Logf("after spinning %v: %+v", ran, st)
+	first, st, window := spin(t, g)
+	t.Logf("spinning, over %v: %+v → %+v", window, first, st)
 	if st.Pids != 1 || st.PidsLimit != testPidsMax {
 		t.Errorf("pids = %d/%d, want 1/%d (one shell)", st.Pids, st.PidsLimit, testPidsMax)
 	}
 	if hybrid {
-		checkCPU(t, st, ran) // usage from the unified tree, throttling from v1 cpu
+		checkCPU(t, first, st, window) // usage from the unified tree, throttling from v1 cpu
 		// The fallback is what produced the usage: compare with the unified
 		// tree read directly, now that the loop is dead and counters are still.
 		after, err := ReadStats(g.group, g.bases)
@@ -271,8 +292,6 @@ func TestReadStatsV1(t *testing.T) {
 		if direct.MemoryUsage != 0 || direct.Pids != 0 || direct.CPUThrottled != 0 {
 			t.Errorf("unified tree without controllers reported %+v", direct)
 		}
-	} else if st.CPUThrottled == 0 {
-		t.Errorf("no throttling seen: %+v", st)
 	}
 
 	checkOOM(t, g)
@@ -347,12 +366,12 @@ func TestReadStatsV2(t *testing.T) {
 	if idle.Pids != 0 || idle.PidsLimit != testPidsMax || idle.MemoryLimit != testMemLimit || idle.OOMKills != 0 || idle.CPUUsageNSec != 0 {
 		t.Errorf("empty group: %+v", idle)
 	}
-	st, ran := spin(t, g, 1500*time.Millisecond)
-	t.Logf("after spinning %v: %+v", ran, st)
+	first, st, window := spin(t, g)
+	t.Logf("spinning, over %v: %+v → %+v", window, first, st)
 	if st.Pids != 1 || st.PidsLimit != testPidsMax {
 		t.Errorf("pids = %d/%d, want 1/%d (one shell)", st.Pids, st.PidsLimit, testPidsMax)
 	}
-	checkCPU(t, st, ran)
+	checkCPU(t, first, st, window)
 	// The numbers are the kernel's: compare with cpu.stat read directly.
 	after, err := ReadStats(g.group, g.bases)
 	if err != nil {
@@ -392,9 +411,9 @@ func TestReadStatsV1Cpuacct(t *testing.T) {
 	g := newTestGroup(t, "cpu", "cpuacct", "unified")
 	g.write(t, "cpu", "cpu.cfs_period_us", strconv.Itoa(QuotaPeriod))
 	g.write(t, "cpu", "cpu.cfs_quota_us", strconv.Itoa(testQuota))
-	st, ran := spin(t, g, time.Second)
-	t.Logf("after spinning %v: %+v", ran, st)
-	checkCPU(t, st, ran)
+	first, st, window := spin(t, g)
+	t.Logf("spinning, over %v: %+v → %+v", window, first, st)
+	checkCPU(t, first, st, window)
 	after, err := ReadStats(g.group, g.bases)
 	if err != nil {
 		t.Fatal(err)

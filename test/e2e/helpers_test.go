@@ -25,6 +25,7 @@ import (
 	"github.com/berth-dev/berth/test/node"
 	"github.com/berth-dev/berth/test/node/nodetest"
 	"github.com/berth-dev/berth/test/testenv"
+	"github.com/berth-dev/berth/unitgen/systemd"
 )
 
 // Paths inside the node.
@@ -214,6 +215,51 @@ func (e *env) inContainer(pid int, args ...string) string {
 
 func (e *env) journal(unit string) string {
 	return e.run("journalctl", "--no-pager", "-o", "cat", "-u", unit)
+}
+
+// stopObserved stops unit with systemctl, as an operator would, and returns
+// systemd's event for the end of its main process, watched over the node's
+// system bus from the host: berth's units unload as soon as they are dead
+// (CollectMode=inactive-or-failed), so what systemd knew of the stop can only
+// be caught on its way out. The event carries systemd's own timestamps
+// (ActiveExit, ExecMainExit).
+func (e *env) stopObserved(unit string) systemd.Event {
+	e.t.Helper()
+	ctx := e.ctx()
+	c, err := systemd.Dial(ctx, systemd.WithBusAddress("unix:path="+e.n.HostPath("/run/dbus/system_bus_socket")),
+		systemd.WithPrivateAddress(""))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer c.Close()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, err := c.Watch(wctx, unit) // subscribed when it returns: nothing of the stop can be missed
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.run("systemctl", "stop", unit)
+	var seen []systemd.Event
+	for {
+		select {
+		case ev, ok := <-events:
+			switch {
+			case !ok:
+				e.t.Fatalf("watch of %s closed; saw %+v", unit, seen)
+			case ev.Err != nil:
+				e.t.Logf("watch of %s: %v", unit, ev.Err)
+			case ev.Overflow:
+				e.t.Fatalf("watch of %s overflowed: %d events dropped", unit, ev.Dropped)
+			case ev.Unit == unit && ev.JobResult == "":
+				seen = append(seen, ev)
+				if ev.Exited() {
+					return ev
+				}
+			}
+		case <-ctx.Done():
+			e.t.Fatalf("no exit event for %s after systemctl stop; saw %+v", unit, seen)
+		}
+	}
 }
 
 func (e *env) readCgroup(key, group, file string) string {

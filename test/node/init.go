@@ -10,9 +10,10 @@ import (
 )
 
 // initMain runs as PID 1 of the node's new namespaces: it builds the root
-// (environment.md: private /etc, the host's /usr read-only, tmpfs /run and
-// /tmp, the node's /var, fresh proc and sysfs, read-write cgroup
-// controllers, a minimal /dev), pivots into it and execs systemd.
+// (docs/systemd.md, "The test node": private /etc, the host's /usr
+// read-only, tmpfs /run and /tmp, the node's /var, fresh proc and sysfs,
+// read-write cgroup controllers, a minimal /dev), pivots into it and execs
+// systemd.
 func initMain() {
 	cfg, err := loadConfig()
 	if err == nil {

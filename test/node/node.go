@@ -1,7 +1,7 @@
 // Package node boots a disposable systemd node: a real systemd 252 as PID 1
 // with its system D-Bus, in private pid, mount, cgroup, uts, ipc and network
-// namespaces, with writable cgroup controllers (environment.md, "A real systemd
-// node for tests"). Tests use it to prove every systemd and cgroup claim
+// namespaces, with writable cgroup controllers (docs/systemd.md, "The test
+// node"). Tests use it to prove every systemd and cgroup claim
 // against the real thing; people use it through cmd/berth-node to try berth
 // without touching their host.
 //

@@ -4,8 +4,8 @@
 //
 // It wraps go-systemd's dbus.Conn and uses raw godbus where go-systemd
 // forwards too little (the Service interface's PropertiesChanged, which
-// carries exit codes). Facts it relies on are in
-// /work/shared/design/libraries.md §1, observed against systemd 252.
+// carries exit codes). The systemd behaviour it relies on, each fact with
+// the version it was observed with, is in docs/systemd.md.
 package systemd
 
 import (
@@ -36,8 +36,8 @@ type Transport string
 
 const (
 	// TransportBus is the system bus. Only here do AddRef (it needs a bus
-	// peer to track, libraries.md pitfall 2) and the bus's own access
-	// control work.
+	// peer to track; over the private socket systemd 252 answers
+	// InvalidArgs, docs/systemd.md) and the bus's own access control work.
 	TransportBus Transport = "bus"
 	// TransportPrivate is /run/systemd/private: no dbus-daemon needed, root
 	// only. systemd also refuses a peer whose PID it cannot see (a client in
@@ -331,13 +331,13 @@ func (c *Conn) call(ctx context.Context, f func(*session) error) error {
 			redialed = true
 			ns, rerr := c.redial(ctx, s)
 			if rerr != nil {
-				return fmt.Errorf("%w (reconnecting: %v)", err, rerr)
+				return fmt.Errorf("%w (reconnecting: %w)", err, rerr)
 			}
 			s = ns
 		case !waited && offBus(s, err):
 			waited = true
 			if werr := waitForSystemd(ctx, s); werr != nil {
-				return fmt.Errorf("%w (waiting for systemd on the bus: %v)", err, werr)
+				return fmt.Errorf("%w (waiting for systemd on the bus: %w)", err, werr)
 			}
 		default:
 			return err

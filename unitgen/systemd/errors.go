@@ -12,9 +12,9 @@ import (
 // Every error this package returns because of what systemd answered carries
 // one class of github.com/containerd/errdefs, tested with errors.Is or
 // errdefs.IsNotFound and the like (api/server maps them to HTTP statuses):
-//   - errdefs.errdefs.ErrNotFound: systemd does not know the unit (NoSuchUnit,
+//   - errdefs.ErrNotFound: systemd does not know the unit (NoSuchUnit,
 //     LoadFailed, or LoadState=not-found), or it has no process to signal;
-//   - errdefs.errdefs.ErrAlreadyExists: a unit of that name is loaded and not a failed
+//   - errdefs.ErrAlreadyExists: a unit of that name is loaded and not a failed
 //     leftover (UnitExists);
 //   - errdefs.ErrInvalidArgument: systemd rejected what we asked for: an
 //     unknown or read-only property (PropertyReadOnly), a wrong D-Bus type
@@ -25,18 +25,22 @@ import (
 // src/libsystemd/sd-bus/bus-common-errors.h; "System.Error.<ERRNO>" is how
 // sd-bus names a plain errno (bus-error.c).
 const (
-	errNoSuchUnit       = "org.freedesktop.systemd1.NoSuchUnit"
-	errLoadFailed       = "org.freedesktop.systemd1.LoadFailed"
-	errUnitExists       = "org.freedesktop.systemd1.UnitExists"
-	errNoSuchProcess    = "org.freedesktop.systemd1.NoSuchProcess"
-	errPropertyReadOnly = "org.freedesktop.DBus.Error.PropertyReadOnly"
-	errInvalidArgs      = "org.freedesktop.DBus.Error.InvalidArgs"
-	errUnknownProperty  = "org.freedesktop.DBus.Error.UnknownProperty"
-	errUnknownObject    = "org.freedesktop.DBus.Error.UnknownObject"
-	errENXIO            = "System.Error.ENXIO"
-	errEINVAL           = "System.Error.EINVAL"
-	errENOENT           = "System.Error.ENOENT"
-	errESRCH            = "System.Error.ESRCH"
+	errNoSuchUnit    = "org.freedesktop.systemd1.NoSuchUnit"
+	errLoadFailed    = "org.freedesktop.systemd1.LoadFailed"
+	errUnitExists    = "org.freedesktop.systemd1.UnitExists"
+	errNoSuchProcess = "org.freedesktop.systemd1.NoSuchProcess"
+	// Answered to Manager.Subscribe by a client systemd already counts as
+	// subscribed: it keeps its bus subscribers across daemon-reexec
+	// (docs/systemd.md, "Watching units").
+	errAlreadySubscribed = "org.freedesktop.systemd1.AlreadySubscribed"
+	errPropertyReadOnly  = "org.freedesktop.DBus.Error.PropertyReadOnly"
+	errInvalidArgs       = "org.freedesktop.DBus.Error.InvalidArgs"
+	errUnknownProperty   = "org.freedesktop.DBus.Error.UnknownProperty"
+	errUnknownObject     = "org.freedesktop.DBus.Error.UnknownObject"
+	errENXIO             = "System.Error.ENXIO"
+	errEINVAL            = "System.Error.EINVAL"
+	errENOENT            = "System.Error.ENOENT"
+	errESRCH             = "System.Error.ESRCH"
 	// Answered by dbus-daemon while systemd is not on the bus (between a
 	// D-Bus restart and systemd reconnecting to it).
 	errServiceUnknown = "org.freedesktop.DBus.Error.ServiceUnknown"
@@ -124,6 +128,11 @@ type JobError struct {
 	// Status is the unit as systemd reported it right after the job, before
 	// reset-failed unloaded it; nil if it could not be read.
 	Status *UnitStatus
+	// Cleanup is why reading Status or resetting the failed unit failed;
+	// nil when both worked (or the unit was already gone). A unit left
+	// failed keeps its name taken until reset-failed; Start retries that.
+	// Not unwrapped: the job's failure is the error, not this.
+	Cleanup error
 }
 
 func (e *JobError) Error() string {
@@ -142,6 +151,9 @@ func (e *JobError) Error() string {
 			fmt.Fprintf(&b, ", main process killed by signal %d", st.ExecMainStatus)
 		}
 		b.WriteString(")")
+	}
+	if e.Cleanup != nil {
+		fmt.Fprintf(&b, " (and after it: %v)", e.Cleanup)
 	}
 	return b.String()
 }

@@ -14,7 +14,7 @@ import (
 // execCommand is one ExecStart=-style entry, D-Bus (sasb). The bool is
 // "ignore failure" (systemd 252 src/core/dbus-execute.c:
 // c->flags = b ? EXEC_COMMAND_IGNORE_FAILURE : 0), although go-systemd calls
-// it uncleanIsFailure: libraries.md pitfall 1.
+// it uncleanIsFailure (docs/systemd.md, "Properties").
 type execCommand struct {
 	Path          string
 	Args          []string // argv including argv[0]

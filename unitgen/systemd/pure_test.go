@@ -49,7 +49,7 @@ func TestPropertiesSignatures(t *testing.T) {
 }
 
 // The wire value of ExecStart must be what go-systemd's PropExecStart sends,
-// with the bool meaning "ignore failure" (libraries.md pitfall 1).
+// with the bool meaning "ignore failure" (docs/systemd.md, "Properties").
 func TestPropertiesExecCommand(t *testing.T) {
 	ps, err := Properties([]unitgen.Property{
 		{Name: "ExecStart", Value: []unitgen.ExecCommand{{Path: "/bin/sh", Args: []string{"/bin/sh", "-c", "exit 3"}, IgnoreFailure: true}}},
@@ -161,12 +161,25 @@ func TestENXIOHintNamesSignatures(t *testing.T) {
 }
 
 func TestJobErrorMessage(t *testing.T) {
-	e := &JobError{Unit: "berth-x.service", Job: "start", Result: "failed",
-		Status: &UnitStatus{Result: "exit-code", ExecMainCode: CodeExited, ExecMainStatus: 203}}
-	for _, want := range []string{"berth-x.service", `"failed"`, "exit-code", "status 203", "EXEC"} {
-		if !strings.Contains(e.Error(), want) {
-			t.Errorf("%q lacks %q", e.Error(), want)
-		}
+	for _, tc := range []struct {
+		name string
+		err  *JobError
+		want []string
+	}{
+		{"exec failed", &JobError{Unit: "berth-x.service", Job: "start", Result: "failed",
+			Status: &UnitStatus{Result: "exit-code", ExecMainCode: CodeExited, ExecMainStatus: 203}},
+			[]string{"berth-x.service", `"failed"`, "exit-code", "status 203", "EXEC"}},
+		{"clean-up failed too", &JobError{Unit: "berth-x.service", Job: "start", Result: "failed",
+			Cleanup: errors.New("reset-failed unit berth-x.service: connection reset")},
+			[]string{"berth-x.service", `"failed"`, "and after it: reset-failed unit berth-x.service: connection reset"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, want := range tc.want {
+				if !strings.Contains(tc.err.Error(), want) {
+					t.Errorf("%q lacks %q", tc.err.Error(), want)
+				}
+			}
+		})
 	}
 }
 
@@ -210,7 +223,7 @@ func TestEventExited(t *testing.T) {
 		ev   Event
 		want bool
 	}{
-		{"freshly loaded (pitfall 5)", Event{ActiveState: "inactive", SubState: "dead", MainPID: 166}, false},
+		{"freshly loaded, before activating", Event{ActiveState: "inactive", SubState: "dead", MainPID: 166}, false},
 		{"activating", Event{ActiveState: "activating"}, false},
 		{"running", Event{ActiveState: "active", SubState: "running"}, false},
 		{"deactivating", Event{ActiveState: "deactivating", ExecMainExit: exit}, false},

@@ -50,7 +50,7 @@ func TestReexecOverBus(t *testing.T) {
 	if after.ActiveState != "active" || after.MainPID != before.MainPID || after.InvocationID != before.InvocationID {
 		t.Errorf("unit across reexec: %+v -> %+v", before, after)
 	}
-	assertStartAndExitSeen(t, c, events, "berth-rx-b.service")
+	assertStartAndExitSeen(t, n, c, events, "berth-rx-b.service")
 }
 
 // Restarting dbus-daemon closes our bus connections: the next call must
@@ -72,7 +72,7 @@ func TestDBusRestart(t *testing.T) {
 	if after.MainPID != before.MainPID || after.ActiveState != "active" {
 		t.Errorf("unit across the D-Bus restart: %+v -> %+v", before, after)
 	}
-	assertStartAndExitSeen(t, c, events, "berth-dr-b.service")
+	assertStartAndExitSeen(t, n, c, events, "berth-dr-b.service")
 }
 
 // watchedSleeper boots a node, watches units named prefix* and starts
@@ -100,12 +100,13 @@ func watchedSleeper(t *testing.T, name, prefix string) (*node.Node, *Conn, conte
 
 // assertStartAndExitSeen starts a unit that exits 7 and expects Start to
 // work and the watch to report the exit.
-func assertStartAndExitSeen(t *testing.T, c *Conn, events <-chan Event, name string) {
+func assertStartAndExitSeen(t *testing.T, n *node.Node, c *Conn, events <-chan Event, name string) {
 	t.Helper()
 	cleanupUnit(t, c, name)
-	if err := c.Start(testCtx(t), name, service([]string{"/bin/sh", "-c", "sleep 0.2; exit 7"})); err != nil {
+	if err := c.Start(testCtx(t), name, service(gatedExit(name, 7))); err != nil {
 		t.Fatalf("start after reconnect: %v", err)
 	}
+	release(t, n, name)
 	ev, _ := nextExit(t, events, name, 15*time.Second)
 	if ev.Result != "exit-code" || ev.ExecMainCode != CodeExited || ev.ExecMainStatus != 7 {
 		t.Errorf("exit event after reconnect %+v, want exit-code 1/7", ev)
@@ -241,17 +242,27 @@ func runPrivate(r *privateReport) error {
 	r.PIDBefore, r.GenBefore = st.MainPID, c.generation()
 	// A start job still pending while systemd re-executes: its JobRemoved
 	// is lost with the connection, so Start must find the result by polling.
+	// Its ExecStartPre= holds the job until the reexec is done (a gate, not
+	// a guessed duration).
 	slow := make(chan error, 1)
 	go func() {
 		slow <- c.Start(ctx, p, service(sleeper, unitgen.Property{Name: "ExecStartPre",
-			Value: []unitgen.ExecCommand{{Path: "/bin/sleep", Args: []string{"sleep", "1.5"}}}}))
+			Value: []unitgen.ExecCommand{{Path: "/bin/sh", Args: gatedExit(p, 0)}}}))
 	}()
-	time.Sleep(500 * time.Millisecond)
-	if st, err := c.Status(ctx, p); err != nil || st.JobID == 0 {
-		return fmt.Errorf("%s has no pending start job before the reexec: %+v %v", p, st, err)
+	if err := poll(ctx, func() (bool, error) {
+		st, err := c.Status(ctx, p)
+		if errors.Is(err, errdefs.ErrNotFound) { // not created yet
+			return false, nil
+		}
+		return err == nil && st.JobID != 0, err
+	}); err != nil {
+		return fmt.Errorf("%s has no pending start job before the reexec: %w", p, err)
 	}
 	if out, err := exec.CommandContext(ctx, "systemctl", "daemon-reexec").CombinedOutput(); err != nil {
 		return fmt.Errorf("daemon-reexec: %v: %s", err, out)
+	}
+	if err := os.WriteFile(gatePath(p), nil, 0o644); err != nil {
+		return err
 	}
 	if err := <-slow; err != nil {
 		return fmt.Errorf("start whose job outlived the connection: %w", err)
@@ -265,8 +276,11 @@ func runPrivate(r *privateReport) error {
 		return fmt.Errorf("status after reexec: %w", err)
 	}
 	r.PIDAfter, r.GenAfter = st.MainPID, c.generation()
-	if err := c.Start(ctx, b, service([]string{"/bin/sh", "-c", "sleep 0.2; exit 7"})); err != nil {
+	if err := c.Start(ctx, b, service(gatedExit(b, 7))); err != nil {
 		return fmt.Errorf("start after reexec: %w", err)
+	}
+	if err := os.WriteFile(gatePath(b), nil, 0o644); err != nil {
+		return err
 	}
 	timeout := time.After(15 * time.Second)
 	for r.Exit == nil {
@@ -291,13 +305,26 @@ func runPrivate(r *privateReport) error {
 	if err := c.ResetFailed(ctx, b); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return err
 	}
-	for i := 0; i < 50; i++ {
+	_ = poll(ctx, func() (bool, error) {
 		_, err := c.Status(ctx, a)
-		if r.StoppedStatusMissing = errors.Is(err, errdefs.ErrNotFound); r.StoppedStatusMissing {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		r.StoppedStatusMissing = errors.Is(err, errdefs.ErrNotFound)
+		return r.StoppedStatusMissing, nil
+	})
 	r.ListAfterStop, err = c.List(ctx, "berth-priv-")
 	return err
+}
+
+// poll calls cond every 50 ms until it is true, fails, or ctx ends.
+func poll(ctx context.Context, cond func() (bool, error)) error {
+	for {
+		ok, err := cond()
+		if ok || err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

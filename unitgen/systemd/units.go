@@ -26,8 +26,9 @@ const (
 	CodeDumped int32 = 3 // CLD_DUMPED: killed by ExecMainStatus, core dumped
 )
 
-// cleanupTimeout bounds clean-up that runs after ctx failed (architecture.md
-// house style 4: context.WithoutCancel plus its own timeout).
+// cleanupTimeout bounds clean-up that runs after ctx failed: it runs under
+// context.WithoutCancel(ctx), since ctx may be what failed, with this
+// timeout of its own (containerd's task manager does the same).
 const cleanupTimeout = 10 * time.Second
 
 // Start creates and starts the transient unit name with props (mode
@@ -60,7 +61,7 @@ func (c *Conn) Start(ctx context.Context, name string, props []unitgen.Property)
 	// A unit that failed stays loaded until reset-failed; then systemd
 	// garbage-collects it and the name is free again.
 	if rerr := c.ResetFailed(ctx, name); rerr != nil && !errors.Is(rerr, errdefs.ErrNotFound) {
-		return err
+		return fmt.Errorf("%w (freeing the name of a failed leftover: %w)", err, rerr)
 	}
 	err = c.startTransient(ctx, name, sp)
 	if errors.Is(err, errdefs.ErrAlreadyExists) {
@@ -101,12 +102,20 @@ func (c *Conn) finishJob(ctx context.Context, s *session, name, job string, ch <
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	jerr := &JobError{Unit: name, Job: job, Result: result}
+	// A unit already gone (CollectMode=inactive-or-failed) is no failure
+	// of either clean-up step.
+	var cleanup []error
 	if st, err := c.Status(cctx, name); err == nil {
 		jerr.Status = st
+	} else if !errors.Is(err, errdefs.ErrNotFound) {
+		cleanup = append(cleanup, err)
 	}
 	if job == "start" {
-		_ = c.ResetFailed(cctx, name)
+		if err := c.ResetFailed(cctx, name); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			cleanup = append(cleanup, err)
+		}
 	}
+	jerr.Cleanup = errors.Join(cleanup...)
 	return jerr
 }
 
@@ -283,6 +292,7 @@ type UnitStatus struct {
 	JobID          uint32 // pending job, 0 if none
 
 	ActiveEnter   time.Time // last entered active
+	ActiveExit    time.Time // last left active (a stop began)
 	InactiveEnter time.Time // last entered inactive or failed
 	ExecMainStart time.Time // main process started
 	ExecMainExit  time.Time // main process exited
@@ -356,6 +366,7 @@ func (st *UnitStatus) fromUnit(m map[string]dbus.Variant) {
 	st.SubState = str(m, "SubState")
 	st.InvocationID = hexBytes(m, "InvocationID")
 	st.ActiveEnter = usec(m, "ActiveEnterTimestamp")
+	st.ActiveExit = usec(m, "ActiveExitTimestamp")
 	st.InactiveEnter = usec(m, "InactiveEnterTimestamp")
 	if v, ok := m["Job"]; ok { // (uo): id and path, 0 and "/" for none
 		if s, ok := v.Value().([]any); ok && len(s) == 2 {

@@ -135,7 +135,14 @@ func run(bin string) error {
 		return err
 	}
 	unit := unitgen.UnitName("demo", "hello", "web")
-	time.Sleep(500 * time.Millisecond)
+	// systemctl status below shows the container's greeting: wait for it to
+	// reach the journal (bounded; the demo goes on without it).
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if out, _ := n.Run(ctx, "journalctl", "--no-pager", "-o", "cat", "-u", unit); strings.Contains(out, "hello from") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	step("systemd's view of the container")
 	_, _ = sh("systemctl", "status", "--no-pager", "--lines=3", unit)
