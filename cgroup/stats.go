@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/berth-dev/berth/cgroup/own"
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
@@ -49,9 +50,10 @@ const (
 )
 
 // IsV2 reports whether the host runs the unified cgroup v2 hierarchy only
-// (containerd/cgroups Mode() == Unified). Hybrid hosts, whose controllers are
-// all bound to v1, report false.
-func IsV2() bool { return cgroups.Mode() == cgroups.Unified }
+// (cgroup2 mounted at /sys/fs/cgroup itself). Hybrid hosts, whose controllers
+// are all bound to v1, report false. It is the one answer to the question in
+// berth: berth-init asks own.Unified, which this is.
+func IsV2() bool { return own.Unified() }
 
 // ReadStats reads the statistics of group, a path relative to the root of each
 // hierarchy (systemd's ControlGroup property, e.g. "/berth.slice/x.service"),
