@@ -162,18 +162,19 @@ func LoadRegistries(path string) (*Registries, error) {
 // names are lower-cased, so "Registry.Example" and "registry.example" are
 // the same registry (configured twice, an error).
 func ParseRegistries(data []byte, source string) (*Registries, error) {
+	// fail formats with fmt.Errorf, so that a %w cause (a CA or auth file
+	// that cannot be read, say) stays reachable with errors.As.
 	fail := func(line int, format string, args ...any) error {
-		msg := fmt.Sprintf(format, args...)
 		if line > 0 {
-			return fmt.Errorf("registry configuration %s: line %d: %s", source, line, msg)
+			return fmt.Errorf("registry configuration %s: line %d: "+format, append([]any{source, line}, args...)...)
 		}
-		return fmt.Errorf("registry configuration %s: %s", source, msg)
+		return fmt.Errorf("registry configuration %s: "+format, append([]any{source}, args...)...)
 	}
 	var f registriesFile
 	var root yaml.Node
 	if len(bytes.TrimSpace(data)) > 0 {
 		if err := yaml.Unmarshal(data, &root); err != nil {
-			return nil, fail(0, "%v", err)
+			return nil, fail(0, "%w", err)
 		}
 		// Before decoding, so that "Insecure" is reported as a misspelling
 		// of "insecure" rather than as some unknown field.
@@ -183,7 +184,7 @@ func ParseRegistries(data []byte, source string) (*Registries, error) {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		dec.KnownFields(true)
 		if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-			return nil, fail(0, "%v", err)
+			return nil, fail(0, "%w", err)
 		}
 	}
 	line := func(path ...string) int { return lineOf(&root, path...) }
@@ -212,7 +213,7 @@ func ParseRegistries(data []byte, source string) (*Registries, error) {
 	}
 	if f.Auth != "" {
 		if err := checkAuthFile(f.Auth); err != nil {
-			return nil, fail(line("auth"), "auth: %v", err)
+			return nil, fail(line("auth"), "auth: %w", err)
 		}
 		r.authFile = f.Auth
 	}
@@ -232,14 +233,14 @@ func ParseRegistries(data []byte, source string) (*Registries, error) {
 		}
 		host, err := registryHost(key)
 		if err != nil {
-			return nil, fail(line("registries", key), "registry %q: %v", key, err)
+			return nil, fail(line("registries", key), "registry %q: %w", key, err)
 		}
 		if _, dup := r.hosts[host]; dup {
 			return nil, fail(line("registries", key), "registry %q: configured twice (as %s)", key, host)
 		}
 		origin, field, err := r.newHost(host, rf.hostFile)
 		if err != nil {
-			return nil, fail(at(field), "registry %q: %v", key, err)
+			return nil, fail(at(field), "registry %q: %w", key, err)
 		}
 		rc := &registryConfig{origin: origin}
 		for i, m := range rf.Mirrors {
@@ -250,14 +251,14 @@ func ParseRegistries(data []byte, source string) (*Registries, error) {
 			}
 			mh, err := registryHost(m.Host)
 			if err != nil {
-				return nil, fail(mline, "registry %q: mirror %q: %v", key, m.Host, err)
+				return nil, fail(mline, "registry %q: mirror %q: %w", key, m.Host, err)
 			}
 			hc, field, err := r.newHost(mh, m.hostFile)
 			if err != nil {
 				if l := lineOf(item, field); l > 0 {
 					mline = l
 				}
-				return nil, fail(mline, "registry %q: mirror %q: %v", key, m.Host, err)
+				return nil, fail(mline, "registry %q: mirror %q: %w", key, m.Host, err)
 			}
 			rc.mirrors = append(rc.mirrors, hc)
 		}

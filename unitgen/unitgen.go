@@ -145,31 +145,32 @@ const maxKey = unitNameMax - len(unitPrefix) - len(".service")
 // labels (63) and pod names DNS subdomains (253): neither contains '_', so
 // '_' separates them unambiguously. It names the pod's directories.
 func PodKey(namespace, pod string) string {
-	return shorten(namespace+"_"+pod, namespace+"/"+pod, maxKey)
+	if k := namespace + "_" + pod; len(k) <= maxKey {
+		return k
+	}
+	return namespace + "_" + shorten(pod, namespace+"/"+pod, maxKey-len(namespace)-1)
 }
 
 // ContainerKey names a container on this host: <namespace>_<pod>_<container>,
 // for its unit and its bundle directory. A key that would exceed what
 // systemd (and NAME_MAX) allow keeps its namespace and container and the
-// start of the pod name, followed by ':' and a hash of the full names: ':'
-// never occurs in a DNS name, so a shortened key cannot equal a plain one,
-// and the hash keeps two long names that share a prefix apart.
+// start of the pod name, followed by '_' and a hash of the full names: a
+// plain key has exactly two '_' (none occurs in a DNS name), a shortened
+// one three, so the two cannot be equal, and the hash keeps two long names
+// that share a prefix apart. '_' is also safe where the key becomes a path
+// in overlayfs options, which ':' and ',' are not.
 func ContainerKey(namespace, pod, container string) string {
-	full := namespace + "_" + pod + "_" + container
-	if len(full) <= maxKey {
-		return full
+	if k := namespace + "_" + pod + "_" + container; len(k) <= maxKey {
+		return k
 	}
 	return namespace + "_" + shorten(pod, namespace+"/"+pod+"/"+container, maxKey-len(namespace)-len(container)-2) + "_" + container
 }
 
-// shorten returns s if it fits max, else its first characters, ':' and 16
-// hex digits of sha256(id), max characters in all.
+// shorten returns the first characters of s, '_' and 16 hex digits of
+// sha256(id), max characters in all.
 func shorten(s, id string, max int) string {
-	if len(s) <= max {
-		return s
-	}
 	sum := sha256.Sum256([]byte(id))
-	h := ":" + hex.EncodeToString(sum[:8])
+	h := "_" + hex.EncodeToString(sum[:8])
 	return s[:max-len(h)] + h
 }
 
@@ -286,6 +287,28 @@ func (g *gen) checkUnsupported() error {
 		}
 	}
 	switch {
+	case spec.HostnameOverride != nil:
+		return invalid(field.NewPath("spec", "hostnameOverride"), "%s", notYet)
+	case spec.Resources != nil && (len(spec.Resources.Limits) > 0 || len(spec.Resources.Requests) > 0):
+		return invalid(field.NewPath("spec", "resources"), "pod-level resources are %s (set them per container)", notYet)
+	case spec.ActiveDeadlineSeconds != nil:
+		return invalid(field.NewPath("spec", "activeDeadlineSeconds"), "%s", notYet)
+	case len(spec.SchedulingGates) > 0:
+		return invalid(field.NewPath("spec", "schedulingGates"), "%s (berth does not schedule: a pod runs when created)", notYet)
+	case spec.SecurityContext != nil && spec.SecurityContext.SELinuxOptions != nil:
+		return invalid(field.NewPath("spec", "securityContext", "seLinuxOptions"), "%s (no SELinux on berth's hosts)", notYet)
+	case spec.SecurityContext != nil && spec.SecurityContext.AppArmorProfile != nil && spec.SecurityContext.AppArmorProfile.Type != corev1.AppArmorProfileTypeUnconfined:
+		return invalid(field.NewPath("spec", "securityContext", "appArmorProfile"), "%s (only Unconfined)", notYet)
+	case c.SecurityContext != nil && c.SecurityContext.SELinuxOptions != nil:
+		return invalid(g.fp.Child("securityContext", "seLinuxOptions"), "%s (no SELinux on berth's hosts)", notYet)
+	case c.SecurityContext != nil && c.SecurityContext.AppArmorProfile != nil && c.SecurityContext.AppArmorProfile.Type != corev1.AppArmorProfileTypeUnconfined:
+		return invalid(g.fp.Child("securityContext", "appArmorProfile"), "%s (only Unconfined)", notYet)
+	case c.TTY:
+		return invalid(g.fp.Child("tty"), "%s", notYet)
+	case c.Stdin || c.StdinOnce:
+		return invalid(g.fp.Child("stdin"), "%s", notYet)
+	case len(c.RestartPolicyRules) > 0:
+		return invalid(g.fp.Child("restartPolicyRules"), "%s", notYet)
 	case spec.HostNetwork:
 		return invalid(field.NewPath("spec", "hostNetwork"), "%s (every pod gets its own network namespace)", notYet)
 	case spec.HostIPC:

@@ -15,6 +15,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -190,7 +191,7 @@ func TestNames(t *testing.T) {
 			if err != nil {
 				t.Fatalf("pod name of %d chars: %v", len(in.Pod.Name), err)
 			}
-			if tc.shortened != strings.Contains(u.Name, ":") || len(u.Name) > unitNameMax {
+			if tc.shortened != (strings.Count(u.Name, "_") == 3) || len(u.Name) > unitNameMax {
 				t.Fatalf("%d-character unit name %s: want shortened=%v and at most %d", len(u.Name), u.Name, tc.shortened, unitNameMax)
 			}
 			if !tc.shortened && len(u.Name) != tc.len {
@@ -458,6 +459,31 @@ func TestUnsupportedRefusedNamingTheField(t *testing.T) {
 		}},
 		{"spec.containers[0].resizePolicy", func(_ *corev1.PodSpec, c *corev1.Container) {
 			c.ResizePolicy = []corev1.ContainerResizePolicy{{ResourceName: corev1.ResourceCPU, RestartPolicy: corev1.NotRequired}}
+		}},
+		{"spec.hostnameOverride", func(s *corev1.PodSpec, _ *corev1.Container) { h := "x"; s.HostnameOverride = &h }},
+		{"spec.resources", func(s *corev1.PodSpec, _ *corev1.Container) {
+			s.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")}}
+		}},
+		{"spec.activeDeadlineSeconds", func(s *corev1.PodSpec, _ *corev1.Container) { d := int64(5); s.ActiveDeadlineSeconds = &d }},
+		{"spec.schedulingGates", func(s *corev1.PodSpec, _ *corev1.Container) {
+			s.SchedulingGates = []corev1.PodSchedulingGate{{Name: "g"}}
+		}},
+		{"spec.securityContext.seLinuxOptions", func(s *corev1.PodSpec, _ *corev1.Container) {
+			s.SecurityContext = &corev1.PodSecurityContext{SELinuxOptions: &corev1.SELinuxOptions{Level: "s0"}}
+		}},
+		{"spec.securityContext.appArmorProfile", func(s *corev1.PodSpec, _ *corev1.Container) {
+			s.SecurityContext = &corev1.PodSecurityContext{AppArmorProfile: &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeRuntimeDefault}}
+		}},
+		{"spec.containers[0].securityContext.seLinuxOptions", func(_ *corev1.PodSpec, c *corev1.Container) {
+			c.SecurityContext = &corev1.SecurityContext{SELinuxOptions: &corev1.SELinuxOptions{Level: "s0"}}
+		}},
+		{"spec.containers[0].securityContext.appArmorProfile", func(_ *corev1.PodSpec, c *corev1.Container) {
+			c.SecurityContext = &corev1.SecurityContext{AppArmorProfile: &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeRuntimeDefault}}
+		}},
+		{"spec.containers[0].tty", func(_ *corev1.PodSpec, c *corev1.Container) { c.TTY = true }},
+		{"spec.containers[0].stdin", func(_ *corev1.PodSpec, c *corev1.Container) { c.Stdin = true }},
+		{"spec.containers[0].restartPolicyRules", func(_ *corev1.PodSpec, c *corev1.Container) {
+			c.RestartPolicyRules = []corev1.ContainerRestartRule{{Action: corev1.ContainerRestartRuleActionRestart}}
 		}},
 		{"spec.containers[0].envFrom", func(_ *corev1.PodSpec, c *corev1.Container) {
 			c.EnvFrom = []corev1.EnvFromSource{{Prefix: "X"}}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -144,5 +145,26 @@ func TestCheckRecord(t *testing.T) {
 	}
 	if err := CheckRecord(dir); !errors.Is(err, ErrStale) {
 		t.Errorf("corrupt record: %v, want stale", err)
+	}
+}
+
+func TestSumFileRefusesWhatIsNotAFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SumFile(fifo); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("FIFO: %v", err)
+	}
+	if _, err := SumFile(dir); err == nil {
+		t.Error("directory: no error")
+	}
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, make([]byte, maxDepend+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SumFile(big); err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Errorf("oversized: %v", err)
 	}
 }

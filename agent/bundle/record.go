@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Absent is the fingerprint of a file that did not exist when it was read.
@@ -32,18 +34,33 @@ func Sum(data []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
+// maxDepend bounds what SumFile reads: a policy, a key or a signature set.
+const maxDepend = 8 << 20
+
 // SumFile is the fingerprint of path's current content (Absent if it does
-// not exist); an unreadable file has no fingerprint and fails.
+// not exist). Only a regular file of at most maxDepend bytes has one: a
+// FIFO or device named by a policy must not hang berth-init, and anything
+// else fails (the record is then stale).
 func SumFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return Absent, nil
 	}
 	if err != nil {
 		return "", err
 	}
-	if b == nil {
-		b = []byte{}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return "", err
+	} else if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxDepend+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxDepend {
+		return "", fmt.Errorf("%s: longer than %d bytes", path, maxDepend)
 	}
 	return Sum(b), nil
 }

@@ -7,6 +7,7 @@ package images
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -34,6 +35,9 @@ type Images struct{ cfg Config }
 func New(cfg Config) *Images {
 	if cfg.Policy == "" {
 		cfg.Policy = verify.DefaultPolicyPath
+	}
+	if abs, err := filepath.Abs(cfg.Policy); err == nil {
+		cfg.Policy = abs
 	}
 	return &Images{cfg: cfg}
 }

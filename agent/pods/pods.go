@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -90,10 +91,25 @@ func New(cfg Config, units Units, images Images) *Runtime {
 	if cfg.Policy == "" {
 		cfg.Policy = verify.DefaultPolicyPath
 	}
+	// The policy's path is written into every bundle and read again by
+	// berth-init and berth-verify, whose working directory is "/".
+	if abs, err := filepath.Abs(cfg.Policy); err == nil {
+		cfg.Policy = abs
+	}
 	if cfg.Log == nil {
 		cfg.Log = hclog.NewNullLogger()
 	}
 	return &Runtime{cfg: cfg, units: units, images: images, log: cfg.Log.Named("pods"), locks: newKeyedMutex()}
+}
+
+// cleanupTimeout bounds the removal after a failed start: the longest grace
+// period of the pod's containers (systemd's TimeoutStopSec) plus a minute.
+func cleanupTimeout(pod *corev1.Pod) time.Duration {
+	grace := int64(corev1.DefaultTerminationGracePeriodSeconds)
+	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil && *g > grace {
+		grace = *g
+	}
+	return time.Duration(grace)*time.Second + time.Minute
 }
 
 // lock serialises operations on one pod.
@@ -155,8 +171,10 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	}
 	defer func() {
 		if err != nil {
-			// Undo under a context of its own: the caller's may be what failed.
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			// Undo under a context of its own: the caller's may be what
+			// failed. Stopping a container that already runs may take its
+			// whole grace period, which systemd enforces.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout(pod))
 			defer cancel()
 			if rerr := r.removePod(cctx, d); rerr != nil {
 				r.log.Error("clean up after failed start", "pod", pod.Namespace+"/"+pod.Name, "error", rerr)
@@ -174,7 +192,8 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return err
 	}
-	if err := writePodFiles(runDir, hostname, fqdn); err != nil {
+	short, _, _ := strings.Cut(hostname, ".") // with setHostnameAsFQDN, hostname is the FQDN
+	if err := writePodFiles(runDir, hostname, short, fqdn); err != nil {
 		return fmt.Errorf("pod files: %w", err)
 	}
 	// The pod's namespaces are made while the containers' images are
@@ -440,18 +459,21 @@ func loadPod(d podDirs) (*corev1.Pod, error) {
 		return nil, err
 	}
 	var pod corev1.Pod
+	// A corrupt record is berth's state gone bad, not the caller's input:
+	// data loss, and its cause is quoted (%v), not wrapped, so that it does
+	// not carry the invalid-argument class of the field errors it found.
 	if err := json.Unmarshal(b, &pod); err != nil {
-		return nil, fmt.Errorf("pod %s/%s: corrupt record %s: %w", d.ns, d.pod, p, err)
+		return nil, fmt.Errorf("pod %s/%s: %w: corrupt record %s: %v", d.ns, d.pod, errdefs.ErrDataLoss, p, err)
 	}
 	if pod.Namespace != d.ns || pod.Name != d.pod {
-		return nil, fmt.Errorf("pod %s/%s: corrupt record %s: it names pod %s/%s", d.ns, d.pod, p, pod.Namespace, pod.Name)
+		return nil, fmt.Errorf("pod %s/%s: %w: corrupt record %s: it names pod %s/%s", d.ns, d.pod, errdefs.ErrDataLoss, p, pod.Namespace, pod.Name)
 	}
 	var names []string
 	for _, c := range pod.Spec.Containers {
 		names = append(names, c.Name)
 	}
 	if err := validateContainers(names); err != nil {
-		return nil, fmt.Errorf("pod %s/%s: corrupt record %s: %w", d.ns, d.pod, p, err)
+		return nil, fmt.Errorf("pod %s/%s: %w: corrupt record %s: %v", d.ns, d.pod, errdefs.ErrDataLoss, p, err)
 	}
 	return &pod, nil
 }

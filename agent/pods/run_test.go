@@ -301,6 +301,33 @@ func TestRunPodErrorClasses(t *testing.T) {
 	}
 }
 
+// The longest valid names run: unit and directory names are shortened with
+// a hash, and stay usable in overlayfs options.
+func TestLongestNamesRun(t *testing.T) {
+	f := newFixture(t)
+	var labels []string
+	for n := 253; n > 0; n -= 64 {
+		labels = append(labels, strings.Repeat("p", min(n, 63)))
+	}
+	name := strings.Join(labels, ".")[:253]
+	name = strings.TrimRight(name, ".") + strings.Repeat("q", 253-len(strings.TrimRight(name, ".")))
+	if err := ValidateName("default", name); err != nil {
+		t.Fatalf("test built an invalid name: %v", err)
+	}
+	pod, imgs := f.pod(name, "app")
+	if err := f.rt.RunPod(context.Background(), pod, imgs); err != nil {
+		t.Fatal(err)
+	}
+	sts, err := f.rt.PodStatus(context.Background(), "default", name)
+	if err != nil || len(sts) != 1 || sts[0].State.Running == nil || len(sts[0].Unit) > 255 {
+		t.Fatalf("status %+v, %v", sts, err)
+	}
+	must(t, f.rt.RemovePod(context.Background(), "default", name))
+	if l := f.leftovers(t); len(l) > 0 {
+		t.Errorf("left: %v", l)
+	}
+}
+
 // Names reach no path before they are validated: a traversal in a name, or
 // in a record read back, touches nothing outside berth's directories.
 func TestPathTraversalByName(t *testing.T) {
@@ -326,8 +353,8 @@ func TestPathTraversalByName(t *testing.T) {
 	must(t, err)
 	must(t, os.MkdirAll(d.state, 0o700))
 	must(t, os.WriteFile(filepath.Join(d.state, podRecord), []byte(`{"metadata":{"name":"web","namespace":"default"},"spec":{"containers":[{"name":"../../../victim"}]}}`), 0o600))
-	if err := f.rt.RemovePod(context.Background(), "default", "web"); err == nil || !strings.Contains(err.Error(), "corrupt record") {
-		t.Errorf("tampered record: %v", err)
+	if err := f.rt.RemovePod(context.Background(), "default", "web"); !errdefs.IsDataLoss(err) || errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "corrupt record") {
+		t.Errorf("tampered record: %v, want data loss (berth's state), not invalid argument", err)
 	}
 	// And one filed under another pod's name.
 	must(t, os.WriteFile(filepath.Join(d.state, podRecord), []byte(`{"metadata":{"name":"other","namespace":"default"},"spec":{"containers":[{"name":"app"}]}}`), 0o600))

@@ -135,7 +135,7 @@ func namespacesPinned(dir string) bool {
 // /etc/hosts as the kubelet writes it (managedHostsFileContent: the pod's
 // own line names its FQDN first when it has one, then its hostname),
 // /etc/hostname and /etc/resolv.conf.
-func writePodFiles(dir, hostname, fqdn string) error {
+func writePodFiles(dir, hostname, short, fqdn string) error {
 	resolv, err := os.ReadFile("/etc/resolv.conf")
 	if err != nil {
 		// The kubelet's dnsPolicy "Default" copies the node's resolv.conf; a
@@ -147,7 +147,7 @@ func writePodFiles(dir, hostname, fqdn string) error {
 			"# Kubernetes-managed hosts file (berth).",
 			"127.0.0.1\tlocalhost",
 			"::1\tlocalhost ip6-localhost ip6-loopback",
-			"127.0.1.1\t" + strings.TrimPrefix(fqdn+"\t"+hostname, "\t"),
+			"127.0.1.1\t" + strings.TrimPrefix(fqdn+"\t"+short, "\t"),
 			"",
 		}, "\n"),
 		"hostname":    hostname + "\n",

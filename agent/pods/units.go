@@ -79,6 +79,10 @@ func (m *keyedMutex) Lock(ctx context.Context, key string) (unlock func(), err e
 		}
 		<-m.mu
 	}
+	if err := ctx.Err(); err != nil {
+		release()
+		return nil, err
+	}
 	select {
 	case l.ch <- struct{}{}:
 		return func() { <-l.ch; release() }, nil

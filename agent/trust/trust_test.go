@@ -157,3 +157,11 @@ func TestFingerprintsAreOfTheBytesRead(t *testing.T) {
 		t.Errorf("policy fingerprint %v", jd.Depends[0])
 	}
 }
+
+// verify and bundle spell "absent" alike: the policy's fingerprint of a
+// missing file must compare equal to the record's.
+func TestAbsentSpelledAlike(t *testing.T) {
+	if verify.AbsentFile != bndl.Absent {
+		t.Fatalf("verify.AbsentFile %q != bundle.Absent %q", verify.AbsentFile, bndl.Absent)
+	}
+}
