@@ -337,12 +337,11 @@ func mountRoot(bundle string, spec *specs.Spec) error {
 		return fmt.Errorf("mount rootfs overlay on %s: %w", root, err)
 	}
 
-	dir, err := os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY, 0)
+	r, err := openRootfs(root, bundle)
 	if err != nil {
-		return fmt.Errorf("open rootfs %s: %w", root, err)
+		return err
 	}
-	defer dir.Close()
-	r := &rootfs{path: root, dir: dir, bundle: bundle}
+	defer r.dir.Close()
 	cgroupNS := ownsNamespace(spec, specs.CgroupNamespace)
 	early, late := splitMounts(spec.Mounts[1:])
 	for _, m := range early {
@@ -354,6 +353,16 @@ func mountRoot(bundle string, spec *specs.Spec) error {
 		return r.setupDev(spec.Linux.Devices)
 	}
 	return nil
+}
+
+// openRootfs opens the container's root, the directory every mount target
+// is resolved beneath.
+func openRootfs(root, bundle string) (*rootfs, error) {
+	dir, err := os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open rootfs %s: %w", root, err)
+	}
+	return &rootfs{path: root, dir: dir, bundle: bundle}, nil
 }
 
 // needsDevices: /dev gets the spec's devices unless it is bound from the
@@ -373,13 +382,11 @@ func needsDevices(ms []specs.Mount) bool {
 // stage-1 could not make, the pivot into the root, read-only and masked
 // paths.
 func finishRoot(bundle string, spec *specs.Spec) error {
-	root := rootPath(bundle, spec)
-	dir, err := os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY, 0)
+	r, err := openRootfs(rootPath(bundle, spec), bundle)
 	if err != nil {
-		return fmt.Errorf("open rootfs %s: %w", root, err)
+		return err
 	}
-	defer dir.Close()
-	r := &rootfs{path: root, dir: dir, bundle: bundle}
+	defer r.dir.Close()
 	cgroupNS := ownsNamespace(spec, specs.CgroupNamespace)
 	_, late := splitMounts(spec.Mounts[1:])
 	for _, m := range late {
@@ -393,7 +400,7 @@ func finishRoot(bundle string, spec *specs.Spec) error {
 		}
 	}
 
-	if err := pivot(root); err != nil {
+	if err := pivot(r.path); err != nil {
 		return err
 	}
 	if err := protectPaths(spec.Linux.ReadonlyPaths, spec.Linux.MaskedPaths); err != nil {
