@@ -1016,7 +1016,7 @@ func TestStartVerifyImage(t *testing.T) {
 	must(t, os.WriteFile(policy, []byte(`{"default": [{"type": "insecureAcceptAnything"}]}`), 0o644))
 	record := func(b *testBundle, allowed bool, msg string) {
 		r := fmt.Sprintf(`{"allowed": %t, "message": %q, "depends": [{"path": %q, "sha256": %q}]}`, allowed, msg, policy, mustSum(t, policy))
-		must(t, os.WriteFile(filepath.Join(b.dir, "trust.json"), []byte(r), 0o644))
+		must(t, os.WriteFile(filepath.Join(b.dir, bndl.RecordFile), []byte(r), 0o644))
 	}
 
 	ok := newBundle(t, "sleep", "60")
@@ -1102,7 +1102,7 @@ func TestStartSeccompFilterChecked(t *testing.T) {
 	requireBerthInit(t)
 	b := newBundle(t, "sleep", "60")
 	b.write(t)
-	must(t, os.WriteFile(filepath.Join(b.dir, "seccomp.bpf"), []byte("BERTHSC1 not the compiled one"), 0o644))
+	must(t, os.WriteFile(filepath.Join(b.dir, bndl.SeccompFile), []byte("BERTHSC1 not the compiled one"), 0o644))
 	raw, err := os.ReadFile(filepath.Join(b.dir, bndl.ConfigFile))
 	must(t, err)
 	// Start with the tampered file: b.start would rewrite it, so run by hand.
