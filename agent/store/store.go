@@ -1,0 +1,515 @@
+// Package store keeps berthd's desired state: Kubernetes objects in one
+// bbolt file, with the apiserver's bookkeeping (uid, creationTimestamp,
+// generation, one monotonic resourceVersion across all objects, 409 on a
+// stale update) and a watch that resumes from a resourceVersion or says it
+// is too old (the apiserver's 410 Gone), so that the API and the
+// controllers see every change in order.
+//
+// The file is /var/lib/berth/state.db by default. Its schema is versioned:
+// a berthd refuses a file written by a newer schema rather than guess, and
+// upgrades an older one in place (none exists yet: schema 1 is the first).
+//
+// Errors carry errdefs classes: ErrNotFound, ErrAlreadyExists, ErrConflict
+// (a stale resourceVersion), ErrInvalidArgument, ErrFailedPrecondition (a
+// state file this berthd cannot read); a watch from a resourceVersion older
+// than the store remembers is *TooOldError (errdefs.ErrOutOfRange), which
+// api/server answers with 410 Gone "too old resource version".
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	bolt "go.etcd.io/bbolt"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/uuid"
+)
+
+// SchemaVersion is the layout of the file this package writes: a bucket
+// "meta" with "schema" and "rv", and one bucket per Resource holding
+// "<namespace>/<name>" (or "/<name>" for cluster-scoped objects) → the
+// object's JSON.
+const SchemaVersion = 1
+
+var (
+	metaBucket = []byte("meta")
+	schemaKey  = []byte("schema")
+	rvKey      = []byte("rv")
+)
+
+// Object is what the store keeps: any Kubernetes object.
+type Object interface {
+	metav1.Object
+	runtime.Object
+}
+
+// Resource names a kind's collection, group-qualified as the API path
+// names it: "pods", "namespaces", "events.k8s.io/events".
+type Resource string
+
+// EventType is what happened to an object, as in a watch.
+type EventType string
+
+// The watch event types of metav1.WatchEvent.
+const (
+	Added    EventType = "ADDED"
+	Modified EventType = "MODIFIED"
+	Deleted  EventType = "DELETED"
+)
+
+// Event is one change, with the object as stored after it (before it, for
+// a deletion, but with the deletion's resourceVersion).
+type Event struct {
+	Type            EventType
+	Resource        Resource
+	Namespace, Name string
+	ResourceVersion uint64
+	Object          []byte // JSON
+}
+
+// Options tune a store.
+type Options struct {
+	// History is how many recent changes a watch can resume from
+	// (default 4096); older resourceVersions get TooOldError.
+	History int
+	// WatchBuffer is how many events a watcher may fall behind before it is
+	// closed with ErrWatchTooSlow (default 1024), as the apiserver closes a
+	// watcher that does not keep up.
+	WatchBuffer int
+	// Now is the clock for creationTimestamp (tests).
+	Now func() time.Time
+}
+
+// Store is the state file and its watchers.
+type Store struct {
+	db   *bolt.DB
+	opts Options
+
+	mu       sync.Mutex // serialises writes with their events
+	history  []Event    // ring of the last opts.History events, oldest first
+	oldest   uint64     // events with RV > oldest-1 are in history; 0: none yet
+	watchers map[*watcher]bool
+}
+
+// Open opens (creating if needed) the state file at path.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.History <= 0 {
+		opts.History = 4096
+	}
+	if opts.WatchBuffer <= 0 {
+		opts.WatchBuffer = 1024
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	// A second berthd on the same file waits at most this long for the
+	// first's lock, then fails instead of hanging.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open state file %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		m, err := tx.CreateBucketIfNotExists(metaBucket)
+		if err != nil {
+			return err
+		}
+		switch v := m.Get(schemaKey); {
+		case v == nil:
+			return m.Put(schemaKey, u64(SchemaVersion))
+		case len(v) != 8:
+			return fmt.Errorf("%w: state file %s: malformed schema version", errdefs.ErrFailedPrecondition, path)
+		case binary.BigEndian.Uint64(v) > SchemaVersion:
+			return fmt.Errorf("%w: state file %s has schema %d; this berthd reads up to %d (it was written by a newer berthd)",
+				errdefs.ErrFailedPrecondition, path, binary.BigEndian.Uint64(v), SchemaVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Store{db: db, opts: opts, watchers: map[*watcher]bool{}}, nil
+}
+
+// Close closes the file and ends every watch.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	for w := range s.watchers {
+		w.stop(nil)
+	}
+	s.mu.Unlock()
+	return s.db.Close()
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func key(ns, name string) []byte { return []byte(ns + "/" + name) }
+
+func rvString(v uint64) string { return strconv.FormatUint(v, 10) }
+
+// ParseResourceVersion reads a resourceVersion as this store writes it;
+// "" is 0.
+func ParseResourceVersion(s string) (uint64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: resourceVersion %q: not one this server issued", errdefs.ErrInvalidArgument, s)
+	}
+	return v, nil
+}
+
+// ResourceVersion is the store's current resourceVersion (what a list
+// returns).
+func (s *Store) ResourceVersion() (uint64, error) {
+	var rv uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(metaBucket).Get(rvKey); v != nil {
+			rv = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return rv, err
+}
+
+// write runs fn in one transaction with the next resourceVersion, then
+// publishes the event fn returns, in resourceVersion order.
+func (s *Store) write(res Resource, fn func(b *bolt.Bucket, rv uint64) (*Event, error)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ev *Event
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		m := tx.Bucket(metaBucket)
+		var rv uint64
+		if v := m.Get(rvKey); v != nil {
+			rv = binary.BigEndian.Uint64(v)
+		}
+		rv++
+		b, err := tx.CreateBucketIfNotExists([]byte(res))
+		if err != nil {
+			return err
+		}
+		if ev, err = fn(b, rv); err != nil {
+			return err
+		}
+		return m.Put(rvKey, u64(rv))
+	})
+	if err != nil {
+		return err
+	}
+	ev.Resource = res
+	s.publish(*ev)
+	return nil
+}
+
+// Create stores obj, which must not exist yet, setting uid,
+// creationTimestamp, generation 1 and the resourceVersion in obj itself.
+func (s *Store) Create(res Resource, obj Object) error {
+	if obj.GetName() == "" {
+		return fmt.Errorf("%w: %s: name is required", errdefs.ErrInvalidArgument, res)
+	}
+	if obj.GetResourceVersion() != "" {
+		// The apiserver's words (registry/generic/registry/store.go).
+		return fmt.Errorf("%w: resourceVersion should not be set on objects to be created", errdefs.ErrInvalidArgument)
+	}
+	return s.write(res, func(b *bolt.Bucket, rv uint64) (*Event, error) {
+		k := key(obj.GetNamespace(), obj.GetName())
+		if b.Get(k) != nil {
+			return nil, fmt.Errorf("%s %q: %w", res, obj.GetName(), errdefs.ErrAlreadyExists)
+		}
+		obj.SetUID(types.UID(uuid.NewUUID()))
+		obj.SetCreationTimestamp(metav1.NewTime(s.opts.Now().Truncate(time.Second)))
+		obj.SetGeneration(1)
+		obj.SetResourceVersion(rvString(rv))
+		data, err := json.Marshal(obj)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s %q: %w", res, obj.GetName(), err)
+		}
+		if err := b.Put(k, data); err != nil {
+			return nil, err
+		}
+		return &Event{Type: Added, Namespace: obj.GetNamespace(), Name: obj.GetName(), ResourceVersion: rv, Object: data}, nil
+	})
+}
+
+// Get decodes the stored object into obj.
+func (s *Store) Get(res Resource, ns, name string, obj Object) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		var data []byte
+		if b := tx.Bucket([]byte(res)); b != nil {
+			data = b.Get(key(ns, name))
+		}
+		if data == nil {
+			return fmt.Errorf("%s %q: %w", res, name, errdefs.ErrNotFound)
+		}
+		return json.Unmarshal(data, obj)
+	})
+}
+
+// List calls fn with the JSON of every object of res in namespace ns ("" for
+// all), in key order, and returns the resourceVersion the list is
+// consistent with.
+func (s *Store) List(res Resource, ns string, fn func(data []byte) error) (uint64, error) {
+	var rv uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(metaBucket).Get(rvKey); v != nil {
+			rv = binary.BigEndian.Uint64(v)
+		}
+		b := tx.Bucket([]byte(res))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		prefix := []byte(ns + "/")
+		var k, v []byte
+		if ns == "" {
+			k, v = c.First()
+		} else {
+			k, v = c.Seek(prefix)
+		}
+		for ; k != nil; k, v = c.Next() {
+			if ns != "" && !hasPrefix(k, prefix) {
+				break
+			}
+			if err := fn(v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return rv, err
+}
+
+func hasPrefix(b, p []byte) bool { return len(b) >= len(p) && string(b[:len(p)]) == string(p) }
+
+// Update replaces the stored object with obj. obj's resourceVersion, when
+// set, must be the stored one (else errdefs.ErrConflict, the apiserver's
+// optimistic concurrency); uid and creationTimestamp are kept from the
+// stored object. bumpGeneration says whether the change is to the spec (the
+// caller knows the kind).
+func (s *Store) Update(res Resource, obj Object, bumpGeneration bool) error {
+	return s.write(res, func(b *bolt.Bucket, rv uint64) (*Event, error) {
+		k := key(obj.GetNamespace(), obj.GetName())
+		old := b.Get(k)
+		if old == nil {
+			return nil, fmt.Errorf("%s %q: %w", res, obj.GetName(), errdefs.ErrNotFound)
+		}
+		var cur metav1.PartialObjectMetadata
+		if err := json.Unmarshal(old, &cur); err != nil {
+			return nil, fmt.Errorf("%w: stored %s %q: %v", errdefs.ErrDataLoss, res, obj.GetName(), err)
+		}
+		if want := obj.GetResourceVersion(); want != "" && want != cur.ResourceVersion {
+			// The apiserver's words (storage.NewResourceVersionConflictsError via
+			// registry/generic/registry/store.go).
+			return nil, fmt.Errorf("%w: Operation cannot be fulfilled on %s %q: the object has been modified; please apply your changes to the latest version and try again",
+				errdefs.ErrConflict, res, obj.GetName())
+		}
+		obj.SetUID(cur.UID)
+		obj.SetCreationTimestamp(cur.CreationTimestamp)
+		gen := cur.Generation
+		if bumpGeneration {
+			gen++
+		}
+		obj.SetGeneration(gen)
+		obj.SetResourceVersion(rvString(rv))
+		data, err := json.Marshal(obj)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s %q: %w", res, obj.GetName(), err)
+		}
+		if err := b.Put(k, data); err != nil {
+			return nil, err
+		}
+		return &Event{Type: Modified, Namespace: obj.GetNamespace(), Name: obj.GetName(), ResourceVersion: rv, Object: data}, nil
+	})
+}
+
+// Delete removes the object, if its uid and resourceVersion match the
+// preconditions given (empty: any), and returns what was stored, with the
+// deletion's resourceVersion.
+func (s *Store) Delete(res Resource, ns, name string, uid types.UID, resourceVersion string) ([]byte, error) {
+	var gone []byte
+	err := s.write(res, func(b *bolt.Bucket, rv uint64) (*Event, error) {
+		k := key(ns, name)
+		old := b.Get(k)
+		if old == nil {
+			return nil, fmt.Errorf("%s %q: %w", res, name, errdefs.ErrNotFound)
+		}
+		var cur map[string]any
+		if err := json.Unmarshal(old, &cur); err != nil {
+			return nil, fmt.Errorf("%w: stored %s %q: %v", errdefs.ErrDataLoss, res, name, err)
+		}
+		md, _ := cur["metadata"].(map[string]any)
+		if uid != "" && md["uid"] != string(uid) {
+			return nil, fmt.Errorf("%w: Precondition failed: UID in precondition: %s, UID in object meta: %v", errdefs.ErrConflict, uid, md["uid"])
+		}
+		if resourceVersion != "" && md["resourceVersion"] != resourceVersion {
+			return nil, fmt.Errorf("%w: Precondition failed: ResourceVersion in precondition: %s, ResourceVersion in object meta: %v", errdefs.ErrConflict, resourceVersion, md["resourceVersion"])
+		}
+		if md == nil {
+			md = map[string]any{}
+			cur["metadata"] = md
+		}
+		md["resourceVersion"] = rvString(rv)
+		data, err := json.Marshal(cur)
+		if err != nil {
+			return nil, err
+		}
+		if err := b.Delete(k); err != nil {
+			return nil, err
+		}
+		gone = data
+		return &Event{Type: Deleted, Namespace: ns, Name: name, ResourceVersion: rv, Object: data}, nil
+	})
+	return gone, err
+}
+
+// TooOldError is a watch from a resourceVersion the store no longer
+// remembers the changes after (after a restart, or past its history).
+type TooOldError struct{ Requested, Oldest uint64 }
+
+func (e *TooOldError) Error() string {
+	// The apiserver's words for 410 Gone (storage/cacher: "too old resource version").
+	return fmt.Sprintf("too old resource version: %d (%d)", e.Requested, e.Oldest)
+}
+
+// OutOfRange puts TooOldError in errdefs' out-of-range class.
+func (*TooOldError) OutOfRange() {}
+
+// ErrWatchTooSlow ends a watch whose reader fell WatchBuffer events behind.
+var ErrWatchTooSlow = errdefs.ErrResourceExhausted.WithMessage("watch closed: the client did not keep up")
+
+type watcher struct {
+	res  Resource
+	ns   string
+	ch   chan Event
+	err  error
+	done chan struct{}
+	once sync.Once
+}
+
+func (w *watcher) stop(err error) {
+	w.once.Do(func() {
+		w.err = err
+		close(w.done)
+		close(w.ch)
+	})
+}
+
+// Watch is a running watch: Events delivers changes in resourceVersion
+// order until it is closed; Err then says why (nil after Stop or Close).
+type Watch struct {
+	s *Store
+	w *watcher
+}
+
+// Events is the channel of changes.
+func (w *Watch) Events() <-chan Event { return w.w.ch }
+
+// Err is why the channel closed.
+func (w *Watch) Err() error {
+	select {
+	case <-w.w.done:
+		return w.w.err
+	default:
+		return nil
+	}
+}
+
+// Stop ends the watch.
+func (w *Watch) Stop() {
+	w.s.mu.Lock()
+	delete(w.s.watchers, w.w)
+	w.s.mu.Unlock()
+	w.w.stop(nil)
+}
+
+// Watch streams the changes to res in namespace ns ("" for all) after
+// resourceVersion from: those still in history first, then live ones. A
+// from older than history is *TooOldError; from == 0 starts at the current
+// resourceVersion.
+func (s *Store) Watch(ctx context.Context, res Resource, ns string, from uint64) (*Watch, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur, err := s.ResourceVersion()
+	if err != nil {
+		return nil, err
+	}
+	if from == 0 {
+		from = cur
+	}
+	if from > cur {
+		// The apiserver waits for a future resourceVersion to arrive; this
+		// store has issued none past cur, so it is not one it issued.
+		return nil, fmt.Errorf("%w: resourceVersion %d is newer than the store's %d", errdefs.ErrInvalidArgument, from, cur)
+	}
+	// Events after from are all in history only if history begins at or
+	// before from+1 (or nothing happened since from).
+	if from < cur && (s.oldest == 0 || s.oldest > from+1) {
+		oldest := s.oldest
+		if oldest == 0 {
+			oldest = cur
+		}
+		return nil, &TooOldError{Requested: from, Oldest: oldest}
+	}
+	w := &watcher{res: res, ns: ns, ch: make(chan Event, s.opts.WatchBuffer), done: make(chan struct{})}
+	for _, ev := range s.history {
+		if ev.ResourceVersion > from && w.matches(ev) {
+			if !w.send(ev) {
+				return nil, fmt.Errorf("%w: %d changes since resourceVersion %d", ErrWatchTooSlow, cur-from, from)
+			}
+		}
+	}
+	s.watchers[w] = true
+	wt := &Watch{s: s, w: w}
+	go func() {
+		select {
+		case <-ctx.Done():
+			wt.Stop()
+		case <-w.done:
+		}
+	}()
+	return wt, nil
+}
+
+func (w *watcher) matches(ev Event) bool {
+	return ev.Resource == w.res && (w.ns == "" || ev.Namespace == w.ns)
+}
+
+// send queues ev without blocking; false when the watcher is full.
+func (w *watcher) send(ev Event) bool {
+	select {
+	case w.ch <- ev:
+		return true
+	default:
+		return false
+	}
+}
+
+// publish records ev in history and hands it to every matching watcher; a
+// watcher that is full is closed with ErrWatchTooSlow. Called with s.mu held.
+func (s *Store) publish(ev Event) {
+	if len(s.history) == s.opts.History {
+		copy(s.history, s.history[1:])
+		s.history = s.history[:len(s.history)-1]
+	}
+	s.history = append(s.history, ev)
+	s.oldest = s.history[0].ResourceVersion
+	for w := range s.watchers {
+		if !w.matches(ev) {
+			continue
+		}
+		if !w.send(ev) {
+			delete(s.watchers, w)
+			w.stop(ErrWatchTooSlow)
+		}
+	}
+}
