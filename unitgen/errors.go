@@ -26,3 +26,9 @@ func (e *InvalidError) InvalidParameter() {}
 func invalid(p *field.Path, format string, args ...any) error {
 	return &InvalidError{Field: p.String(), Detail: fmt.Sprintf(format, args...)}
 }
+
+// FieldPath is the offending field (for the API's Invalid status).
+func (e *InvalidError) FieldPath() string { return e.Field }
+
+// Reason is what is wrong with it.
+func (e *InvalidError) Reason() string { return e.Detail }

@@ -22,6 +22,9 @@ func (e FieldErrors) Error() string { return field.ErrorList(e).ToAggregate().Er
 // InvalidParameter puts FieldErrors in errdefs' invalid-argument class.
 func (FieldErrors) InvalidParameter() {}
 
+// FieldErrors returns the field errors, for the API's Invalid status.
+func (e FieldErrors) FieldErrors() field.ErrorList { return field.ErrorList(e) }
+
 // ValidateName is the one check of a pod's namespace and name, as the
 // apiserver makes it (namespaces are DNS labels, pods DNS subdomains, so
 // `web.v1` is a valid pod name). Every entry point that takes a name calls

@@ -308,10 +308,7 @@ func (s *Store) Update(res Resource, obj Object, bumpGeneration bool) error {
 			return nil, fmt.Errorf("%w: stored %s %q: %v", errdefs.ErrDataLoss, res, obj.GetName(), err)
 		}
 		if want := obj.GetResourceVersion(); want != "" && want != cur.ResourceVersion {
-			// The apiserver's words (storage.NewResourceVersionConflictsError via
-			// registry/generic/registry/store.go).
-			return nil, fmt.Errorf("%w: Operation cannot be fulfilled on %s %q: the object has been modified; please apply your changes to the latest version and try again",
-				errdefs.ErrConflict, res, obj.GetName())
+			return nil, fmt.Errorf("%s %q: %w", res, obj.GetName(), ErrModified)
 		}
 		obj.SetUID(cur.UID)
 		obj.SetCreationTimestamp(cur.CreationTimestamp)
@@ -371,6 +368,10 @@ func (s *Store) Delete(res Resource, ns, name string, uid types.UID, resourceVer
 	})
 	return gone, err
 }
+
+// ErrModified is an update from a stale resourceVersion, in the
+// apiserver's words (registry/generic/registry/store.go, OptimisticLock).
+var ErrModified = errdefs.ErrConflict.WithMessage("the object has been modified; please apply your changes to the latest version and try again")
 
 // TooOldError is a watch from a resourceVersion the store no longer
 // remembers the changes after (after a restart, or past its history).

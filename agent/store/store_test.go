@@ -72,7 +72,7 @@ func TestCRUDWithTheApiserversBookkeeping(t *testing.T) {
 	stale := got.DeepCopy() // still resourceVersion 1
 	stale.Labels = map[string]string{"a": "b"}
 	err := s.Update(pods, stale, false)
-	if !errdefs.IsConflict(err) || err.Error() != `conflict: Operation cannot be fulfilled on pods "web": the object has been modified; please apply your changes to the latest version and try again` {
+	if !errdefs.IsConflict(err) || !errors.Is(err, ErrModified) || err.Error() != `pods "web": the object has been modified; please apply your changes to the latest version and try again` {
 		t.Errorf("stale update: %v", err)
 	}
 	status := up.DeepCopy()

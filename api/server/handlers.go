@@ -1,0 +1,288 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
+	"k8s.io/apimachinery/pkg/types"
+	sigsjson "sigs.k8s.io/json"
+
+	"github.com/berth-dev/berth/agent/store"
+)
+
+// protobufType is Kubernetes' protobuf media type.
+const protobufType = "application/vnd.kubernetes.protobuf"
+
+// protobufCodec decodes the core types berth serves from Kubernetes'
+// protobuf envelope (a "k8s\x00" magic and a runtime.Unknown).
+var protobufCodec = func() runtime.Decoder {
+	sch := runtime.NewScheme()
+	if err := corev1.AddToScheme(sch); err != nil {
+		panic(err)
+	}
+	return protobuf.NewSerializer(sch, sch)
+}()
+
+// maxBody bounds a request body as the apiserver does (3 MiB,
+// apiserver's MaxRequestBodyBytes default).
+const maxBody = 3 << 20
+
+func (s *Server) serveKind(w http.ResponseWriter, r *http.Request, k *kind, ns, name string) {
+	q := r.URL.Query()
+	switch {
+	case r.Method == http.MethodGet && name != "":
+		s.get(w, r, k, ns, name)
+	case r.Method == http.MethodGet && (q.Get("watch") == "true" || q.Get("watch") == "1"):
+		s.watch(w, r, k, ns)
+	case r.Method == http.MethodGet:
+		s.list(w, r, k, ns)
+	case r.Method == http.MethodPost && name == "":
+		s.create(w, r, k, ns)
+	case r.Method == http.MethodDelete && name != "":
+		s.delete(w, r, k, ns, name)
+	default:
+		s.writeStatus(w, apierrors.NewMethodNotSupported(k.gr(), strings.ToLower(r.Method)), r)
+	}
+}
+
+// wantsTable reports whether the client asked for a server-side Table, as
+// kubectl get does (Accept: application/json;as=Table;v=v1;g=meta.k8s.io,...).
+func wantsTable(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		if strings.Contains(part, "as=Table") && strings.Contains(part, "g=meta.k8s.io") {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) decode(k *kind, data []byte) (store.Object, error) {
+	obj := k.new()
+	if err := json.Unmarshal(data, obj); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request, k *kind, ns, name string) {
+	obj := k.new()
+	if err := s.store.Get(store.Resource(k.resource), ns, name, obj); err != nil {
+		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), name), r)
+		return
+	}
+	if wantsTable(r) {
+		writeJSON(w, http.StatusOK, s.table(k, []store.Object{obj}, obj.GetResourceVersion(), r, true))
+		return
+	}
+	writeJSON(w, http.StatusOK, obj)
+}
+
+// selectors parses labelSelector and fieldSelector, with the apiserver's
+// BadRequest for a malformed one.
+func selectors(r *http.Request) (labels.Selector, fields.Selector, error) {
+	q := r.URL.Query()
+	ls, err := labels.Parse(q.Get("labelSelector"))
+	if err != nil {
+		return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("unable to parse requirement: %v", err))
+	}
+	fs, err := fields.ParseSelector(q.Get("fieldSelector"))
+	if err != nil {
+		return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("invalid field selector: %v", err))
+	}
+	return ls, fs, nil
+}
+
+func matches(k *kind, obj store.Object, ls labels.Selector, fs fields.Selector) bool {
+	return ls.Matches(labels.Set(obj.GetLabels())) && fs.Matches(k.fields(obj))
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request, k *kind, ns string) {
+	ls, fs, err := selectors(r)
+	if err != nil {
+		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), ""), r)
+		return
+	}
+	var raws [][]byte
+	var objs []store.Object
+	rv, err := s.store.List(store.Resource(k.resource), ns, func(data []byte) error {
+		obj, err := s.decode(k, data)
+		if err != nil {
+			return err
+		}
+		if matches(k, obj, ls, fs) {
+			raws, objs = append(raws, data), append(objs, obj)
+		}
+		return nil
+	})
+	if err != nil {
+		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), ""), r)
+		return
+	}
+	if wantsTable(r) {
+		writeJSON(w, http.StatusOK, s.table(k, objs, fmt.Sprint(rv), r, true))
+		return
+	}
+	writeJSON(w, http.StatusOK, k.newList(raws, fmt.Sprint(rv)))
+}
+
+// table renders objs as a metav1.Table with kubectl's columns; each row
+// carries the object's metadata (or the object with includeObject=Object),
+// so that kubectl fills NAMESPACE and --show-labels.
+func (s *Server) table(k *kind, objs []store.Object, rv string, r *http.Request, columns bool) *metav1.Table {
+	t := &metav1.Table{TypeMeta: metav1.TypeMeta{Kind: "Table", APIVersion: "meta.k8s.io/v1"}, ListMeta: metav1.ListMeta{ResourceVersion: rv}}
+	if columns {
+		t.ColumnDefinitions = k.columns
+	}
+	whole := r.URL.Query().Get("includeObject") == string(metav1.IncludeObject)
+	t.Rows = []metav1.TableRow{}
+	for _, obj := range objs {
+		row := metav1.TableRow{Cells: k.cells(obj)}
+		if whole {
+			row.Object = runtime.RawExtension{Object: obj}
+		} else {
+			m := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{Kind: "PartialObjectMetadata", APIVersion: "meta.k8s.io/v1"}}
+			m.ObjectMeta = *obj.(metav1.ObjectMetaAccessor).GetObjectMeta().(*metav1.ObjectMeta)
+			row.Object = runtime.RawExtension{Object: m}
+		}
+		t.Rows = append(t.Rows, row)
+	}
+	return t
+}
+
+func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns string) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		s.writeStatus(w, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("limit is %d", maxBody)), r)
+		return
+	}
+	if err != nil {
+		s.writeStatus(w, apierrors.NewBadRequest(err.Error()), r)
+		return
+	}
+	obj := k.new()
+	var strictErrs []error
+	if strings.HasPrefix(r.Header.Get("Content-Type"), protobufType) {
+		// client-go's typed clients (kubectl create namespace, ...) send
+		// protobuf; there are no unknown fields to refuse in it.
+		if _, _, err := protobufCodec.Decode(body, nil, obj); err != nil {
+			s.writeStatus(w, apierrors.NewBadRequest(err.Error()), r)
+			return
+		}
+	} else if strictErrs, err = sigsjson.UnmarshalStrict(body, obj); err != nil {
+		s.writeStatus(w, apierrors.NewBadRequest(err.Error()), r)
+		return
+	}
+	// fieldValidation=Strict (kubectl's default) refuses unknown and
+	// duplicate fields, in the apiserver's words.
+	if len(strictErrs) > 0 && r.URL.Query().Get("fieldValidation") == "Strict" {
+		msgs := make([]string, len(strictErrs))
+		for i, e := range strictErrs {
+			msgs[i] = e.Error()
+		}
+		s.writeStatus(w, apierrors.NewBadRequest("strict decoding error: "+strings.Join(msgs, ", ")), r)
+		return
+	}
+	gvk := obj.GetObjectKind().GroupVersionKind()
+	if gvk.Kind != "" && (gvk.Kind != k.kind || gvk.GroupVersion().String() != "v1") {
+		s.writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("the API version in the data (%s) does not match the expected API version (v1)", gvk.GroupVersion())), r)
+		return
+	}
+	if k.namespaced {
+		if obj.GetNamespace() == "" {
+			obj.SetNamespace(ns)
+		}
+		if obj.GetNamespace() != ns {
+			s.writeStatus(w, apierrors.NewBadRequest("the namespace of the provided object does not match the namespace sent on the request"), r)
+			return
+		}
+		// The apiserver's NamespaceLifecycle admission.
+		if err := s.store.Get("namespaces", "", ns, s.kinds["namespaces"].new()); err != nil {
+			s.writeStatus(w, toStatus(err, s.kinds["namespaces"].gr(), s.kinds["namespaces"].gk(), ns), r)
+			return
+		}
+	}
+	k.prepare(obj)
+	if err := k.validate(obj); err != nil {
+		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), obj.GetName()), r)
+		return
+	}
+	if err := s.store.Create(store.Resource(k.resource), obj); err != nil {
+		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), obj.GetName()), r)
+		return
+	}
+	writeJSON(w, http.StatusCreated, obj)
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request, k *kind, ns, name string) {
+	var opts metav1.DeleteOptions
+	if body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody)); err != nil {
+		s.writeStatus(w, apierrors.NewBadRequest(err.Error()), r)
+		return
+	} else if len(body) > 0 {
+		if err := json.Unmarshal(body, &opts); err != nil {
+			s.writeStatus(w, apierrors.NewBadRequest(err.Error()), r)
+			return
+		}
+	}
+	var uid types.UID
+	var rv string
+	if p := opts.Preconditions; p != nil {
+		if p.UID != nil {
+			uid = *p.UID
+		}
+		if p.ResourceVersion != nil {
+			rv = *p.ResourceVersion
+		}
+	}
+	if k.resource == "namespaces" && name == metav1.NamespaceDefault {
+		s.writeStatus(w, apierrors.NewForbidden(k.gr(), name, errors.New("this namespace may not be deleted")), r)
+		return
+	}
+	gone, err := s.store.Delete(store.Resource(k.resource), ns, name, uid, rv)
+	if err != nil {
+		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), name), r)
+		return
+	}
+	if k.resource == "namespaces" {
+		// A namespace takes its objects with it. (The apiserver marks it
+		// Terminating and its namespace controller empties it; berth's
+		// controllers come with a later issue.)
+		s.deleteAll(r, "pods", name)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(gone)
+}
+
+func (s *Server) deleteAll(r *http.Request, res, ns string) {
+	var names []string
+	_, err := s.store.List(store.Resource(res), ns, func(data []byte) error {
+		var m metav1.PartialObjectMetadata
+		if err := json.Unmarshal(data, &m); err != nil {
+			return err
+		}
+		names = append(names, m.Name)
+		return nil
+	})
+	if err != nil {
+		s.log.Error("list for namespace deletion", "namespace", ns, "error", err)
+		return
+	}
+	for _, n := range names {
+		if _, err := s.store.Delete(store.Resource(res), ns, n, "", ""); err != nil {
+			s.log.Error("delete with namespace", "namespace", ns, "name", n, "error", err)
+		}
+	}
+}
