@@ -773,29 +773,37 @@ func TestStartFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBundle(t, "sleep", "3600")
 			tc.mutate(b)
-			pid, log, err := b.start(t)
-			if err == nil {
-				t.Fatalf("start succeeded (pid %d), want failure; output:\n%s", pid, log)
-			}
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-				t.Errorf("exit %v, want status 1", err)
-			}
-			if !strings.Contains(log, tc.want) {
-				t.Errorf("output %q lacks %q", log, tc.want)
-			}
-			if _, err := os.Stat(filepath.Join(b.dir, bndl.PIDFile)); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("pid file left behind: %v", err)
-			}
-			if pids := stage2Of(t, b.dir); len(pids) > 0 {
-				t.Errorf("stage-2 left behind: pids %v", pids)
-			}
+			b.assertStartFails(t, tc.want)
 			if left := berthInitProcesses(t, berthInitBin); len(left) > 0 {
 				t.Errorf("berth-init processes remain: %v", left)
 			}
-			b.assertNoHostMounts(t)
 		})
 	}
+}
+
+// assertStartFails starts b and checks that the start fails as a refused
+// bundle must: exit status 1, want in the output, and nothing left behind
+// (no PID file, no stage-2, no mount on the host).
+func (b *testBundle) assertStartFails(t *testing.T, want string) {
+	t.Helper()
+	pid, log, err := b.start(t)
+	if err == nil {
+		t.Fatalf("start succeeded (pid %d), want failure; output:\n%s", pid, log)
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("exit %v, want status 1", err)
+	}
+	if !strings.Contains(log, want) {
+		t.Errorf("output %q lacks %q", log, want)
+	}
+	if _, err := os.Stat(filepath.Join(b.dir, bndl.PIDFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pid file left behind: %v", err)
+	}
+	if pids := stage2Of(t, b.dir); len(pids) > 0 {
+		t.Errorf("stage-2 left behind: pids %v", pids)
+	}
+	b.assertNoHostMounts(t)
 }
 
 // TestExecWaitsForStage1Reap: the workload is exec'd only after stage-1 has

@@ -1,18 +1,14 @@
 package berthinit
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-
-	bndl "github.com/berth-dev/berth/agent/bundle"
 )
 
 // Hostile images: an image decides what every path of its root is, and
@@ -249,24 +245,7 @@ func TestHostileImageRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBundle(t, "sleep", "3600")
 			tc.mutate(b)
-			pid, log, err := b.start(t)
-			if err == nil {
-				t.Fatalf("start succeeded (pid %d), want failure; output:\n%s", pid, log)
-			}
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-				t.Errorf("exit %v, want status 1", err)
-			}
-			if !strings.Contains(log, tc.want) {
-				t.Errorf("output %q lacks %q", log, tc.want)
-			}
-			if _, err := os.Stat(filepath.Join(b.dir, bndl.PIDFile)); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("pid file left behind: %v", err)
-			}
-			if pids := stage2Of(t, b.dir); len(pids) > 0 {
-				t.Errorf("stage-2 left behind: pids %v", pids)
-			}
-			b.assertNoHostMounts(t)
+			b.assertStartFails(t, tc.want)
 			if tc.after != nil {
 				tc.after(t, b)
 			}
