@@ -19,10 +19,10 @@ import (
 	"github.com/berth-dev/berth/agent/store"
 )
 
-func newHTTP(t *testing.T) (*httptest.Server, string) {
+// newHTTP serves the API over a fresh store on a loopback port.
+func newHTTP(t *testing.T) (*httptest.Server, *store.Store) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "state.db")
-	st, err := store.Open(path, store.Options{})
+	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func newHTTP(t *testing.T) (*httptest.Server, string) {
 	}
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
-	return ts, path
+	return ts, st
 }
 
 func do(t *testing.T, method, url, contentType, body string) (int, metav1.Status) {

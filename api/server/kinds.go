@@ -66,24 +66,26 @@ func age(t metav1.Time) string {
 	return duration.HumanDuration(time.Since(t.Time))
 }
 
-func rawList(items [][]byte) []json.RawMessage {
-	out := make([]json.RawMessage, len(items))
-	for i, b := range items {
-		out[i] = b
+// listOf builds a kind's list (PodList, ...) around the stored JSON of
+// its items, which need not be decoded again.
+func listOf(listKind string) func(items [][]byte, rv string) any {
+	return func(items [][]byte, rv string) any {
+		raw := make([]json.RawMessage, len(items))
+		for i, b := range items {
+			raw[i] = b
+		}
+		return struct {
+			metav1.TypeMeta `json:",inline"`
+			metav1.ListMeta `json:"metadata"`
+			Items           []json.RawMessage `json:"items"`
+		}{metav1.TypeMeta{Kind: listKind, APIVersion: "v1"}, metav1.ListMeta{ResourceVersion: rv}, raw}
 	}
-	return out
 }
 
 func namespaceKind() *kind {
 	k := &kind{resource: "namespaces", singular: "namespace", kind: "Namespace", shortNames: []string{"ns"}}
 	k.new = func() store.Object { return &corev1.Namespace{} }
-	k.newList = func(items [][]byte, rv string) any {
-		return struct {
-			metav1.TypeMeta `json:",inline"`
-			metav1.ListMeta `json:"metadata"`
-			Items           []json.RawMessage `json:"items"`
-		}{metav1.TypeMeta{Kind: "NamespaceList", APIVersion: "v1"}, metav1.ListMeta{ResourceVersion: rv}, rawList(items)}
-	}
+	k.newList = listOf("NamespaceList")
 	k.prepare = func(o store.Object) {
 		n := o.(*corev1.Namespace)
 		n.TypeMeta = metav1.TypeMeta{Kind: "Namespace", APIVersion: "v1"}
@@ -127,13 +129,7 @@ func podKind() *kind {
 	k := &kind{resource: "pods", singular: "pod", kind: "Pod", namespaced: true, shortNames: []string{"po"},
 		categories: []string{"all"}, subresources: []string{"status"}}
 	k.new = func() store.Object { return &corev1.Pod{} }
-	k.newList = func(items [][]byte, rv string) any {
-		return struct {
-			metav1.TypeMeta `json:",inline"`
-			metav1.ListMeta `json:"metadata"`
-			Items           []json.RawMessage `json:"items"`
-		}{metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}, metav1.ListMeta{ResourceVersion: rv}, rawList(items)}
-	}
+	k.newList = listOf("PodList")
 	k.prepare = func(o store.Object) {
 		p := o.(*corev1.Pod)
 		p.TypeMeta = metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"}

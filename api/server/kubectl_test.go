@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,17 +31,7 @@ func newKubectl(t *testing.T) (*kubectl, *store.Store) {
 	_, err := os.Stat(stockKubectl)
 	testenv.Require(t, err == nil, "needs the stock kubectl at "+stockKubectl)
 	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "state.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	srv, err := New(st, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv)
-	t.Cleanup(ts.Close)
+	ts, st := newHTTP(t)
 	kc := filepath.Join(dir, "kubeconfig")
 	cfg := fmt.Sprintf(`apiVersion: v1
 kind: Config

@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	corev1 "k8s.io/api/core/v1"
@@ -174,8 +173,4 @@ func (s *Server) writeStatus(w http.ResponseWriter, se *apierrors.StatusError, r
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", st.Message)
 	}
 	writeJSON(w, int(st.Code), st)
-}
-
-func contextWithTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, d)
 }

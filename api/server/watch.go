@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -55,7 +56,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, k *kind, ns strin
 		var secs int
 		if _, err := fmt.Sscan(t, &secs); err == nil && secs > 0 {
 			var cancel func()
-			ctx, cancel = contextWithTimeout(ctx, time.Duration(secs)*time.Second)
+			ctx, cancel = context.WithTimeout(ctx, time.Duration(secs)*time.Second)
 			defer cancel()
 		}
 	}
