@@ -41,6 +41,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	corev1 "k8s.io/api/core/v1"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
@@ -135,6 +136,25 @@ const (
 // Dashes in a service name (unlike a slice name) carry no meaning to systemd.
 func UnitName(namespace, pod, container string) string {
 	return unitPrefix + ContainerKey(namespace, pod, container) + ".service"
+}
+
+// NameErrors is the one check of a pod's namespace and name, as the
+// apiserver makes it: namespaces are DNS labels, pods DNS subdomains (so
+// `web.v1` is a valid pod name). Neither can then contain '/' or '_', nor be
+// "." or "..", which keeps unit names unambiguous and paths inside their
+// directories.
+func NameErrors(namespace, name string) field.ErrorList {
+	var errs field.ErrorList
+	for _, msg := range apivalidation.ValidateNamespaceName(namespace, false) {
+		errs = append(errs, field.Invalid(field.NewPath("metadata", "namespace"), namespace, msg))
+	}
+	if name == "" {
+		errs = append(errs, field.Required(field.NewPath("metadata", "name"), "name or generateName is required"))
+	}
+	for _, msg := range apivalidation.NameIsDNSSubdomain(name, false) {
+		errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), name, msg))
+	}
+	return errs
 }
 
 // maxKey bounds ContainerKey so that the unit name fits systemd's limit; a
@@ -250,19 +270,12 @@ func newGen(in Input) (*gen, error) {
 	}
 
 	// The names end up in unit names, so check them here even though the
-	// apiserver validated them: a '_' or '/' would make the name ambiguous.
-	for _, n := range []struct {
-		p    *field.Path
-		v    string
-		errs []string
-	}{
-		{field.NewPath("metadata", "namespace"), pod.Namespace, validation.IsDNS1123Label(pod.Namespace)},
-		{field.NewPath("metadata", "name"), pod.Name, validation.IsDNS1123Subdomain(pod.Name)},
-		{g.fp.Child("name"), g.ctr.Name, validation.IsDNS1123Label(g.ctr.Name)},
-	} {
-		if len(n.errs) > 0 {
-			return nil, invalid(n.p, "%q: %s", n.v, strings.Join(n.errs, "; "))
-		}
+	// caller validated them: a '_' or '/' would make the name ambiguous.
+	if errs := NameErrors(pod.Namespace, pod.Name); len(errs) > 0 {
+		return nil, &InvalidError{Field: errs[0].Field, Detail: fmt.Sprintf("%q: %s", errs[0].BadValue, errs[0].Detail)}
+	}
+	if errs := validation.IsDNS1123Label(g.ctr.Name); len(errs) > 0 {
+		return nil, invalid(g.fp.Child("name"), "%q: %s", g.ctr.Name, strings.Join(errs, "; "))
 	}
 	g.unitName = UnitName(pod.Namespace, pod.Name, g.ctr.Name)
 

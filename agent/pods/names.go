@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -31,17 +30,7 @@ func (e FieldErrors) FieldErrors() field.ErrorList { return field.ErrorList(e) }
 // it before any path or unit name is built from it: neither can contain '/'
 // or '_', nor be "." or "..".
 func ValidateName(namespace, name string) error {
-	var errs field.ErrorList
-	for _, msg := range apivalidation.ValidateNamespaceName(namespace, false) {
-		errs = append(errs, field.Invalid(field.NewPath("metadata", "namespace"), namespace, msg))
-	}
-	if name == "" {
-		errs = append(errs, field.Required(field.NewPath("metadata", "name"), "name or generateName is required"))
-	}
-	for _, msg := range apivalidation.NameIsDNSSubdomain(name, false) {
-		errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), name, msg))
-	}
-	if len(errs) > 0 {
+	if errs := unitgen.NameErrors(namespace, name); len(errs) > 0 {
 		return FieldErrors(errs)
 	}
 	return nil
