@@ -104,6 +104,17 @@ func TestWatchResumeAndGone(t *testing.T) {
 			t.Fatalf("create %s: %d %s", n, code, st.Message)
 		}
 	}
+	// A plain list passes both through, with the list's resourceVersion.
+	resp0, err := http.Get(pods)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list corev1.PodList
+	err = json.NewDecoder(resp0.Body).Decode(&list)
+	resp0.Body.Close()
+	if err != nil || list.Kind != "PodList" || list.ResourceVersion != "3" || len(list.Items) != 2 || list.Items[1].Name != "b" {
+		t.Fatalf("list: %+v, %v", list, err)
+	}
 	// Namespace default is rv 1, pod a rv 2, b rv 3: from rv 2, b is replayed.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
