@@ -27,7 +27,7 @@ func newHTTP(t *testing.T) (*httptest.Server, *store.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	srv, err := New(st, nil)
+	srv, err := New(st, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

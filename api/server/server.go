@@ -49,20 +49,29 @@ type Store interface {
 
 var _ Store = (*store.Store)(nil)
 
+// Options configure the API.
+type Options struct {
+	Log hclog.Logger
+	// NodeName is this node's name: pods are bound to it on create, as the
+	// scheduler would bind them (default: the host name).
+	NodeName string
+}
+
 // Server is the API's http.Handler.
 type Server struct {
 	store Store
 	log   hclog.Logger
+	opts  Options
 	kinds map[string]*kind // by resource name
 }
 
 // New returns the API over st, making sure the namespace "default" exists
 // as on every cluster.
-func New(st Store, log hclog.Logger) (*Server, error) {
-	if log == nil {
-		log = hclog.NewNullLogger()
+func New(st Store, opts Options) (*Server, error) {
+	if opts.Log == nil {
+		opts.Log = hclog.NewNullLogger()
 	}
-	s := &Server{store: st, log: log.Named("api"), kinds: map[string]*kind{}}
+	s := &Server{store: st, log: opts.Log.Named("api"), opts: opts, kinds: map[string]*kind{}}
 	for _, k := range []*kind{namespaceKind(), podKind()} {
 		s.kinds[k.resource] = k
 	}

@@ -1,0 +1,78 @@
+package server
+
+import (
+	"encoding/json"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/duration"
+
+	"github.com/berth-dev/berth/agent/store"
+)
+
+// kind is what the generic handlers need to know of one resource.
+type kind struct {
+	group, version           string // "" and "v1" for the core group
+	resource, singular, kind string
+	namespaced               bool
+	shortNames, categories   []string
+	subresources             []string
+	new                      func() store.Object
+	newList                  func(items [][]byte, rv string) any
+	prepare                  func(obj store.Object) // defaults on create
+	validate                 func(obj store.Object) error
+	fields                   func(obj store.Object) fields.Set // for field selectors
+	columns                  []metav1.TableColumnDefinition
+	cells                    func(obj store.Object) []any
+}
+
+func schemaGR(group, resource string) schema.GroupResource {
+	return schema.GroupResource{Group: group, Resource: resource}
+}
+
+func (k *kind) gr() schema.GroupResource { return schemaGR(k.group, k.resource) }
+func (k *kind) gk() schema.GroupKind     { return schema.GroupKind{Group: k.group, Kind: k.kind} }
+
+func (k *kind) hasSubresource(s string) bool {
+	for _, x := range k.subresources {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// metaFields are the field selectors every kind supports.
+func metaFields(o store.Object, namespaced bool) fields.Set {
+	s := fields.Set{"metadata.name": o.GetName()}
+	if namespaced {
+		s["metadata.namespace"] = o.GetNamespace()
+	}
+	return s
+}
+
+// age prints a timestamp as kubectl does (HumanDuration).
+func age(t metav1.Time) string {
+	if t.IsZero() {
+		return "<unknown>"
+	}
+	return duration.HumanDuration(time.Since(t.Time))
+}
+
+// listOf builds a kind's list (PodList, ...) around the stored JSON of
+// its items, which need not be decoded again.
+func listOf(listKind string) func(items [][]byte, rv string) any {
+	return func(items [][]byte, rv string) any {
+		raw := make([]json.RawMessage, len(items))
+		for i, b := range items {
+			raw[i] = b
+		}
+		return struct {
+			metav1.TypeMeta `json:",inline"`
+			metav1.ListMeta `json:"metadata"`
+			Items           []json.RawMessage `json:"items"`
+		}{metav1.TypeMeta{Kind: listKind, APIVersion: "v1"}, metav1.ListMeta{ResourceVersion: rv}, raw}
+	}
+}
