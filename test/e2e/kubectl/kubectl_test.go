@@ -1,0 +1,347 @@
+// Package kubectl is issue 9's scenario on a real node, through the socket
+// only: berthd installed as a service from packaging/, a registry with a
+// cosign-signed image, and the stock kubectl (through the loopback HTTPS
+// listener and `berth kubeconfig`) and berth (over the socket) doing what an
+// operator does. Every kubectl runs at -v=6; an unexpected 404 or any 5xx
+// fails the test.
+package kubectl
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/test/imagetest"
+	"github.com/berth-dev/berth/test/node"
+	"github.com/berth-dev/berth/test/node/nodetest"
+	"github.com/berth-dev/berth/test/nodeberthd"
+	"github.com/berth-dev/berth/test/nodereg"
+	"github.com/berth-dev/berth/test/testenv"
+)
+
+// stockKubectl is the real kubectl these machines carry; the node sees the
+// host's /usr.
+const stockKubectl = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32"
+
+const kubeconfig = "/root/berth.kubeconfig"
+
+type env struct {
+	t      *testing.T
+	n      *node.Node
+	signed *nodereg.Signed
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	testenv.RequireRoot(t)
+	_, err := os.Stat(imagetest.Busybox)
+	testenv.Require(t, err == nil, "needs busybox-static (/bin/busybox); `make test` installs it")
+	_, err = os.Stat(stockKubectl)
+	testenv.Require(t, err == nil, "needs the stock kubectl at "+stockKubectl)
+	bin, err := testenv.TempDir("berth-kubectl-bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(bin) })
+	if err := nodeberthd.Build(bin); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodereg.CopyCosign(bin); err != nil {
+		t.Fatal(err)
+	}
+	n := nodetest.New(t, node.Options{Name: "kctl", BinDir: bin})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	signed, err := nodereg.SignedImages(ctx, n, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nodeberthd.Install(ctx, n, "https:\n  enabled: true\n"); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, n: n, signed: signed}
+	e.run("berth", "kubeconfig", "-o", kubeconfig)
+	return e
+}
+
+func (e *env) run(args ...string) string {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := e.n.Run(ctx, args...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+func (e *env) write(path, content string) {
+	e.t.Helper()
+	p := e.n.HostPath(path)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// requestLine is a request in kubectl's -v=6 log:
+// `"Response" verb="GET" url="https://..." status="200 OK"` (1.32) or the
+// older `GET https://... 200 OK`.
+var (
+	requestLine    = regexp.MustCompile(`verb="(\w+)" url="([^"]+)" status="(\d{3})`)
+	oldRequestLine = regexp.MustCompile(`(GET|POST|PUT|PATCH|DELETE) (https?://\S+) (\d{3})`)
+)
+
+// client is a kubectl: the stock binary with the generated kubeconfig, or
+// berth over the socket.
+type client struct {
+	e    *env
+	argv []string
+}
+
+func (e *env) stock() *client {
+	return &client{e, []string{stockKubectl, "--kubeconfig", kubeconfig, "--cache-dir", "/root/.kube-stock-cache"}}
+}
+
+func (e *env) berth() *client { return &client{e, []string{"berth"}} }
+
+// kubectl runs args at -v=6; allow404 names the URL part a 404 is expected
+// for (an object the step creates or deletes). It returns stdout and the
+// lines of stderr that are not request logs.
+func (c *client) kubectl(allow404 string, args ...string) (string, string, error) {
+	c.e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := c.e.n.Command(ctx, append(append(append([]string{}, c.argv...), "-v=6"), args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var msgs []string
+	for _, line := range strings.Split(errb.String(), "\n") {
+		m := requestLine.FindStringSubmatch(line)
+		if m == nil {
+			m = oldRequestLine.FindStringSubmatch(line)
+		}
+		if m == nil {
+			if line != "" && !(len(line) > 5 && (line[0] == 'I' || line[0] == 'W') && line[1] >= '0' && line[1] <= '9') {
+				msgs = append(msgs, line)
+			}
+			continue
+		}
+		code := m[3]
+		if code[0] == '5' || (code == "404" && (allow404 == "" || !strings.Contains(m[2], allow404))) {
+			c.e.t.Errorf("%s %s: unexpected %s for %s %s", filepath.Base(c.argv[0]), strings.Join(args, " "), code, m[1], m[2])
+		}
+	}
+	return out.String(), strings.Join(msgs, "\n"), err
+}
+
+// must is kubectl that must succeed.
+func (c *client) must(args ...string) string {
+	c.e.t.Helper()
+	out, msg, err := c.kubectl("", args...)
+	if err != nil {
+		c.e.t.Fatalf("%s %s: %v\n%s", filepath.Base(c.argv[0]), strings.Join(args, " "), err, msg)
+	}
+	return out
+}
+
+// eventually polls kubectl until out satisfies ok.
+func (c *client) eventually(what string, ok func(string) bool, args ...string) string {
+	c.e.t.Helper()
+	var out string
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		out, _, _ = c.kubectl("", args...)
+		if ok(out) {
+			return out
+		}
+	}
+	c.e.t.Fatalf("%s: never happened; last output of %s:\n%s", what, strings.Join(args, " "), out)
+	return ""
+}
+
+func contains(s string) func(string) bool {
+	return func(out string) bool { return strings.Contains(out, s) }
+}
+
+const app = `apiVersion: v1
+kind: ConfigMap
+metadata: {name: web-config, namespace: shop}
+data: {greeting: hello}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: web-secret, namespace: shop}
+stringData: {token: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: shop
+  labels: {app: web}
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: web
+    image: %s
+    command: ["sh", "-c", "echo up; while :; do sleep 1; done"]
+    resources:
+      requests: {cpu: 100m, memory: 32Mi}
+      limits: {cpu: 200m, memory: 64Mi}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: once
+  namespace: shop
+  labels: {app: once}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: once
+    image: %s
+    command: ["sh", "-c", "echo done"]
+`
+
+func TestStockKubectlScenario(t *testing.T) {
+	e := newEnv(t)
+	k := e.stock()
+
+	if out := k.must("version"); !strings.Contains(out, "Server Version: v1.32.0-berth") {
+		t.Errorf("kubectl version: %s", out)
+	}
+	res := k.must("api-resources")
+	for _, r := range []string{"pods", "namespaces", "events", "configmaps", "secrets", "nodes"} {
+		if !regexp.MustCompile(`(?m)^` + r + `\s`).MatchString(res) {
+			t.Errorf("api-resources lacks %s:\n%s", r, res)
+		}
+	}
+	if out := k.must("get", "nodes"); !regexp.MustCompile(`\sReady\s`).MatchString(out) {
+		t.Errorf("node not Ready:\n%s", out)
+	}
+
+	k.must("create", "namespace", "shop")
+	e.write("/var/tmp/app.yaml", fmt.Sprintf(app, e.signed.Ref, e.signed.Ref))
+
+	// A watch that sees the pod start.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	watch := e.n.Command(ctx, stockKubectl, "--kubeconfig", kubeconfig, "get", "pods", "-n", "shop", "-w")
+	var watched bytes.Buffer
+	watch.Stdout = &watched
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+
+	if out, msg, err := k.kubectl("/shop/", "apply", "-f", "/var/tmp/app.yaml"); err != nil {
+		t.Fatalf("apply: %v\n%s", err, msg)
+	} else {
+		for _, want := range []string{"configmap/web-config created", "secret/web-secret created", "pod/web created", "pod/once created"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("apply printed %q, want %q", out, want)
+			}
+		}
+	}
+	k.must("wait", "--for=condition=Ready", "pod/web", "-n", "shop", "--timeout=120s")
+	k.eventually("the pod to appear Running in the watch", func(string) bool { return strings.Contains(watched.String(), "Running") }, "get", "ns")
+	cancel()
+	_ = watch.Wait()
+	if w := watched.String(); !strings.Contains(w, "ContainerCreating") && !strings.Contains(w, "Pending") {
+		t.Errorf("the watch never showed the pod before it ran:\n%s", w)
+	}
+
+	out := k.must("get", "pods", "-n", "shop")
+	if !regexp.MustCompile(`(?m)^NAME\s+READY\s+STATUS\s+RESTARTS\s+AGE$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^web\s+1/1\s+Running\s+0\s+\S+$`).MatchString(out) {
+		t.Errorf("get pods:\n%s", out)
+	}
+	k.eventually("the pod that exits 0 to complete", regexp.MustCompile(`(?m)^once\s+0/1\s+Completed\s+0\s`).MatchString, "get", "pods", "-n", "shop")
+	out = k.must("get", "pods", "-n", "shop", "-o", "wide")
+	if !regexp.MustCompile(`(?m)^NAME\s+READY\s+STATUS\s+RESTARTS\s+AGE\s+IP\s+NODE\s+NOMINATED NODE\s+READINESS GATES$`).MatchString(out) {
+		t.Errorf("get pods -o wide:\n%s", out)
+	}
+	if out := k.must("get", "pod", "web", "-n", "shop", "-o", "yaml"); !strings.Contains(out, "phase: Running") || !strings.Contains(out, "qosClass: Burstable") {
+		t.Errorf("get -o yaml:\n%s", out)
+	}
+	if out := k.must("get", "pod", "web", "-n", "shop", "-o", "json"); !strings.Contains(out, `"kind": "Pod"`) || !strings.Contains(out, `"imageID"`) {
+		t.Errorf("get -o json:\n%s", out)
+	}
+	if out := k.must("get", "pods", "-n", "shop", "-o", "name", "-l", "app=web"); strings.TrimSpace(out) != "pod/web" {
+		t.Errorf("get -o name -l app=web: %q", out)
+	}
+	if out := k.must("get", "pod", "web", "-n", "shop", "-o", "jsonpath={.status.phase}"); out != "Running" {
+		t.Errorf("jsonpath: %q", out)
+	}
+	if out := k.must("get", "pods", "-A", "--field-selector", "status.phase=Running"); !regexp.MustCompile(`(?m)^shop\s+web\s`).MatchString(out) || strings.Contains(out, "once") {
+		t.Errorf("get -A --field-selector status.phase=Running:\n%s", out)
+	}
+	if out := k.must("get", "configmaps,secrets", "-n", "shop"); !strings.Contains(out, "configmap/web-config") || !strings.Contains(out, "secret/web-secret") {
+		t.Errorf("get configmaps,secrets:\n%s", out)
+	}
+
+	desc := k.must("describe", "pod", "web", "-n", "shop")
+	for _, want := range []string{"Status:       Running", "QoS Class:", "Events:", "Scheduled", "Pulling", "Pulled", "Created", "Started"} {
+		if !strings.Contains(desc, want) {
+			t.Errorf("describe pod lacks %q:\n%s", want, desc)
+		}
+	}
+
+	// Patches of each type, as kubectl sends them.
+	k.must("patch", "pod", "web", "-n", "shop", "-p", `{"metadata":{"labels":{"tier":"front"}}}`)
+	k.must("patch", "pod", "web", "-n", "shop", "--type", "merge", "-p", `{"metadata":{"annotations":{"berth.dev/note":"merged"}}}`)
+	k.must("patch", "pod", "web", "-n", "shop", "--type", "json", "-p", `[{"op":"add","path":"/metadata/labels/patched","value":"json"}]`)
+	if out := k.must("get", "pod", "web", "-n", "shop", "-o", `jsonpath={.metadata.labels.tier}/{.metadata.annotations.berth\.dev/note}/{.metadata.labels.patched}`); out != "front/merged/json" {
+		t.Errorf("after the three patches: %q", out)
+	}
+
+	// replace with a stale resourceVersion.
+	stale := k.must("get", "pod", "web", "-n", "shop", "-o", "yaml")
+	k.must("label", "pod", "web", "-n", "shop", "bump=1")
+	e.write("/var/tmp/stale.yaml", stale)
+	if _, msg, err := k.kubectl("", "replace", "-f", "/var/tmp/stale.yaml"); err == nil || !strings.Contains(msg, "Error from server (Conflict)") ||
+		!strings.Contains(msg, "the object has been modified; please apply your changes to the latest version and try again") {
+		t.Errorf("replace with a stale resourceVersion: err %v, %s", err, msg)
+	}
+
+	// An unsigned image is refused where users look.
+	e.write("/var/tmp/bad.yaml", fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: bad, namespace: shop}\nspec:\n  containers:\n  - {name: bad, image: %s}\n", e.signed.Unsigned))
+	k.must("apply", "-f", "/var/tmp/bad.yaml")
+	k.eventually("SignatureValidationFailed", contains("SignatureValidationFailed"), "get", "pod", "bad", "-n", "shop", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason}")
+	k.eventually("a Warning event for the refusal", contains("Warning"), "get", "events", "-n", "shop", "--field-selector", "involvedObject.name=bad")
+
+	// The same objects through berth over the socket print the same, ages aside.
+	b := e.berth()
+	age := regexp.MustCompile(`\b\d+(\.\d+)?(s|m|h|d)(\d+s)?\b`)
+	for _, args := range [][]string{
+		{"get", "pods", "-n", "shop"},
+		{"get", "pods", "-n", "shop", "-o", "wide"},
+		{"get", "ns"},
+		{"get", "pod", "web", "-n", "shop", "-o", "yaml"},
+		{"get", "nodes"},
+		{"api-resources"},
+	} {
+		so, bo := k.must(args...), b.must(args...)
+		if age.ReplaceAllString(so, "AGE") != age.ReplaceAllString(bo, "AGE") {
+			t.Errorf("%s differs between the stock kubectl and berth:\nstock:\n%s\nberth:\n%s", strings.Join(args, " "), so, bo)
+		}
+	}
+
+	// Graceful delete: kubectl waits until berthd has stopped the units.
+	k.must("delete", "pod", "web", "-n", "shop")
+	if out := e.run("systemctl", "list-units", "--all", "--no-legend", "--plain", "berth-*.service"); strings.Contains(out, "web") {
+		t.Errorf("units of the deleted pod remain:\n%s", out)
+	}
+	if _, msg, err := k.kubectl("pods/web", "get", "pod", "web", "-n", "shop"); err == nil || !strings.Contains(msg, `pods "web" not found`) {
+		t.Errorf("get after delete: %v %s", err, msg)
+	}
+	k.must("delete", "namespace", "shop")
+}
