@@ -68,6 +68,7 @@ func (g *gen) properties() ([]Property, error) {
 		}
 		add("RestartUSec", uint64(delay.Microseconds()), "wait before restarting, like the kubelet's first crash-loop back-off (10s); systemd 252 has no growing back-off (RestartSteps= needs 254)")
 		add("StartLimitIntervalUSec", uint64(0), "never give up restarting (Kubernetes restarts forever); transient-settable in systemd 252 (src/core/dbus-unit.c)")
+		add("TimeoutStartUSec", uint64(restartTimeoutStart.Microseconds()), "berth-init start first waits out the rest of the kubelet's crash-loop back-off (up to 5 min, agent/berthinit/backoff.go); systemd's default 90 s would cut that wait short")
 	}
 	add("CollectMode", "inactive-or-failed", "unload the unit once it is dead, failed or not, so the same name can be started again; stage-1's poststop has already recorded the exit")
 	add("SyslogIdentifier", pod.Name+"/"+g.ctr.Name, "journal lines of the container carry pod/container (journalctl -t %s/%s)", pod.Name, g.ctr.Name)

@@ -129,6 +129,10 @@ const (
 	unitNameMax = 255
 
 	defaultRestartDelay = 10 * time.Second
+	// restartTimeoutStart bounds a restart: the kubelet's longest crash-loop
+	// back-off (5 min, less the RestartUSec already waited) plus systemd's
+	// default 90 s for the start itself.
+	restartTimeoutStart = 300*time.Second + 90*time.Second
 )
 
 // UnitName is the service name of one container: berth-<ContainerKey>.service,

@@ -1,7 +1,9 @@
 // Package node answers questions about this host that the agent's decisions
 // depend on: its memory (for the kubelet's Burstable oom_score_adj) and its
-// cgroup mode. Later: capacity, allocatable and conditions for the Node
-// object.
+// cgroup mode; and it describes the host as the API's Node object (Object:
+// capacity, allocatable, conditions, addresses, nodeInfo), which a Keeper
+// registers in the store and keeps current, as the kubelet's node status
+// loop does.
 package node
 
 import (

@@ -9,6 +9,13 @@
 // a berthd refuses a file written by a newer schema rather than guess, and
 // upgrades an older one in place (none exists yet: schema 1 is the first).
 //
+// Writes are the apiserver's: Update and Modify (one read-modify-write
+// transaction, which the API's update, patch and delete use) keep what
+// only the server sets, refuse a stale resourceVersion, write nothing for
+// an unchanged object, and remove an object whose deletion has begun once
+// its last finalizer is gone; FinishDeletion is the pod worker's end of a
+// graceful deletion. Watches get bookmarks on request (Watch.Bookmark).
+//
 // Errors carry errdefs classes: ErrNotFound, ErrAlreadyExists, ErrConflict
 // (a stale resourceVersion), ErrInvalidArgument, ErrFailedPrecondition (a
 // state file this berthd cannot read); a watch from a resourceVersion older
@@ -29,6 +36,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
 )
@@ -63,6 +71,9 @@ const (
 	Added    EventType = "ADDED"
 	Modified EventType = "MODIFIED"
 	Deleted  EventType = "DELETED"
+	// Bookmark carries only a resourceVersion: every change up to it has been
+	// delivered (Watch.Bookmark).
+	Bookmark EventType = "BOOKMARK"
 )
 
 // Event is one change, with the object as stored after it (before it, for
@@ -73,6 +84,10 @@ type Event struct {
 	Namespace, Name string
 	ResourceVersion uint64
 	Object          []byte // JSON
+	// Prev is the object before a Modified or Deleted change by an update
+	// (nil otherwise), so that a watch with a selector can tell an object
+	// that stopped matching (the apiserver then sends DELETED).
+	Prev []byte
 }
 
 // Options tune a store.
@@ -182,7 +197,8 @@ func (s *Store) ResourceVersion() (uint64, error) {
 }
 
 // write runs fn in one transaction with the next resourceVersion, then
-// publishes the event fn returns, in resourceVersion order.
+// publishes the event fn returns, in resourceVersion order. fn returning no
+// event changed nothing: the resourceVersion stays, nothing is published.
 func (s *Store) write(res Resource, fn func(b *bolt.Bucket, rv uint64) (*Event, error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -198,12 +214,12 @@ func (s *Store) write(res Resource, fn func(b *bolt.Bucket, rv uint64) (*Event, 
 		if err != nil {
 			return err
 		}
-		if ev, err = fn(b, rv); err != nil {
+		if ev, err = fn(b, rv); err != nil || ev == nil {
 			return err
 		}
 		return m.Put(rvKey, u64(rv))
 	})
-	if err != nil {
+	if err != nil || ev == nil {
 		return err
 	}
 	ev.Resource = res
@@ -293,40 +309,157 @@ func hasPrefix(b, p []byte) bool { return len(b) >= len(p) && string(b[:len(p)])
 
 // Update replaces the stored object with obj. obj's resourceVersion, when
 // set, must be the stored one (else errdefs.ErrConflict, the apiserver's
-// optimistic concurrency); uid and creationTimestamp are kept from the
-// stored object. bumpGeneration says whether the change is to the spec (the
-// caller knows the kind).
+// optimistic concurrency); uid, creationTimestamp, deletionTimestamp and
+// deletionGracePeriodSeconds are kept from the stored object (the
+// apiserver's rest.BeforeUpdate: only a delete starts or shortens a
+// deletion). bumpGeneration says whether the change is to the spec (the
+// caller knows the kind). An update that changes nothing writes nothing and
+// keeps the resourceVersion, as the apiserver's GuaranteedUpdate does.
+//
+// An update that removes the last finalizer of an object whose deletion
+// has begun and whose grace period is over (deletionGracePeriodSeconds unset
+// or 0) removes the object instead, as the apiserver does
+// (shouldDeleteDuringUpdate): watchers see DELETED, and Finalized(obj)
+// reports it to the caller.
 func (s *Store) Update(res Resource, obj Object, bumpGeneration bool) error {
-	return s.write(res, func(b *bolt.Bucket, rv uint64) (*Event, error) {
-		k := key(obj.GetNamespace(), obj.GetName())
+	_, err := s.Modify(res, obj.GetNamespace(), obj.GetName(), &anyObject{}, func(cur Object) (Decision, error) {
+		obj.SetDeletionTimestamp(cur.GetDeletionTimestamp())
+		obj.SetDeletionGracePeriodSeconds(cur.GetDeletionGracePeriodSeconds())
+		return Decision{Replace: obj, BumpGeneration: bumpGeneration}, nil
+	})
+	return err
+}
+
+// Decision is what a Modify function decided to do with the object.
+type Decision struct {
+	// Replace, when set, is stored instead of the object Modify decoded
+	// (which the function may also change in place).
+	Replace Object
+	// Delete removes the object instead of storing it; watchers see DELETED
+	// with the object as the function left it.
+	Delete bool
+	// BumpGeneration increments metadata.generation (a change to the spec).
+	BumpGeneration bool
+}
+
+// Finalized reports whether an object written by Update or Modify was
+// removed instead of stored: its deletion had begun, its grace period was
+// over and it had no finalizers left.
+func Finalized(obj metav1.Object) bool {
+	g := obj.GetDeletionGracePeriodSeconds()
+	return obj.GetDeletionTimestamp() != nil && len(obj.GetFinalizers()) == 0 && (g == nil || *g == 0)
+}
+
+// Modify is the store's read-modify-write, in one transaction: it decodes
+// the stored object ns/name into obj (a new, empty object of the kind),
+// calls fn with it, and stores what fn decided. The apiserver's bookkeeping
+// is applied to the result: its resourceVersion, when set, must still be
+// the stored one (else ErrModified); uid and creationTimestamp are kept;
+// generation is bumped on request; a result equal to what is stored writes
+// nothing. A result whose deletion has begun (deletionTimestamp set by fn or
+// before), whose grace period is over and that has no finalizers left is
+// removed instead (Finalized). deleted says the object is gone.
+//
+// fn runs with the store locked: it must not call the store.
+func (s *Store) Modify(res Resource, ns, name string, obj Object, fn func(cur Object) (Decision, error)) (deleted bool, err error) {
+	err = s.write(res, func(b *bolt.Bucket, rv uint64) (*Event, error) {
+		k := key(ns, name)
 		old := b.Get(k)
 		if old == nil {
-			return nil, fmt.Errorf("%s %q: %w", res, obj.GetName(), errdefs.ErrNotFound)
+			return nil, fmt.Errorf("%s %q: %w", res, name, errdefs.ErrNotFound)
+		}
+		if err := json.Unmarshal(old, obj); err != nil {
+			return nil, fmt.Errorf("%w: stored %s %q: %v", errdefs.ErrDataLoss, res, name, err)
 		}
 		var cur metav1.PartialObjectMetadata
 		if err := json.Unmarshal(old, &cur); err != nil {
-			return nil, fmt.Errorf("%w: stored %s %q: %v", errdefs.ErrDataLoss, res, obj.GetName(), err)
+			return nil, fmt.Errorf("%w: stored %s %q: %v", errdefs.ErrDataLoss, res, name, err)
 		}
-		if want := obj.GetResourceVersion(); want != "" && want != cur.ResourceVersion {
-			return nil, fmt.Errorf("%s %q: %w", res, obj.GetName(), ErrModified)
+		d, err := fn(obj)
+		if err != nil {
+			return nil, err
 		}
-		obj.SetUID(cur.UID)
-		obj.SetCreationTimestamp(cur.CreationTimestamp)
+		out := obj
+		if d.Replace != nil {
+			out = d.Replace
+		}
+		if out.GetName() != name || out.GetNamespace() != ns {
+			return nil, fmt.Errorf("%w: %s %q: an update may not rename an object", errdefs.ErrInvalidArgument, res, name)
+		}
+		if want := out.GetResourceVersion(); want != "" && want != cur.ResourceVersion {
+			return nil, fmt.Errorf("%s %q: %w", res, name, ErrModified)
+		}
+		out.SetUID(cur.UID)
+		out.SetCreationTimestamp(cur.CreationTimestamp)
 		gen := cur.Generation
-		if bumpGeneration {
+		if d.BumpGeneration {
 			gen++
 		}
-		obj.SetGeneration(gen)
-		obj.SetResourceVersion(rvString(rv))
-		data, err := json.Marshal(obj)
+		out.SetGeneration(gen)
+		del := d.Delete || Finalized(out)
+		if !del {
+			// Unchanged: nothing to write, no new resourceVersion.
+			out.SetResourceVersion(cur.ResourceVersion)
+			same, err := json.Marshal(out)
+			if err != nil {
+				return nil, fmt.Errorf("encode %s %q: %w", res, name, err)
+			}
+			if string(same) == string(old) {
+				return nil, nil
+			}
+		}
+		out.SetResourceVersion(rvString(rv))
+		data, err := json.Marshal(out)
 		if err != nil {
-			return nil, fmt.Errorf("encode %s %q: %w", res, obj.GetName(), err)
+			return nil, fmt.Errorf("encode %s %q: %w", res, name, err)
+		}
+		if del {
+			deleted = true
+			if err := b.Delete(k); err != nil {
+				return nil, err
+			}
+			return &Event{Type: Deleted, Namespace: ns, Name: name, ResourceVersion: rv, Object: data, Prev: old}, nil
 		}
 		if err := b.Put(k, data); err != nil {
 			return nil, err
 		}
-		return &Event{Type: Modified, Namespace: obj.GetNamespace(), Name: obj.GetName(), ResourceVersion: rv, Object: data}, nil
+		return &Event{Type: Modified, Namespace: ns, Name: name, ResourceVersion: rv, Object: data, Prev: old}, nil
 	})
+	if err != nil {
+		deleted = false
+	}
+	return deleted, err
+}
+
+// FinishDeletion is the pod worker's last step of a graceful deletion (the
+// kubelet's Delete with grace period 0 and a uid precondition). The
+// protocol: the API marks a pod bound to this node with
+// metadata.deletionTimestamp (now + grace) and deletionGracePeriodSeconds;
+// the worker stops its containers (the stop signal, at most the grace
+// period, then SIGKILL) and then calls FinishDeletion with the uid it
+// stopped. An object without finalizers is then removed (watchers see
+// DELETED; kubectl delete's wait returns); one with finalizers gets
+// deletionGracePeriodSeconds 0 and stays until an update removes the last
+// finalizer, which removes it (see Update). uid guards against removing a
+// pod of the same name created since: a different uid is ErrConflict, a pod
+// already gone ErrNotFound (both mean there is nothing left to finish).
+// Calling it for an object whose deletion has not begun deletes it at once,
+// as a delete with grace period 0 would.
+func (s *Store) FinishDeletion(res Resource, ns, name string, uid types.UID) error {
+	_, err := s.Modify(res, ns, name, &anyObject{}, func(cur Object) (Decision, error) {
+		if uid != "" && cur.GetUID() != uid {
+			return Decision{}, fmt.Errorf("%w: Precondition failed: UID in precondition: %s, UID in object meta: %s", errdefs.ErrConflict, uid, cur.GetUID())
+		}
+		// markAsDeleting's bookkeeping (registry/generic/registry/store.go).
+		now := metav1.NewTime(s.opts.Now().Truncate(time.Second))
+		if ts := cur.GetDeletionTimestamp(); ts == nil || ts.After(now.Time) {
+			cur.SetDeletionTimestamp(&now)
+		}
+		var zero int64
+		cur.SetDeletionGracePeriodSeconds(&zero)
+		return Decision{Delete: len(cur.GetFinalizers()) == 0}, nil
+	})
+	return err
 }
 
 // Delete removes the object, if its uid and resourceVersion match the
@@ -433,6 +566,23 @@ func (w *Watch) Stop() {
 	w.w.stop(nil)
 }
 
+// Bookmark asks for a Bookmark event with the store's current
+// resourceVersion, queued after every change up to it, so that a client
+// that has read it may resume from it (the apiserver's watch bookmarks). A
+// watcher whose queue is full gets none this time.
+func (w *Watch) Bookmark() {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	rv, err := w.s.ResourceVersion()
+	if err != nil {
+		return
+	}
+	// Only a registered watcher's channel is open (Stop unregisters first).
+	if w.s.watchers[w.w] {
+		w.w.send(Event{Type: Bookmark, Resource: w.w.res, ResourceVersion: rv})
+	}
+}
+
 // Watch streams the changes to res in namespace ns ("" for all) after
 // resourceVersion from: those still in history first, then live ones. A
 // from older than history is *TooOldError; from == 0 starts at the current
@@ -513,4 +663,46 @@ func (s *Store) publish(ev Event) {
 			w.stop(ErrWatchTooSlow)
 		}
 	}
+}
+
+// anyObject is a stored object of any kind: its metadata typed, every
+// other field kept as it was (unstructured.Unstructured would insist on a
+// kind, which stored objects need not carry).
+type anyObject struct {
+	metav1.ObjectMeta
+	rest map[string]json.RawMessage
+}
+
+func (o *anyObject) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+
+func (o *anyObject) DeepCopyObject() runtime.Object {
+	c := &anyObject{ObjectMeta: *o.ObjectMeta.DeepCopy(), rest: make(map[string]json.RawMessage, len(o.rest))}
+	for k, v := range o.rest {
+		c.rest[k] = append(json.RawMessage(nil), v...)
+	}
+	return c
+}
+
+func (o *anyObject) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, &o.rest); err != nil {
+		return err
+	}
+	o.ObjectMeta = metav1.ObjectMeta{}
+	if md, ok := o.rest["metadata"]; ok {
+		return json.Unmarshal(md, &o.ObjectMeta)
+	}
+	return nil
+}
+
+func (o *anyObject) MarshalJSON() ([]byte, error) {
+	md, err := json.Marshal(&o.ObjectMeta)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]json.RawMessage, len(o.rest)+1)
+	for k, v := range o.rest {
+		m[k] = v
+	}
+	m["metadata"] = md
+	return json.Marshal(m)
 }

@@ -2,10 +2,9 @@ package server
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
+	"os"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -15,8 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
-	"k8s.io/apimachinery/pkg/types"
-	sigsjson "sigs.k8s.io/json"
 
 	"github.com/berth-dev/berth/agent/store"
 )
@@ -39,6 +36,7 @@ var protobufCodec = func() runtime.Decoder {
 const maxBody = 3 << 20
 
 func (s *Server) serveKind(w http.ResponseWriter, r *http.Request, k *kind, ns, name string) {
+	sub := subresourceOf(r.URL.Path, k, name)
 	q := r.URL.Query()
 	switch {
 	case r.Method == http.MethodGet && name != "":
@@ -49,11 +47,35 @@ func (s *Server) serveKind(w http.ResponseWriter, r *http.Request, k *kind, ns, 
 		s.list(w, r, k, ns)
 	case r.Method == http.MethodPost && name == "":
 		s.create(w, r, k, ns)
-	case r.Method == http.MethodDelete && name != "":
+	case r.Method == http.MethodPut && name != "":
+		s.update(w, r, k, ns, name, sub)
+	case r.Method == http.MethodPatch && name != "":
+		s.patch(w, r, k, ns, name, sub)
+	case r.Method == http.MethodDelete && name != "" && sub == "":
 		s.delete(w, r, k, ns, name)
+	case r.Method == http.MethodDelete && name == "":
+		s.deleteCollection(w, r, k, ns)
 	default:
 		s.writeStatus(w, apierrors.NewMethodNotSupported(k.gr(), strings.ToLower(r.Method)), r)
 	}
+}
+
+// subresourceOf reads the subresource from a path that routing has
+// already matched: ".../<resource>/<name>/<sub>" (the router passes only
+// the name).
+func subresourceOf(path string, k *kind, name string) string {
+	parts := strings.Split(strings.TrimSuffix(path, "/"), "/")
+	n := len(parts)
+	if name == "" || n < 3 {
+		return ""
+	}
+	if parts[n-1] == name && parts[n-2] == k.resource {
+		return ""
+	}
+	if parts[n-2] == name && parts[n-3] == k.resource {
+		return parts[n-1]
+	}
+	return ""
 }
 
 // wantsTable reports whether the client asked for a server-side Table, as
@@ -169,42 +191,23 @@ func (s *Server) table(k *kind, objs []store.Object, rv string, r *http.Request,
 }
 
 func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns string) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	var tooLarge *http.MaxBytesError
-	if errors.As(err, &tooLarge) {
-		s.writeStatus(w, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("limit is %d", maxBody)), r)
+	opts, se := writeOptionsOf(r, "CreateOptions")
+	if se != nil {
+		s.writeStatus(w, se, r)
 		return
 	}
-	if err != nil {
-		s.writeStatus(w, apierrors.NewBadRequest(err.Error()), r)
+	body, se := readBody(w, r)
+	if se != nil {
+		s.writeStatus(w, se, r)
 		return
 	}
 	obj := k.new()
-	var strictErrs []error
-	if strings.HasPrefix(r.Header.Get("Content-Type"), protobufType) {
-		// client-go's typed clients (kubectl create namespace, ...) send
-		// protobuf; there are no unknown fields to refuse in it.
-		if _, _, err := protobufCodec.Decode(body, nil, obj); err != nil {
-			s.writeStatus(w, apierrors.NewBadRequest(err.Error()), r)
-			return
-		}
-	} else if strictErrs, err = sigsjson.UnmarshalStrict(body, obj); err != nil {
-		s.writeStatus(w, apierrors.NewBadRequest(err.Error()), r)
-		return
+	warnings, se := decodeObject(r, body, obj, opts.fieldValidation)
+	if se == nil {
+		se = checkKind(k, obj)
 	}
-	// fieldValidation=Strict (kubectl's default) refuses unknown and
-	// duplicate fields, in the apiserver's words.
-	if len(strictErrs) > 0 && r.URL.Query().Get("fieldValidation") == "Strict" {
-		msgs := make([]string, len(strictErrs))
-		for i, e := range strictErrs {
-			msgs[i] = e.Error()
-		}
-		s.writeStatus(w, apierrors.NewBadRequest("strict decoding error: "+strings.Join(msgs, ", ")), r)
-		return
-	}
-	gvk := obj.GetObjectKind().GroupVersionKind()
-	if gvk.Kind != "" && (gvk.Kind != k.kind || gvk.GroupVersion().String() != "v1") {
-		s.writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("the API version in the data (%s) does not match the expected API version (v1)", gvk.GroupVersion())), r)
+	if se != nil {
+		s.writeStatus(w, se, r)
 		return
 	}
 	if k.namespaced {
@@ -221,76 +224,47 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 			return
 		}
 	}
+	// What only the server sets (rest.BeforeCreate), then the kind's
+	// defaults.
+	obj.SetUID("")
+	obj.SetCreationTimestamp(metav1.Time{})
+	obj.SetDeletionTimestamp(nil)
+	obj.SetDeletionGracePeriodSeconds(nil)
+	obj.SetGeneration(0)
 	k.prepare(obj)
+	if p, ok := obj.(*corev1.Pod); ok && p.Spec.NodeName == "" {
+		// The scheduler's binding: berth is the one node (the pod worker
+		// emits the Scheduled event).
+		p.Spec.NodeName = s.nodeName()
+	}
 	if err := k.validate(obj); err != nil {
 		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), obj.GetName()), r)
+		return
+	}
+	if opts.dryRun {
+		if err := s.store.Get(store.Resource(k.resource), obj.GetNamespace(), obj.GetName(), k.new()); err == nil {
+			s.writeStatus(w, apierrors.NewAlreadyExists(k.gr(), obj.GetName()), r)
+			return
+		}
+		obj.SetResourceVersion("")
+		addWarnings(w, warnings)
+		writeJSON(w, http.StatusCreated, obj)
 		return
 	}
 	if err := s.store.Create(store.Resource(k.resource), obj); err != nil {
 		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), obj.GetName()), r)
 		return
 	}
+	addWarnings(w, warnings)
 	writeJSON(w, http.StatusCreated, obj)
 }
 
-func (s *Server) delete(w http.ResponseWriter, r *http.Request, k *kind, ns, name string) {
-	var opts metav1.DeleteOptions
-	if body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody)); err != nil {
-		s.writeStatus(w, apierrors.NewBadRequest(err.Error()), r)
-		return
-	} else if len(body) > 0 {
-		if err := json.Unmarshal(body, &opts); err != nil {
-			s.writeStatus(w, apierrors.NewBadRequest(err.Error()), r)
-			return
-		}
+// nodeName is the node pods are bound to: Options.NodeName, else the host
+// name.
+func (s *Server) nodeName() string {
+	if s.opts.NodeName != "" {
+		return s.opts.NodeName
 	}
-	var uid types.UID
-	var rv string
-	if p := opts.Preconditions; p != nil {
-		if p.UID != nil {
-			uid = *p.UID
-		}
-		if p.ResourceVersion != nil {
-			rv = *p.ResourceVersion
-		}
-	}
-	if k.resource == "namespaces" && name == metav1.NamespaceDefault {
-		s.writeStatus(w, apierrors.NewForbidden(k.gr(), name, errors.New("this namespace may not be deleted")), r)
-		return
-	}
-	gone, err := s.store.Delete(store.Resource(k.resource), ns, name, uid, rv)
-	if err != nil {
-		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), name), r)
-		return
-	}
-	if k.resource == "namespaces" {
-		// A namespace takes its objects with it. (The apiserver marks it
-		// Terminating and its namespace controller empties it; berth's
-		// controllers come with a later issue.)
-		s.deleteAll(r, "pods", name)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(gone)
-}
-
-func (s *Server) deleteAll(r *http.Request, res, ns string) {
-	var names []string
-	_, err := s.store.List(store.Resource(res), ns, func(data []byte) error {
-		var m metav1.PartialObjectMetadata
-		if err := json.Unmarshal(data, &m); err != nil {
-			return err
-		}
-		names = append(names, m.Name)
-		return nil
-	})
-	if err != nil {
-		s.log.Error("list for namespace deletion", "namespace", ns, "error", err)
-		return
-	}
-	for _, n := range names {
-		if _, err := s.store.Delete(store.Resource(res), ns, n, "", ""); err != nil {
-			s.log.Error("delete with namespace", "namespace", ns, "name", n, "error", err)
-		}
-	}
+	h, _ := os.Hostname()
+	return h
 }

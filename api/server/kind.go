@@ -23,9 +23,25 @@ type kind struct {
 	newList                  func(items [][]byte, rv string) any
 	prepare                  func(obj store.Object) // defaults on create
 	validate                 func(obj store.Object) error
-	fields                   func(obj store.Object) fields.Set // for field selectors
-	columns                  []metav1.TableColumnDefinition
-	cells                    func(obj store.Object) []any
+	// prepareUpdate and prepareStatus are the kind's strategy for an
+	// update of the object and of its status subresource
+	// (PrepareForUpdate): what the client may not change there is copied
+	// from old. nil: the object's "status" is kept on update and only
+	// "status" changes through the subresource (genericPrepareUpdate).
+	prepareUpdate, prepareStatus func(obj, old store.Object)
+	// validateUpdate refuses what may not change (immutable fields), after
+	// validate has passed on the new object; nil: anything may.
+	validateUpdate func(obj, old store.Object) error
+	// gracePeriod is the kind's graceful deletion (CheckGracefulDelete):
+	// the grace period a delete with the requested one (nil: none given)
+	// gives obj; 0 deletes at once. nil: the kind is deleted at once.
+	gracePeriod func(obj store.Object, requested *int64) int64
+	// returnDeletedObject: a delete answers with the object, not a Status
+	// (the apiserver's ReturnDeletedObject, set for pods).
+	returnDeletedObject bool
+	fields              func(obj store.Object) fields.Set // for field selectors
+	columns             []metav1.TableColumnDefinition
+	cells               func(obj store.Object) []any
 }
 
 func schemaGR(group, resource string) schema.GroupResource {
@@ -34,6 +50,17 @@ func schemaGR(group, resource string) schema.GroupResource {
 
 func (k *kind) gr() schema.GroupResource { return schemaGR(k.group, k.resource) }
 func (k *kind) gk() schema.GroupKind     { return schema.GroupKind{Group: k.group, Kind: k.kind} }
+
+// verbs are what discovery lists for the kind: every verb the generic
+// handlers serve.
+func (k *kind) verbs() metav1.Verbs {
+	return metav1.Verbs{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}
+}
+
+// subresourceVerbs are what discovery lists for a subresource (status).
+func (k *kind) subresourceVerbs(string) metav1.Verbs {
+	return metav1.Verbs{"get", "patch", "update"}
+}
 
 func (k *kind) hasSubresource(s string) bool {
 	for _, x := range k.subresources {

@@ -99,7 +99,7 @@ func (k *kubectl) fails(allow404 string, args ...string) string {
 }
 
 func TestStockKubectl(t *testing.T) {
-	k, _ := newKubectl(t)
+	k, st := newKubectl(t)
 	dir := t.TempDir()
 	pod := filepath.Join(dir, "pod.yaml")
 	if err := os.WriteFile(pod, []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: web, labels: {app: web}}\nspec:\n  containers: [{name: app, image: busybox}]\n"), 0o644); err != nil {
@@ -123,7 +123,7 @@ func TestStockKubectl(t *testing.T) {
 	if out := k.ok("get", "pods", "-n", "team"); !regexp.MustCompile(`^NAME\s+READY\s+STATUS\s+RESTARTS\s+AGE\nweb\s+0/1\s+Pending\s+0\s+\S+\n$`).MatchString(out) {
 		t.Errorf("get pods:\n%s", out)
 	}
-	if out := k.ok("get", "pods", "-A", "-o", "wide", "--show-labels"); !regexp.MustCompile(`(?m)^NAMESPACE\s+NAME\s+READY\s+STATUS\s+RESTARTS\s+AGE\s+IP\s+NODE\s+NOMINATED NODE\s+READINESS GATES\s+LABELS\nteam\s+web\s+0/1\s+Pending\s+0\s+\S+\s+<none>\s+<none>\s+<none>\s+<none>\s+app=web$`).MatchString(out) {
+	if out := k.ok("get", "pods", "-A", "-o", "wide", "--show-labels"); !regexp.MustCompile(`(?m)^NAMESPACE\s+NAME\s+READY\s+STATUS\s+RESTARTS\s+AGE\s+IP\s+NODE\s+NOMINATED NODE\s+READINESS GATES\s+LABELS\nteam\s+web\s+0/1\s+Pending\s+0\s+\S+\s+<none>\s+\S+\s+<none>\s+<none>\s+app=web$`).MatchString(out) {
 		t.Errorf("get pods -A -o wide --show-labels:\n%s", out)
 	}
 	if out := k.ok("get", "pod", "web", "-n", "team", "-o", "jsonpath={.metadata.namespace}/{.metadata.name} {.status.phase}"); out != "team/web Pending" {
@@ -154,7 +154,10 @@ func TestStockKubectl(t *testing.T) {
 		t.Errorf("pod in a missing namespace: %s", msg)
 	}
 
-	// kubectl delete waits until a GET answers 404.
+	// kubectl delete waits until a GET answers 404: the pod is bound to
+	// this node, so it is deleted gracefully and the (simulated) pod worker
+	// finishes it.
+	finishDeletions(t, st)
 	if out, stderr, err := k.run("/pods/web", "delete", "pod", "web", "-n", "team"); err != nil || out != "pod \"web\" deleted\n" {
 		t.Errorf("delete: %q %v %s", out, err, stderr)
 	}

@@ -3,11 +3,14 @@
 // k8s.io/apiserver, whose generic server would cost more memory than the
 // whole agent). The real kubectl is the measure of what it must answer.
 //
-// This first part serves /version, the health checks, legacy discovery
-// (/api, /api/v1, /apis), Namespaces and Pods (get, list with label and
-// field selectors, watch with resumption, create with strict decoding,
-// delete with preconditions) and server-side Tables with kubectl's
-// columns. Errors become metav1.Status here only (errors.go).
+// It serves /version, the health checks, discovery (aggregated and legacy),
+// /openapi/v3 (api/openapi), and the kinds: Namespace, Pod (kinds_core.go),
+// ConfigMap, Secret (kinds_config.go), Event in core/v1 and events.k8s.io/v1
+// (kinds_events.go) and Node (kinds_node.go), each with the generic verbs
+// (handlers.go and its neighbours), the apiserver's validation and field
+// selectors, and server-side Tables with kubectl's columns. docs/api.md
+// says what is served and how it differs from a cluster. Errors become
+// metav1.Status here only (errors.go).
 package server
 
 import (
@@ -15,17 +18,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"runtime"
+	goruntime "runtime"
+	"sort"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
+	apidiscoveryv2 "k8s.io/api/apidiscovery/v2"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/version"
 
 	"github.com/berth-dev/berth/agent/store"
+	"github.com/berth-dev/berth/api/openapi"
 )
 
 // KubernetesMinor is the Kubernetes minor version whose API berth serves
@@ -59,10 +68,21 @@ type Options struct {
 
 // Server is the API's http.Handler.
 type Server struct {
-	store Store
-	log   hclog.Logger
-	opts  Options
-	kinds map[string]*kind // by resource name
+	store   Store
+	log     hclog.Logger
+	opts    Options
+	kinds   map[string]*kind // by kindKey
+	order   []*kind          // as discovery lists them
+	openapi *openapi.Handler
+}
+
+// kindKey names a kind in Server.kinds: the resource for the core group
+// ("pods"), group/resource for others ("events.k8s.io/events").
+func kindKey(group, resource string) string {
+	if group == "" {
+		return resource
+	}
+	return group + "/" + resource
 }
 
 // New returns the API over st, making sure the namespace "default" exists
@@ -72,8 +92,16 @@ func New(st Store, opts Options) (*Server, error) {
 		opts.Log = hclog.NewNullLogger()
 	}
 	s := &Server{store: st, log: opts.Log.Named("api"), opts: opts, kinds: map[string]*kind{}}
-	for _, k := range []*kind{namespaceKind(), podKind()} {
-		s.kinds[k.resource] = k
+	for _, k := range []*kind{namespaceKind(), podKind(), configMapKind(), secretKind(), eventKind(), nodeKind(), eventsV1Kind()} {
+		if k.version == "" {
+			k.version = "v1"
+		}
+		s.kinds[kindKey(k.group, k.resource)] = k
+		s.order = append(s.order, k)
+	}
+	var err error
+	if s.openapi, err = s.openAPI(); err != nil {
+		return nil, err
 	}
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: metav1.NamespaceDefault}}
 	s.kinds["namespaces"].prepare(ns)
@@ -83,6 +111,46 @@ func New(st Store, opts Options) (*Server, error) {
 	return s, nil
 }
 
+// verbs is what discovery (and OpenAPI) says k serves. events.k8s.io/v1 is
+// read-only until the handlers can store it in its core/v1 form
+// (kinds_events.go).
+func verbs(k *kind) []string {
+	if k.group == "events.k8s.io" {
+		return []string{"get", "list", "watch"}
+	}
+	return []string{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}
+}
+
+// apiScheme knows the Go types of the kinds served, for their list types.
+var apiScheme = func() *runtime.Scheme {
+	sch := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, eventsv1.AddToScheme} {
+		if err := add(sch); err != nil {
+			panic(err)
+		}
+	}
+	return sch
+}()
+
+// openAPI describes the kinds served for /openapi/v3.
+func (s *Server) openAPI() (*openapi.Handler, error) {
+	var rs []openapi.Resource
+	for _, k := range s.order {
+		gv := schema.GroupVersion{Group: k.group, Version: k.version}
+		obj, err := apiScheme.New(gv.WithKind(k.kind))
+		if err != nil {
+			return nil, fmt.Errorf("openapi: %w", err)
+		}
+		list, err := apiScheme.New(gv.WithKind(k.kind + "List"))
+		if err != nil {
+			return nil, fmt.Errorf("openapi: %w", err)
+		}
+		rs = append(rs, openapi.Resource{Group: k.group, Version: k.version, Resource: k.resource, Kind: k.kind,
+			Namespaced: k.namespaced, Verbs: verbs(k), Subresources: k.subresources, Object: obj, List: list})
+	}
+	return openapi.NewHandler(rs), nil
+}
+
 // ServeHTTP routes a request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimSuffix(r.URL.Path, "/")
@@ -90,7 +158,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/version":
 		writeJSON(w, http.StatusOK, version.Info{
 			Major: "1", Minor: KubernetesMinor, GitVersion: GitVersion,
-			GoVersion: runtime.Version(), Compiler: runtime.Compiler, Platform: runtime.GOOS + "/" + runtime.GOARCH,
+			GoVersion: goruntime.Version(), Compiler: goruntime.Compiler, Platform: goruntime.GOOS + "/" + goruntime.GOARCH,
 		})
 		return
 	case "/healthz", "/livez", "/readyz":
@@ -99,55 +167,168 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "ok")
 		return
 	case "/api":
+		if wantsAggregated(r) {
+			s.aggregated(w, "")
+			return
+		}
 		writeJSON(w, http.StatusOK, &metav1.APIVersions{
 			TypeMeta: metav1.TypeMeta{Kind: "APIVersions"}, Versions: []string{"v1"},
 			ServerAddressByClientCIDRs: []metav1.ServerAddressByClientCIDR{{ClientCIDR: "0.0.0.0/0", ServerAddress: r.Host}},
 		})
 		return
 	case "/apis":
-		writeJSON(w, http.StatusOK, &metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}, Groups: []metav1.APIGroup{}})
+		if wantsAggregated(r) {
+			s.aggregated(w, "apis")
+			return
+		}
+		writeJSON(w, http.StatusOK, &metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}, Groups: s.groups()})
 		return
 	case "/api/v1":
-		s.discovery(w)
+		s.discovery(w, "", "v1")
+		return
+	case "/openapi/v3":
+		s.openapi.ServeHTTP(w, r)
+		return
+	}
+	if strings.HasPrefix(path, "/openapi/v3/") {
+		s.openapi.ServeHTTP(w, r)
 		return
 	}
 	if rest, ok := strings.CutPrefix(path, "/api/v1/"); ok {
-		s.serveCore(w, r, strings.Split(rest, "/"))
+		s.serveResource(w, r, "", strings.Split(rest, "/"))
 		return
+	}
+	if rest, ok := strings.CutPrefix(path, "/apis/"); ok {
+		parts := strings.Split(rest, "/")
+		for _, g := range s.groups() {
+			switch {
+			case g.Name != parts[0]:
+				continue
+			case len(parts) == 1:
+				g.TypeMeta = metav1.TypeMeta{Kind: "APIGroup", APIVersion: "v1"}
+				writeJSON(w, http.StatusOK, &g)
+				return
+			case parts[1] != g.PreferredVersion.Version:
+				// Every group berth serves has one version.
+			case len(parts) == 2:
+				s.discovery(w, g.Name, parts[1])
+				return
+			default:
+				s.serveResource(w, r, g.Name, parts[2:])
+				return
+			}
+		}
 	}
 	s.writeStatus(w, apierrors.NewNotFound(schemaGR("", ""), ""), r)
 }
 
-// discovery lists what /api/v1 serves, with verbs and subresources.
-func (s *Server) discovery(w http.ResponseWriter) {
-	list := &metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"}, GroupVersion: "v1"}
-	for _, name := range []string{"namespaces", "pods"} {
-		k := s.kinds[name]
+// groups are the API groups served besides the core group, one version
+// each.
+func (s *Server) groups() []metav1.APIGroup {
+	groups := []metav1.APIGroup{}
+	seen := map[string]bool{}
+	for _, k := range s.order {
+		if k.group == "" || seen[k.group] {
+			continue
+		}
+		seen[k.group] = true
+		gv := metav1.GroupVersionForDiscovery{GroupVersion: k.group + "/" + k.version, Version: k.version}
+		groups = append(groups, metav1.APIGroup{Name: k.group, Versions: []metav1.GroupVersionForDiscovery{gv}, PreferredVersion: gv})
+	}
+	return groups
+}
+
+// discovery lists what a group-version serves, with verbs and
+// subresources, as /api/v1 and /apis/GROUP/VERSION do.
+func (s *Server) discovery(w http.ResponseWriter, group, version string) {
+	gv := schema.GroupVersion{Group: group, Version: version}.String()
+	list := &metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"}, GroupVersion: gv}
+	for _, k := range s.order {
+		if k.group != group || k.version != version {
+			continue
+		}
 		list.APIResources = append(list.APIResources, metav1.APIResource{
 			Name: k.resource, SingularName: k.singular, Namespaced: k.namespaced, Kind: k.kind,
-			Verbs: metav1.Verbs{"create", "delete", "get", "list", "watch"}, ShortNames: k.shortNames,
-			Categories: k.categories,
+			Verbs: verbs(k), ShortNames: k.shortNames, Categories: k.categories,
 		})
 		for _, sub := range k.subresources {
 			list.APIResources = append(list.APIResources, metav1.APIResource{
-				Name: k.resource + "/" + sub, Namespaced: k.namespaced, Kind: k.kind, Verbs: metav1.Verbs{"get"},
+				Name: k.resource + "/" + sub, Namespaced: k.namespaced, Kind: k.kind, Verbs: metav1.Verbs{"get", "patch", "update"},
 			})
 		}
 	}
+	sort.Slice(list.APIResources, func(i, j int) bool { return list.APIResources[i].Name < list.APIResources[j].Name })
 	writeJSON(w, http.StatusOK, list)
 }
 
-// serveCore routes /api/v1/... :
+// aggregatedType is the media type of aggregated discovery (apidiscovery
+// v2), which kubectl asks for first: one request answers for every
+// group-version, where legacy discovery takes one per group-version.
+const aggregatedType = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+func wantsAggregated(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		params := map[string]bool{}
+		for _, p := range strings.Split(part, ";") {
+			params[strings.TrimSpace(p)] = true
+		}
+		if params["application/json"] && params["g=apidiscovery.k8s.io"] && params["v=v2"] && params["as=APIGroupDiscoveryList"] {
+			return true
+		}
+	}
+	return false
+}
+
+// aggregated answers /api (the core group) or /apis (the others) in the
+// aggregated form, with the same resources and verbs as legacy discovery.
+func (s *Server) aggregated(w http.ResponseWriter, root string) {
+	list := &apidiscoveryv2.APIGroupDiscoveryList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupDiscoveryList", APIVersion: "apidiscovery.k8s.io/v2"},
+		Items: []apidiscoveryv2.APIGroupDiscovery{}}
+	var groups []string
+	if root == "" {
+		groups = []string{""}
+	} else {
+		for _, g := range s.groups() {
+			groups = append(groups, g.Name)
+		}
+	}
+	for _, group := range groups {
+		item := apidiscoveryv2.APIGroupDiscovery{ObjectMeta: metav1.ObjectMeta{Name: group}}
+		version := apidiscoveryv2.APIVersionDiscovery{Version: "v1", Freshness: apidiscoveryv2.DiscoveryFreshnessCurrent}
+		for _, k := range s.order {
+			if k.group != group {
+				continue
+			}
+			version.Version = k.version
+			gvk := &metav1.GroupVersionKind{Group: k.group, Version: k.version, Kind: k.kind}
+			scope := apidiscoveryv2.ScopeCluster
+			if k.namespaced {
+				scope = apidiscoveryv2.ScopeNamespace
+			}
+			rd := apidiscoveryv2.APIResourceDiscovery{Resource: k.resource, ResponseKind: gvk, Scope: scope, SingularResource: k.singular,
+				Verbs: verbs(k), ShortNames: k.shortNames, Categories: k.categories}
+			for _, sub := range k.subresources {
+				rd.Subresources = append(rd.Subresources, apidiscoveryv2.APISubresourceDiscovery{Subresource: sub, ResponseKind: gvk, Verbs: []string{"get", "patch", "update"}})
+			}
+			version.Resources = append(version.Resources, rd)
+		}
+		sort.Slice(version.Resources, func(i, j int) bool { return version.Resources[i].Resource < version.Resources[j].Resource })
+		item.Versions = []apidiscoveryv2.APIVersionDiscovery{version}
+		list.Items = append(list.Items, item)
+	}
+	w.Header().Set("Content-Type", aggregatedType)
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(list)
+}
+
+// serveResource routes the rest of a group-version's path:
 //
-//	namespaces[/NAME]             pods (all namespaces)
-//	namespaces/NS/pods[/NAME[/status]]
-func (s *Server) serveCore(w http.ResponseWriter, r *http.Request, parts []string) {
+//	RESOURCE[/NAME[/SUB]]                      cluster-scoped kinds, and
+//	                                           namespaced ones in all namespaces (list, watch)
+//	namespaces/NS/RESOURCE[/NAME[/SUB]]        namespaced kinds
+func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, group string, parts []string) {
 	var ns, res, name, sub string
 	switch {
-	case len(parts) == 1:
-		res = parts[0]
-	case len(parts) == 2 && parts[0] == "namespaces":
-		res, name = parts[0], parts[1]
 	case len(parts) >= 3 && parts[0] == "namespaces" && len(parts) <= 5:
 		ns, res = parts[1], parts[2]
 		if len(parts) >= 4 {
@@ -156,16 +337,42 @@ func (s *Server) serveCore(w http.ResponseWriter, r *http.Request, parts []strin
 		if len(parts) == 5 {
 			sub = parts[4]
 		}
+	case len(parts) <= 3:
+		res = parts[0]
+		if len(parts) >= 2 {
+			name = parts[1]
+		}
+		if len(parts) == 3 {
+			sub = parts[2]
+		}
 	default:
-		s.writeStatus(w, apierrors.NewNotFound(schemaGR("", ""), strings.Join(parts, "/")), r)
+		s.writeStatus(w, apierrors.NewNotFound(schemaGR(group, ""), strings.Join(parts, "/")), r)
 		return
 	}
-	k := s.kinds[res]
-	if k == nil || (ns != "" && !k.namespaced) || (sub != "" && !k.hasSubresource(sub)) {
-		s.writeStatus(w, apierrors.NewNotFound(schemaGR("", res), name), r)
+	k := s.kinds[kindKey(group, res)]
+	if k == nil || (ns != "" && !k.namespaced) || (ns == "" && k.namespaced && name != "") ||
+		(sub != "" && !k.hasSubresource(sub)) || name == "" && sub != "" {
+		s.writeStatus(w, apierrors.NewNotFound(schemaGR(group, res), name), r)
 		return
+	}
+	if !has(verbs(k), "create") && r.Method != http.MethodGet {
+		s.writeStatus(w, apierrors.NewMethodNotSupported(k.gr(), strings.ToLower(r.Method)), r)
+		return
+	}
+	if q := r.URL.Query().Get("watch"); k.group == "events.k8s.io" && (q == "1" || q == "true") {
+		// A watch streams objects as stored: their core/v1 form.
+		w = &eventsV1Writer{ResponseWriter: w}
 	}
 	s.serveKind(w, r, k, ns, name)
+}
+
+func has(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -1,5 +1,11 @@
-// Command berthd is berth's node agent. In this version it runs pods
-// directly from the command line (the socket API comes next):
+// Command berthd is berth's node agent.
+//
+//	berthd serve [--config /etc/berth/berthd.yaml]  the daemon: the Kubernetes API on
+//	                                           /run/berth/berth.sock (what berthd.service runs;
+//	                                           docs/berthd.md)
+//
+// The one-shot commands below run pods directly from the command line (tests
+// and the demo use them):
 //
 //	berthd pod run -f pod.yaml [--layout DIR] start a pod: images pulled from registries (or an OCI layout),
 //	                                           each judged by the trust policy first
@@ -68,7 +74,7 @@ func newRoot() *cobra.Command {
 	pod.AddCommand(runCmd(g), statusCmd(g), rmCmd(g))
 	img := &cobra.Command{Use: "image", Short: "pull and list images"}
 	img.AddCommand(pullCmd(g), lsCmd(g), gcCmd(g))
-	root.AddCommand(pod, img)
+	root.AddCommand(pod, img, serveCmd(g))
 	return root
 }
 

@@ -1,0 +1,188 @@
+// Package config is berthd's configuration file, /etc/berth/berthd.yaml:
+// its schema, its defaults and its checks. Every key is documented here, in
+// packaging/berthd.yaml (the example the packages install) and in
+// docs/berthd.md; a key berthd does not know is refused rather than
+// ignored, so that a typo cannot silently leave a setting at its default.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/berth-dev/berth/image"
+	"github.com/berth-dev/berth/verify"
+)
+
+// DefaultPath is where berthd reads its configuration.
+const DefaultPath = "/etc/berth/berthd.yaml"
+
+// Config is berthd.yaml. The yaml tags are the keys.
+type Config struct {
+	// StateDir holds the persistent state: state.db (desired state), the
+	// image store, pods' bundles, the PKI of the HTTPS listener.
+	StateDir string `yaml:"stateDir"`
+	// RunDir holds volatile state (pinned pod namespaces).
+	RunDir string `yaml:"runDir"`
+	// Socket is the API's Unix socket.
+	Socket Socket `yaml:"socket"`
+	// HTTPS is the loopback HTTPS listener for stock kubectl.
+	HTTPS HTTPS `yaml:"https"`
+	// NodeName is this node's name in the API (empty: the host name).
+	NodeName string `yaml:"nodeName"`
+	// LogLevel is trace, debug, info, warn or error.
+	LogLevel string `yaml:"logLevel"`
+	// Init is the berth-init binary (empty: next to berthd, else
+	// /usr/libexec/berth/berth-init).
+	Init string `yaml:"init"`
+	// Policy is the trust policy (containers-policy.json(5)); absent file:
+	// every image is rejected.
+	Policy string `yaml:"policy"`
+	// Registries is the registry configuration (mirrors, CAs, credentials).
+	Registries string `yaml:"registries"`
+	// PidsLimit is each container's TasksMax (<= 0: unlimited).
+	PidsLimit int64 `yaml:"pidsLimit"`
+	// AllowPrivileged allows securityContext.privileged.
+	AllowPrivileged bool `yaml:"allowPrivileged"`
+	// ShutdownTimeout bounds how long berthd waits for open requests
+	// (watches included) on SIGTERM before closing them.
+	ShutdownTimeout time.Duration `yaml:"shutdownTimeout"`
+}
+
+// Socket is the Unix socket's placement and permissions.
+type Socket struct {
+	// Path of the socket; its directory is created 0755.
+	Path string `yaml:"path"`
+	// Group owns the socket (empty: root's group). Members of it, and root,
+	// may do everything through the socket; see docs/berthd.md.
+	Group string `yaml:"group"`
+	// Mode is the socket's file mode, octal. The default 0666 lets every
+	// local user connect and read what api/authz allows them (peer
+	// credentials are the gate, as with Tailscale's local API); 0660 shuts
+	// out everyone outside Group.
+	Mode string `yaml:"mode"`
+}
+
+// HTTPS is the loopback listener with client-certificate authentication.
+type HTTPS struct {
+	// Enabled turns the listener on.
+	Enabled bool `yaml:"enabled"`
+	// Address to listen on: a loopback IP and a port.
+	Address string `yaml:"address"`
+}
+
+// Default is the configuration with no file.
+func Default() Config {
+	return Config{
+		StateDir:        "/var/lib/berth",
+		RunDir:          "/run/berth",
+		Socket:          Socket{Path: "/run/berth/berth.sock", Group: "berth", Mode: "0666"},
+		HTTPS:           HTTPS{Enabled: false, Address: "127.0.0.1:6443"},
+		LogLevel:        "info",
+		Policy:          verify.DefaultPolicyPath,
+		Registries:      image.DefaultRegistriesPath,
+		PidsLimit:       4096,
+		ShutdownTimeout: 10 * time.Second,
+	}
+}
+
+// Load reads path over the defaults. A missing file is the defaults when
+// mustExist is false (the default path on a host without one); unknown
+// keys, a second document and bad values are errdefs.ErrInvalidArgument
+// naming the file.
+func Load(path string, mustExist bool) (Config, error) {
+	c := Default()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !mustExist {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("read configuration: %w", err)
+	}
+	if err := Parse(data, &c); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes data over c (which holds the defaults) and checks it.
+func Parse(data []byte, c *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && err != io.EOF {
+		return fmt.Errorf("%w: %s", errdefs.ErrInvalidArgument, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var extra any
+	if err := dec.Decode(&extra); err != io.EOF {
+		return fmt.Errorf("%w: one YAML document expected", errdefs.ErrInvalidArgument)
+	}
+	return c.Validate()
+}
+
+// Validate checks values a YAML type cannot.
+func (c *Config) Validate() error {
+	bad := func(key, format string, a ...any) error {
+		return fmt.Errorf("%w: %s: %s", errdefs.ErrInvalidArgument, key, fmt.Sprintf(format, a...))
+	}
+	for key, p := range map[string]string{"stateDir": c.StateDir, "runDir": c.RunDir, "socket.path": c.Socket.Path} {
+		if !strings.HasPrefix(p, "/") {
+			return bad(key, "%q is not an absolute path", p)
+		}
+	}
+	if _, err := c.Socket.FileMode(); err != nil {
+		return bad("socket.mode", "%v", err)
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		return bad("logLevel", "%q is not one of trace, debug, info, warn, error", c.LogLevel)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return bad("shutdownTimeout", "%v is not positive", c.ShutdownTimeout)
+	}
+	if c.HTTPS.Enabled {
+		if err := CheckLoopback(c.HTTPS.Address); err != nil {
+			return bad("https.address", "%v", err)
+		}
+	}
+	return nil
+}
+
+// FileMode parses Mode ("0666", "660").
+func (s Socket) FileMode() (fs.FileMode, error) {
+	var m uint32
+	if _, err := fmt.Sscanf(s.Mode, "%o", &m); err != nil || m > 0o777 {
+		return 0, fmt.Errorf("%q is not an octal file mode", s.Mode)
+	}
+	return fs.FileMode(m), nil
+}
+
+// CheckLoopback accepts only a loopback host and a port: the listener is
+// for this machine's kubectl, not a remote API (client certificates or not,
+// berth makes no promise about exposing the API to a network).
+func CheckLoopback(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if port == "" {
+		return fmt.Errorf("%q has no port", addr)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q is not a loopback address (127.0.0.0/8, ::1 or localhost)", host)
+	}
+	return nil
+}

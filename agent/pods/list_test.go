@@ -1,0 +1,178 @@
+package pods
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	bndl "github.com/berth-dev/berth/agent/bundle"
+	"github.com/berth-dev/berth/unitgen"
+)
+
+// ListUnits makes the fake list what it runs, as systemd lists loaded units.
+func (f *fakeUnits) ListUnits(_ context.Context, prefix string) ([]UnitSummary, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []UnitSummary
+	for name := range f.started {
+		if strings.HasPrefix(name, prefix) {
+			out = append(out, UnitSummary{Name: name, LoadState: "loaded", ActiveState: "active", SubState: "running"})
+		}
+	}
+	// Not berth's container units: never listed as such.
+	out = append(out, UnitSummary{Name: "berth-default.slice", ActiveState: "active"}, UnitSummary{Name: "berth-gc.service", ActiveState: "active"})
+	return out, nil
+}
+
+func TestUnitKey(t *testing.T) {
+	long := strings.Repeat("a", 240)
+	for name, want := range map[string]bool{
+		unitgen.UnitName("default", "web", "app"): true,
+		unitgen.UnitName("default", long, "app"):  true, // shortened: three '_'
+		"berth-default.slice":                     false,
+		"berth.slice":                             false,
+		"berthd.service":                          false,
+		"berth-gc.service":                        false,
+		"berth-a_b.service":                       false,
+		"other-a_b_c.service":                     false,
+	} {
+		if got := IsContainerUnit(name); got != want {
+			t.Errorf("IsContainerUnit(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if k, ok := ContainerKeyPodKey("default_web.v1_app"); !ok || k != "default_web.v1" {
+		t.Errorf("ContainerKeyPodKey: %q %v", k, ok)
+	}
+	if _, ok := ContainerKeyPodKey(unitgen.ContainerKey("default", long, "app")); ok {
+		t.Error("a shortened key gave a pod key")
+	}
+}
+
+// Host sees a started pod whole, a half-started one as such, and leftovers
+// without records; the removals take each away, mounts included.
+func TestHostAndRemovals(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	pod, imgs := f.pod("web", "app", "side")
+	must(t, f.rt.RunPod(ctx, pod, imgs))
+	long := strings.Repeat("b", 240)
+	lpod, limgs := f.pod(long, "app")
+	must(t, f.rt.RunPod(ctx, lpod, limgs))
+
+	// A half-written bundle of "web"'s side container: the FIFO of a start
+	// that was never released.
+	side := filepath.Join(f.state, "containers", "default_web_side")
+	must(t, unix.Mkfifo(filepath.Join(side, bndl.ReleaseFile), 0o600))
+	// A run directory whose namespace is pinned but which has no record.
+	orphanNS := filepath.Join(f.run, "pods", "default_gone", "ns")
+	must(t, createNamespaces(orphanNS, "gone"))
+	// A stray bundle with a mount in it.
+	stray := filepath.Join(f.state, "containers", "default_gone_app")
+	must(t, os.MkdirAll(filepath.Join(stray, bndl.UpperDir), 0o700))
+	must(t, unix.Mount("tmpfs", filepath.Join(stray, bndl.UpperDir), "tmpfs", 0, ""))
+	t.Cleanup(func() { _ = unix.Unmount(filepath.Join(stray, bndl.UpperDir), unix.MNT_DETACH) })
+
+	h, err := f.rt.Host(ctx)
+	must(t, err)
+	byKey := map[string]HostPod{}
+	for _, p := range h.Pods {
+		byKey[p.Key] = p
+	}
+	web := byKey["default_web"]
+	if web.RecordErr != nil || web.UID == "" || !web.Pinned || web.Started() || len(web.Released) != 1 || web.Released[0] != "app" {
+		t.Errorf("web: %+v", web)
+	}
+	lk := unitgen.PodKey("default", long)
+	if lp := byKey[lk]; lp.RecordErr != nil || lp.Name != long || !lp.Started() || !lp.Pinned {
+		t.Errorf("long: %+v", lp)
+	}
+	gone := byKey["default_gone"]
+	if !errdefs.IsNotFound(gone.RecordErr) || gone.State || !gone.Run || !gone.Pinned {
+		t.Errorf("gone: %+v", gone)
+	}
+	if len(h.Units) != 3 {
+		t.Errorf("units: %+v", h.Units)
+	}
+	for _, u := range h.Units {
+		if !u.Running() || !IsContainerUnit(u.Name) {
+			t.Errorf("unit %+v", u)
+		}
+	}
+	want := []string{unitgen.ContainerKey("default", long, "app"), "default_gone_app", "default_web_app", "default_web_side"}
+	if strings.Join(h.Bundles, " ") != strings.Join(want, " ") {
+		t.Errorf("bundles %v, want %v", h.Bundles, want)
+	}
+	mounts := map[string]int{}
+	for _, m := range h.Mounts {
+		mounts[m.Key+" "+m.Kind+" "+m.Type]++
+	}
+	for _, k := range []string{"default_web pod nsfs", "default_gone pod nsfs", "default_gone_app container tmpfs"} {
+		if mounts[k] == 0 {
+			t.Errorf("mount %s not listed: %v", k, h.Mounts)
+		}
+	}
+
+	// The removals, in the reconciler's order.
+	must(t, f.rt.StopUnit(ctx, unitgen.UnitName("default", "web", "app")))
+	must(t, f.rt.StopUnit(ctx, unitgen.UnitName("default", "web", "app"))) // already gone: done
+	if err := f.rt.StopUnit(ctx, "berthd.service"); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("stopping berthd.service: %v", err)
+	}
+	for _, b := range []string{"default_gone_app", "default_web_app", "default_web_side"} {
+		must(t, f.rt.RemoveBundle(b))
+		must(t, f.rt.RemoveBundle(b))
+	}
+	for _, k := range []string{"default_gone", "default_web"} {
+		must(t, f.rt.RemovePodDirs(k))
+		must(t, f.rt.RemovePodDirs(k))
+	}
+	if err := f.rt.RemoveBundle("../pods"); err == nil {
+		t.Error("RemoveBundle left its directory")
+	}
+	h, err = f.rt.Host(ctx)
+	must(t, err)
+	if len(h.Pods) != 1 || h.Pods[0].Key != lk || len(h.Bundles) != 1 {
+		t.Errorf("left: %+v", h)
+	}
+	for _, m := range h.Mounts {
+		if m.Key != lk {
+			t.Errorf("mount left: %+v", m)
+		}
+	}
+	for _, p := range []string{filepath.Join(f.run, "pods", "default_gone"), stray, filepath.Join(f.state, "pods", "default_web")} {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s left: %v", p, err)
+		}
+	}
+	must(t, f.rt.RemovePod(ctx, "default", long))
+}
+
+// A record filed under another pod's key is corrupt: never trusted.
+func TestHostMisfiledRecord(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	pod, imgs := f.pod("web", "app")
+	must(t, f.rt.RunPod(ctx, pod, imgs))
+	defer f.rt.RemovePod(ctx, "default", "web")
+	other := filepath.Join(f.state, "pods", "default_other")
+	must(t, os.MkdirAll(other, 0o700))
+	b, err := os.ReadFile(filepath.Join(f.state, "pods", "default_web", podRecord))
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(other, podRecord), b, 0o600))
+	must(t, os.WriteFile(filepath.Join(f.state, "pods", "default_web", podRecord+".tmp"), nil, 0o600))
+	h, err := f.rt.Host(ctx)
+	must(t, err)
+	for _, p := range h.Pods {
+		if p.Key == "default_other" && !errdefs.IsDataLoss(p.RecordErr) {
+			t.Errorf("misfiled record: %+v", p)
+		}
+	}
+	must(t, os.RemoveAll(other))
+}

@@ -1,0 +1,140 @@
+package pods
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+)
+
+// The removals below are the reconciler's: each removes one kind of
+// leftover, finishes what an earlier attempt left half done, and succeeds
+// when there is nothing left to remove. The caller decides what is an
+// orphan and keeps RemovePod's order (units, bundles, namespaces and run
+// directory, the state directory with the record last), so that a removal
+// cut short by a SIGKILL is found and finished by the next one.
+
+// StopUnit stops one of berth's container services and resets its failed
+// state, so that systemd forgets it. Any other unit name is refused.
+func (r *Runtime) StopUnit(ctx context.Context, name string) error {
+	if !IsContainerUnit(name) {
+		return fmt.Errorf("stop %s: %w: not one of berth's container units", name, errdefs.ErrInvalidArgument)
+	}
+	if err := r.units.Stop(ctx, name); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("stop %s: %w", name, err)
+	}
+	if err := r.units.ResetFailed(ctx, name); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("reset-failed %s: %w", name, err)
+	}
+	return nil
+}
+
+// RemoveBundle unmounts whatever is mounted in a container's bundle
+// directory and removes it: spec, seccomp filter, records, FIFO, and the
+// overlay's upper and work directories. Its unit must be stopped first.
+func (r *Runtime) RemoveBundle(key string) error {
+	dir, err := under(filepath.Join(r.cfg.StateDir, "containers"), key)
+	if err != nil {
+		return err
+	}
+	return removeTree(dir)
+}
+
+// RemovePodDirs removes a pod's directories by key: its run directory
+// (namespaces unpinned first, pod files) and then its state directory, the
+// record last. Its units must be stopped and its bundles removed first.
+func (r *Runtime) RemovePodDirs(key string) error {
+	run, err := under(filepath.Join(r.cfg.RunDir, "pods"), key)
+	if err != nil {
+		return err
+	}
+	state, err := under(filepath.Join(r.cfg.StateDir, "pods"), key)
+	if err != nil {
+		return err
+	}
+	if err := removeNamespaces(filepath.Join(run, "ns")); err != nil {
+		return err
+	}
+	if err := removeTree(run); err != nil {
+		return err
+	}
+	// Everything but the record, then the record, then the directory: the
+	// record is what tells the next reconcile whose leftovers these are.
+	names, err := dirNames(state)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if n == podRecord {
+			continue
+		}
+		if err := removeTree(filepath.Join(state, n)); err != nil {
+			return err
+		}
+	}
+	return removeTree(state)
+}
+
+// removeTree unmounts every mount point at or below dir (deepest first,
+// detached, as removeNamespaces does) and then removes dir. It never
+// descends into a mount: were one left, RemoveAll would delete what it
+// shows (an image layer, a host directory) instead of the leftover.
+func removeTree(dir string) error {
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err := unmountBelow(dir); err != nil {
+		return err
+	}
+	return os.RemoveAll(dir)
+}
+
+// unmountBelow detaches every mount at or below dir and checks that none is
+// left.
+func unmountBelow(dir string) error {
+	dir = filepath.Clean(dir)
+	below := func() ([]string, error) {
+		all, err := mountTable()
+		if err != nil {
+			return nil, err
+		}
+		var ps []string
+		for _, m := range all {
+			if m.path == dir || strings.HasPrefix(m.path, dir+"/") {
+				ps = append(ps, m.path)
+			}
+		}
+		// Deepest first: a mount stacked inside another goes before it.
+		sort.Slice(ps, func(i, j int) bool { return len(ps[i]) > len(ps[j]) })
+		return ps, nil
+	}
+	ps, err := below()
+	if err != nil || len(ps) == 0 {
+		return err
+	}
+	var errs []error
+	for _, p := range ps {
+		// EINVAL: no longer a mount point (a parent's detach took it).
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	left, err := below()
+	if err != nil {
+		return err
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("%s: still mounted after unmounting: %s", dir, strings.Join(left, ", "))
+	}
+	return nil
+}

@@ -1,0 +1,427 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/berth-dev/berth/agent/config"
+	"github.com/berth-dev/berth/agent/node"
+	"github.com/berth-dev/berth/agent/store"
+	"github.com/berth-dev/berth/api/authz"
+	"github.com/berth-dev/berth/api/pki"
+	"github.com/berth-dev/berth/api/server"
+	"github.com/berth-dev/berth/unitgen/systemd"
+)
+
+type serveFlags struct {
+	configPath string
+	socket     string
+	group      string
+	mode       string
+	nodeName   string
+	https      bool
+	httpsAddr  string
+	shutdown   time.Duration
+}
+
+// serveCmd is the daemon: what packaging/berthd.service runs.
+func serveCmd(g *globals) *cobra.Command {
+	f := &serveFlags{}
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "run the node agent: the Kubernetes API on the socket (systemd Type=notify service)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd, g, f)
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), g, cfg)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.configPath, "config", config.DefaultPath, "configuration file (absent default path: built-in defaults)")
+	fl.StringVar(&f.socket, "socket", "", "API socket (berthd.yaml socket.path)")
+	fl.StringVar(&f.group, "socket-group", "", "group owning the socket, whose members may write (socket.group)")
+	fl.StringVar(&f.mode, "socket-mode", "", "socket file mode, octal (socket.mode)")
+	fl.StringVar(&f.nodeName, "node-name", "", "this node's name (nodeName)")
+	fl.BoolVar(&f.https, "https", false, "serve the loopback HTTPS listener (https.enabled)")
+	fl.StringVar(&f.httpsAddr, "https-address", "", "loopback HTTPS address (https.address)")
+	fl.DurationVar(&f.shutdown, "shutdown-timeout", 0, "bound on the graceful shutdown (shutdownTimeout)")
+	return c
+}
+
+// loadConfig is berthd.yaml with the flags given on the command line on
+// top: a flag overrides its key only when it was set.
+func loadConfig(cmd *cobra.Command, g *globals, f *serveFlags) (config.Config, error) {
+	cfg, err := config.Load(f.configPath, cmd.Flags().Changed("config"))
+	if err != nil {
+		return cfg, err
+	}
+	set := func(name string, apply func()) {
+		if cmd.Flags().Changed(name) {
+			apply()
+		}
+	}
+	set("state-dir", func() { cfg.StateDir = g.stateDir })
+	set("run-dir", func() { cfg.RunDir = g.runDir })
+	set("init", func() { cfg.Init = g.initPath })
+	set("pids-limit", func() { cfg.PidsLimit = g.pidsLimit })
+	set("allow-privileged", func() { cfg.AllowPrivileged = g.allowPrivileged })
+	set("log-level", func() { cfg.LogLevel = g.logLevel })
+	set("policy", func() { cfg.Policy = g.policy })
+	set("registries", func() { cfg.Registries = g.registries })
+	set("socket", func() { cfg.Socket.Path = f.socket })
+	set("socket-group", func() { cfg.Socket.Group = f.group })
+	set("socket-mode", func() { cfg.Socket.Mode = f.mode })
+	set("node-name", func() { cfg.NodeName = f.nodeName })
+	set("https", func() { cfg.HTTPS.Enabled = f.https })
+	set("https-address", func() { cfg.HTTPS.Address = f.httpsAddr })
+	set("shutdown-timeout", func() { cfg.ShutdownTimeout = f.shutdown })
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("configuration (flags over %s): %w", f.configPath, err)
+	}
+	// The one-shot code paths (startAgents) read the globals.
+	g.stateDir, g.runDir, g.initPath, g.pidsLimit = cfg.StateDir, cfg.RunDir, cfg.Init, cfg.PidsLimit
+	g.allowPrivileged, g.logLevel, g.policy, g.registries = cfg.AllowPrivileged, cfg.LogLevel, cfg.Policy, cfg.Registries
+	return cfg, nil
+}
+
+func serve(ctx context.Context, g *globals, cfg config.Config) error {
+	log := newLogger(cfg.LogLevel)
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	st, err := store.Open(filepath.Join(cfg.StateDir, "state.db"), store.Options{})
+	if err != nil {
+		return fmt.Errorf("open state: %w", err)
+	}
+	defer st.Close()
+	api, err := server.New(st, server.Options{Log: log.Named("api"), NodeName: cfg.NodeName})
+	if err != nil {
+		return err
+	}
+
+	var ca *pki.CA
+	if cfg.HTTPS.Enabled {
+		if ca, err = pki.LoadOrCreate(filepath.Join(cfg.StateDir, "pki")); err != nil {
+			return err
+		}
+	}
+	mux := http.NewServeMux()
+	mux.Handle(authz.KubeconfigPath, pki.KubeconfigHandler(ca, cfg.HTTPS.Address))
+	mux.Handle("/", api)
+	handler := authz.New(mux, authz.Options{Group: cfg.Socket.Group, Log: log.Named("authz")})
+
+	// Requests' base context: cancelled when shutdown begins, so that
+	// watches (which never go idle) end and Shutdown can finish.
+	reqCtx, stopRequests := context.WithCancel(context.Background())
+	defer stopRequests()
+	base := func(net.Listener) context.Context { return reqCtx }
+	errLog := log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})
+
+	sockLn, err := listenSocket(cfg.Socket, log)
+	if err != nil {
+		return err
+	}
+	servers := []*http.Server{{
+		Handler: handler, ConnContext: authz.ConnContext, BaseContext: base,
+		ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog,
+	}}
+	listeners := []net.Listener{sockLn}
+	if ca != nil {
+		host, _, _ := net.SplitHostPort(cfg.HTTPS.Address)
+		tlsCfg, err := ca.ServerTLS(filepath.Join(cfg.StateDir, "pki"), host)
+		if err != nil {
+			sockLn.Close()
+			os.Remove(cfg.Socket.Path)
+			return err
+		}
+		ln, err := net.Listen("tcp", cfg.HTTPS.Address)
+		if err != nil {
+			sockLn.Close()
+			os.Remove(cfg.Socket.Path)
+			return fmt.Errorf("https listener: %w", err)
+		}
+		servers = append(servers, &http.Server{
+			Handler: handler, TLSConfig: tlsCfg, BaseContext: base,
+			ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog,
+		})
+		listeners = append(listeners, ln)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	serveErr := make(chan error, len(servers))
+	for i, srv := range servers {
+		go func() {
+			var err error
+			if srv.TLSConfig != nil {
+				err = srv.ServeTLS(listeners[i], "", "")
+			} else {
+				err = srv.Serve(listeners[i])
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- err
+			}
+		}()
+	}
+
+	// ---- wiring point for the lead: the pod worker and the node keeper.
+	if err := startAgents(ctx, agentDeps{Config: cfg, Store: st, Log: log, Open: g.open}); err != nil {
+		stopRequests()
+		shutdown(servers, cfg.ShutdownTimeout, log)
+		os.Remove(cfg.Socket.Path)
+		return fmt.Errorf("start controllers: %w", err)
+	}
+
+	status := "serving on " + cfg.Socket.Path
+	if ca != nil {
+		status += ", https://" + cfg.HTTPS.Address
+	}
+	log.Info("serving", "socket", cfg.Socket.Path, "https", cfg.HTTPS.Enabled, "https_address", cfg.HTTPS.Address)
+	// READY only now: every listener accepts, so a unit ordered After=
+	// berthd.service finds the socket answering.
+	if _, err := systemd.Notify(systemd.NotifyReady, systemd.NotifyStatus(status)); err != nil {
+		log.Warn("sd_notify", "error", err)
+	}
+	interval, err := systemd.WatchdogInterval()
+	if err != nil {
+		log.Warn("watchdog", "error", err)
+	}
+	// The watchdog pings only while the state file answers: a berthd
+	// wedged on its store gets restarted by systemd.
+	go systemd.RunWatchdog(ctx, interval, func() bool {
+		_, err := st.ResourceVersion()
+		return err == nil
+	})
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	var runErr error
+	select {
+	case sig := <-sigs:
+		log.Info("stopping", "signal", sig.String())
+	case runErr = <-serveErr:
+		log.Error("listener failed", "error", runErr)
+	case <-ctx.Done():
+	}
+	_, _ = systemd.Notify(systemd.NotifyStopping, systemd.NotifyStatus("stopping"))
+	cancel() // agents
+	stopRequests()
+	shutdown(servers, cfg.ShutdownTimeout, log)
+	// The socket file goes with the process, so a client sees "no such
+	// file" rather than "connection refused" between runs. Containers are
+	// deliberately left alone: they are systemd's units, not berthd's
+	// children.
+	os.Remove(cfg.Socket.Path)
+	log.Info("stopped")
+	return runErr
+}
+
+// shutdown stops every server gracefully, bounded by timeout, then
+// closes what is left.
+func shutdown(servers []*http.Server, timeout time.Duration, log hclog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, srv := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Shutdown(ctx); err != nil {
+				log.Warn("graceful shutdown incomplete, closing connections", "error", err)
+				srv.Close()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// agentDeps is what the controllers get from the daemon's wiring.
+type agentDeps struct {
+	Config config.Config
+	Store  *store.Store
+	Log    hclog.Logger
+	// Open connects to systemd and builds the pods runtime and the image
+	// service from the configuration (the one-shot commands' env).
+	Open func(context.Context) (*env, error)
+}
+
+// startAgents starts the controllers that act on desired state. They run
+// until ctx ends (SIGTERM) and must not stop containers when it does.
+// It is called after the listeners accept and before READY=1; an error
+// fails the start (systemd restarts berthd: Restart=on-failure).
+//
+// WIRING POINT (lead): the pod worker is not wired yet (agent/worker's
+// Images interface wants (*images.Images).ForPod, which does not exist
+// when this was written). Plug it in here, e.g.
+//
+//	env, err := d.Open(ctx) // pods runtime, images, systemd connection
+//	if err != nil {
+//		return err
+//	}
+//	rec := events.New(events.Config{Store: d.Store, Component: "kubelet", Host: name, Log: d.Log.Named("events")})
+//	rc := reconcile.New(reconcile.Config{Store: d.Store, Host: env.rt, Recorder: rec, NodeName: name, Log: d.Log.Named("reconcile")})
+//	w := worker.New(worker.Config{Store: d.Store, Runtime: env.rt, Images: env.images, Units: <the *systemd.Conn g.open dials>,
+//		Reconciler: rc, Events: rec, NodeName: name, Log: d.Log.Named("worker")})
+//	go func() { if err := w.Run(ctx); err != nil && ctx.Err() == nil { d.Log.Error("pod worker", "error", err) } }()
+//
+// (env would need to keep the *systemd.Conn it dials; today g.open only
+// hands it to pods.SystemdUnits.)
+func startAgents(ctx context.Context, d agentDeps) error {
+	name := d.Config.NodeName
+	if name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("node name: %w", err)
+		}
+		name = h
+	}
+	// The Node object (kubectl get nodes), kept current as the kubelet's
+	// node status loop keeps it.
+	keeper := node.NewKeeper(d.Store, func() (*corev1.Node, error) {
+		return node.Object(name, node.ObjectOptions{
+			KubeletVersion: server.GitVersion, RuntimeVersion: server.GitVersion, StateDir: d.Config.StateDir,
+		})
+	}, 0, d.Log.Named("node"))
+	go func() {
+		if err := keeper.Run(ctx); err != nil && ctx.Err() == nil {
+			d.Log.Error("node status", "error", err)
+		}
+	}()
+	return nil
+}
+
+// listenSocket listens on the API socket: its directory 0755, a stale
+// socket from a killed berthd replaced, another berthd's live one refused,
+// the file chowned to root:group and chmod'ed before anything is served
+// (api/authz decides per connection in any case; the mode is the outer
+// wall).
+func listenSocket(s config.Socket, log hclog.Logger) (net.Listener, error) {
+	mode, err := s.FileMode()
+	if err != nil {
+		return nil, err
+	}
+	gid := -1
+	if s.Group != "" {
+		g, err := user.LookupGroup(s.Group)
+		if err != nil {
+			return nil, fmt.Errorf("socket group %q: %w (systemd-sysusers creates it from packaging/sysusers.d/berth.conf)", s.Group, err)
+		}
+		if gid, err = strconv.Atoi(g.Gid); err != nil {
+			return nil, err
+		}
+	}
+	dir := filepath.Dir(s.Path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("socket directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(s.Path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("%s exists and is not a socket", s.Path)
+		}
+		if c, err := net.DialTimeout("unix", s.Path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: another berthd is serving it", s.Path)
+		}
+		log.Info("replacing stale socket", "path", s.Path)
+		if err := os.Remove(s.Path); err != nil {
+			return nil, err
+		}
+	}
+	ln, err := net.Listen("unix", s.Path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", s.Path, err)
+	}
+	// Removal is ours (serve removes the file after shutdown, and a stale
+	// one is replaced above); net's unlink-on-close would race a
+	// successor that already listens on the same path.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chown(s.Path, 0, gid); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chown %s: %w", s.Path, err)
+	}
+	if err := os.Chmod(s.Path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod %s: %w", s.Path, err)
+	}
+	return ln, nil
+}
+
+// newLogger logs for journald when stderr is the journal (JOURNAL_STREAM
+// names it): no timestamp (journald adds its own), no colour, the level as
+// a level= key and as the <N> prefix journald turns into the entry's
+// priority, so `journalctl -p warning` works. Otherwise hclog's usual
+// format.
+func newLogger(level string) hclog.Logger {
+	opts := &hclog.LoggerOptions{Name: "berthd", Level: hclog.LevelFromString(level), Output: os.Stderr, Color: hclog.ColorOff}
+	if stderrIsJournal() {
+		opts.DisableTime = true
+		opts.Output = journalWriter{os.Stderr}
+	}
+	return hclog.New(opts)
+}
+
+// stderrIsJournal: JOURNAL_STREAM ("DEV:INODE") names stderr's stream, as
+// systemd.exec(5) asks to check; a variable inherited by a process whose
+// stderr went elsewhere does not count.
+func stderrIsJournal() bool {
+	v := os.Getenv("JOURNAL_STREAM")
+	dev, ino, ok := strings.Cut(v, ":")
+	if !ok {
+		return false
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(os.Stderr.Fd()), &st); err != nil {
+		return false
+	}
+	return dev == strconv.FormatUint(st.Dev, 10) && ino == strconv.FormatUint(st.Ino, 10)
+}
+
+// journalWriter rewrites hclog's "[INFO]  " line prefix (one Write per
+// entry) to "<6>level=info ".
+type journalWriter struct{ w io.Writer }
+
+var journalLevels = []struct{ tag, prefix string }{
+	{"[TRACE] ", "<7>level=trace "},
+	{"[DEBUG] ", "<7>level=debug "},
+	{"[INFO]  ", "<6>level=info "},
+	{"[WARN]  ", "<4>level=warn "},
+	{"[ERROR] ", "<3>level=error "},
+}
+
+func (j journalWriter) Write(p []byte) (int, error) {
+	s := string(p)
+	for _, l := range journalLevels {
+		if rest, ok := strings.CutPrefix(s, l.tag); ok {
+			if _, err := io.WriteString(j.w, l.prefix+rest); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
+	}
+	return j.w.Write(p)
+}

@@ -1,0 +1,405 @@
+// Package reconcile runs berth's start-up reconcile (agent/reconcile) on a
+// real systemd node (test/node): pods started by the real runtime, then
+// leftovers of every kind a killed berthd can leave, then reconcile, run
+// inside the node by reconcilenode (the pods runtime over the node's
+// systemd, in the node's mount namespace where the namespaces are pinned).
+// Orphans must be gone to the last unit, mount and directory; the stored
+// pods' containers must not have noticed anything.
+package reconcile
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/berth-dev/berth/agent/reconcile"
+	"github.com/berth-dev/berth/test/imagetest"
+	"github.com/berth-dev/berth/test/node"
+	"github.com/berth-dev/berth/test/node/nodetest"
+	"github.com/berth-dev/berth/test/testenv"
+	"github.com/berth-dev/berth/unitgen"
+)
+
+// Paths inside the node.
+const (
+	layoutDir = "/var/tmp/images"
+	policy    = "/var/tmp/policy.json" // reconcilenode reads the same
+	podDir    = "/var/tmp/pods"
+	storeFile = "/var/tmp/store.json"
+	imageRef  = "busybox:e2e"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds berthd, berth-init, berth-verify and reconcilenode once.
+func binaries(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = testenv.TempDir("berth-reconcile-bin")
+		if buildErr != nil {
+			return
+		}
+		root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+		if err != nil {
+			buildErr = fmt.Errorf("go list -m: %w", err)
+			return
+		}
+		for _, b := range []string{"./cmd/berthd", "./cmd/berth-init", "./cmd/berth-verify", "./test/e2e/reconcile/reconcilenode"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, filepath.Base(b)), b)
+			cmd.Dir = strings.TrimSpace(string(root))
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static stage-1, as test/e2e builds it
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %w\n%s", b, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+type env struct {
+	t *testing.T
+	n *node.Node
+}
+
+func (e *env) host(p string) string {
+	return filepath.Join(e.n.Dir, "var", strings.TrimPrefix(p, "/var/"))
+}
+
+func (e *env) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	e.t.Cleanup(cancel)
+	return ctx
+}
+
+func (e *env) try(args ...string) (string, error) { return e.n.Run(e.ctx(), args...) }
+
+func (e *env) run(args ...string) string {
+	e.t.Helper()
+	out, err := e.try(args...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+func (e *env) show(unit, prop string) string {
+	e.t.Helper()
+	return strings.TrimSpace(e.run("systemctl", "show", "-P", prop, unit))
+}
+
+// writePod writes a manifest with the given uid into the node and returns
+// its path there.
+func (e *env) writePod(name, uid string, ctrs ...string) string {
+	e.t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n  namespace: default\n  uid: %s\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n", name, uid)
+	for _, c := range ctrs {
+		fmt.Fprintf(&b, "  - name: %s\n    image: %s\n    command: [sleep, \"3600\"]\n    resources:\n      limits: {cpu: 500m, memory: 96Mi}\n", c, imageRef)
+	}
+	p := filepath.Join(podDir, name+".yaml")
+	if err := os.WriteFile(e.host(p), []byte(b.String()), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+func (e *env) startPod(name, uid string, ctrs ...string) {
+	e.t.Helper()
+	e.run("berthd", "--policy", policy, "pod", "run", "--layout", layoutDir, "-f", e.writePod(name, uid, ctrs...))
+}
+
+// units lists berth's container services the node's systemd has loaded.
+func (e *env) units() []string {
+	e.t.Helper()
+	out := e.run("systemctl", "list-units", "--all", "--plain", "--no-legend", "--type=service", "berth-*")
+	var us []string
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			us = append(us, f[0])
+		}
+	}
+	sort.Strings(us)
+	return us
+}
+
+// berthMounts lists the node's mount points under berth's directories.
+func (e *env) berthMounts() []string {
+	e.t.Helper()
+	var ms []string
+	for _, l := range strings.Split(e.run("cat", "/proc/self/mountinfo"), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && (strings.HasPrefix(f[4], "/run/berth/") || strings.HasPrefix(f[4], "/var/lib/berth/")) {
+			ms = append(ms, f[4])
+		}
+	}
+	sort.Strings(ms)
+	return ms
+}
+
+// entries lists a directory inside the node.
+func (e *env) entries(dir string) []string {
+	e.t.Helper()
+	out, err := e.try("ls", "-1", dir)
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(out)
+}
+
+// running is what must survive reconcile untouched: MainPID, control group
+// and the limits in its cgroup files.
+type running struct {
+	pid, group, mem, cpu string
+}
+
+func (e *env) observe(unit string) running {
+	e.t.Helper()
+	r := running{pid: e.show(unit, "MainPID"), group: e.show(unit, "ControlGroup")}
+	if r.pid == "0" || r.pid == "" || e.show(unit, "ActiveState") != "active" {
+		e.t.Fatalf("%s is not running: MainPID %q", unit, r.pid)
+	}
+	read := func(key, file string) string {
+		p := e.n.CgroupPath(key, r.group, file)
+		if p == "" {
+			return ""
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			// cgroup v2 names the files otherwise; the v1 ones are what
+			// these hosts have, the v2 ones are tried next.
+			return ""
+		}
+		return strings.TrimSpace(string(b))
+	}
+	r.mem = read("memory", "memory.limit_in_bytes") + read("unified", "memory.max")
+	r.cpu = read("cpu", "cpu.cfs_quota_us") + read("unified", "cpu.max")
+	if r.mem == "" || r.cpu == "" {
+		e.t.Fatalf("%s: no limits read from its cgroup %s", unit, r.group)
+	}
+	return r
+}
+
+type result struct {
+	Report reconcile.Report `json:"report"`
+	Events []struct {
+		Kind, Name, Type, Reason, Message string
+	} `json:"events"`
+	Error string `json:"error"`
+}
+
+func (e *env) reconcile(stored ...*corev1.Pod) result {
+	e.t.Helper()
+	b, err := json.Marshal(stored)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(e.host(storeFile), b, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	cmd := e.n.Command(e.ctx(), "reconcilenode", "reconcile", storeFile)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	e.t.Logf("reconcile log:\n%s", stderr.String())
+	if err != nil {
+		e.t.Fatalf("reconcilenode: %v\n%s", err, out)
+	}
+	var r result
+	if err := json.Unmarshal(out, &r); err != nil {
+		e.t.Fatalf("report: %v\n%s", err, out)
+	}
+	if r.Error != "" {
+		e.t.Fatalf("reconcile failed: %s", r.Error)
+	}
+	return r
+}
+
+func stored(name, uid string, ctrs ...string) *corev1.Pod {
+	p := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, UID: types.UID("uid-" + uid)}}
+	for _, c := range ctrs {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: c, Image: imageRef})
+	}
+	return p
+}
+
+func TestReconcileRemovesOrphansAndKeepsStoredPods(t *testing.T) {
+	testenv.RequireRoot(t)
+	_, err := os.Stat(imagetest.Busybox)
+	testenv.Require(t, err == nil, "needs busybox-static (/bin/busybox); `make test` installs it")
+	e := &env{t: t, n: nodetest.New(t, node.Options{Name: "reconcile", BinDir: binaries(t)})}
+	img, err := imagetest.BusyboxImage(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := imagetest.WriteLayout(e.host(layoutDir), imageRef, img); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(e.host(podDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.host(policy), []byte(`{"default": [{"type": "reject"}], "transports": {"oci": {"`+layoutDir+`": [{"type": "insecureAcceptAnything"}]}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// Stored and running: must not notice anything.
+	e.startPod("keep", "uid-keep", "app")
+	e.startPod("pair", "uid-pair", "a", "b")
+	// Running, but the store no longer has it.
+	e.startPod("gone", "uid-gone", "app")
+	// Running, but the store's pod of that name is a later one.
+	e.startPod("again", "uid-old", "app")
+	// berthd SIGKILLed while starting the second container of a stored pod:
+	// the first runs, the second's bundle waits with its release FIFO.
+	if out, err := e.try("reconcilenode", "die-at", "b", e.writePod("half", "uid-half", "a", "b"), layoutDir); err == nil {
+		t.Fatalf("die-at survived: %s", out)
+	}
+	if s := e.show(unitgen.UnitName("default", "half", "a"), "ActiveState"); s != "active" {
+		t.Fatalf("half-started pod: first container %s", s)
+	}
+	if e.entries("/var/lib/berth/containers/default_half_b") == nil {
+		t.Fatal("half-started pod: no bundle for the container being started")
+	}
+	// Killed at its first container: a record and a bundle, no unit; its
+	// namespaces pinned, or any part of them (they are made meanwhile).
+	if out, err := e.try("reconcilenode", "die-at", "app", e.writePod("early", "uid-early", "app"), layoutDir); err == nil {
+		t.Fatalf("die-at survived: %s", out)
+	}
+	if e.entries("/var/lib/berth/pods/default_early") == nil {
+		t.Fatal("pod killed at its first container: no record")
+	}
+	// Namespaces pinned for a pod that has no record at all.
+	pinned := "/run/berth/pods/default_pinned/ns"
+	e.run("mkdir", "-p", pinned)
+	e.run("touch", pinned+"/net", pinned+"/ipc", pinned+"/uts")
+	e.run("unshare", "--net="+pinned+"/net", "--ipc="+pinned+"/ipc", "--uts="+pinned+"/uts", "true")
+	// A unit with berth's name and no pod, and a bundle of nobody's.
+	stray := unitgen.UnitName("default", "stray", "app")
+	e.run("systemd-run", "--unit", stray, "--property", "CollectMode=inactive-or-failed", "sleep", "3600")
+	e.run("mkdir", "-p", "/var/lib/berth/containers/default_nobody_app/upper/etc")
+	e.run("touch", "/var/lib/berth/containers/default_nobody_app/upper/etc/x")
+	// Not berth's container units: never touched whatever their names.
+	e.run("systemd-run", "--unit", "berth-helper.service", "sleep", "3600")
+
+	keepUnits := []string{unitgen.UnitName("default", "keep", "app"), unitgen.UnitName("default", "pair", "a"), unitgen.UnitName("default", "pair", "b")}
+	before := map[string]running{}
+	for _, u := range keepUnits {
+		before[u] = e.observe(u)
+	}
+	if ms := e.berthMounts(); len(ms) < 6*3 {
+		t.Fatalf("before reconcile: %d pinned namespaces, want at least 18: %v", len(ms), ms)
+	}
+
+	store := []*corev1.Pod{stored("keep", "keep", "app"), stored("pair", "pair", "a", "b"), stored("again", "new", "app"), stored("half", "half", "a", "b"), stored("early", "early", "app")}
+	r := e.reconcile(store...)
+
+	var adopted []string
+	for _, a := range r.Report.Adopted {
+		adopted = append(adopted, a.Namespace+"/"+a.Name+"/"+string(a.UID))
+	}
+	sort.Strings(adopted)
+	if want := []string{"default/keep/uid-keep", "default/pair/uid-pair"}; strings.Join(adopted, " ") != strings.Join(want, " ") {
+		t.Errorf("adopted %v, want %v", adopted, want)
+	}
+	var reasons []string
+	for _, ev := range r.Events {
+		if ev.Kind != "Node" || ev.Name != "e2e-node" || ev.Type != corev1.EventTypeNormal {
+			t.Errorf("event %+v", ev)
+		}
+		reasons = append(reasons, ev.Reason+": "+ev.Message)
+	}
+	all := strings.Join(reasons, "\n")
+	t.Logf("events:\n%s", all)
+	for _, want := range []string{
+		`Removing orphaned pod "default/gone" (uid uid-gone): it is not in the store`,
+		`Removing orphaned pod "default/again" (uid uid-old): the store's pod of that name has uid uid-new`,
+		`Removing orphaned pod "default/half" (uid uid-half): its start never completed (1 of 2 containers released)`,
+		`Removing orphaned pod "default/early" (uid uid-early): its start never completed (0 of 1 containers released)`,
+		`Removing orphaned pod directory default_pinned: it has no pod record`,
+		`Removing orphaned unit ` + stray,
+		`Removing orphaned bundle default_nobody_app`,
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no event %q", want)
+		}
+	}
+
+	// Only the stored pods are left: units, mounts, directories.
+	if got := e.units(); strings.Join(got, " ") != strings.Join(append(append([]string{}, keepUnits...), "berth-helper.service"), " ") {
+		t.Errorf("units after reconcile: %v", got)
+	}
+	var wantMounts []string
+	for _, k := range []string{"default_keep", "default_pair"} {
+		for _, ns := range []string{"ipc", "net", "uts"} {
+			wantMounts = append(wantMounts, "/run/berth/pods/"+k+"/ns/"+ns)
+		}
+	}
+	if got := e.berthMounts(); strings.Join(got, " ") != strings.Join(wantMounts, " ") {
+		t.Errorf("mounts after reconcile:\n%v\nwant\n%v", got, wantMounts)
+	}
+	for dir, want := range map[string][]string{
+		"/var/lib/berth/pods":       {"default_keep", "default_pair"},
+		"/run/berth/pods":           {"default_keep", "default_pair"},
+		"/var/lib/berth/containers": {"default_keep_app", "default_pair_a", "default_pair_b"},
+	} {
+		if got := e.entries(dir); strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("%s after reconcile: %v, want %v", dir, got, want)
+		}
+	}
+	for _, u := range keepUnits {
+		if got := e.observe(u); got != before[u] {
+			t.Errorf("%s changed: %+v, was %+v", u, got, before[u])
+		}
+	}
+
+	// Again, as a berthd restarted at once would: nothing left to change.
+	r = e.reconcile(store...)
+	if len(r.Report.Removed) != 0 || len(r.Events) != 0 || len(r.Report.Adopted) != 2 {
+		t.Errorf("second reconcile: %+v, events %+v", r.Report, r.Events)
+	}
+	for _, u := range keepUnits {
+		if got := e.observe(u); got != before[u] {
+			t.Errorf("%s changed by the second reconcile: %+v, was %+v", u, got, before[u])
+		}
+	}
+	// The store now empty: everything of berth goes, the helper unit stays.
+	r = e.reconcile()
+	if len(r.Report.Removed) != 2 {
+		t.Errorf("emptied store: removed %+v", r.Report.Removed)
+	}
+	if got := e.units(); strings.Join(got, " ") != "berth-helper.service" {
+		t.Errorf("units left: %v", got)
+	}
+	if ms := e.berthMounts(); len(ms) != 0 {
+		t.Errorf("mounts left: %v", ms)
+	}
+	e.run("systemctl", "stop", "berth-helper.service")
+}
