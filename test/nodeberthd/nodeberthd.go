@@ -121,23 +121,17 @@ func writeNode(n *node.Node, path string, data []byte, mode os.FileMode) error {
 	return os.WriteFile(host, data, mode)
 }
 
-// Build builds berthd, berth-init (static), berth-verify and berth into dir,
-// with the version stamps the Makefile gives them.
+// Build runs `make build` with BIN=dir: berthd, berth-init (static),
+// berth-verify and berth with its version stamps, exactly as the Makefile
+// builds them for an operator.
 func Build(dir string) error {
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
 	if err != nil {
 		return fmt.Errorf("go list -m: %w", err)
 	}
-	root := strings.TrimSpace(string(out))
-	for _, b := range []string{"berthd", "berth-init", "berth-verify", "berth"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b), "./cmd/"+b)
-		cmd.Dir = root
-		// Static stage-1: it runs before the workload's root exists and uses
-		// Go's all-threads syscalls, which cgo would forbid.
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build %s: %w\n%s", b, err, out)
-		}
+	cmd := exec.Command("make", "-s", "-C", strings.TrimSpace(string(out)), "build", "BIN="+dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("make build: %w\n%s", err, out)
 	}
 	return nil
 }
