@@ -174,6 +174,14 @@ func (a *Authorizer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, apierrors.NewUnauthorized("Unauthorized"))
 		return
 	}
+	if se := impersonation(id, r.Header); se != nil {
+		// kubectl --as/--as-group: berth decides by who is on the other end
+		// of the socket or the certificate, and grants nobody the right to
+		// act as someone else, so every impersonation is refused as the
+		// apiserver refuses it without the impersonate verb.
+		writeStatus(w, se)
+		return
+	}
 	ri := Parse(r)
 	if !Allowed(id, ri) {
 		a.opts.Log.Debug("forbidden", "user", id.Name, "via", id.Via, "verb", ri.Verb, "path", r.URL.Path)
@@ -342,6 +350,35 @@ func Forbidden(id Identity, ri RequestInfo) *apierrors.StatusError {
 	}
 	msg = sanitizer.Replace(msg)
 	return apierrors.NewForbidden(schema.GroupResource{Group: ri.APIGroup, Resource: ri.Resource}, ri.Name, errors.New(msg))
+}
+
+// impersonation is the apiserver's refusal of an Impersonate-* header
+// (k8s.io/apiserver/pkg/endpoints/filters/impersonation.go), or nil.
+func impersonation(id Identity, h http.Header) *apierrors.StatusError {
+	var res, name string
+	switch {
+	case h.Get("Impersonate-User") != "":
+		res, name = "users", h.Get("Impersonate-User")
+	case h.Get("Impersonate-Group") != "":
+		res, name = "groups", h.Get("Impersonate-Group")
+	case h.Get("Impersonate-Uid") != "":
+		res, name = "uids", h.Get("Impersonate-Uid")
+	default:
+		for k := range h {
+			if strings.HasPrefix(k, "Impersonate-Extra-") {
+				res, name = "userextras/"+strings.ToLower(strings.TrimPrefix(k, "Impersonate-Extra-")), h.Get(k)
+			}
+		}
+	}
+	if res == "" {
+		return nil
+	}
+	group := ""
+	if res == "uids" || strings.HasPrefix(res, "userextras/") {
+		group = "authentication.k8s.io"
+	}
+	msg := sanitizer.Replace(fmt.Sprintf("User %q cannot impersonate resource %q in API group %q at the cluster scope", id.Name, res, group))
+	return apierrors.NewForbidden(schema.GroupResource{Group: group, Resource: res}, name, errors.New(msg))
 }
 
 // The apiserver's escaping of the message (responsewriters.sanitizer).

@@ -218,3 +218,25 @@ func TestSocketIdentity(t *testing.T) {
 		t.Error("new group membership not seen after expiry")
 	}
 }
+
+// kubectl --as: refused for everyone, root included, with the apiserver's
+// words, before the API sees the request.
+func TestImpersonationRefused(t *testing.T) {
+	reached := false
+	a := New(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached = true }), Options{Group: "berth"})
+	a.opts.lookup = func(uint32) (string, []string, error) { return "root", []string{"0"}, nil }
+	for _, tc := range []struct{ header, value, want string }{
+		{"Impersonate-User", "alice", `users "alice" is forbidden: User "root" cannot impersonate resource "users" in API group "" at the cluster scope`},
+		{"Impersonate-Group", "berth", `groups "berth" is forbidden: User "root" cannot impersonate resource "groups" in API group "" at the cluster scope`},
+	} {
+		r := httptest.NewRequest("GET", "/api/v1/namespaces/default/pods", nil)
+		r.Header.Set(tc.header, tc.value)
+		rec := httptest.NewRecorder()
+		a.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), peerKey{}, peer{uid: 0, gid: 0})))
+		var st metav1.Status
+		_ = json.Unmarshal(rec.Body.Bytes(), &st)
+		if reached || rec.Code != 403 || st.Message != tc.want || st.Reason != metav1.StatusReasonForbidden {
+			t.Errorf("%s: reached %v, code %d, body %s", tc.header, reached, rec.Code, rec.Body)
+		}
+	}
+}
