@@ -43,6 +43,8 @@ type Store interface {
 	List(res store.Resource, ns string, fn func(data []byte) error) (uint64, error)
 }
 
+var _ Store = (*store.Store)(nil)
+
 // Config says who reports and where.
 type Config struct {
 	Store Store

@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/berth-dev/berth/agent/events"
+	"github.com/berth-dev/berth/agent/images"
 	"github.com/berth-dev/berth/agent/pods"
 	"github.com/berth-dev/berth/agent/store"
 	"github.com/berth-dev/berth/unitgen"
@@ -74,6 +75,14 @@ type Reconciler interface {
 type Recorder interface {
 	Event(ref *corev1.ObjectReference, eventtype, reason, message string)
 }
+
+var (
+	_ Store    = (*store.Store)(nil)
+	_ Runtime  = (*pods.Runtime)(nil)
+	_ Images   = (*images.Images)(nil)
+	_ Units    = (*systemd.Conn)(nil)
+	_ Recorder = (*events.Recorder)(nil)
+)
 
 // Config wires a worker.
 type Config struct {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
 
 	"github.com/berth-dev/berth/agent/store"
 )
@@ -223,6 +224,18 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 			s.writeStatus(w, toStatus(err, s.kinds["namespaces"].gr(), s.kinds["namespaces"].gk(), ns), r)
 			return
 		}
+	}
+	if !k.namespaced {
+		obj.SetNamespace("") // rest.BeforeCreate
+	}
+	if obj.GetName() == "" && obj.GetGenerateName() != "" {
+		// names.SimpleNameGenerator: the base, at most 58 characters, and
+		// 5 random ones.
+		base := obj.GetGenerateName()
+		if len(base) > 58 {
+			base = base[:58]
+		}
+		obj.SetName(base + utilrand.String(5))
 	}
 	// What only the server sets (rest.BeforeCreate), then the kind's
 	// defaults.

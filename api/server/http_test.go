@@ -93,8 +93,8 @@ func TestBadInput(t *testing.T) {
 }
 
 // A watch resumes from a resourceVersion the store still has, answers 410
-// Gone for one it has not, and 422 for watch-list, which makes clients fall
-// back to list+watch.
+// Gone for one it has not, and 422 for a watch-list request without
+// allowWatchBookmarks, as the apiserver (watch-list itself: verbs_test.go).
 func TestWatchResumeAndGone(t *testing.T) {
 	ts, _ := newHTTP(t)
 	pods := ts.URL + "/api/v1/namespaces/default/pods"

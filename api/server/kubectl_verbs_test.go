@@ -108,6 +108,19 @@ func TestStockKubectlVerbs(t *testing.T) {
 		t.Errorf("stale replace: %s", msg)
 	}
 
+	// edit: kubectl's strategic merge patch of what the editor changed.
+	editor := write("editor.sh", "#!/bin/sh\nsed -i 's/image: busybox:1.37/image: busybox:1.38/' \"$1\"\n")
+	if err := os.Chmod(editor, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBE_EDITOR", editor)
+	if out := k.ok("edit", "pod", "web"); out != "pod/web edited\n" {
+		t.Errorf("edit: %q", out)
+	}
+	if out := k.ok("get", "pod", "web", "-o", "jsonpath={.spec.containers[0].image}"); out != "busybox:1.38" {
+		t.Errorf("after edit: %q", out)
+	}
+
 	// Server-side apply: the apiserver's answer for a patch type it does not
 	// serve.
 	if msg := k.fails("", "apply", "--server-side", "--validate=false", "-f", pod); !strings.Contains(msg, "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json") {

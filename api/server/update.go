@@ -240,10 +240,10 @@ func (s *Server) replace(k *kind, ns, name, sub string, dryRun bool, change func
 		if err != nil {
 			return store.Decision{}, err
 		}
-		if k.namespaced {
-			if obj.GetNamespace() == "" {
-				obj.SetNamespace(ns)
-			}
+		if !k.namespaced {
+			obj.SetNamespace("") // rest.BeforeUpdate
+		} else if obj.GetNamespace() == "" {
+			obj.SetNamespace(ns)
 		}
 		setTypeMeta(k, obj)
 		// rest.BeforeUpdate: what only the server sets comes from the stored

@@ -83,7 +83,15 @@ func TestPodDefaults(t *testing.T) {
 			t.Errorf("%s: %s, want %s", img, c.ImagePullPolicy, want)
 		}
 	}
-	g := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"g"},"spec":{"containers":[{"name":"app","image":"i","resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]}}`
+	gen := strings.Replace(podJSON, `"name":"web"`, `"generateName":"web-"`, 1)
+	if a := call(t, http.MethodPost, ts.URL+"/api/v1/namespaces/default/pods", "", gen); a.code != 201 || !strings.HasPrefix(a.pod.Name, "web-") || len(a.pod.Name) != 9 {
+		t.Errorf("generateName: %d %s", a.code, a.body)
+	}
+	if a := call(t, http.MethodPost, ts.URL+"/api/v1/namespaces/default/pods?dryRun=All", "", strings.Replace(podJSON, `"web"`, `"dry"`, 1)); a.code != 201 ||
+		call(t, http.MethodGet, ts.URL+"/api/v1/namespaces/default/pods/dry", "", "").code != 404 {
+		t.Errorf("dry-run create: %d %s", a.code, a.body)
+	}
+		g := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"g"},"spec":{"containers":[{"name":"app","image":"i","resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]}}`
 	if a := call(t, http.MethodPost, ts.URL+"/api/v1/namespaces/default/pods", "", g); a.pod.Status.QOSClass != "Guaranteed" || a.pod.Spec.Containers[0].Resources.Requests.Cpu().String() != "1" {
 		t.Errorf("limits only: %d %s", a.code, a.body)
 	}

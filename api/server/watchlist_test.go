@@ -36,7 +36,7 @@ func TestClientGoWatchList(t *testing.T) {
 	var mu sync.Mutex
 	var queries []string
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, "/pods") {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/pods") {
 			mu.Lock()
 			queries = append(queries, r.URL.RawQuery)
 			mu.Unlock()

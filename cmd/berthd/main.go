@@ -81,6 +81,7 @@ func newRoot() *cobra.Command {
 type env struct {
 	rt     *pods.Runtime
 	images *images.Images
+	conn   *systemd.Conn
 }
 
 func (g *globals) open(ctx context.Context) (*env, error) {
@@ -113,7 +114,7 @@ func (g *globals) open(ctx context.Context) (*env, error) {
 		StateDir: g.stateDir, RunDir: g.runDir, Init: initPath, Node: info,
 		AllowPrivileged: g.allowPrivileged, Policy: g.policy, Log: log,
 	}, pods.SystemdUnits(conn), store)
-	return &env{rt: rt, images: imgs}, nil
+	return &env{rt: rt, images: imgs, conn: conn}, nil
 }
 
 func (g *globals) openImages() (*images.Images, *image.Store, error) {

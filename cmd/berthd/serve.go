@@ -23,8 +23,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/berth-dev/berth/agent/config"
+	"github.com/berth-dev/berth/agent/events"
 	"github.com/berth-dev/berth/agent/node"
+	"github.com/berth-dev/berth/agent/reconcile"
 	"github.com/berth-dev/berth/agent/store"
+	"github.com/berth-dev/berth/agent/worker"
 	"github.com/berth-dev/berth/api/authz"
 	"github.com/berth-dev/berth/api/pki"
 	"github.com/berth-dev/berth/api/server"
@@ -185,8 +188,8 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 		}()
 	}
 
-	// ---- wiring point for the lead: the pod worker and the node keeper.
-	if err := startAgents(ctx, agentDeps{Config: cfg, Store: st, Log: log, Open: g.open}); err != nil {
+	agentErr := make(chan error, 1)
+	if err := startAgents(ctx, agentDeps{Config: cfg, Store: st, Log: log, Open: g.open, Failed: agentErr}); err != nil {
 		stopRequests()
 		shutdown(servers, cfg.ShutdownTimeout, log)
 		os.Remove(cfg.Socket.Path)
@@ -223,6 +226,9 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 		log.Info("stopping", "signal", sig.String())
 	case runErr = <-serveErr:
 		log.Error("listener failed", "error", runErr)
+	case runErr = <-agentErr:
+		// A non-zero exit: systemd restarts berthd (Restart=on-failure).
+		log.Error("pod worker stopped", "error", runErr)
 	case <-ctx.Done():
 	}
 	_, _ = systemd.Notify(systemd.NotifyStopping, systemd.NotifyStatus("stopping"))
@@ -265,6 +271,8 @@ type agentDeps struct {
 	// Open connects to systemd and builds the pods runtime and the image
 	// service from the configuration (the one-shot commands' env).
 	Open func(context.Context) (*env, error)
+	// Failed receives a controller's fatal error; serve then stops.
+	Failed chan<- error
 }
 
 // startAgents starts the controllers that act on desired state. They run
@@ -299,14 +307,51 @@ func startAgents(ctx context.Context, d agentDeps) error {
 	}
 	// The Node object (kubectl get nodes), kept current as the kubelet's
 	// node status loop keeps it.
-	keeper := node.NewKeeper(d.Store, func() (*corev1.Node, error) {
+	build := func() (*corev1.Node, error) {
 		return node.Object(name, node.ObjectOptions{
 			KubeletVersion: server.GitVersion, RuntimeVersion: server.GitVersion, StateDir: d.Config.StateDir,
 		})
-	}, 0, d.Log.Named("node"))
+	}
+	self, err := build()
+	if err != nil {
+		return err
+	}
+	keeper := node.NewKeeper(d.Store, build, 0, d.Log.Named("node"))
 	go func() {
 		if err := keeper.Run(ctx); err != nil && ctx.Err() == nil {
 			d.Log.Error("node status", "error", err)
+		}
+	}()
+
+	e, err := d.Open(ctx)
+	if err != nil {
+		return err
+	}
+	rec := events.New(events.Config{Store: d.Store, Host: name, Log: d.Log.Named("events")})
+	go func() {
+		if err := rec.Run(ctx); err != nil && ctx.Err() == nil {
+			d.Log.Error("events", "error", err)
+		}
+	}()
+	rc := reconcile.New(reconcile.Config{Store: d.Store, Host: e.rt, Recorder: rec, NodeName: name, Log: d.Log.Named("reconcile")})
+	var hostIP string
+	for _, a := range self.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			hostIP = a.Address
+			break
+		}
+	}
+	w := worker.New(worker.Config{
+		Store: d.Store, Runtime: e.rt, Images: e.images, Units: e.conn, Reconciler: rc,
+		Events: rec, Scheduler: rec.WithComponent("default-scheduler"),
+		NodeName: name, HostIP: hostIP, Log: d.Log.Named("worker"),
+	})
+	go func() {
+		// The worker reconciles first, then follows the store and systemd;
+		// it ends only with ctx. Its failure leaves every container running
+		// (systemd supervises them) and makes systemd restart berthd.
+		if err := w.Run(ctx); err != nil && ctx.Err() == nil {
+			d.Failed <- fmt.Errorf("pod worker: %w", err)
 		}
 	}()
 	return nil

@@ -27,6 +27,7 @@ import (
 	"github.com/berth-dev/berth/agent/images"
 	"github.com/berth-dev/berth/agent/node"
 	"github.com/berth-dev/berth/agent/pods"
+	"github.com/berth-dev/berth/agent/reconcile"
 	"github.com/berth-dev/berth/agent/store"
 	"github.com/berth-dev/berth/agent/worker"
 	"github.com/berth-dev/berth/image"
@@ -85,8 +86,11 @@ func run(dir, policy, layout, initPath string) error {
 	imgs := images.New(images.Config{Store: imgStore, Registries: image.DefaultRegistries(), Policy: policy})
 	hostname, _ := os.Hostname()
 	rec := events.New(events.Config{Store: st, Host: hostname, Log: log})
+	// The orphan removal berthd runs first (agent/reconcile): among others
+	// it removes starts a SIGKILL cut short before their bundles were released.
+	recon := reconcile.New(reconcile.Config{Store: st, Host: rt, Recorder: rec, NodeName: hostname, Log: log})
 	w := worker.New(worker.Config{
-		Store: st, Runtime: rt, Images: imgs, Units: conn,
+		Store: st, Runtime: rt, Images: imgs, Units: conn, Reconciler: recon,
 		Events: rec, Scheduler: rec.WithComponent("default-scheduler"),
 		NodeName: hostname, HostIP: "10.0.0.1", Layout: layout, Log: log,
 	})
