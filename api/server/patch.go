@@ -99,7 +99,14 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, k *kind, ns, name
 // jsonPatcher, smpPatcher, interpretStrategicMergePatchError). Where the
 // apiserver would pass an unexpected patch library error through as a 500,
 // berth answers 400: a patch a client sent is never the server's fault.
-func applyPatch(pt types.PatchType, orig, patch []byte, obj store.Object, fv string) ([]string, error) {
+func applyPatch(pt types.PatchType, orig, patch []byte, obj store.Object, fv string) (_ []string, err error) {
+	defer func() {
+		// The patch libraries' panics on malformed patches are the client's
+		// error (see applyJSONPatch).
+		if r := recover(); r != nil {
+			err = apierrors.NewBadRequest(fmt.Sprintf("the patch cannot be applied: %v", r))
+		}
+	}()
 	strictOn := fv == metav1.FieldValidationStrict || fv == metav1.FieldValidationWarn
 	var patched []byte
 	var strictErrs []error
@@ -113,7 +120,7 @@ func applyPatch(pt types.PatchType, orig, patch []byte, obj store.Object, fv str
 		if len(ops) > maxJSONPatchOperations {
 			return nil, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("The allowed maximum operations in a JSON patch is %d, got %d", maxJSONPatchOperations, len(ops)))
 		}
-		if patched, err = ops.Apply(orig); err != nil {
+		if patched, err = applyJSONPatch(ops, orig); err != nil {
 			return nil, apierrors.NewGenericServerResponse(http.StatusUnprocessableEntity, "", schema.GroupResource{}, "", err.Error(), 0, false)
 		}
 		badValue = string(patched)
@@ -173,6 +180,19 @@ func applyPatch(pt types.PatchType, orig, patch []byte, obj store.Object, fv str
 		return nil, se
 	}
 	return warnings, nil
+}
+
+// applyJSONPatch applies an RFC 6902 patch. json-patch v4 panics on some
+// malformed operations (a "replace" of the root without a value); that is
+// the client's error, answered 422 like any operation that does not apply,
+// where the apiserver's panic handler would answer 500.
+func applyJSONPatch(ops jsonpatch.Patch, doc []byte) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, fmt.Errorf("the patch cannot be applied: %v", r)
+		}
+	}()
+	return ops.Apply(doc)
 }
 
 // smpError is interpretStrategicMergePatchError, with 400 for the rest.
