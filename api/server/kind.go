@@ -51,17 +51,6 @@ func schemaGR(group, resource string) schema.GroupResource {
 func (k *kind) gr() schema.GroupResource { return schemaGR(k.group, k.resource) }
 func (k *kind) gk() schema.GroupKind     { return schema.GroupKind{Group: k.group, Kind: k.kind} }
 
-// verbs are what discovery lists for the kind: every verb the generic
-// handlers serve.
-func (k *kind) verbs() metav1.Verbs {
-	return metav1.Verbs{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}
-}
-
-// subresourceVerbs are what discovery lists for a subresource (status).
-func (k *kind) subresourceVerbs(string) metav1.Verbs {
-	return metav1.Verbs{"get", "patch", "update"}
-}
-
 func (k *kind) hasSubresource(s string) bool {
 	for _, x := range k.subresources {
 		if x == s {

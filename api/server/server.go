@@ -52,6 +52,9 @@ type Store interface {
 	Get(res store.Resource, ns, name string, obj store.Object) error
 	List(res store.Resource, ns string, fn func(data []byte) error) (uint64, error)
 	Update(res store.Resource, obj store.Object, bumpGeneration bool) error
+	// Modify is a read-modify-write in one transaction: update, patch and
+	// delete decide on the object as stored, never on a stale copy.
+	Modify(res store.Resource, ns, name string, obj store.Object, fn func(cur store.Object) (store.Decision, error)) (bool, error)
 	Delete(res store.Resource, ns, name string, uid types.UID, resourceVersion string) ([]byte, error)
 	Watch(ctx context.Context, res store.Resource, ns string, from uint64) (*store.Watch, error)
 }

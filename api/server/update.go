@@ -9,7 +9,6 @@ import (
 	"reflect"
 	"strings"
 
-	"github.com/containerd/errdefs"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
@@ -302,22 +301,9 @@ func (s *Server) replace(k *kind, ns, name, sub string, dryRun bool, change func
 	return out, err
 }
 
-// modifier is the store's read-modify-write (*store.Store has it).
-// TODO(lead): fold into server.go's Store interface; asserted here so that
-// this part did not have to edit server.go while it was being changed.
-type modifier interface {
-	Modify(res store.Resource, ns, name string, obj store.Object, fn func(cur store.Object) (store.Decision, error)) (bool, error)
-}
-
-var _ modifier = (*store.Store)(nil)
-
 // modify runs the store's read-modify-write on one object of k.
 func (s *Server) modify(k *kind, ns, name string, fn func(cur store.Object) (store.Decision, error)) (bool, error) {
-	m, ok := s.store.(modifier)
-	if !ok {
-		return false, fmt.Errorf("%w: the store cannot update objects", errdefs.ErrNotImplemented)
-	}
-	return m.Modify(store.Resource(k.resource), ns, name, k.new(), fn)
+	return s.store.Modify(store.Resource(k.resource), ns, name, k.new(), fn)
 }
 
 // setTypeMeta sets the kind and apiVersion every stored object carries.

@@ -91,7 +91,7 @@ func TestPodDefaults(t *testing.T) {
 		call(t, http.MethodGet, ts.URL+"/api/v1/namespaces/default/pods/dry", "", "").code != 404 {
 		t.Errorf("dry-run create: %d %s", a.code, a.body)
 	}
-		g := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"g"},"spec":{"containers":[{"name":"app","image":"i","resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]}}`
+	g := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"g"},"spec":{"containers":[{"name":"app","image":"i","resources":{"limits":{"cpu":"1","memory":"1Gi"}}}]}}`
 	if a := call(t, http.MethodPost, ts.URL+"/api/v1/namespaces/default/pods", "", g); a.pod.Status.QOSClass != "Guaranteed" || a.pod.Spec.Containers[0].Resources.Requests.Cpu().String() != "1" {
 		t.Errorf("limits only: %d %s", a.code, a.body)
 	}
