@@ -37,6 +37,9 @@ test-v1:
 	@[ "$$(id -u)" = 0 ] || { echo "make test runs as root (namespaces, mounts, cgroups)"; exit 1; }
 	$(GO) vet ./...
 	BERTH_TEST_ALL=1 $(GO) test -p 1 -count=1 -timeout 15m ./...
+	# The API's decoders and handlers fuzzed for a bounded time: no input may
+	# panic, answer 5xx or store anything on a 4xx (api/server/fuzz_test.go).
+	$(GO) test -run '^$$' -fuzz FuzzHandlers -fuzztime 30s -parallel 2 ./api/server
 
 # A cgroup v2 kernel (Debian's, under QEMU): the packages whose behaviour
 # depends on the cgroup mode, run again there. The tier takes about 6 minutes;
