@@ -3,7 +3,6 @@ package server
 import (
 	"fmt"
 	"math"
-	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -140,25 +139,7 @@ func podKind() *kind {
 		{Name: "Nominated Node", Type: "string", Priority: 1, Description: corev1.PodStatus{}.SwaggerDoc()["nominatedNodeName"]},
 		{Name: "Readiness Gates", Type: "string", Priority: 1, Description: corev1.PodSpec{}.SwaggerDoc()["readinessGates"]},
 	}
-	k.cells = func(o store.Object) []any {
-		p := o.(*corev1.Pod)
-		ready, restarts := 0, 0
-		for _, cs := range p.Status.ContainerStatuses {
-			if cs.Ready {
-				ready++
-			}
-			restarts += int(cs.RestartCount)
-		}
-		reason := string(p.Status.Phase)
-		if p.Status.Reason != "" {
-			reason = p.Status.Reason
-		}
-		if p.DeletionTimestamp != nil {
-			reason = "Terminating"
-		}
-		return []any{p.Name, fmt.Sprintf("%d/%d", ready, len(p.Spec.Containers)), reason, strconv.Itoa(restarts),
-			age(p.CreationTimestamp), none(p.Status.PodIP), none(p.Spec.NodeName), none(p.Status.NominatedNodeName), none("")}
-	}
+	k.cells = func(o store.Object) []any { return podCells(o.(*corev1.Pod)) }
 	return k
 }
 

@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 
@@ -50,6 +51,7 @@ type globals struct {
 	pidsLimit                  int64
 	allowPrivileged            bool
 	logLevel                   string
+	log                        hclog.Logger // serve's logger (journald's form); nil: a terminal's
 }
 
 func main() {
@@ -85,7 +87,10 @@ type env struct {
 }
 
 func (g *globals) open(ctx context.Context) (*env, error) {
-	log := hclog.New(&hclog.LoggerOptions{Name: "berthd", Level: hclog.LevelFromString(g.logLevel), Output: os.Stderr})
+	log := g.log
+	if log == nil {
+		log = hclog.New(&hclog.LoggerOptions{Name: "berthd", Level: hclog.LevelFromString(g.logLevel), Output: os.Stderr})
+	}
 	initPath := g.initPath
 	if initPath == "" {
 		initPath = "/usr/libexec/berth/berth-init"
@@ -131,8 +136,18 @@ func (g *globals) openImages() (*images.Images, *image.Store, error) {
 		return nil, nil, err
 	}
 	last := map[string]int64{}
+	var mu sync.Mutex // the daemon pulls for several pods at once
 	progress := func(ref string, p image.Progress) {
-		// One line per layer per 10 %, and when it is done.
+		if g.log != nil {
+			// The daemon: one line per layer fetched, in the journal.
+			if p.Done {
+				g.log.Debug("layer pulled", "image", ref, "layer", shortDigest(p.Layer), "bytes", p.LayerTotal)
+			}
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		// A terminal: one line per layer per 10 %, and when it is done.
 		step := p.LayerTotal / 10
 		if p.Done || step == 0 || p.LayerBytes-last[p.Layer] >= step {
 			last[p.Layer] = p.LayerBytes

@@ -110,6 +110,7 @@ func loadConfig(cmd *cobra.Command, g *globals, f *serveFlags) (config.Config, e
 
 func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	log := newLogger(cfg.LogLevel)
+	g.log = log
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -168,6 +169,24 @@ func (c *client) eventually(what string, ok func(string) bool, args ...string) s
 	return ""
 }
 
+// lockedBuffer is a bytes.Buffer a command writes while the test reads.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 func contains(s string) func(string) bool {
 	return func(out string) bool { return strings.Contains(out, s) }
 }
@@ -232,12 +251,14 @@ func TestStockKubectlScenario(t *testing.T) {
 	k.must("create", "namespace", "shop")
 	e.write("/var/tmp/app.yaml", fmt.Sprintf(app, e.signed.Ref, e.signed.Ref))
 
-	// A watch that sees the pod start.
+	// A watch that sees the pod start; `timeout` ends it inside the node
+	// even if this test cannot.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	watch := e.n.Command(ctx, stockKubectl, "--kubeconfig", kubeconfig, "get", "pods", "-n", "shop", "-w")
-	var watched bytes.Buffer
-	watch.Stdout = &watched
+	watch := e.n.Command(ctx, "timeout", "180", stockKubectl, "--kubeconfig", kubeconfig, "get", "pods", "-n", "shop", "-w")
+	watched := &lockedBuffer{}
+	watch.Stdout = watched
+	watch.WaitDelay = 2 * time.Second
 	if err := watch.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -252,11 +273,13 @@ func TestStockKubectlScenario(t *testing.T) {
 		}
 	}
 	k.must("wait", "--for=condition=Ready", "pod/web", "-n", "shop", "--timeout=120s")
-	k.eventually("the pod to appear Running in the watch", func(string) bool { return strings.Contains(watched.String(), "Running") }, "get", "ns")
-	cancel()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(watched.String(), "Running") && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, _ = e.n.Run(ctx, "pkill", "-f", "get pods -n shop -w")
 	_ = watch.Wait()
-	if w := watched.String(); !strings.Contains(w, "ContainerCreating") && !strings.Contains(w, "Pending") {
-		t.Errorf("the watch never showed the pod before it ran:\n%s", w)
+	if w := watched.String(); !strings.Contains(w, "Running") || (!strings.Contains(w, "ContainerCreating") && !strings.Contains(w, "Pending")) {
+		t.Errorf("the watch did not show the pod pending, then running:\n%s", w)
 	}
 
 	out := k.must("get", "pods", "-n", "shop")
