@@ -337,7 +337,9 @@ func TestStockKubectlScenario(t *testing.T) {
 
 	// An unsigned image is refused where users look.
 	e.write("/var/tmp/bad.yaml", fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: bad, namespace: shop}\nspec:\n  containers:\n  - {name: bad, image: %s}\n", e.signed.Unsigned))
-	k.must("apply", "-f", "/var/tmp/bad.yaml")
+	if _, msg, err := k.kubectl("pods/bad", "apply", "-f", "/var/tmp/bad.yaml"); err != nil {
+		t.Fatalf("apply bad.yaml: %v\n%s", err, msg)
+	}
 	k.eventually("SignatureValidationFailed", contains("SignatureValidationFailed"), "get", "pod", "bad", "-n", "shop", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason}")
 	k.eventually("a Warning event for the refusal", contains("Warning"), "get", "events", "-n", "shop", "--field-selector", "involvedObject.name=bad")
 
@@ -366,5 +368,17 @@ func TestStockKubectlScenario(t *testing.T) {
 	if _, msg, err := k.kubectl("pods/web", "get", "pod", "web", "-n", "shop"); err == nil || !strings.Contains(msg, `pods "web" not found`) {
 		t.Errorf("get after delete: %v %s", err, msg)
 	}
-	k.must("delete", "namespace", "shop")
+	// Deleting the namespace waits until it is gone (the final GET is a 404).
+	if _, msg, err := k.kubectl("namespaces/shop", "delete", "namespace", "shop"); err != nil {
+		t.Fatalf("delete namespace: %v\n%s", err, msg)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(250 * time.Millisecond) {
+		out := e.run("systemctl", "list-units", "--all", "--no-legend", "--plain", "berth-*.service")
+		if strings.TrimSpace(out) == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("units left after the namespace was deleted:\n%s", out)
+		}
+	}
 }
