@@ -88,9 +88,16 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, k *kind, ns, nam
 	if deleted && k.resource == "namespaces" && len(opts.DryRun) == 0 {
 		// A namespace takes its objects with it. (The apiserver marks it
 		// Terminating and its namespace controller deletes the objects;
-		// berth removes the namespace at once and deletes its pods as a
-		// delete without options would: gracefully when a node runs them.)
+		// berth removes the namespace at once and deletes every object in
+		// it as a delete without options would: pods first, gracefully when
+		// a node runs them, then the rest. Kinds of another group that share
+		// a core kind's storage, events.k8s.io's Events, are covered by it.)
 		s.deleteAll(r, s.kinds["pods"], name)
+		for _, kk := range s.kinds {
+			if kk.namespaced && kk.group == "" && kk.resource != "pods" {
+				s.deleteAll(r, kk, name)
+			}
+		}
 	}
 	s.writeDeleted(w, k, out, deleted)
 }

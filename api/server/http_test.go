@@ -186,3 +186,31 @@ func TestStockKubectlWatch(t *testing.T) {
 		t.Errorf("watched row %q", row)
 	}
 }
+
+// Deleting a namespace deletes every object in it: recreating the
+// namespace must not bring back its Secrets, ConfigMaps or Events.
+func TestNamespaceDeletionTakesEverything(t *testing.T) {
+	ts, _ := newHTTP(t)
+	for _, c := range []struct{ path, body string }{
+		{"/api/v1/namespaces", `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team"}}`},
+		{"/api/v1/namespaces/team/secrets", `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"db"},"stringData":{"p":"x"}}`},
+		{"/api/v1/namespaces/team/configmaps", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cfg"},"data":{"a":"b"}}`},
+		{"/api/v1/namespaces/team/pods", `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"x"}]}}`},
+		{"/api/v1/namespaces/team/events", `{"apiVersion":"v1","kind":"Event","metadata":{"name":"e"},"involvedObject":{"kind":"Pod","name":"p","namespace":"team"},"reason":"R","message":"m","type":"Normal"}`},
+	} {
+		if code, st := do(t, "POST", ts.URL+c.path, "application/json", c.body); code != 201 {
+			t.Fatalf("create %s: %d %s", c.path, code, st.Message)
+		}
+	}
+	if code, st := do(t, "DELETE", ts.URL+"/api/v1/namespaces/team", "", ""); code != 200 {
+		t.Fatalf("delete namespace: %d %s", code, st.Message)
+	}
+	if code, st := do(t, "POST", ts.URL+"/api/v1/namespaces", "application/json", `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team"}}`); code != 201 {
+		t.Fatalf("recreate namespace: %d %s", code, st.Message)
+	}
+	for _, p := range []string{"secrets/db", "configmaps/cfg", "events/e"} {
+		if code, _ := do(t, "GET", ts.URL+"/api/v1/namespaces/team/"+p, "", ""); code != 404 {
+			t.Errorf("%s survived its namespace: %d", p, code)
+		}
+	}
+}
