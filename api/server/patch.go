@@ -165,6 +165,11 @@ func applyPatch(pt types.PatchType, orig, patch []byte, obj store.Object, fv str
 		}
 		badValue = fmt.Sprintf("%+v", patchMap)
 	}
+	if len(patched) > maxBody {
+		// No patch makes an object bigger than a request could send it
+		// (the apiserver's storage limit has the same words).
+		return nil, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("limit is %d", maxBody))
+	}
 	invalid := func(msg string) *apierrors.StatusError {
 		return apierrors.NewInvalid(schema.GroupKind{}, "", field.ErrorList{field.Invalid(field.NewPath("patch"), badValue, msg)})
 	}
@@ -180,6 +185,14 @@ func applyPatch(pt types.PatchType, orig, patch []byte, obj store.Object, fv str
 		return nil, se
 	}
 	return warnings, nil
+}
+
+func init() {
+	// json-patch v4 copies without limit by default: a patch of a few
+	// thousand "copy" operations doubling the document would exhaust
+	// memory while the store's write lock is held. The copies one patch may
+	// make are bounded by what a request body may carry.
+	jsonpatch.AccumulatedCopySizeLimit = maxBody
 }
 
 // applyJSONPatch applies an RFC 6902 patch. json-patch v4 panics on some

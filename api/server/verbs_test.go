@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -379,4 +380,26 @@ func TestWatchBookmarksAndWatchList(t *testing.T) {
 		t.Errorf("leaving the selection: %s %s", typ, p.Status.Phase)
 	}
 	_ = store.Bookmark
+}
+
+// A JSON patch that doubles the object with each copy is refused before it
+// exhausts memory, and no patch stores an object larger than a body.
+func TestJSONPatchCopiesBounded(t *testing.T) {
+	ts, _ := newHTTP(t)
+	if code, st := do(t, "POST", ts.URL+"/api/v1/namespaces/default/configmaps", "application/json",
+		`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"big"},"data":{"a":"`+strings.Repeat("x", 1<<20)+`"}}`); code != 201 {
+		t.Fatalf("create: %d %s", code, st.Message)
+	}
+	var ops []string
+	for i := 0; i < 40; i++ {
+		ops = append(ops, fmt.Sprintf(`{"op":"copy","from":"/data/a","path":"/data/b%d"}`, i))
+	}
+	code, st := do(t, "PATCH", ts.URL+"/api/v1/namespaces/default/configmaps/big", "application/json-patch+json", "["+strings.Join(ops, ",")+"]")
+	if code < 400 || code >= 500 {
+		t.Fatalf("a patch copying 40 MiB: %d %s", code, st.Message)
+	}
+	code, _ = do(t, "GET", ts.URL+"/api/v1/namespaces/default/configmaps/big", "", "")
+	if code != 200 {
+		t.Errorf("the object after the refused patch: %d", code)
+	}
 }
