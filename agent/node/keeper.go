@@ -54,12 +54,24 @@ func NewKeeper(st Store, build func() (*corev1.Node, error), interval time.Durat
 	return &Keeper{store: st, build: build, interval: interval, log: log.Named("node")}
 }
 
-// Run syncs at once, then every interval until ctx ends. The first sync's
-// error is returned (a berthd that cannot register its node should say so
-// at start); later ones are logged and retried at the next tick.
+// Run syncs at once, retrying (logged, with back-off) until the node is
+// registered, then every interval until ctx ends; a failed update is logged
+// and retried at the next tick.
 func (k *Keeper) Run(ctx context.Context) error {
-	if err := k.Sync(); err != nil {
-		return err
+	// The first registration is retried until it succeeds: a node that
+	// failed once (a store briefly busy) must not stay unregistered until
+	// berthd restarts.
+	for delay := time.Second; ; delay = min(2*delay, k.interval) {
+		err := k.Sync()
+		if err == nil {
+			break
+		}
+		k.log.Error("node registration failed, retrying", "error", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
 	}
 	t := time.NewTicker(k.interval)
 	defer t.Stop()

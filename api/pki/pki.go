@@ -65,7 +65,10 @@ func LoadOrCreate(dir string) (*CA, error) {
 	_, cerr := os.Stat(certPath)
 	_, kerr := os.Stat(keyPath)
 	switch {
-	case errors.Is(cerr, fs.ErrNotExist) && errors.Is(kerr, fs.ErrNotExist):
+	// The key is written first: a key without a certificate is a creation
+	// cut short (a kill between the two writes), which no kubeconfig can
+	// refer to yet, so it is made again rather than refused forever.
+	case errors.Is(cerr, fs.ErrNotExist) && (errors.Is(kerr, fs.ErrNotExist) || kerr == nil):
 		ca, err := newCA()
 		if err != nil {
 			return nil, err

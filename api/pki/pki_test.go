@@ -51,6 +51,20 @@ func TestCAPersistsWithPrivateKeys(t *testing.T) {
 	if _, err := LoadOrCreate(dir); err == nil {
 		t.Error("a CA without its key was replaced or accepted")
 	}
+	// A key without its certificate is a creation cut short between the two
+	// writes: made again, not refused at every start.
+	cut := filepath.Join(t.TempDir(), "pki")
+	if _, err := LoadOrCreate(cut); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(cut, caCert))
+	remade, err := LoadOrCreate(cut)
+	if err != nil {
+		t.Fatalf("a CA creation cut short: %v", err)
+	}
+	if again, err := LoadOrCreate(cut); err != nil || string(again.CertPEM()) != string(remade.CertPEM()) {
+		t.Errorf("the CA made again does not persist: %v", err)
+	}
 }
 
 // The listener end to end: TLS 1.2+, a client certificate required and
