@@ -45,6 +45,8 @@ type Kept struct {
 	Key string  `json:"key"`
 	Pod *PodRef `json:"pod,omitempty"` // the stored pod of that key
 	Why string  `json:"why"`
+	// spared: an orphan left running because the state file is new.
+	spared bool
 }
 
 // Removal is one orphan: a pod's leftovers (its directories, units,

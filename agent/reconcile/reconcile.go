@@ -65,6 +65,7 @@ const (
 	ReasonRemovingOrphanedContainer = "RemovingOrphanedContainer" // Normal: units or bundles no pod directory accounts for
 	ReasonFailedRemovingOrphan      = "FailedRemovingOrphan"      // Warning: a removal failed; retried at the next start
 	ReasonUnreadablePodRecord       = "UnreadablePodRecord"       // Warning: a stored pod's record cannot be read; nothing of it is touched
+	ReasonSparedWithNewState        = "OrphanLeftRunning"         // Warning: the state file is new, so a running container of no stored pod is left alone
 )
 
 // Config wires a Reconciler.
@@ -77,6 +78,11 @@ type Config struct {
 	// Parallel bounds the unit stops under way at once (each may take its
 	// container's grace period); default 16.
 	Parallel int
+	// FreshStore says the state file was created by this start. Its empty
+	// store then proves nothing about the containers that run (a state file
+	// lost or moved, berthd started with another stateDir): orphans with a
+	// running unit are left alone and reported, never stopped.
+	FreshStore bool
 }
 
 // Reconciler removes orphans once at start.
@@ -124,6 +130,9 @@ func (r *Reconciler) Run(ctx context.Context) (*Report, error) {
 		return nil, fmt.Errorf("reconcile: list the host: %w", err)
 	}
 	plan := decide(stored, h)
+	if r.cfg.FreshStore {
+		r.spareRunning(plan, h)
+	}
 	rep := &Report{Adopted: plan.Adopt, Kept: plan.Keep, Removed: plan.Remove}
 	for _, a := range plan.Adopt {
 		if a.Warning != "" {
@@ -135,11 +144,41 @@ func (r *Reconciler) Run(ctx context.Context) (*Report, error) {
 	for _, k := range plan.Keep {
 		msg := fmt.Sprintf("Keeping pod directory %s untouched: %s", k.Key, k.Why)
 		r.log.Warn("kept pod directory", "key", k.Key, "why", k.Why)
-		r.event(corev1.EventTypeWarning, ReasonUnreadablePodRecord, msg)
+		reason := ReasonUnreadablePodRecord
+		if k.spared {
+			reason = ReasonSparedWithNewState
+		}
+		r.event(corev1.EventTypeWarning, reason, msg)
 	}
 	err = r.apply(ctx, plan.Remove)
 	r.log.Info("reconciled", "adopted", len(plan.Adopt), "kept", len(plan.Keep), "orphans", len(plan.Remove), "error", err)
 	return rep, err
+}
+
+// spareRunning moves the removals with a running unit to Keep: with a
+// fresh state file, nothing proves they are not wanted.
+func (r *Reconciler) spareRunning(plan *Plan, h *pods.Host) {
+	running := map[string]bool{}
+	for _, u := range h.Units {
+		if u.Running() {
+			running[u.Name] = true
+		}
+	}
+	remove := plan.Remove[:0]
+	for _, rm := range plan.Remove {
+		runs := false
+		for _, u := range rm.Units {
+			runs = runs || running[u]
+		}
+		if !runs {
+			remove = append(remove, rm)
+			continue
+		}
+		why := "the state file is new, so an empty store says nothing about running containers; " +
+			"they are left alone (stop them with systemctl, or restore the state file)"
+		plan.Keep = append(plan.Keep, Kept{Key: rm.Key, Pod: rm.Pod, Why: why, spared: true})
+	}
+	plan.Remove = remove
 }
 
 // storedPods decodes the store's pods.

@@ -442,3 +442,30 @@ func TestReconcileCutShortIsFinishedNextTime(t *testing.T) {
 		}
 	}
 }
+
+// With a state file created by this start, running containers of pods the
+// (empty) store does not know are left alone; what does not run is still
+// cleaned up.
+func TestFreshStoreSparesRunningContainers(t *testing.T) {
+	h := &fakeHost{h: pods.Host{
+		Pods:    []pods.HostPod{hostPod("default", "web", "u1", "app"), hostPod("default", "done", "u2", "app")},
+		Units:   []pods.HostUnit{unit("default", "web", "app", "active"), unit("default", "done", "app", "failed")},
+		Bundles: []string{ck("default", "web", "app"), ck("default", "done", "app")},
+	}}
+	r := New(Config{Store: fakeStore{}, Host: h, Recorder: &fakeRecorder{}, NodeName: "node1", FreshStore: true})
+	rep, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range h.ops {
+		if strings.Contains(op, "web") {
+			t.Errorf("a running container was touched with a fresh store: %v", h.ops)
+		}
+	}
+	if len(rep.Kept) != 1 || rep.Kept[0].Key != "default_web" {
+		t.Errorf("kept %+v", rep.Kept)
+	}
+	if len(rep.Removed) != 1 || rep.Removed[0].Key != "default_done" {
+		t.Errorf("removed %+v", rep.Removed)
+	}
+}

@@ -114,11 +114,15 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
-	st, err := store.Open(filepath.Join(cfg.StateDir, "state.db"), store.Options{})
+	statePath := filepath.Join(cfg.StateDir, "state.db")
+	_, statErr := os.Stat(statePath)
+	fresh := errors.Is(statErr, fs.ErrNotExist)
+	st, err := store.Open(statePath, store.Options{})
 	if err != nil {
 		return fmt.Errorf("open state: %w", err)
 	}
 	defer st.Close()
+	var agents sync.WaitGroup
 	api, err := server.New(st, server.Options{Log: log.Named("api"), NodeName: cfg.NodeName})
 	if err != nil {
 		return err
@@ -190,7 +194,7 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	}
 
 	agentErr := make(chan error, 1)
-	if err := startAgents(ctx, agentDeps{Config: cfg, Store: st, Log: log, Open: g.open, Failed: agentErr}); err != nil {
+	if err := startAgents(ctx, agentDeps{Config: cfg, Store: st, Log: log, Open: g.open, Failed: agentErr, FreshStore: fresh, Running: &agents}); err != nil {
 		stopRequests()
 		shutdown(servers, cfg.ShutdownTimeout, log)
 		os.Remove(cfg.Socket.Path)
@@ -236,6 +240,16 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	cancel() // agents
 	stopRequests()
 	shutdown(servers, cfg.ShutdownTimeout, log)
+	// The store closes (deferred) only after the agents stopped writing to
+	// it, bounded: a pull or start under way may outlast the timeout, and
+	// bbolt's transactions keep the file whole if the process then exits.
+	stopped := make(chan struct{})
+	go func() { agents.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(cfg.ShutdownTimeout):
+		log.Warn("agents still busy at shutdown; exiting without them", "timeout", cfg.ShutdownTimeout)
+	}
 	// The socket file goes with the process, so a client sees "no such
 	// file" rather than "connection refused" between runs. Containers are
 	// deliberately left alone: they are systemd's units, not berthd's
@@ -274,29 +288,18 @@ type agentDeps struct {
 	Open func(context.Context) (*env, error)
 	// Failed receives a controller's fatal error; serve then stops.
 	Failed chan<- error
+	// FreshStore: the state file was created by this start (reconcile then
+	// leaves running containers alone).
+	FreshStore bool
+	// Running counts the agents' goroutines; serve waits for them before
+	// it closes the store.
+	Running *sync.WaitGroup
 }
 
-// startAgents starts the controllers that act on desired state. They run
-// until ctx ends (SIGTERM) and must not stop containers when it does.
-// It is called after the listeners accept and before READY=1; an error
-// fails the start (systemd restarts berthd: Restart=on-failure).
-//
-// WIRING POINT (lead): the pod worker is not wired yet (agent/worker's
-// Images interface wants (*images.Images).ForPod, which does not exist
-// when this was written). Plug it in here, e.g.
-//
-//	env, err := d.Open(ctx) // pods runtime, images, systemd connection
-//	if err != nil {
-//		return err
-//	}
-//	rec := events.New(events.Config{Store: d.Store, Component: "kubelet", Host: name, Log: d.Log.Named("events")})
-//	rc := reconcile.New(reconcile.Config{Store: d.Store, Host: env.rt, Recorder: rec, NodeName: name, Log: d.Log.Named("reconcile")})
-//	w := worker.New(worker.Config{Store: d.Store, Runtime: env.rt, Images: env.images, Units: <the *systemd.Conn g.open dials>,
-//		Reconciler: rc, Events: rec, NodeName: name, Log: d.Log.Named("worker")})
-//	go func() { if err := w.Run(ctx); err != nil && ctx.Err() == nil { d.Log.Error("pod worker", "error", err) } }()
-//
-// (env would need to keep the *systemd.Conn it dials; today g.open only
-// hands it to pods.SystemdUnits.)
+// startAgents starts what acts on desired state: the node keeper, the
+// events' expiry, and, once systemd answers, reconcile and the pod worker.
+// They run until ctx ends (SIGTERM) and never stop containers when it does.
+// It is called after the listeners accept and before READY=1.
 func startAgents(ctx context.Context, d agentDeps) error {
 	name := d.Config.NodeName
 	if name == "" {
@@ -318,23 +321,18 @@ func startAgents(ctx context.Context, d agentDeps) error {
 		return err
 	}
 	keeper := node.NewKeeper(d.Store, build, 0, d.Log.Named("node"))
-	go func() {
+	goAgent := func(f func()) {
+		d.Running.Add(1)
+		go func() {
+			defer d.Running.Done()
+			f()
+		}()
+	}
+	goAgent(func() {
 		if err := keeper.Run(ctx); err != nil && ctx.Err() == nil {
 			d.Log.Error("node status", "error", err)
 		}
-	}()
-
-	e, err := d.Open(ctx)
-	if err != nil {
-		return err
-	}
-	rec := events.New(events.Config{Store: d.Store, Host: name, Log: d.Log.Named("events")})
-	go func() {
-		if err := rec.Run(ctx); err != nil && ctx.Err() == nil {
-			d.Log.Error("events", "error", err)
-		}
-	}()
-	rc := reconcile.New(reconcile.Config{Store: d.Store, Host: e.rt, Recorder: rec, NodeName: name, Log: d.Log.Named("reconcile")})
+	})
 	var hostIP string
 	for _, a := range self.Status.Addresses {
 		if a.Type == corev1.NodeInternalIP {
@@ -342,19 +340,43 @@ func startAgents(ctx context.Context, d agentDeps) error {
 			break
 		}
 	}
-	w := worker.New(worker.Config{
-		Store: d.Store, Runtime: e.rt, Images: e.images, Units: e.conn, Reconciler: rc,
-		Events: rec, Scheduler: rec.WithComponent("default-scheduler"),
-		NodeName: name, HostIP: hostIP, Log: d.Log.Named("worker"),
+	rec := events.New(events.Config{Store: d.Store, Host: name, Log: d.Log.Named("events")})
+	goAgent(func() {
+		if err := rec.Run(ctx); err != nil && ctx.Err() == nil {
+			d.Log.Error("events", "error", err)
+		}
 	})
-	go func() {
+	goAgent(func() {
+		// The API serves whether or not systemd answers (kubectl works, pods
+		// wait): the runtime is opened, retrying with back-off, and only
+		// then do reconcile and the worker start.
+		var e *env
+		for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+			var err error
+			if e, err = d.Open(ctx); err == nil {
+				break
+			}
+			d.Log.Error("cannot reach systemd; pods wait", "error", err, "retry_in", delay)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+		}
+		rc := reconcile.New(reconcile.Config{Store: d.Store, Host: e.rt, Recorder: rec, NodeName: name,
+			Log: d.Log.Named("reconcile"), FreshStore: d.FreshStore})
+		w := worker.New(worker.Config{
+			Store: d.Store, Runtime: e.rt, Images: e.images, Units: e.conn, Reconciler: rc,
+			Events: rec, Scheduler: rec.WithComponent("default-scheduler"),
+			NodeName: name, HostIP: hostIP, Log: d.Log.Named("worker"),
+		})
 		// The worker reconciles first, then follows the store and systemd;
 		// it ends only with ctx. Its failure leaves every container running
 		// (systemd supervises them) and makes systemd restart berthd.
 		if err := w.Run(ctx); err != nil && ctx.Err() == nil {
 			d.Failed <- fmt.Errorf("pod worker: %w", err)
 		}
-	}()
+	})
 	return nil
 }
 
