@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/test/nodereg"
 	"github.com/berth-dev/berth/test/testenv"
 )
 
@@ -49,6 +50,9 @@ func binaries(t testing.TB) string {
 		root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
 		if err != nil {
 			buildErr = fmt.Errorf("go list -m: %w", err)
+			return
+		}
+		if buildErr = nodereg.CopyCosign(binDir); buildErr != nil {
 			return
 		}
 		for _, b := range []string{"berthd", "berth-init"} {

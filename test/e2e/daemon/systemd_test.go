@@ -11,6 +11,7 @@ import (
 	"github.com/berth-dev/berth/test/imagetest"
 	"github.com/berth-dev/berth/test/node"
 	"github.com/berth-dev/berth/test/node/nodetest"
+	"github.com/berth-dev/berth/test/nodereg"
 	"github.com/berth-dev/berth/test/testenv"
 	"github.com/berth-dev/berth/unitgen"
 )
@@ -148,8 +149,7 @@ func TestService(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A container (started the one-shot way until the pod worker is wired)
-	// is its own transient unit in berth.slice, outside berthd.service's
+	// A container is its own transient unit in berth.slice, outside berthd.service's
 	// cgroup: what makes the default KillMode safe.
 	unit := e.startPod()
 	cg := e.run("systemctl", "show", "-P", "ControlGroup", unit)
@@ -216,15 +216,16 @@ func TestService(t *testing.T) {
 	if out, err := e.curl("GET", "/api/v1/namespaces/persist", ""); err != nil || !strings.Contains(out, `"name":"persist"`) {
 		t.Errorf("namespace after stop and start: %q %v", out, err)
 	}
-	e.run(node.BinMount+"/berthd", "--policy", nodePolicy, "pod", "rm", "default/web")
+	containerAlive("after berthd started again")
+	// Deleted through the API: the worker stops the container.
+	if _, err := e.curl("DELETE", "/api/v1/namespaces/default/pods/web", ""); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor("the deleted pod's unit to go", func() bool {
+		out, _ := e.try("systemctl", "show", "-P", "LoadState", unit)
+		return strings.TrimSpace(out) == "not-found"
+	})
 }
-
-// Paths inside the node for the one-shot pod.
-const (
-	nodeLayout = "/var/tmp/images"
-	nodePolicy = "/var/tmp/policy.json"
-	nodePod    = "/var/tmp/pods/web.yaml"
-)
 
 // startPod runs a sleeping busybox pod with `berthd pod run` from a test
 // layout and returns its container's unit.
@@ -232,25 +233,23 @@ func (e *nodeEnv) startPod() string {
 	e.t.Helper()
 	_, err := os.Stat(imagetest.Busybox)
 	testenv.Require(e.t, err == nil, "needs busybox-static (/bin/busybox); `make test` installs it")
-	img, err := imagetest.BusyboxImage(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	// A stored pod, as an operator creates one: a signed image in a
+	// registry in the node, the pod through the API, the worker starts it.
+	signed, err := nodereg.SignedImages(ctx, e.n, 5000)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if _, err := imagetest.WriteLayout(e.n.HostPath(nodeLayout), "busybox:e2e", img); err != nil {
+	pod := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","namespace":"default"},"spec":{"containers":[{"name":"main","image":"` +
+		signed.Ref + `","command":["sleep","3600"]}]}}`
+	if _, err := e.curl("POST", "/api/v1/namespaces/default/pods", pod); err != nil {
 		e.t.Fatal(err)
 	}
-	for p, data := range map[string]string{
-		nodePolicy: `{"default": [{"type": "reject"}], "transports": {"oci": {"` + nodeLayout + `": [{"type": "insecureAcceptAnything"}]}}}`,
-		nodePod:    "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  namespace: default\nspec:\n  containers:\n  - name: main\n    image: busybox:e2e\n    command: [\"sleep\", \"3600\"]\n",
-	} {
-		h := e.n.HostPath(p)
-		if err := os.MkdirAll(filepath.Dir(h), 0o755); err != nil {
-			e.t.Fatal(err)
-		}
-		if err := os.WriteFile(h, []byte(data), 0o644); err != nil {
-			e.t.Fatal(err)
-		}
-	}
-	e.run(node.BinMount+"/berthd", "--policy", nodePolicy, "pod", "run", "-f", nodePod, "--layout", nodeLayout)
-	return unitgen.UnitName("default", "web", "main")
+	unit := unitgen.UnitName("default", "web", "main")
+	e.waitFor("the pod's container to run", func() bool {
+		out, _ := e.try("systemctl", "show", "-P", "ActiveState", unit)
+		return strings.TrimSpace(out) == "active"
+	})
+	return unit
 }
