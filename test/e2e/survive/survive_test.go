@@ -188,8 +188,16 @@ func TestSIGKILLWhileCreating(t *testing.T) {
 			errs <- e.create(e.pod(fmt.Sprintf("p%02d", i)))
 		}(i)
 	}
-	// Kill berthd while the first pods are being started.
-	time.Sleep(300 * time.Millisecond)
+	// Kill berthd while the first pods are being started: once a container
+	// runs and before half of them do.
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if n := len(e.units()); n >= 1 && n < count/2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no moment with between 1 and %d container units: %v", count/2, e.units())
+		}
+	}
 	e.run("systemctl", "kill", "--signal=SIGKILL", "berthd.service")
 	close(killed)
 	wg.Wait()
@@ -289,12 +297,37 @@ func TestDaemonReloadAndReexecAndCrashLoop(t *testing.T) {
 	if got := e.mainPID(unit); got != pid {
 		t.Errorf("the container's process changed across reload and reexec: %s → %s", pid, got)
 	}
-	// berthd reconnected and keeps tracking: a new pod starts, a stopped
-	// container is seen.
+	// berthd reconnected and keeps tracking: a container killed under it is
+	// seen restarting, a new pod starts.
+	e.run("systemctl", "kill", "--signal=SIGKILL", "--kill-who=main", unit)
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(250 * time.Millisecond) {
+		ps := e.pods()
+		if len(ps) == 1 && len(ps[0].Status.ContainerStatuses) == 1 && ps[0].Status.ContainerStatuses[0].RestartCount >= 1 &&
+			ps[0].Status.ContainerStatuses[0].LastTerminationState.Terminated != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the container killed after daemon-reexec never showed a restart in its status: %+v", ps)
+		}
+	}
+	e.allRunning(1)
+	pid = e.mainPID(unit)
 	if err := e.create(e.pod("after-reexec")); err != nil {
 		t.Fatal(err)
 	}
 	e.allRunning(2)
+
+	// berthd killed again and again right after it comes up: the
+	// containers never notice.
+	for i := 0; i < 3; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err := nodeberthd.WaitReady(ctx, e.n)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.run("systemctl", "kill", "--signal=SIGKILL", "berthd.service")
+	}
 
 	// A berthd that crash-loops (a config it refuses) never touches the
 	// running containers.
