@@ -202,10 +202,17 @@ func (a *Authorizer) identify(r *http.Request) (Identity, error) {
 		if cert.Subject.CommonName == "" {
 			return Identity{}, errors.New("client certificate without a Common Name")
 		}
+		writer := slices.Contains(cert.Subject.Organization, WritersGroup)
+		if writer {
+			// A writer's certificate lasts a year and cannot be revoked, so
+			// it writes only while its user may write on the socket: removed
+			// from the group (or deleted), the same certificate only reads.
+			writer = a.stillWriter(cert.Subject.CommonName)
+		}
 		return Identity{
 			Name:   cert.Subject.CommonName,
 			UID:    -1,
-			Writer: slices.Contains(cert.Subject.Organization, WritersGroup),
+			Writer: writer,
 			Via:    ViaCertificate,
 		}, nil
 	}
@@ -246,6 +253,39 @@ func (a *Authorizer) socketIdentity(uid, gid uint32) Identity {
 	a.cache[uid] = cached{id: id, expires: now.Add(a.opts.CacheTTL)}
 	a.mu.Unlock()
 	return id
+}
+
+// stillWriter tells whether the local user a writer's certificate was
+// issued to (its Common Name: a user name, or a uid berthd could not name)
+// is still root or in the writers' group.
+func (a *Authorizer) stillWriter(name string) bool {
+	uid, gid, err := lookupName(name)
+	if err != nil {
+		a.opts.Log.Debug("certificate user no longer known", "user", name, "error", err)
+		return false
+	}
+	return a.socketIdentity(uid, gid).Writer
+}
+
+var lookupName = func(name string) (uid, gid uint32, err error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		if _, perr := strconv.ParseUint(name, 10, 32); perr != nil {
+			return 0, 0, err
+		}
+		if u, err = user.LookupId(name); err != nil {
+			return 0, 0, err
+		}
+	}
+	id, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return 0, 0, err
+	}
+	g, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return 0, 0, err
+	}
+	return uint32(id), uint32(g), nil
 }
 
 // isGroup: gid is the writers' group. Looked up every time, which is a

@@ -2,7 +2,11 @@ package authz
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -238,5 +242,44 @@ func TestImpersonationRefused(t *testing.T) {
 		if reached || rec.Code != 403 || st.Message != tc.want || st.Reason != metav1.StatusReasonForbidden {
 			t.Errorf("%s: reached %v, code %d, body %s", tc.header, reached, rec.Code, rec.Body)
 		}
+	}
+}
+
+// A writer's certificate writes only while its user is still a writer on
+// the host: taken out of the group, the same certificate reads.
+func TestWriterCertificateFollowsGroup(t *testing.T) {
+	oldGroup, oldName := lookupGroup, lookupName
+	defer func() { lookupGroup, lookupName = oldGroup, oldName }()
+	lookupGroup = func(string) (string, error) { return "990", nil }
+	lookupName = func(name string) (uint32, uint32, error) {
+		if name != "alice" {
+			return 0, 0, errors.New("unknown user")
+		}
+		return 1000, 1000, nil
+	}
+	groups := []string{"1000", "990"}
+	reached := 0
+	a := New(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached++ }), Options{Group: "berth"})
+	a.opts.lookup = func(uint32) (string, []string, error) { return "alice", groups, nil }
+	post := func(cn string) int {
+		r := httptest.NewRequest("POST", "/api/v1/namespaces/default/pods", strings.NewReader("{}"))
+		cert := &x509.Certificate{Subject: pkix.Name{CommonName: cn, Organization: []string{WritersGroup}}}
+		r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{cert}}}
+		rec := httptest.NewRecorder()
+		a.ServeHTTP(rec, r)
+		return rec.Code
+	}
+	if code := post("alice"); code != 200 || reached != 1 {
+		t.Fatalf("a writer in the group: %d (reached %d)", code, reached)
+	}
+	groups = []string{"1000"}
+	a.mu.Lock()
+	clear(a.cache) // what CacheTTL does a few seconds later
+	a.mu.Unlock()
+	if code := post("alice"); code != 403 || reached != 1 {
+		t.Errorf("a writer taken out of the group: %d (reached %d)", code, reached)
+	}
+	if code := post("mallory"); code != 403 || reached != 1 {
+		t.Errorf("a writer certificate of an unknown user: %d (reached %d)", code, reached)
 	}
 }
