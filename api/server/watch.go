@@ -21,7 +21,6 @@ import (
 // bookmarkInterval is how often a watch with allowWatchBookmarks=true gets
 // a BOOKMARK (the apiserver's cacher sends one about every minute). Tests
 // shorten it.
-// TODO(lead): an Options field once server.go is free to change.
 var bookmarkInterval = time.Minute
 
 // watch streams metav1.WatchEvents, one JSON object each, from the
