@@ -221,6 +221,12 @@ func (a *apiBench) run(pods int) {
 	})
 	fmt.Fprintf(report, "gets: %.0f/s sustained for 5s, 8 clients, no error (goal ≥ 1000/s on 2 cores)\n", getRate)
 
+	// A berthd that died under the load would have been restarted by
+	// systemd: the figures above would then not be one process's.
+	if n := strings.TrimSpace(a.sh("systemctl", "show", "-P", "NRestarts", "berthd.service")); n != "0" {
+		fmt.Fprintf(report, "berthd was restarted %s times by systemd during the run; its journal:\n%s", n,
+			a.sh("sh", "-c", "journalctl -o cat -u berthd.service -p warning | tail -20"))
+	}
 	// Restart: from the restart to every pod reconciled, as berthd logs it.
 	t0 := time.Now()
 	a.sh("systemctl", "restart", "berthd.service")
@@ -228,7 +234,12 @@ func (a *apiBench) run(pods int) {
 		b.Fatal(err)
 	}
 	fmt.Fprintf(report, "restart to ready: %v\n", time.Since(t0).Round(time.Millisecond))
-	fmt.Fprintf(report, "berthd's own account of the restart:\n%s", a.sh("sh", "-c", "journalctl -o cat -u berthd.service --since=-2min | grep -iE 'reconcil|synced' | tail -5"))
+	// Reconcile runs once the API serves: wait for its line of this start.
+	var line string
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && !strings.Contains(line, "adopted="+strconv.Itoa(pods)); time.Sleep(100 * time.Millisecond) {
+		line = a.sh("sh", "-c", "journalctl -o short-precise -u berthd.service --since=@"+strconv.FormatInt(t0.Unix(), 10)+" | grep -E 'Started berthd|reconciled:' | tail -2")
+	}
+	fmt.Fprintf(report, "berthd's journal from the restart to reconciled (timestamps give the time):\n%s", line)
 
 	// 50 pods by berth apply, 50 raw transient units, 50 podman run -d.
 	var manifest bytes.Buffer
