@@ -24,6 +24,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -272,7 +273,7 @@ func (s *Store) Get(res Resource, ns, name string, obj Object) error {
 }
 
 // List calls fn with the JSON of every object of res in namespace ns ("" for
-// all), in key order, and returns the resourceVersion the list is
+// all; fn may keep it), in key order, and returns the resourceVersion the list is
 // consistent with.
 func (s *Store) List(res Resource, ns string, fn func(data []byte) error) (uint64, error) {
 	var rv uint64
@@ -296,7 +297,10 @@ func (s *Store) List(res Resource, ns string, fn func(data []byte) error) (uint6
 			if ns != "" && !hasPrefix(k, prefix) {
 				break
 			}
-			if err := fn(v); err != nil {
+			// A copy: bbolt's value lives in its memory map only while the
+			// transaction does, and callers keep lists past it (a plain
+			// list passes the JSON through, a watch sends it later).
+			if err := fn(bytes.Clone(v)); err != nil {
 				return err
 			}
 		}
@@ -364,7 +368,9 @@ func Finalized(obj metav1.Object) bool {
 func (s *Store) Modify(res Resource, ns, name string, obj Object, fn func(cur Object) (Decision, error)) (deleted bool, err error) {
 	err = s.write(res, func(b *bolt.Bucket, rv uint64) (*Event, error) {
 		k := key(ns, name)
-		old := b.Get(k)
+		// A copy: the event keeps it as Prev after the transaction, when
+		// bbolt's memory map no longer holds it.
+		old := bytes.Clone(b.Get(k))
 		if old == nil {
 			return nil, fmt.Errorf("%s %q: %w", res, name, errdefs.ErrNotFound)
 		}

@@ -302,8 +302,10 @@ func TestDaemonReloadAndReexecAndCrashLoop(t *testing.T) {
 	e.run("systemctl", "kill", "--signal=SIGKILL", "--kill-who=main", unit)
 	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(250 * time.Millisecond) {
 		ps := e.pods()
+		// Restarted and running again (after berth-init's back-off).
 		if len(ps) == 1 && len(ps[0].Status.ContainerStatuses) == 1 && ps[0].Status.ContainerStatuses[0].RestartCount >= 1 &&
-			ps[0].Status.ContainerStatuses[0].LastTerminationState.Terminated != nil {
+			ps[0].Status.ContainerStatuses[0].LastTerminationState.Terminated != nil && ps[0].Status.ContainerStatuses[0].State.Running != nil &&
+			e.mainPID(unit) != "0" {
 			break
 		}
 		if time.Now().After(deadline) {
