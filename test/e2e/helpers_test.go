@@ -8,9 +8,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -50,22 +48,7 @@ func binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("go list -m: %w", err)
-			return
-		}
-		for _, b := range []string{"berthd", "berth-init", "berth-verify"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, b), "./cmd/"+b)
-			cmd.Dir = strings.TrimSpace(string(root))
-			// Static stage-1: it runs before the workload's root exists and uses
-			// Go's all-threads syscalls, which cgo would forbid.
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %w\n%s", b, err, out)
-				return
-			}
-		}
+		buildErr = testenv.BuildStatic(binDir, "./cmd/berthd", "./cmd/berth-init", "./cmd/berth-verify")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

@@ -13,10 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/berth-dev/berth/test/node"
+	"github.com/berth-dev/berth/test/testenv"
 )
 
 // Socket is berthd's socket inside the node.
@@ -24,11 +24,11 @@ const Socket = "/run/berth/berth.sock"
 
 // Packaging is the repository's packaging/ directory.
 func Packaging() (string, error) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	root, err := testenv.ModuleRoot()
 	if err != nil {
-		return "", fmt.Errorf("go list -m: %w", err)
+		return "", err
 	}
-	return filepath.Join(strings.TrimSpace(string(out)), "packaging"), nil
+	return filepath.Join(root, "packaging"), nil
 }
 
 // Install puts packaging/'s files into n, writes config as
@@ -125,11 +125,11 @@ func writeNode(n *node.Node, path string, data []byte, mode os.FileMode) error {
 // berth-verify and berth with its version stamps, exactly as the Makefile
 // builds them for an operator.
 func Build(dir string) error {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	root, err := testenv.ModuleRoot()
 	if err != nil {
-		return fmt.Errorf("go list -m: %w", err)
+		return err
 	}
-	cmd := exec.Command("make", "-s", "-C", strings.TrimSpace(string(out)), "build", "BIN="+dir)
+	cmd := exec.Command("make", "-s", "-C", root, "build", "BIN="+dir)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("make build: %w\n%s", err, out)
 	}

@@ -80,3 +80,33 @@ func TempDir(prefix string) (string, error) {
 	}
 	return os.MkdirTemp("", fmt.Sprintf("%s-%d-", prefix, os.Getpid()))
 }
+
+// ModuleRoot is the directory of berth's go.mod.
+func ModuleRoot() (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		return "", fmt.Errorf("go list -m: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// BuildStatic builds each package (a path relative to the module root, like
+// ./cmd/berth-init) into dir, named after its last element, with cgo off:
+// berth-init must be static (it runs before the workload's root exists and
+// uses Go's all-threads syscalls, which cgo forbids), and the others run in
+// test nodes the same way.
+func BuildStatic(dir string, pkgs ...string) error {
+	root, err := ModuleRoot()
+	if err != nil {
+		return err
+	}
+	for _, p := range pkgs {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, filepath.Base(p)), p)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %w\n%s", p, err, out)
+		}
+	}
+	return nil
+}

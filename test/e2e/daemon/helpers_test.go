@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -47,24 +46,10 @@ func binaries(t testing.TB) string {
 		// Readable by the test's users (they run nothing from it, but a
 		// 0700 parent would hide the socket directory below it).
 		os.Chmod(binDir, 0o755)
-		root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("go list -m: %w", err)
-			return
-		}
 		if buildErr = nodereg.CopyCosign(binDir); buildErr != nil {
 			return
 		}
-		for _, b := range []string{"berthd", "berth-init"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, b), "./cmd/"+b)
-			cmd.Dir = strings.TrimSpace(string(root))
-			// Static stage-1, as test/e2e builds it.
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %w\n%s", b, err, out)
-				return
-			}
-		}
+		buildErr = testenv.BuildStatic(binDir, "./cmd/berthd", "./cmd/berth-init")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -55,20 +54,7 @@ func binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("go list -m: %w", err)
-			return
-		}
-		for _, b := range []string{"./cmd/berthd", "./cmd/berth-init", "./cmd/berth-verify", "./test/e2e/reconcile/reconcilenode"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, filepath.Base(b)), b)
-			cmd.Dir = strings.TrimSpace(string(root))
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static stage-1, as test/e2e builds it
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %w\n%s", b, err, out)
-				return
-			}
-		}
+		buildErr = testenv.BuildStatic(binDir, "./cmd/berthd", "./cmd/berth-init", "./cmd/berth-verify", "./test/e2e/reconcile/reconcilenode")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

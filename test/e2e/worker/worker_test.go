@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -51,20 +50,7 @@ func binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("go list -m: %w", err)
-			return
-		}
-		for b, pkg := range map[string]string{"berth-init": "./cmd/berth-init", "berth-verify": "./cmd/berth-verify", "workerd": "./test/e2e/worker/workerd"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, b), pkg)
-			cmd.Dir = strings.TrimSpace(string(root))
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %w\n%s", b, err, out)
-				return
-			}
-		}
+		buildErr = testenv.BuildStatic(binDir, "./cmd/berth-init", "./cmd/berth-verify", "./test/e2e/worker/workerd")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
