@@ -159,14 +159,20 @@ func parse(data []byte) (*Policy, error) {
 			if transport == "oci" && scope != "" && (!filepath.IsAbs(scope) || filepath.Clean(scope) != scope) {
 				return nil, fmt.Errorf("%s: an oci scope is a clean absolute directory path", loc)
 			}
-			reqs, err := parseRequirements(loc, scopes[scope], files, used)
+			// Of oci-archive, only the transport's default judges
+			// (archives loaded over the API, Policy.EvaluateArchive);
+			// its path scopes are validated only.
+			archive := transport == "oci-archive" && scope == ""
+			reqs, err := parseRequirements(loc, scopes[scope], files, used || archive)
 			if err != nil {
 				return nil, err
 			}
-			if !used {
+			if !used && !archive {
 				continue
 			}
 			switch {
+			case transport == "oci-archive":
+				p.archiveDefault = &scopeRules{scope: ScopeArchiveDefault, reqs: reqs}
 			case transport == "oci" && scope == "":
 				p.ociDefault = &scopeRules{scope: "oci:default", reqs: reqs}
 			case transport == "oci":

@@ -23,6 +23,9 @@ const DefaultPolicyPath = "/etc/berth/policy.json"
 const (
 	ScopeDefault       = "default"        // the policy's global "default"
 	ScopeDockerDefault = "docker:default" // transports.docker[""]
+	// ScopeArchiveDefault is transports["oci-archive"][""], which judges
+	// archives loaded over the API (EvaluateArchive).
+	ScopeArchiveDefault = "oci-archive:default"
 )
 
 // Policy is a parsed trust policy. It is immutable and safe for concurrent
@@ -38,6 +41,10 @@ type Policy struct {
 	docker        map[string]scopeRules // scope key as written → rules
 	ociDefault    *scopeRules
 	oci           map[string]scopeRules // absolute layout directory → rules
+	// archiveDefault is transports["oci-archive"][""]: the rules for an
+	// archive sent to berthd (berth image load), which has no path on the
+	// host berthd could vouch for.
+	archiveDefault *scopeRules
 
 	now func() time.Time
 }
@@ -198,6 +205,24 @@ func (p *Policy) EvaluateLayout(ctx context.Context, dir string, digest v1.Hash)
 	}
 	img := imageID{repo: "oci:" + dir, digest: digest}
 	return p.judge(ctx, img, sr, nil)
+}
+
+// EvaluateArchive judges an image loaded from an OCI archive or layout that a
+// client sent to berthd (berth image load). containers-policy.json(5) scopes
+// oci-archive rules by the archive's path on the host, but bytes that came
+// over a socket have no path berthd read them from, and a path the client
+// names could be any path the policy trusts. So only the transport's own
+// default, transports["oci-archive"][""], applies, then the global default:
+// a policy that says nothing about archives judges loads as it judges
+// everything else (the shipped one rejects them). Archives carry no cosign
+// signatures berth reads in this version, so insecureAcceptAnything (or
+// reject) is what is meaningful there.
+func (p *Policy) EvaluateArchive(ctx context.Context, digest v1.Hash) Judgement {
+	sr := p.global
+	if p.archiveDefault != nil {
+		sr = *p.archiveDefault
+	}
+	return p.judge(ctx, imageID{repo: "oci-archive", digest: digest}, sr, nil)
 }
 
 // imageID is an image as the policy sees it: the repository in the fully

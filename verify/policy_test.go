@@ -643,3 +643,42 @@ func TestRegistryHostCase(t *testing.T) {
 		}
 	}
 }
+
+// TestEvaluateArchive: a loaded archive is judged by transports
+// ["oci-archive"][""] alone (then the default); a path scope of oci-archive,
+// which a client could name to borrow, never applies.
+func TestEvaluateArchive(t *testing.T) {
+	digest := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("cd", 32)}
+	for _, c := range []struct {
+		name, policy string
+		allowed      bool
+		scope        string
+	}{
+		{"default rejects", `{"default": [{"type": "reject"}]}`, false, ScopeDefault},
+		{"default accepts", `{"default": [{"type": "insecureAcceptAnything"}]}`, true, ScopeDefault},
+		{"archive default accepts", `{"default": [{"type": "reject"}], "transports": {"oci-archive": {"": [{"type": "insecureAcceptAnything"}]}}}`, true, ScopeArchiveDefault},
+		{"archive default rejects", `{"default": [{"type": "insecureAcceptAnything"}], "transports": {"oci-archive": {"": [{"type": "reject"}]}}}`, false, ScopeArchiveDefault},
+		{"path scope never applies", `{"default": [{"type": "reject"}], "transports": {"oci-archive": {"/srv/trusted.tar": [{"type": "insecureAcceptAnything"}]}}}`, false, ScopeDefault},
+		{"oci layout scope never applies", `{"default": [{"type": "reject"}], "transports": {"oci": {"": [{"type": "insecureAcceptAnything"}]}}}`, false, ScopeDefault},
+		{"signed archive default has nothing to check", `{"default": [{"type": "insecureAcceptAnything"}], "transports": {"oci-archive": {"": [{"type": "sigstoreSigned", "keyData": "` + base64.StdEncoding.EncodeToString(testPublicKeyPEM(t)) + `"}]}}}`, false, ScopeArchiveDefault},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := Parse("test", []byte(c.policy))
+			if err != nil {
+				t.Fatal(err)
+			}
+			j := p.EvaluateArchive(context.Background(), digest)
+			if j.Allowed != c.allowed || j.Scope != c.scope {
+				t.Errorf("EvaluateArchive = allowed %v scope %q reason %q; want %v %q", j.Allowed, j.Scope, j.Reason, c.allowed, c.scope)
+			}
+		})
+	}
+	// signedBy (GPG) is refused where berth judges, so also in the
+	// archive default, and still accepted (validated only) in path scopes.
+	if _, err := Parse("test", []byte(`{"default": [{"type": "reject"}], "transports": {"oci-archive": {"": [{"type": "signedBy", "keyType": "GPGKeys", "keyData": "eA=="}]}}}`)); err == nil || !strings.Contains(err.Error(), "not supported") {
+		t.Errorf("signedBy in the archive default: err = %v", err)
+	}
+	if _, err := Parse("test", []byte(`{"default": [{"type": "reject"}], "transports": {"oci-archive": {"/srv/a.tar": [{"type": "signedBy", "keyType": "GPGKeys", "keyData": "eA=="}]}}}`)); err != nil {
+		t.Errorf("signedBy in an oci-archive path scope: %v", err)
+	}
+}

@@ -63,9 +63,8 @@ func main() {
 		root.RemoveCommand(c)
 	}
 
-	// berth's own verbs. `image` (pull|ls|rm|load) and `plan` join this
-	// list when they come.
-	own := []*cobra.Command{newKubeconfigCmd(flags, streams)}
+	// berth's own verbs, where kubectl has none.
+	own := []*cobra.Command{newImageCmd(flags, streams), newPlanCmd(flags, kube, streams), newKubeconfigCmd(flags, streams)}
 	root.AddCommand(own...)
 	groupHelp(root, own)
 

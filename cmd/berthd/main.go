@@ -40,6 +40,7 @@ import (
 	"github.com/berth-dev/berth/agent/images"
 	"github.com/berth-dev/berth/agent/node"
 	"github.com/berth-dev/berth/agent/pods"
+	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/unitgen/systemd"
 	"github.com/berth-dev/berth/verify"
@@ -52,6 +53,12 @@ type globals struct {
 	allowPrivileged            bool
 	logLevel                   string
 	log                        hclog.Logger // serve's logger (journald's form); nil: a terminal's
+
+	// The image store and Images, opened once per process (serve shares
+	// them between the API and the pod worker: one Store per root in a
+	// process, so that its locks and leases see every pull).
+	imgs     *images.Images
+	imgStore *image.Store
 }
 
 func main() {
@@ -91,15 +98,7 @@ func (g *globals) open(ctx context.Context) (*env, error) {
 	if log == nil {
 		log = hclog.New(&hclog.LoggerOptions{Name: "berthd", Level: hclog.LevelFromString(g.logLevel), Output: os.Stderr})
 	}
-	initPath := g.initPath
-	if initPath == "" {
-		initPath = "/usr/libexec/berth/berth-init"
-		if self, err := os.Executable(); err == nil {
-			if p := filepath.Join(filepath.Dir(self), "berth-init"); fileExists(p) {
-				initPath = p
-			}
-		}
-	}
+	initPath := g.initBinary()
 	if !fileExists(initPath) {
 		return nil, fmt.Errorf("stage-1 binary %s not found (set --init)", initPath)
 	}
@@ -115,14 +114,35 @@ func (g *globals) open(ctx context.Context) (*env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to systemd: %w", err)
 	}
-	rt := pods.New(pods.Config{
-		StateDir: g.stateDir, RunDir: g.runDir, Init: initPath, Node: info,
-		AllowPrivileged: g.allowPrivileged, Policy: g.policy, Log: log,
-	}, pods.SystemdUnits(conn), store)
+	rt := pods.New(g.podsConfig(initPath, info, log), pods.SystemdUnits(conn), store)
 	return &env{rt: rt, images: imgs, conn: conn}, nil
 }
 
+// initBinary is berth-init: --init, else beside this binary, else where
+// the packages install it.
+func (g *globals) initBinary() string {
+	if g.initPath != "" {
+		return g.initPath
+	}
+	if self, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(self), "berth-init"); fileExists(p) {
+			return p
+		}
+	}
+	return "/usr/libexec/berth/berth-init"
+}
+
+func (g *globals) podsConfig(initPath string, info cgroup.NodeInfo, log hclog.Logger) pods.Config {
+	return pods.Config{
+		StateDir: g.stateDir, RunDir: g.runDir, Init: initPath, Node: info,
+		AllowPrivileged: g.allowPrivileged, Policy: g.policy, Log: log,
+	}
+}
+
 func (g *globals) openImages() (*images.Images, *image.Store, error) {
+	if g.imgs != nil {
+		return g.imgs, g.imgStore, nil
+	}
 	store, err := image.New(filepath.Join(g.stateDir, "store"))
 	if err != nil {
 		return nil, nil, fmt.Errorf("image store: %w", err)
@@ -154,7 +174,8 @@ func (g *globals) openImages() (*images.Images, *image.Store, error) {
 			fmt.Fprintf(os.Stderr, "%s: %s %d/%d bytes (total %d/%d)\n", ref, shortDigest(p.Layer), p.LayerBytes, p.LayerTotal, p.Bytes, p.Total)
 		}
 	}
-	return images.New(images.Config{Store: store, Registries: regs, Policy: g.policy, Progress: progress}), store, nil
+	g.imgs, g.imgStore = images.New(images.Config{Store: store, Registries: regs, Policy: g.policy, Progress: progress}), store
+	return g.imgs, g.imgStore, nil
 }
 
 // runtime is the pods runtime without systemd, for what only reads state

@@ -24,7 +24,9 @@ import (
 
 	"github.com/berth-dev/berth/agent/config"
 	"github.com/berth-dev/berth/agent/events"
+	"github.com/berth-dev/berth/agent/images"
 	"github.com/berth-dev/berth/agent/node"
+	"github.com/berth-dev/berth/agent/pods"
 	"github.com/berth-dev/berth/agent/reconcile"
 	"github.com/berth-dev/berth/agent/store"
 	"github.com/berth-dev/berth/agent/worker"
@@ -134,8 +136,22 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 			return err
 		}
 	}
+	// berth image and berth plan: the image store is opened here, once,
+	// and shared with the pod worker (g.open); plans need no systemd.
+	imgs, imgStore, err := g.openImages()
+	if err != nil {
+		return err
+	}
+	defer imgStore.Close()
+	info, err := node.Info(cfg.PidsLimit)
+	if err != nil {
+		return err
+	}
+	planner := pods.New(g.podsConfig(g.initBinary(), info, log.Named("plan")), nil, imgStore)
+
 	mux := http.NewServeMux()
 	mux.Handle(authz.KubeconfigPath, pki.KubeconfigHandler(ca, cfg.HTTPS.Address))
+	mux.Handle("/berth/v1/", api.Berth(server.BerthOptions{Images: images.Service{Images: imgs, Runtime: planner}}))
 	mux.Handle("/", api)
 	handler := authz.New(mux, authz.Options{Group: cfg.Socket.Group, Log: log.Named("authz")})
 

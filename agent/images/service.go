@@ -1,0 +1,75 @@
+package images
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/berth-dev/berth/agent/pods"
+	"github.com/berth-dev/berth/agent/trust"
+	"github.com/berth-dev/berth/image"
+)
+
+// Service is the node's image commands (berth image pull|ls|rm|load) and
+// berth plan, over the Images the pod worker uses and the pods runtime
+// (which images containers use; what a pod's units would be).
+type Service struct {
+	Images  *Images
+	Runtime *pods.Runtime
+}
+
+// List returns the stored images.
+func (s Service) List() ([]*image.Image, error) { return s.Images.List() }
+
+// Pull fetches ref as the worker would, judged before any layer, telling
+// progress how it goes.
+func (s Service) Pull(ctx context.Context, ref string, progress func(image.Progress)) (*trust.Pulled, error) {
+	return trust.Pull(ctx, s.Images.cfg.Store, s.Images.cfg.Registries, s.Images.cfg.Policy, ref, progress)
+}
+
+// Remove deletes a stored image no container uses.
+func (s Service) Remove(ctx context.Context, ref string) (*image.Image, error) {
+	return s.Images.Remove(ctx, ref, s.Runtime)
+}
+
+// Load stores the image of an oci-archive read from r.
+func (s Service) Load(ctx context.Context, r io.Reader, o LoadOptions) (*Loaded, error) {
+	return s.Images.Load(ctx, r, o)
+}
+
+// Plan renders the units and OCI specs pod's containers would get, as the
+// pod worker would start them now, touching nothing. The images must be in
+// the store (pulled): a unit depends on the image's config and its
+// /etc/passwd and /etc/group, which only the stored image has.
+func (s Service) Plan(_ context.Context, pod *corev1.Pod) (string, error) {
+	var b strings.Builder
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		img, err := s.Images.Resolve(c.Image)
+		if errdefs.IsNotFound(err) {
+			return "", fmt.Errorf("container %q: image %s is not in the store; `berth image pull %s` first: berth plan renders units from the image's config and files: %w", c.Name, c.Image, c.Image, errdefs.ErrNotFound)
+		}
+		if err != nil {
+			return "", fmt.Errorf("container %q: %w", c.Name, err)
+		}
+		u, err := s.Runtime.Plan(pod, c, img)
+		if err != nil {
+			var fe interface{ FieldPath() string }
+			if errors.As(err, &fe) {
+				return "", err
+			}
+			return "", fmt.Errorf("container %q: %w", c.Name, err)
+		}
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "# container %q, image %s (%s)\n", c.Name, c.Image, img.Digest)
+		b.WriteString(u.Render())
+	}
+	return b.String(), nil
+}

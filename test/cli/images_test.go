@@ -1,0 +1,348 @@
+package cli
+
+import (
+	"archive/tar"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/berth-dev/berth/agent/images"
+	"github.com/berth-dev/berth/agent/pods"
+	"github.com/berth-dev/berth/agent/store"
+	"github.com/berth-dev/berth/api/berthv1"
+	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/server"
+	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/image"
+	"github.com/berth-dev/berth/image/registrytest"
+	"github.com/berth-dev/berth/test/imagetest"
+	"github.com/berth-dev/berth/unitgen"
+)
+
+// imageNode is api/server with berth's own endpoints over a real image
+// store, pulling from a real registry (Debian's docker-registry) and judging
+// by a policy file the test rewrites, served on a Unix socket to the berth
+// binary the Makefile builds.
+type imageNode struct {
+	*node
+	policy string
+	store  *image.Store
+}
+
+func newImageNode(t *testing.T, reg *registrytest.Registry) *imageNode {
+	t.Helper()
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	dir := t.TempDir()
+	st, err := store.Open(filepath.Join(dir, "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	srv, err := server.New(st, server.Options{NodeName: "node1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgStore, err := image.New(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { imgStore.Close() })
+	regs, err := image.ParseRegistries([]byte(fmt.Sprintf("registries:\n  %q: {insecure: true}\n", reg.Host)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := filepath.Join(dir, "policy.json")
+	imgs := images.New(images.Config{Store: imgStore, Registries: regs, Policy: policy})
+	rt := pods.New(pods.Config{
+		StateDir: filepath.Join(dir, "state"), RunDir: filepath.Join(dir, "run"), Init: "/usr/libexec/berth/berth-init",
+		Node: cgroup.NodeInfo{MemoryCapacity: 8 << 30, CgroupV2: true},
+	}, nil, imgStore)
+	mux := http.NewServeMux()
+	mux.Handle("/berth/v1/", srv.Berth(server.BerthOptions{Images: images.Service{Images: imgs, Runtime: rt}, MaxLoadBytes: 64 << 20}))
+	mux.Handle("/", srv)
+	sock := filepath.Join(dir, "berth.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: mux}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	n := &node{t: t, dir: dir, socket: sock}
+	n.env = append(os.Environ(), "HOME="+filepath.Join(dir, "home"), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"),
+		"BERTH_SOCKET="+sock, "HTTP_PROXY=http://127.0.0.1:1", "HTTPS_PROXY=http://127.0.0.1:1")
+	return &imageNode{node: n, policy: policy, store: imgStore}
+}
+
+func (n *imageNode) setPolicy(s string) {
+	n.t.Helper()
+	if err := os.WriteFile(n.policy, []byte(s), 0o644); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+// fails runs berth, wants it to fail, and returns its standard error.
+func (n *imageNode) fails(args ...string) string {
+	n.t.Helper()
+	r := n.berth(args...)
+	if r.code == 0 {
+		n.t.Fatalf("berth %s succeeded:\n%s", strings.Join(args, " "), r.out)
+	}
+	return r.err
+}
+
+// stagingLeft lists what the store's tmp/ holds: a load, refused or not,
+// must leave nothing there.
+func (n *imageNode) stagingLeft() []string {
+	n.t.Helper()
+	ents, err := os.ReadDir(filepath.Join(n.store.Root(), "tmp"))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+func (n *imageNode) list() berthv1.ImageList {
+	n.t.Helper()
+	var l berthv1.ImageList
+	if err := json.Unmarshal([]byte(n.berthOK("image", "ls", "-o", "json")), &l); err != nil {
+		n.t.Fatal(err)
+	}
+	return l
+}
+
+// TestImagePullListPlanRemove: berth image pull judges before it fetches
+// (a refused image leaves nothing and says why, as the apiserver words a
+// Forbidden), ls shows what was pulled, plan renders the pod's unit from the
+// stored image without starting anything, rm removes.
+func TestImagePullListPlanRemove(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	img, err := imagetest.BusyboxImage(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := reg.Push(t, "app:1", img)
+	reg.Push(t, "other:1", img)
+	n := newImageNode(t, reg)
+	n.setPolicy(fmt.Sprintf(`{"default": [{"type": "reject"}], "transports": {"docker": {%q: [{"type": "insecureAcceptAnything"}]}}}`, reg.Host+"/app"))
+
+	stderr := n.fails("image", "pull", reg.Ref("other:1"))
+	if !strings.Contains(stderr, "Error from server (Forbidden)") || !strings.Contains(stderr, "rejects every image") {
+		t.Errorf("refused pull: stderr %q, want the apiserver's Forbidden with the policy's reason", stderr)
+	}
+	if l := n.list(); len(l.Items) != 0 {
+		t.Fatalf("a refused pull stored %v", l.Items)
+	}
+
+	out := n.berthOK("image", "pull", reg.Ref("app:1"))
+	if want := reg.Ref("app:1") + ": " + digest.String() + " (accepted by " + reg.Host + "/app"; !strings.HasPrefix(out, want) {
+		t.Errorf("pull printed %q, want it to start with %q", out, want)
+	}
+	l := n.list()
+	if len(l.Items) != 1 || l.Items[0].Digest != digest.String() || l.Items[0].Layers == 0 || !strings.HasPrefix(l.Items[0].Platform, "linux/") {
+		t.Fatalf("image ls -o json = %+v, want the pulled image %s", l.Items, digest)
+	}
+	table := n.berthOK("image", "ls")
+	if !strings.HasPrefix(table, "IMAGE ") || !strings.Contains(table, reg.Ref("app:1")) || !strings.Contains(table, digest.Hex[:12]) {
+		t.Errorf("image ls:\n%s", table)
+	}
+
+	pod := filepath.Join(n.dir, "pod.yaml")
+	manifest := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - name: main
+    image: %s
+    command: ["/bin/sh", "-c", "echo planned"]
+    resources: {limits: {memory: 64Mi}}
+`, reg.Ref("app:1"))
+	if err := os.WriteFile(pod, []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	plan := n.berthOK("plan", "-f", pod)
+	for _, want := range []string{
+		"# pod default/web (" + pod + ")",
+		"# " + unitgen.UnitName("default", "web", "main"),
+		"ExecStart=",
+		"MemoryMax=67108864",
+		`"echo planned"`,
+		digest.String(),
+	} {
+		if !strings.Contains(plan, want) {
+			t.Errorf("plan lacks %q:\n%s", want, plan)
+		}
+	}
+	// Nothing was stored: plan is not a create.
+	if r := n.berth("get", "pod", "web"); r.code == 0 || !strings.Contains(r.err, `pods "web" not found`) {
+		t.Errorf("after plan, get pod web: exit %d %q", r.code, r.err)
+	}
+	// The apiserver's validation, and a pointed message for what plan
+	// cannot show.
+	bad := strings.Replace(manifest, "name: web", "name: Web_1", 1)
+	if err := os.WriteFile(pod, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if stderr := n.fails("plan", "-f", pod); !strings.Contains(stderr, `The Pod "Web_1" is invalid: metadata.name: Invalid value: "Web_1"`) {
+		t.Errorf("invalid pod: %q", stderr)
+	}
+	missing := strings.Replace(manifest, reg.Ref("app:1"), reg.Ref("nope:1"), 1)
+	if err := os.WriteFile(pod, []byte(missing), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if stderr := n.fails("plan", "-f", pod); !strings.Contains(stderr, "Error from server (NotFound)") || !strings.Contains(stderr, "berth image pull "+reg.Ref("nope:1")) {
+		t.Errorf("image not pulled: %q", stderr)
+	}
+	deploy := filepath.Join(n.dir, "deploy.yaml")
+	if err := os.WriteFile(deploy, []byte("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if stderr := n.fails("plan", "-f", deploy); !strings.Contains(stderr, `Deployment "d" (apps/v1): berth plan shows the units of Pods only`) {
+		t.Errorf("deployment: %q", stderr)
+	}
+
+	if out := n.berthOK("image", "rm", digest.Hex[:12]); !strings.Contains(out, "removed "+digest.Hex[:12]+" ("+digest.String()+")") {
+		t.Errorf("rm printed %q", out)
+	}
+	if l := n.list(); len(l.Items) != 0 {
+		t.Fatalf("after rm: %+v", l.Items)
+	}
+	if layers, _ := os.ReadDir(filepath.Join(n.store.Root(), "layers", "sha256")); len(layers) != 0 {
+		t.Errorf("rm left %d layer directories", len(layers))
+	}
+	if stderr := n.fails("image", "rm", reg.Ref("app:1")); !strings.Contains(stderr, "Error from server (NotFound)") {
+		t.Errorf("rm of what is gone: %q", stderr)
+	}
+	// berth's own verbs exist only on the socket.
+	if r := n.berth("image", "ls", "--server", "http://127.0.0.1:1"); r.code == 0 || !strings.Contains(r.err, "asks berthd on its socket") {
+		t.Errorf("image ls --server: exit %d %q", r.code, r.err)
+	}
+}
+
+// TestImageLoad: an OCI layout directory or an oci-archive is judged by the
+// policy's oci-archive default before any layer is unpacked; hostile
+// archives are refused by name; nothing is left in staging either way.
+func TestImageLoad(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	n := newImageNode(t, reg)
+	img, err := imagetest.BusyboxImage(func(c *v1.Config) { c.Env = append(c.Env, "LOADED=1") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	layoutDir := filepath.Join(n.dir, "layout")
+	digest, err := imagetest.WriteLayout(layoutDir, "app:2", img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(n.dir, "app.tar")
+	f, err := os.Create(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.LayoutArchive(layoutDir, f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	// The policy of a fresh node: nothing trusted, archives included.
+	n.setPolicy(`{"default": [{"type": "reject"}], "transports": {"oci": {"": [{"type": "insecureAcceptAnything"}]}}}`)
+	stderr := n.fails("image", "load", layoutDir)
+	if !strings.Contains(stderr, "Error from server (Forbidden)") || !strings.Contains(stderr, digest) {
+		t.Errorf("refused load: %q", stderr)
+	}
+	if l := n.list(); len(l.Items) != 0 {
+		t.Fatalf("a refused load stored %+v", l.Items)
+	}
+	if left := n.stagingLeft(); len(left) != 0 {
+		t.Errorf("staging after a refused load: %v", left)
+	}
+
+	n.setPolicy(`{"default": [{"type": "reject"}], "transports": {"oci-archive": {"": [{"type": "insecureAcceptAnything"}]}}}`)
+	out := n.berthOK("image", "load", archive)
+	if want := "loaded " + digest + " (accepted by oci-archive:default"; !strings.HasPrefix(out, want) {
+		t.Errorf("load printed %q, want %q", out, want)
+	}
+	// The directory form sends the same image: already stored, judged again.
+	if out := n.berthOK("image", "load", layoutDir, "--ref", "app:2"); !strings.HasPrefix(out, "loaded "+digest) {
+		t.Errorf("load of the layout printed %q", out)
+	}
+	if l := n.list(); len(l.Items) != 1 || l.Items[0].Digest != digest || len(l.Items[0].Refs) != 0 {
+		t.Fatalf("after load: %+v", l.Items)
+	}
+	if stderr := n.fails("image", "load", layoutDir, "--ref", "absent:9"); !strings.Contains(stderr, `no descriptor annotated org.opencontainers.image.ref.name="absent:9"`) || strings.Contains(stderr, "archive-") {
+		t.Errorf("unknown ref: %q (the staging path must not show)", stderr)
+	}
+
+	for _, c := range []struct {
+		name    string
+		entries []tar.Header
+		want    string
+	}{
+		{"symlink", []tar.Header{{Name: "index.json", Typeflag: tar.TypeSymlink, Linkname: "/etc/shadow"}}, `entry "index.json" is not a regular file or directory`},
+		{"dotdot", []tar.Header{{Name: "blobs/../../escape", Typeflag: tar.TypeReg}}, `entry "blobs/../../escape"`},
+		{"absolute", []tar.Header{{Name: "/etc/cron.d/x", Typeflag: tar.TypeReg}}, `entry "/etc/cron.d/x"`},
+		{"device", []tar.Header{{Name: "blobs/sha256/aa", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 5}}, "is not a regular file or directory"},
+		{"stray file", []tar.Header{{Name: "run.sh", Typeflag: tar.TypeReg}}, "an OCI layout holds only"},
+		{"no index", []tar.Header{{Name: "oci-layout", Typeflag: tar.TypeReg}}, "no index.json"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := filepath.Join(n.dir, c.name+".tar")
+			f, err := os.Create(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tw := tar.NewWriter(f)
+			for _, h := range c.entries {
+				h.Mode = 0o644
+				if err := tw.WriteHeader(&h); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tw.Close()
+			f.Close()
+			stderr := n.fails("image", "load", p)
+			if !strings.Contains(stderr, "Error from server (BadRequest)") || !strings.Contains(stderr, c.want) {
+				t.Errorf("stderr %q, want BadRequest with %q", stderr, c.want)
+			}
+			if left := n.stagingLeft(); len(left) != 0 {
+				t.Errorf("staging left %v", left)
+			}
+		})
+	}
+	// Past the bound (64 MiB here): 413, as the apiserver answers an
+	// oversized body, and nothing kept.
+	big := filepath.Join(n.dir, "big.tar")
+	f, err = os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := tar.NewWriter(f)
+	if err := tw.WriteHeader(&tar.Header{Name: "blobs/sha256/" + strings.Repeat("0", 64), Typeflag: tar.TypeReg, Mode: 0o644, Size: 65 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write(make([]byte, 65<<20)); err != nil {
+		t.Fatal(err)
+	}
+	tw.Close()
+	f.Close()
+	if stderr := n.fails("image", "load", big); !strings.Contains(stderr, "larger than") {
+		t.Errorf("oversized archive: %q", stderr)
+	}
+	if left := n.stagingLeft(); len(left) != 0 {
+		t.Errorf("staging after an oversized load: %v", left)
+	}
+}
