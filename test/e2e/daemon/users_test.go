@@ -88,6 +88,10 @@ func TestRealUsers(t *testing.T) {
 		{"GET", "/api/v1/namespaces/default/secrets/s", "", `secrets "s" is forbidden: User "` + who + `" cannot get resource "secrets" in API group "" in the namespace "default"`},
 		{"GET", "/api/v1/namespaces/default/pods/web/log", "", `pods "web" is forbidden: User "` + who + `" cannot get resource "pods/log" in API group "" in the namespace "default"`},
 		{"POST", "/api/v1/namespaces/default/pods/web/exec?command=sh", "", `pods "web" is forbidden: User "` + who + `" cannot create resource "pods/exec" in API group "" in the namespace "default"`},
+		// berth's own endpoints (berth image, berth plan) are the writers'.
+		{"GET", "/berth/v1/images", "", `forbidden: User "` + who + `" cannot get path "/berth/v1/images"`},
+		{"POST", "/berth/v1/images/pull?ref=busybox", "", `forbidden: User "` + who + `" cannot post path "/berth/v1/images/pull"`},
+		{"POST", "/berth/v1/plan", podJSON, `forbidden: User "` + who + `" cannot post path "/berth/v1/plan"`},
 	} {
 		code, body := reader.curl(t, d.socket, tc.method, tc.path, tc.body)
 		var s metav1.Status
@@ -98,6 +102,11 @@ func TestRealUsers(t *testing.T) {
 		if code != 403 || s.Code != 403 || s.Reason != metav1.StatusReasonForbidden || s.Message != tc.msg {
 			t.Errorf("reader %s %s: %d %q (%s)\nwant 403 %q", tc.method, tc.path, code, s.Message, s.Reason, tc.msg)
 		}
+	}
+
+	// A writer reaches them: berthd serve opened the image store for them.
+	if code, body := writer.curl(t, d.socket, "GET", "/berth/v1/images", ""); code != 200 || strings.TrimSpace(body) != `{"items":[]}` {
+		t.Errorf("writer GET /berth/v1/images: %d %s", code, body)
 	}
 
 	// Nothing the reader tried took effect; the writer deletes.
