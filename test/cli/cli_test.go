@@ -100,27 +100,12 @@ func newNode(t *testing.T, wrap func(http.Handler) http.Handler) *node {
 		t.Fatal(buildErr)
 	}
 	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "state.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	srv, err := server.New(st, server.Options{NodeName: "node1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := apiServer(t, dir)
 	var h http.Handler = srv
 	if wrap != nil {
 		h = wrap(srv)
 	}
-	sock := filepath.Join(dir, "berth.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: h}
-	go hs.Serve(ln)
-	t.Cleanup(func() { hs.Close() })
+	sock := serveSocket(t, dir, h)
 	ts := httptest.NewServer(h)
 	t.Cleanup(ts.Close)
 
@@ -133,6 +118,35 @@ func newNode(t *testing.T, wrap func(http.Handler) http.Handler) *node {
 	n.env = append(os.Environ(), "HOME="+filepath.Join(dir, "home"), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"),
 		"KUBECONFIG="+decoy, "BERTH_SOCKET="+sock, "HTTP_PROXY=http://127.0.0.1:1", "HTTPS_PROXY=http://127.0.0.1:1")
 	return n
+}
+
+// apiServer is api/server over a fresh store in dir.
+func apiServer(t *testing.T, dir string) *server.Server {
+	t.Helper()
+	st, err := store.Open(filepath.Join(dir, "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	srv, err := server.New(st, server.Options{NodeName: "node1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
+// serveSocket serves h on dir/berth.sock until the test ends.
+func serveSocket(t *testing.T, dir string, h http.Handler) string {
+	t.Helper()
+	sock := filepath.Join(dir, "berth.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: h}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	return sock
 }
 
 func writeKubeconfig(t *testing.T, path, server, ns string) {
@@ -570,7 +584,7 @@ func TestHelpListsBerthVerbs(t *testing.T) {
 		t.Fatal(buildErr)
 	}
 	out := (&node{t: t}).exec(berthBin, os.Environ(), "--help").out
-	re := regexp.MustCompile(`(?s)Berth Commands:\n  kubeconfig +Write a kubeconfig.*\n  version +Print the client and server version information\n\nBasic Commands \(Beginner\):\n  create.*Troubleshooting and Debugging Commands:.*  exec .*Other Commands:`)
+	re := regexp.MustCompile(`(?s)Berth Commands:\n  image +Pull, list, remove and load.*\n  plan +Show the systemd units.*\n  kubeconfig +Write a kubeconfig.*\n  version +Print the client and server version information\n\nBasic Commands \(Beginner\):\n  create.*Troubleshooting and Debugging Commands:.*  exec .*Other Commands:`)
 	if !re.MatchString(out) {
 		t.Errorf("help:\n%s", out)
 	}

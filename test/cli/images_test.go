@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/berth-dev/berth/agent/images"
 	"github.com/berth-dev/berth/agent/pods"
-	"github.com/berth-dev/berth/agent/store"
 	"github.com/berth-dev/berth/api/berthv1"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/api/server"
@@ -42,15 +40,7 @@ func newImageNode(t *testing.T, reg *registrytest.Registry) *imageNode {
 		t.Fatal(buildErr)
 	}
 	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "state.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	srv, err := server.New(st, server.Options{NodeName: "node1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := apiServer(t, dir)
 	imgStore, err := image.New(filepath.Join(dir, "store"))
 	if err != nil {
 		t.Fatal(err)
@@ -69,14 +59,7 @@ func newImageNode(t *testing.T, reg *registrytest.Registry) *imageNode {
 	mux := http.NewServeMux()
 	mux.Handle("/berth/v1/", srv.Berth(server.BerthOptions{Images: images.Service{Images: imgs, Runtime: rt}, MaxLoadBytes: 64 << 20}))
 	mux.Handle("/", srv)
-	sock := filepath.Join(dir, "berth.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: mux}
-	go hs.Serve(ln)
-	t.Cleanup(func() { hs.Close() })
+	sock := serveSocket(t, dir, mux)
 	n := &node{t: t, dir: dir, socket: sock}
 	n.env = append(os.Environ(), "HOME="+filepath.Join(dir, "home"), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"),
 		"BERTH_SOCKET="+sock, "HTTP_PROXY=http://127.0.0.1:1", "HTTPS_PROXY=http://127.0.0.1:1")
