@@ -2,15 +2,20 @@ package cli
 
 import (
 	"archive/tar"
+	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/berth-dev/berth/agent/images"
 	"github.com/berth-dev/berth/agent/pods"
@@ -130,7 +135,12 @@ func TestImagePullListPlanRemove(t *testing.T) {
 		t.Fatalf("a refused pull stored %v", l.Items)
 	}
 
-	out := n.berthOK("image", "pull", reg.Ref("app:1"))
+	r := n.berth("image", "pull", reg.Ref("app:1"))
+	if r.code != 0 || r.err != "" {
+		// Not a terminal: no progress, only the result.
+		t.Fatalf("pull: exit %d, stderr %q", r.code, r.err)
+	}
+	out := r.out
 	if want := reg.Ref("app:1") + ": " + digest.String() + " (accepted by " + reg.Host + "/app"; !strings.HasPrefix(out, want) {
 		t.Errorf("pull printed %q, want it to start with %q", out, want)
 	}
@@ -210,6 +220,35 @@ spec:
 	if stderr := n.fails("image", "rm", reg.Ref("app:1")); !strings.Contains(stderr, "Error from server (NotFound)") {
 		t.Errorf("rm of what is gone: %q", stderr)
 	}
+	// On a terminal (script(1) gives it one), a pull draws its progress on
+	// one line, redrawn in place.
+	big, err := imagetest.BusyboxImage(func(c *v1.Config) { c.Env = append(c.Env, "BIG=1") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	noise := make([]byte, 4<<20)
+	rand.Read(noise)
+	layer, err := imagetest.Layer([]imagetest.Entry{{Name: "noise", Type: tar.TypeReg, Mode: 0o644, Body: noise}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if big, err = mutate.AppendLayers(big, layer); err != nil {
+		t.Fatal(err)
+	}
+	reg.Push(t, "app:big", big)
+	cmd := exec.Command("script", "-qec", berthBin+" image pull "+reg.Ref("app:big"), "/dev/null")
+	cmd.Env = n.env
+	tty, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("pull on a terminal: %v\n%q", err, tty)
+	}
+	if !regexp.MustCompile(`\r\x1b\[Kpulling ` + regexp.QuoteMeta(reg.Ref("app:big")) + `: [0-9.]+ [KM]iB / [0-9.]+ MiB \([0-9]+%\)`).Match(tty) {
+		t.Errorf("no progress line on a terminal:\n%q", tty)
+	}
+	if _, err := n.store.Remove(context.Background(), mustDigest(t, big)); err != nil {
+		t.Fatal(err)
+	}
+
 	// berth's own verbs exist only on the socket.
 	if r := n.berth("image", "ls", "--server", "http://127.0.0.1:1"); r.code == 0 || !strings.Contains(r.err, "asks berthd on its socket") {
 		t.Errorf("image ls --server: exit %d %q", r.code, r.err)
@@ -328,4 +367,13 @@ func TestImageLoad(t *testing.T) {
 	if left := n.stagingLeft(); len(left) != 0 {
 		t.Errorf("staging after an oversized load: %v", left)
 	}
+}
+
+func mustDigest(t *testing.T, img v1.Image) string {
+	t.Helper()
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
 }
