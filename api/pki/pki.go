@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/berth-dev/berth/agent/bundle"
 	"github.com/containerd/errdefs"
 )
 
@@ -282,31 +283,9 @@ func containsIP(ips []net.IP, ip net.IP) bool {
 	return false
 }
 
-// writeFile replaces path atomically, created with mode from the start so a
-// key is never readable by others, not even briefly.
+// writeFile replaces path atomically (agent/bundle's writer: a temporary
+// created 0600, so a key is never readable by others even briefly, synced,
+// chmod'ed to mode, renamed, the directory synced).
 func writeFile(path string, data []byte, mode fs.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	// Chmod: the umask may have narrowed mode; a 0644 certificate is meant.
-	err = f.Chmod(mode)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return bundle.WriteFileAtomic(path, data, mode)
 }
