@@ -18,12 +18,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/test/imagetest"
 	"github.com/berth-dev/berth/test/node"
-	"github.com/berth-dev/berth/test/node/nodetest"
 	"github.com/berth-dev/berth/test/nodeberthd"
 	"github.com/berth-dev/berth/test/nodereg"
 	"github.com/berth-dev/berth/test/testenv"
+	"github.com/berth-dev/berth/unitgen"
 )
 
 // stockKubectl is the real kubectl these machines carry; the node sees the
@@ -40,32 +39,9 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	testenv.RequireRoot(t)
-	_, err := os.Stat(imagetest.Busybox)
-	testenv.Require(t, err == nil, "needs busybox-static (/bin/busybox); `make test` installs it")
-	_, err = os.Stat(stockKubectl)
+	_, err := os.Stat(stockKubectl)
 	testenv.Require(t, err == nil, "needs the stock kubectl at "+stockKubectl)
-	bin, err := testenv.TempDir("berth-kubectl-bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(bin) })
-	if err := nodeberthd.Build(bin); err != nil {
-		t.Fatal(err)
-	}
-	if err := nodereg.CopyCosign(bin); err != nil {
-		t.Fatal(err)
-	}
-	n := nodetest.New(t, node.Options{Name: "kctl", BinDir: bin})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	signed, err := nodereg.SignedImages(ctx, n, 5000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nodeberthd.Install(ctx, n, "https:\n  enabled: true\n"); err != nil {
-		t.Fatal(err)
-	}
+	n, signed := nodeberthd.Setup(t, "kctl", "https:\n  enabled: true\n")
 	e := &env{t: t, n: n, signed: signed}
 	e.run("berth", "kubeconfig", "-o", kubeconfig)
 	return e
@@ -73,13 +49,7 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) run(args ...string) string {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, err := e.n.Run(ctx, args...)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return out
+	return nodeberthd.Run(e.t, e.n, args...)
 }
 
 func (e *env) write(path, content string) {
@@ -358,6 +328,33 @@ func TestStockKubectlScenario(t *testing.T) {
 		if age.ReplaceAllString(so, "AGE") != age.ReplaceAllString(bo, "AGE") {
 			t.Errorf("%s differs between the stock kubectl and berth:\nstock:\n%s\nberth:\n%s", strings.Join(args, " "), so, bo)
 		}
+	}
+
+	// berth's own verbs against the real berthd service: the image the
+	// pods pulled (accepted for its cosign signature), a pull the policy
+	// refuses, the units a manifest would get, and rm refused while the
+	// image runs.
+	if out := e.run("berth", "image", "ls"); !strings.Contains(out, e.signed.Ref) || !strings.Contains(out, strings.TrimPrefix(e.signed.Digest, "sha256:")[:12]) {
+		t.Errorf("berth image ls:\n%s", out)
+	}
+	if out := e.run("berth", "image", "pull", e.signed.Ref); !strings.Contains(out, e.signed.Digest+" (accepted by ") || !strings.Contains(out, "sigstoreSigned") {
+		t.Errorf("berth image pull of the signed image: %s", out)
+	}
+	if _, err := e.n.Run(ctx, "berth", "image", "pull", e.signed.Unsigned); err == nil || !strings.Contains(err.Error(), "Error from server (Forbidden)") {
+		t.Errorf("berth image pull of the unsigned image: %v", err)
+	}
+	if _, err := e.n.Run(ctx, "berth", "image", "rm", e.signed.Ref); err == nil || !strings.Contains(err.Error(), "Error from server (Conflict)") || !strings.Contains(err.Error(), "is in use by a container") {
+		t.Errorf("berth image rm while pod web runs: %v", err)
+	}
+	e.write("/var/tmp/plan.yaml", fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: planned, namespace: shop}\nspec:\n  containers:\n  - {name: c, image: %s, command: [sleep, \"3600\"]}\n", e.signed.Ref))
+	plan := e.run("berth", "plan", "-f", "/var/tmp/plan.yaml")
+	for _, want := range []string{"# " + unitgen.UnitName("shop", "planned", "c"), "ExecStart=", `"sleep"`, e.signed.Digest} {
+		if !strings.Contains(plan, want) {
+			t.Errorf("berth plan lacks %q:\n%s", want, plan)
+		}
+	}
+	if _, msg, err := k.kubectl("pods/planned", "get", "pod", "planned", "-n", "shop"); err == nil || !strings.Contains(msg, `pods "planned" not found`) {
+		t.Errorf("berth plan created the pod: %v %s", err, msg)
 	}
 
 	// Graceful delete: kubectl waits until berthd has stopped the units.

@@ -22,12 +22,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/berth-dev/berth/test/imagetest"
 	"github.com/berth-dev/berth/test/node"
-	"github.com/berth-dev/berth/test/node/nodetest"
 	"github.com/berth-dev/berth/test/nodeberthd"
 	"github.com/berth-dev/berth/test/nodereg"
-	"github.com/berth-dev/berth/test/testenv"
 	"github.com/berth-dev/berth/unitgen"
 )
 
@@ -40,42 +37,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	testenv.RequireRoot(t)
-	_, err := os.Stat(imagetest.Busybox)
-	testenv.Require(t, err == nil, "needs busybox-static (/bin/busybox); `make test` installs it")
-	bin, err := testenv.TempDir("berth-survive-bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(bin) })
-	if err := nodeberthd.Build(bin); err != nil {
-		t.Fatal(err)
-	}
-	if err := nodereg.CopyCosign(bin); err != nil {
-		t.Fatal(err)
-	}
-	n := nodetest.New(t, node.Options{Name: "survive", BinDir: bin})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	signed, err := nodereg.SignedImages(ctx, n, 5000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nodeberthd.Install(ctx, n, ""); err != nil {
-		t.Fatal(err)
-	}
+	n, signed := nodeberthd.Setup(t, "survive", "")
 	return &env{t: t, n: n, c: nodeberthd.Client(n), signed: signed}
 }
 
 func (e *env) run(args ...string) string {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, err := e.n.Run(ctx, args...)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return out
+	return nodeberthd.Run(e.t, e.n, args...)
 }
 
 func (e *env) pod(name string) *corev1.Pod {
