@@ -180,3 +180,21 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 	}
 	return c.r.Read(p)
 }
+
+// NamedRefs are the references to record for an image whose layout names it
+// name (its org.opencontainers.image.ref.name): "repo@<digest>" and
+// "repo:tag", as a pull of that reference records them, so that a pod
+// naming the image finds it in the store. A bare tag ("1.0", "latest"),
+// which image-spec allows there, names no repository, and a digest
+// reference names nothing a pull would record as a tag: neither gives
+// references. digest is the image's manifest digest.
+func NamedRefs(name, digest string) []string {
+	if digest == "" || !strings.ContainsAny(name, "/:") || strings.Contains(name, "@") {
+		return nil
+	}
+	r, err := ParseRef(name)
+	if err != nil {
+		return nil
+	}
+	return []string{digestRef(r.Repository, digest), r.Repository + ":" + r.Tag}
+}

@@ -39,6 +39,9 @@ type LayoutImage struct {
 	// against it, not against the path OpenLayout was given, so that a
 	// symlink cannot borrow the scope of another directory.
 	Dir string
+	// RefName is the org.opencontainers.image.ref.name annotation of the
+	// descriptor the image was found by ("" when it has none).
+	RefName string
 }
 
 // OpenLayout returns the image named by ref in the OCI image layout at dir
@@ -112,7 +115,7 @@ func OpenLayout(ctx context.Context, dir, ref string) (*LayoutImage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &LayoutImage{Image: img, Dir: root}, nil
+	return &LayoutImage{Image: img, Dir: root, RefName: found.Annotations[ocispec.AnnotationRefName]}, nil
 }
 
 // resolveDir makes dir absolute and resolves its symlinks: what is judged

@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/berth-dev/berth/agent/pods"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/verify"
 )
@@ -63,6 +64,26 @@ func isHex(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// Local is the stored image a container's image reference names, as a pull
+// of it would have recorded it (Store.Lookup: the repository must match),
+// for imagePullPolicy IfNotPresent and Never; errdefs.ErrNotFound when the
+// store has none.
+func (m *Images) Local(ref string) (pods.PodImage, error) {
+	r, err := image.ParseRef(ref)
+	if err != nil {
+		return pods.PodImage{}, err
+	}
+	repo, err := r.Name()
+	if err != nil {
+		return pods.PodImage{}, fmt.Errorf("%w %q: %w", image.ErrBadReference, ref, err)
+	}
+	img, err := m.cfg.Store.Lookup(ref)
+	if err != nil {
+		return pods.PodImage{}, err
+	}
+	return pods.PodImage{Image: img, Repo: repo.Name()}, nil
 }
 
 // Remove deletes the stored image ref names, refusing (errdefs.ErrConflict,
@@ -135,6 +156,12 @@ func (m *Images) Load(ctx context.Context, r io.Reader, o LoadOptions) (*Loaded,
 	}
 	var judgement verify.Judgement
 	stored, err := m.cfg.Store.Import(ctx, img, image.ImportOptions{
+		// Named as the layout names it, so that a pod whose image is that
+		// reference finds it in the store (imagePullPolicy IfNotPresent or
+		// Never). Judging it for a pod is another matter: at every start
+		// the image is judged under its repository's scope, like a pulled
+		// one, and a loaded image brings no signatures.
+		Refs:     image.NamedRefs(img.RefName, digestOf(img)),
 		Progress: o.Progress,
 		Verify: func(ctx context.Context, digest v1.Hash) error {
 			judgement = policy.EvaluateArchive(ctx, digest)
@@ -156,3 +183,11 @@ type renamed struct {
 
 func (r *renamed) Error() string { return r.msg }
 func (r *renamed) Unwrap() error { return r.err }
+
+func digestOf(img v1.Image) string {
+	d, err := img.Digest()
+	if err != nil {
+		return ""
+	}
+	return d.String()
+}
