@@ -348,7 +348,7 @@ func (f *fixture) check() (*Unit, []string) {
 // unitgen/systemd's node tests), as the Go type
 // unitgen/systemd turns into a variant. A new property must be added here.
 var dbusTypes = map[string]any{
-	"Description": "", "Slice": "", "Type": "", "PIDFile": "", "KillMode": "", "Restart": "",
+	"Description": "", "Documentation": []string{}, "Slice": "", "Type": "", "PIDFile": "", "KillMode": "", "Restart": "",
 	"CollectMode": "", "SyslogIdentifier": "", "DevicePolicy": "",
 	"ExecStartPre": []ExecCommand{}, "ExecStart": []ExecCommand{}, "ExecStopPost": []ExecCommand{},
 	"KillSignal": int32(0), "OOMScoreAdjust": int32(0),

@@ -3,6 +3,8 @@ package unitgen
 import (
 	"fmt"
 	"math"
+	"net/url"
+	"path"
 	"strings"
 
 	"github.com/berth-dev/berth/cgroup"
@@ -30,6 +32,8 @@ func (g *gen) properties() ([]Property, error) {
 	}
 
 	add("Description", g.description(), "shown by systemctl status: namespace/pod/container and the image it runs")
+	stateDir := BundleStateDir(in.Paths.Bundle)
+	add("Documentation", []string{InstanceDoc(stateDir)}, "the state directory of the berth that made this unit (%s): berthd's reconcile removes only units of its own state directory, and leaves those of another berthd or `berthd --state-dir` on this host alone", stateDir)
 	add("Slice", SliceName(pod.Namespace), "one slice per namespace (berth.slice/%s) carries the namespace's quota", SliceName(pod.Namespace))
 	add("Type", "forking", "stage-1 forks the workload into new PID+mount namespaces, writes its PID and exits; systemd 252 cannot create a PID namespace itself")
 	add("PIDFile", in.Paths.PIDFile, "stage-1 writes the workload's PID here, so MainPID is the container's PID 1")
@@ -113,6 +117,39 @@ func (g *gen) properties() ([]Property, error) {
 			"terminals of the container's devpts; DevicePolicy=closed already allows them in systemd 252 (src/core/cgroup.c), said here explicitly")
 	}
 	return ps, nil
+}
+
+// BundleStateDir is the state directory a bundle belongs to: bundles are
+// <stateDir>/containers/<ContainerKey> (agent/pods).
+func BundleStateDir(bundle string) string {
+	return path.Dir(path.Dir(path.Clean(bundle)))
+}
+
+// InstanceDoc is the Documentation= entry that marks a container unit as the
+// one of the berth whose state directory is stateDir (absolute): a file: URL
+// of that directory, e.g. file:///var/lib/berth. Unit names are shared by
+// every berth on the host, so the name alone cannot tell whose a unit is.
+// Documentation= is settable on a transient unit, kept verbatim, shown by
+// `systemctl status` as Docs:, read back as the Unit interface's
+// Documentation property, and has no effect on the unit (systemd 252 only
+// checks that it is an ASCII http:, https:, file:, info: or man: URL, which
+// the escaping here guarantees). berth writes no other file: URL there.
+func InstanceDoc(stateDir string) string {
+	return (&url.URL{Scheme: "file", Path: path.Clean(stateDir)}).String()
+}
+
+// UnitInstance is the state directory a unit's Documentation= names
+// (InstanceDoc), false when it names none: a unit of a berth from before
+// the mark, or not berth's at all.
+func UnitInstance(docs []string) (string, bool) {
+	for _, d := range docs {
+		u, err := url.Parse(d)
+		if err != nil || u.Scheme != "file" || u.Host != "" || !path.IsAbs(u.Path) {
+			continue
+		}
+		return path.Clean(u.Path), true
+	}
+	return "", false
 }
 
 func (g *gen) description() string {

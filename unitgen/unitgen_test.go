@@ -507,3 +507,43 @@ func TestUnsupportedRefusedNamingTheField(t *testing.T) {
 		t.Fatalf("supported pod refused: %v", err)
 	}
 }
+
+// The unit names the state directory of its berth in Documentation=, and
+// reading it back gives that directory, also for paths that need escaping
+// (systemd 252 takes only ASCII URLs).
+func TestInstanceDoc(t *testing.T) {
+	in := basicInput(t)
+	in.Paths.Bundle = "/srv/berth two/ü/containers/" + ContainerKey("default", "web", "app")
+	u, err := Generate(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, ok := u.Property("Documentation")
+	if !ok {
+		t.Fatal("no Documentation property")
+	}
+	docs, _ := p.Value.([]string)
+	if len(docs) != 1 || docs[0] != "file:///srv/berth%20two/%C3%BC" {
+		t.Fatalf("Documentation = %q", docs)
+	}
+	if got, ok := UnitInstance(docs); !ok || got != "/srv/berth two/ü" {
+		t.Errorf("UnitInstance(%q) = %q, %v", docs, got, ok)
+	}
+	for _, tc := range []struct {
+		docs []string
+		want string
+	}{
+		{[]string{InstanceDoc("/var/lib/berth/")}, "/var/lib/berth"},
+		{[]string{"man:berthd(8)", "https://example.org/x", "file:///var/lib/b2"}, "/var/lib/b2"},
+		{nil, ""},
+		{[]string{"man:systemd(1)", "file:relative", "file://host/var/lib/berth"}, ""},
+	} {
+		got, ok := UnitInstance(tc.docs)
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("UnitInstance(%q) = %q, %v; want %q", tc.docs, got, ok, tc.want)
+		}
+	}
+	if got := BundleStateDir("/var/lib/berth/containers/default_web_app"); got != "/var/lib/berth" {
+		t.Errorf("BundleStateDir = %q", got)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -21,8 +22,9 @@ import (
 )
 
 // UnitLister is what listing the host needs of systemd beyond Units: the
-// units loaded under a name prefix. SystemdUnits' value provides it; a
-// Units without it cannot list the host (errdefs.ErrNotImplemented).
+// units loaded under a name prefix, with the origin of each container
+// unit. SystemdUnits' value provides it; a Units without it cannot list the
+// host (errdefs.ErrNotImplemented).
 type UnitLister interface {
 	ListUnits(ctx context.Context, prefix string) ([]UnitSummary, error)
 }
@@ -32,6 +34,12 @@ type UnitSummary struct {
 	Name                             string
 	LoadState, ActiveState, SubState string
 	JobType                          string // a pending job's type, "" if none
+	// Of container units only (IsContainerUnit): what says whose the unit
+	// is. Documentation= names the state directory of the berth that made
+	// it (unitgen.InstanceDoc); ExecStart's argv names the bundle, which is
+	// all a unit of a berth from before that mark has.
+	Documentation []string
+	ExecStart     [][]string
 }
 
 func (u systemdUnits) ListUnits(ctx context.Context, prefix string) ([]UnitSummary, error) {
@@ -41,7 +49,18 @@ func (u systemdUnits) ListUnits(ctx context.Context, prefix string) ([]UnitSumma
 	}
 	out := make([]UnitSummary, 0, len(us))
 	for _, s := range us {
-		out = append(out, UnitSummary{Name: s.Name, LoadState: s.LoadState, ActiveState: s.ActiveState, SubState: s.SubState, JobType: s.JobType})
+		sum := UnitSummary{Name: s.Name, LoadState: s.LoadState, ActiveState: s.ActiveState, SubState: s.SubState, JobType: s.JobType}
+		if IsContainerUnit(s.Name) {
+			o, err := u.Conn.Origin(ctx, s.Name)
+			if errdefs.IsNotFound(err) {
+				continue // gone since it was listed
+			}
+			if err != nil {
+				return nil, err
+			}
+			sum.Documentation, sum.ExecStart = o.Documentation, o.ExecStart
+		}
+		out = append(out, sum)
 	}
 	return out, nil
 }
@@ -53,10 +72,14 @@ type Host struct {
 	// Pods are the pod keys with a directory under StateDir/pods or
 	// RunDir/pods, sorted by key.
 	Pods []HostPod
-	// Units are berth's container services (berth-<ContainerKey>.service),
-	// whatever their state; berth's slices are not listed (stopping a
-	// slice stops every unit in it).
+	// Units are berth's container services (berth-<ContainerKey>.service)
+	// of this state directory, whatever their state; berth's slices are not
+	// listed (stopping a slice stops every unit in it).
 	Units []HostUnit
+	// Foreign are container services of another state directory: another
+	// berthd on this host, or `berthd --state-dir DIR pod run`. Whatever
+	// their names, they are not this berth's to judge or touch.
+	Foreign []HostUnit
 	// Bundles are the container keys with a directory under
 	// StateDir/containers, sorted.
 	Bundles []string
@@ -118,6 +141,9 @@ type HostUnit struct {
 	ActiveState string
 	SubState    string
 	JobType     string
+	// StateDir is the state directory the unit belongs to (UnitStateDir),
+	// "" when it names none.
+	StateDir string
 }
 
 // Running reports whether systemd has a process or a job for the unit:
@@ -220,15 +246,48 @@ func (r *Runtime) Host(ctx context.Context) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list berth's units: %w", err)
 	}
+	own, err := filepath.Abs(r.cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
 	for _, u := range us {
 		key, ok := unitKey(u.Name)
 		if !ok {
 			continue
 		}
-		h.Units = append(h.Units, HostUnit{Name: u.Name, Key: key, LoadState: u.LoadState,
-			ActiveState: u.ActiveState, SubState: u.SubState, JobType: u.JobType})
+		hu := HostUnit{Name: u.Name, Key: key, LoadState: u.LoadState,
+			ActiveState: u.ActiveState, SubState: u.SubState, JobType: u.JobType, StateDir: UnitStateDir(u)}
+		if hu.StateDir == own {
+			h.Units = append(h.Units, hu)
+		} else {
+			h.Foreign = append(h.Foreign, hu)
+		}
 	}
 	return h, nil
+}
+
+// UnitStateDir is the state directory a container unit belongs to: the one
+// its Documentation= names (unitgen.InstanceDoc), else, for a unit made
+// before berth marked its units, the one its bundle is in (the argument of
+// its ExecStart that is <stateDir>/containers/<key>); "" when it names
+// neither (a unit of berth's name that berth did not make). Unit names are
+// shared by every berth on the host: only this tells whose a unit is.
+func UnitStateDir(u UnitSummary) string {
+	if dir, ok := unitgen.UnitInstance(u.Documentation); ok {
+		return dir
+	}
+	for _, argv := range u.ExecStart {
+		for i, a := range argv {
+			if i == 0 || !path.IsAbs(a) {
+				continue
+			}
+			a = path.Clean(a)
+			if path.Base(path.Dir(a)) == "containers" {
+				return unitgen.BundleStateDir(a)
+			}
+		}
+	}
+	return ""
 }
 
 // inspectPod fills in what the record and the directories say of p.

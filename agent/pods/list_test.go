@@ -6,7 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -16,18 +18,67 @@ import (
 	"github.com/berth-dev/berth/unitgen"
 )
 
-// ListUnits makes the fake list what it runs, as systemd lists loaded units.
-func (f *fakeUnits) ListUnits(_ context.Context, prefix string) ([]UnitSummary, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+// listingUnits is the fake units that also lists, as systemd lists loaded
+// units: what it runs, with the Documentation= and ExecStart= systemd keeps
+// of each (what Host reads to tell whose a unit is), and others'.
+type listingUnits struct {
+	*fakeUnits
+	mu      sync.Mutex
+	origins map[string]UnitSummary
+	others  []UnitSummary // loaded, but started by someone else
+}
+
+// listing makes f's runtime list its units (before anything is started).
+func listing(f *fixture) *listingUnits {
+	lu := &listingUnits{fakeUnits: f.units, origins: map[string]UnitSummary{}}
+	f.rt = New(f.rt.cfg, lu, f.images)
+	return lu
+}
+
+func (l *listingUnits) Start(ctx context.Context, name string, props []unitgen.Property) error {
+	var o UnitSummary
+	for _, p := range props {
+		switch p.Name {
+		case "Documentation":
+			o.Documentation = p.Value.([]string)
+		case "ExecStart":
+			for _, c := range p.Value.([]unitgen.ExecCommand) {
+				o.ExecStart = append(o.ExecStart, c.Args)
+			}
+		}
+	}
+	l.mu.Lock()
+	l.origins[name] = o
+	l.mu.Unlock()
+	return l.fakeUnits.Start(ctx, name, props)
+}
+
+func (l *listingUnits) ListUnits(_ context.Context, prefix string) ([]UnitSummary, error) {
+	l.fakeUnits.mu.Lock()
+	var names []string
+	for name, running := range l.started {
+		if running && strings.HasPrefix(name, prefix) {
+			names = append(names, name)
+		}
+	}
+	l.fakeUnits.mu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	var out []UnitSummary
-	for name := range f.started {
-		if strings.HasPrefix(name, prefix) {
-			out = append(out, UnitSummary{Name: name, LoadState: "loaded", ActiveState: "active", SubState: "running"})
+	for _, name := range names {
+		o := l.origins[name]
+		out = append(out, UnitSummary{Name: name, LoadState: "loaded", ActiveState: "active", SubState: "running",
+			Documentation: o.Documentation, ExecStart: o.ExecStart})
+	}
+	for _, u := range l.others {
+		if strings.HasPrefix(u.Name, prefix) {
+			out = append(out, u)
 		}
 	}
 	// Not berth's container units: never listed as such.
-	out = append(out, UnitSummary{Name: "berth-default.slice", ActiveState: "active"}, UnitSummary{Name: "berth-gc.service", ActiveState: "active"})
+	if strings.HasPrefix("berth-default.slice", prefix) {
+		out = append(out, UnitSummary{Name: "berth-default.slice", ActiveState: "active"}, UnitSummary{Name: "berth-gc.service", ActiveState: "active"})
+	}
 	return out, nil
 }
 
@@ -59,6 +110,7 @@ func TestUnitKey(t *testing.T) {
 // without records; the removals take each away, mounts included.
 func TestHostAndRemovals(t *testing.T) {
 	f := newFixture(t)
+	listing(f)
 	ctx := context.Background()
 	pod, imgs := f.pod("web", "app", "side")
 	must(t, f.rt.RunPod(ctx, pod, imgs))
@@ -157,6 +209,7 @@ func TestHostAndRemovals(t *testing.T) {
 // A record filed under another pod's key is corrupt: never trusted.
 func TestHostMisfiledRecord(t *testing.T) {
 	f := newFixture(t)
+	listing(f)
 	ctx := context.Background()
 	pod, imgs := f.pod("web", "app")
 	must(t, f.rt.RunPod(ctx, pod, imgs))
@@ -175,4 +228,65 @@ func TestHostMisfiledRecord(t *testing.T) {
 		}
 	}
 	must(t, os.RemoveAll(other))
+}
+
+// Units of another state directory share berth's names but are not this
+// berth's: listed apart, never stopped. A unit from before the mark is this
+// berth's only when its bundle is in this state directory.
+func TestHostForeignUnits(t *testing.T) {
+	f := newFixture(t)
+	lu := listing(f)
+	ctx := context.Background()
+	pod, imgs := f.pod("web", "app")
+	must(t, f.rt.RunPod(ctx, pod, imgs))
+	defer f.rt.RemovePod(ctx, "default", "web")
+
+	own := unitgen.UnitName("default", "web", "app")
+	initPath := "/usr/libexec/berth/berth-init"
+	other := filepath.Join(filepath.Dir(f.state), "other")
+	unit := func(name string, docs []string, argv ...string) UnitSummary {
+		return UnitSummary{Name: name, LoadState: "loaded", ActiveState: "active", SubState: "running", Documentation: docs, ExecStart: [][]string{argv}}
+	}
+	lu.others = []UnitSummary{
+		unit(unitgen.UnitName("default", "b", "marked"), []string{unitgen.InstanceDoc(other)}, initPath, "start", "--verify-image", filepath.Join(other, "containers", "default_b_marked")),
+		// The mark wins over the bundle's path.
+		unit(unitgen.UnitName("default", "b", "lies"), []string{"man:berthd(8)", unitgen.InstanceDoc(other)}, initPath, "start", filepath.Join(f.state, "containers", "default_b_lies")),
+		unit(unitgen.UnitName("default", "old", "mine"), nil, initPath, "start", filepath.Join(f.state, "containers", "default_old_mine")),
+		unit(unitgen.UnitName("default", "old", "theirs"), nil, initPath, "start", filepath.Join(other, "containers", "default_old_theirs")),
+		unit(unitgen.UnitName("default", "x", "nobody"), nil, "/bin/sleep", "3600"),
+	}
+	h, err := f.rt.Host(ctx)
+	must(t, err)
+	var mine, theirs []string
+	for _, u := range h.Units {
+		mine = append(mine, u.Name+"@"+u.StateDir)
+	}
+	for _, u := range h.Foreign {
+		theirs = append(theirs, u.Name+"@"+u.StateDir)
+	}
+	sort.Strings(mine)
+	sort.Strings(theirs)
+	wantMine := []string{own + "@" + f.state, unitgen.UnitName("default", "old", "mine") + "@" + f.state}
+	sort.Strings(wantMine)
+	wantTheirs := []string{
+		unitgen.UnitName("default", "b", "lies") + "@" + other, unitgen.UnitName("default", "b", "marked") + "@" + other,
+		unitgen.UnitName("default", "old", "theirs") + "@" + other, unitgen.UnitName("default", "x", "nobody") + "@",
+	}
+	if strings.Join(mine, " ") != strings.Join(wantMine, " ") {
+		t.Errorf("own units %v, want %v", mine, wantMine)
+	}
+	if strings.Join(theirs, " ") != strings.Join(wantTheirs, " ") {
+		t.Errorf("foreign units %v, want %v", theirs, wantTheirs)
+	}
+	for _, u := range h.Foreign {
+		if err := f.rt.StopUnit(ctx, u.Name); !errdefs.IsPermissionDenied(err) {
+			t.Errorf("StopUnit(%s) = %v, want permission denied", u.Name, err)
+		}
+	}
+	for _, c := range f.units.calls {
+		if strings.HasPrefix(c, "stop ") {
+			t.Errorf("a foreign unit was stopped: %s", c)
+		}
+	}
+	must(t, f.rt.StopUnit(ctx, own))
 }

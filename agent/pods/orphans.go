@@ -22,16 +22,50 @@ import (
 // cut short by a SIGKILL is found and finished by the next one.
 
 // StopUnit stops one of berth's container services and resets its failed
-// state, so that systemd forgets it. Any other unit name is refused.
+// state, so that systemd forgets it. Any other unit name is refused, and so
+// is a container service of another state directory (UnitStateDir): the
+// name is shared by every berth on the host, the unit is not.
 func (r *Runtime) StopUnit(ctx context.Context, name string) error {
 	if !IsContainerUnit(name) {
 		return fmt.Errorf("stop %s: %w: not one of berth's container units", name, errdefs.ErrInvalidArgument)
+	}
+	if err := r.checkOwnUnit(ctx, name); err != nil {
+		return fmt.Errorf("stop %s: %w", name, err)
 	}
 	if err := r.units.Stop(ctx, name); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("stop %s: %w", name, err)
 	}
 	if err := r.units.ResetFailed(ctx, name); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("reset-failed %s: %w", name, err)
+	}
+	return nil
+}
+
+// checkOwnUnit refuses a loaded unit of another state directory; one that
+// is not loaded has nothing to stop.
+func (r *Runtime) checkOwnUnit(ctx context.Context, name string) error {
+	lister, ok := r.units.(UnitLister)
+	if !ok {
+		return fmt.Errorf("%w: the runtime's Units cannot tell whose a unit is", errdefs.ErrNotImplemented)
+	}
+	us, err := lister.ListUnits(ctx, name)
+	if err != nil {
+		return err
+	}
+	own, err := filepath.Abs(r.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	for _, u := range us {
+		if u.Name != name {
+			continue
+		}
+		if dir := UnitStateDir(u); dir != own {
+			if dir == "" {
+				dir = "none it names"
+			}
+			return fmt.Errorf("%w: the unit belongs to state directory %s, not %s", errdefs.ErrPermissionDenied, dir, own)
+		}
 	}
 	return nil
 }

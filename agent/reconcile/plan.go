@@ -47,6 +47,8 @@ type Kept struct {
 	Why string  `json:"why"`
 	// spared: an orphan left running because the state file is new.
 	spared bool
+	// shared: a run directory of another state directory's pod.
+	shared bool
 }
 
 // Removal is one orphan: a pod's leftovers (its directories, units,
@@ -63,11 +65,21 @@ type Removal struct {
 	Error   string   `json:"error,omitempty"`   // what stopped it; the rest is retried at the next start
 }
 
+// Foreign is a container unit of another state directory (another berthd
+// on this host, `berthd --state-dir DIR pod run`): berth's unit names are
+// shared by every berth on the host, its units are not. It is left alone,
+// whatever it runs and whatever its name says.
+type Foreign struct {
+	Unit     string `json:"unit"`
+	StateDir string `json:"stateDir,omitempty"` // "" when the unit names none (not made by berth)
+}
+
 // Plan is what reconcile decided: nothing in it is done yet.
 type Plan struct {
-	Adopt  []Adopted
-	Keep   []Kept
-	Remove []*Removal
+	Adopt   []Adopted
+	Keep    []Kept
+	Remove  []*Removal
+	Foreign []Foreign
 }
 
 // Why an orphan is one: the messages of its event.
@@ -94,8 +106,22 @@ const (
 //     that no adopted or kept pod accounts for. A container runs only
 //     while its pod's record exists (RunPod writes it first, RemovePod
 //     removes it last), so a unit without a record is no stored pod's.
+//
+// Only this state directory's units are judged (pods.Host.Units); those of
+// another (pods.Host.Foreign) are listed in the plan, never among the
+// orphans, and never count as a running container of a pod here.
 func decide(stored []*corev1.Pod, h *pods.Host) *Plan {
 	p := &Plan{}
+	// Pod keys whose containers another state directory's units run: a
+	// run directory of such a key without a state directory here is that
+	// berth's, when two berths share a run directory.
+	foreignPod := map[string]string{}
+	for _, u := range h.Foreign {
+		p.Foreign = append(p.Foreign, Foreign{Unit: u.Name, StateDir: u.StateDir})
+		if k, ok := pods.ContainerKeyPodKey(u.Key); ok && u.StateDir != "" {
+			foreignPod[k] = u.StateDir
+		}
+	}
 	byKey := map[string]*corev1.Pod{}
 	for _, sp := range stored {
 		if pods.ValidateName(sp.Namespace, sp.Name) != nil {
@@ -132,6 +158,15 @@ func decide(stored []*corev1.Pod, h *pods.Host) *Plan {
 			for _, ck := range hp.ContainerKeys() {
 				ctrPod[ck] = hp.Key
 			}
+		}
+		if dir := foreignPod[hp.Key]; dir != "" && !hp.State {
+			// Only its run directory is here, and no start or removal of
+			// this berth leaves that (the state directory comes first and
+			// goes last): it is the other berth's.
+			p.Keep = append(p.Keep, Kept{Key: hp.Key, shared: true,
+				Why: "its run directory belongs to a pod of state directory " + dir + ", whose units are loaded: two berths share a run directory, which they should not"})
+			keepPod[hp.Key] = true
+			continue
 		}
 		why := ""
 		switch {

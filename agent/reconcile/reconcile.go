@@ -66,6 +66,7 @@ const (
 	ReasonFailedRemovingOrphan      = "FailedRemovingOrphan"      // Warning: a removal failed; retried at the next start
 	ReasonUnreadablePodRecord       = "UnreadablePodRecord"       // Warning: a stored pod's record cannot be read; nothing of it is touched
 	ReasonSparedWithNewState        = "OrphanLeftRunning"         // Warning: the state file is new, so a running container of no stored pod is left alone
+	ReasonSharedRunDirectory        = "SharedRunDirectory"        // Warning: a pod directory of another state directory's pod is left alone
 )
 
 // Config wires a Reconciler.
@@ -107,6 +108,9 @@ type Report struct {
 	Adopted []Adopted  `json:"adopted,omitempty"`
 	Kept    []Kept     `json:"kept,omitempty"`
 	Removed []*Removal `json:"removed,omitempty"` // each with Error set if it did not finish
+	// Foreign are the container units of other state directories, left
+	// alone.
+	Foreign []Foreign `json:"foreign,omitempty"`
 }
 
 // Reconcile runs once and logs its report; it is what the worker calls
@@ -133,7 +137,10 @@ func (r *Reconciler) Run(ctx context.Context) (*Report, error) {
 	if r.cfg.FreshStore {
 		r.spareRunning(plan, h)
 	}
-	rep := &Report{Adopted: plan.Adopt, Kept: plan.Keep, Removed: plan.Remove}
+	rep := &Report{Adopted: plan.Adopt, Kept: plan.Keep, Removed: plan.Remove, Foreign: plan.Foreign}
+	for _, f := range plan.Foreign {
+		r.log.Debug("unit of another state directory left alone", "unit", f.Unit, "stateDir", f.StateDir)
+	}
 	for _, a := range plan.Adopt {
 		if a.Warning != "" {
 			r.log.Warn("adopted pod", "pod", a.Namespace+"/"+a.Name, "uid", a.UID, "warning", a.Warning)
@@ -145,13 +152,17 @@ func (r *Reconciler) Run(ctx context.Context) (*Report, error) {
 		msg := fmt.Sprintf("Keeping pod directory %s untouched: %s", k.Key, k.Why)
 		r.log.Warn("kept pod directory", "key", k.Key, "why", k.Why)
 		reason := ReasonUnreadablePodRecord
-		if k.spared {
+		switch {
+		case k.spared:
 			reason = ReasonSparedWithNewState
+		case k.shared:
+			reason = ReasonSharedRunDirectory
 		}
 		r.event(corev1.EventTypeWarning, reason, msg)
 	}
 	err = r.apply(ctx, plan.Remove)
-	r.log.Info("reconciled", "adopted", len(plan.Adopt), "kept", len(plan.Keep), "orphans", len(plan.Remove), "error", err)
+	r.log.Info("reconciled", "adopted", len(plan.Adopt), "kept", len(plan.Keep), "orphans", len(plan.Remove),
+		"foreign", len(plan.Foreign), "error", err)
 	return rep, err
 }
 

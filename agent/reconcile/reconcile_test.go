@@ -469,3 +469,81 @@ func TestFreshStoreSparesRunningContainers(t *testing.T) {
 		t.Errorf("removed %+v", rep.Removed)
 	}
 }
+
+// Units of another state directory are another berth's: with an empty
+// store, and even when a pod directory here has their pod's key, none of
+// them is stopped, and none counts as a container of a pod here that runs.
+func TestForeignUnitsAreLeftAlone(t *testing.T) {
+	foreign := func(u pods.HostUnit, dir string) pods.HostUnit { u.StateDir = dir; return u }
+	unpinned := hostPod("default", "web", "u1", "app")
+	unpinned.Pinned = false
+	h := &fakeHost{h: pods.Host{
+		Pods:  []pods.HostPod{unpinned},
+		Units: []pods.HostUnit{unit("default", "gone", "app", "active")},
+		Foreign: []pods.HostUnit{
+			foreign(unit("default", "other", "app", "active"), "/var/lib/berth2"),
+			// Its name is that of the unpinned pod's container here: it
+			// must not make that pod look as if it ran.
+			foreign(unit("default", "web", "app", "active"), "/var/lib/berth2"),
+			foreign(unit("default", "stray", "app", "active"), ""),
+		},
+		Bundles: []string{ck("default", "web", "app")},
+	}}
+	rep, err, _ := run(t, fakeStore{storedPod("default", "web", "u1", "app")}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range h.ops {
+		for _, f := range h.h.Foreign {
+			if op == "stop "+f.Name {
+				t.Errorf("a foreign unit was stopped: %s", op)
+			}
+		}
+	}
+	if len(rep.Adopted) != 0 {
+		t.Errorf("adopted %+v: a foreign unit counted as its running container", rep.Adopted)
+	}
+	want := []string{"stop " + unitgen.UnitName("default", "gone", "app"), "bundle " + ck("default", "web", "app"), "dirs default_web"}
+	if strings.Join(h.ops, ", ") != strings.Join(want, ", ") {
+		t.Errorf("ops %v, want %v", h.ops, want)
+	}
+	if len(rep.Foreign) != 3 || rep.Foreign[0] != (Foreign{Unit: unitgen.UnitName("default", "other", "app"), StateDir: "/var/lib/berth2"}) {
+		t.Errorf("foreign %+v", rep.Foreign)
+	}
+}
+
+// Two berths that share a run directory: a run directory without a state
+// directory here, whose pod another state directory's units run, is that
+// berth's and is kept (with a Warning); one nobody's units run is removed.
+func TestSharedRunDirectory(t *testing.T) {
+	runOnly := func(name string) pods.HostPod {
+		return pods.HostPod{Key: unitgen.PodKey("default", name), RecordErr: fmt.Errorf("no record: %w", errdefs.ErrNotFound), Run: true, Pinned: true}
+	}
+	other := unit("default", "other", "app", "active")
+	other.StateDir = "/var/lib/berth-c"
+	h := &fakeHost{h: pods.Host{
+		Pods:    []pods.HostPod{runOnly("other"), runOnly("nobody")},
+		Foreign: []pods.HostUnit{other},
+		Mounts: []pods.HostMount{
+			{Path: "/run/berth/pods/default_other/ns/net", Kind: "pod", Key: "default_other", Type: "nsfs"},
+			{Path: "/run/berth/pods/default_nobody/ns/net", Kind: "pod", Key: "default_nobody", Type: "nsfs"},
+		},
+	}}
+	rep, err, rec := run(t, nil, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "dirs default_nobody"; strings.Join(h.ops, ", ") != want {
+		t.Errorf("ops %v, want %s", h.ops, want)
+	}
+	if len(rep.Kept) != 1 || rep.Kept[0].Key != "default_other" || !strings.Contains(rep.Kept[0].Why, "/var/lib/berth-c") {
+		t.Errorf("kept %+v", rep.Kept)
+	}
+	var warned bool
+	for _, ev := range rec.events {
+		warned = warned || (ev.typ == corev1.EventTypeWarning && ev.reason == ReasonSharedRunDirectory && strings.Contains(ev.msg, "default_other"))
+	}
+	if !warned {
+		t.Errorf("no %s event: %+v", ReasonSharedRunDirectory, rec.events)
+	}
+}

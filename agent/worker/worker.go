@@ -51,9 +51,11 @@ type Runtime interface {
 	LoadPod(ns, name string) (*corev1.Pod, error)
 }
 
-// Images is what the worker needs of *images.Images.
+// Images is what the worker needs of *images.Images: the images of a pod,
+// and an image's size for the Pulled event.
 type Images interface {
 	ForPod(ctx context.Context, pod *corev1.Pod, layout string) (map[string]pods.PodImage, error)
+	ImageSize(digest string) (int64, error)
 }
 
 // Units is what the worker needs of *systemd.Conn: the signals, a unit's
@@ -599,13 +601,22 @@ func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hc
 			wait = maxWait(wait, InitialBackoff)
 			continue
 		}
-		took := time.Since(t0).Truncate(time.Millisecond)
-		w.event(ref, corev1.EventTypeNormal, "Pulled",
-			fmt.Sprintf("Successfully pulled image %q in %s (%s including waiting).", c.Image, took, took))
+		took := time.Since(t0)
+		pi := got[c.Name]
+		// Best effort, as the kubelet's (0 when the size cannot be read).
+		var size int64
+		if pi.Image != nil {
+			var err error
+			if size, err = w.cfg.Images.ImageSize(pi.Image.Digest); err != nil {
+				log.Debug("image size", "image", c.Image, "digest", pi.Image.Digest, "error", err)
+				size = 0
+			}
+		}
+		// berth has no pull queue: the time including waiting is the pull's own.
+		w.event(ref, corev1.EventTypeNormal, "Pulled", pulledMessage(c.Image, took, took, size))
 		*bo = backoff{}
 		delete(p.pullErr, c.Name)
 		delete(p.waiting, c.Name)
-		pi := got[c.Name]
 		images[c.Name] = pi
 		if pi.Image != nil {
 			p.imageIDs[c.Name] = imageID(pi)
@@ -649,6 +660,16 @@ func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hc
 		w.event(ref, corev1.EventTypeNormal, "Started", "Started container "+c.Name)
 	}
 	return true, nil
+}
+
+// pulledMessage is the kubelet's Pulled event, word for word since 1.30
+// (pkg/kubelet/images/image_manager.go): the time the pull took, the time
+// including its wait in the kubelet's pull queue, both truncated to the
+// millisecond, and the image's size as the runtime reports it (CRI
+// ImageStatus; here image.Store.Size).
+func pulledMessage(image string, pull, total time.Duration, size int64) string {
+	return fmt.Sprintf("Successfully pulled image %q in %v (%v including waiting). Image size: %v bytes.",
+		image, pull.Truncate(time.Millisecond), total.Truncate(time.Millisecond), size)
 }
 
 func maxWait(a, b time.Duration) time.Duration {

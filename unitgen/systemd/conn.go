@@ -51,6 +51,7 @@ const (
 	systemdPath = dbus.ObjectPath("/org/freedesktop/systemd1")
 	managerIF   = "org.freedesktop.systemd1.Manager"
 	unitIF      = "org.freedesktop.systemd1.Unit"
+	serviceIF   = "org.freedesktop.systemd1.Service"
 	propsIF     = "org.freedesktop.DBus.Properties"
 	unitPathNS  = "/org/freedesktop/systemd1/unit"
 )

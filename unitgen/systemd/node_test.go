@@ -572,6 +572,52 @@ func TestNode(t *testing.T) {
 		}
 	})
 
+	// Documentation= is what marks a container unit's berth
+	// (unitgen.InstanceDoc): systemd 252 takes it on a transient unit and
+	// gives it back verbatim, with ExecStart's argv.
+	t.Run("Origin", func(t *testing.T) {
+		ctx := testCtx(t)
+		marked, plain := "berth-origin-marked.service", "berth-origin-plain.service"
+		doc := unitgen.InstanceDoc("/var/lib/berth two")
+		argv := []string{"/bin/sh", "-c", "exec sleep 300", "/var/lib/berth two/containers/default_x_y"}
+		cleanupUnit(t, c, marked)
+		if err := c.Start(ctx, marked, service(argv, unitgen.Property{Name: "Documentation", Value: []string{doc}})); err != nil {
+			t.Fatal(err)
+		}
+		cleanupUnit(t, c, plain)
+		if err := c.Start(ctx, plain, service(sleeper)); err != nil {
+			t.Fatal(err)
+		}
+		o, err := c.Origin(ctx, marked)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(o.Documentation) != fmt.Sprint([]string{doc}) || len(o.ExecStart) != 1 || strings.Join(o.ExecStart[0], "|") != strings.Join(argv, "|") {
+			t.Errorf("origin of %s = %+v", marked, o)
+		}
+		if dir, ok := unitgen.UnitInstance(o.Documentation); !ok || dir != "/var/lib/berth two" {
+			t.Errorf("instance %q %v", dir, ok)
+		}
+		if got, err := n.Run(ctx, "systemctl", "show", "-P", "Documentation", marked); err != nil || strings.TrimSpace(got) != doc {
+			t.Errorf("systemctl show Documentation = %q (%v), want %q", got, err, doc)
+		}
+		o, err = c.Origin(ctx, plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(o.Documentation) != 0 || len(o.ExecStart) != 1 || strings.Join(o.ExecStart[0], " ") != strings.Join(sleeper, " ") {
+			t.Errorf("origin of %s = %+v", plain, o)
+		}
+		if _, err := c.Origin(ctx, "berth-never-started.service"); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("origin of an unknown unit: %v, want errdefs.ErrNotFound", err)
+		}
+		// Not a URL systemd accepts: refused, naming the property.
+		err = c.Start(ctx, "berth-origin-bad.service", service(sleeper, unitgen.Property{Name: "Documentation", Value: []string{"/var/lib/berth"}}))
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("Documentation without a scheme: %v, want invalid argument", err)
+		}
+	})
+
 	t.Run("StatusUnknown", func(t *testing.T) {
 		if _, err := c.Status(testCtx(t), "berth-never-started.service"); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Errorf("err = %v, want errdefs.ErrNotFound", err)

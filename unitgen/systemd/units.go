@@ -484,3 +484,69 @@ func parseVersion(s string) (int, error) {
 	}
 	return n, nil
 }
+
+// UnitOrigin is what a loaded unit says of who made it: its Documentation=
+// (where berth marks the state directory of the berth that made a
+// container unit, unitgen.InstanceDoc) and the argv of its ExecStart=
+// commands (a container unit's names its bundle). Neither is in
+// ListUnits' answer, so reading them is a call per unit.
+type UnitOrigin struct {
+	Documentation []string
+	ExecStart     [][]string // argv of each command, argv[0] included; none for a non-service
+}
+
+// Origin reads a unit's UnitOrigin. errdefs.ErrNotFound when systemd does
+// not have it loaded (it may have gone since it was listed).
+func (c *Conn) Origin(ctx context.Context, name string) (*UnitOrigin, error) {
+	var o *UnitOrigin
+	err := c.call(ctx, func(s *session) error {
+		var err error
+		o, err = readOrigin(ctx, s.sys, name)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("origin of unit %s: %w", name, classify(err))
+	}
+	return o, nil
+}
+
+// execCommandOut is one entry of a service's ExecStart property as systemd
+// reads it out: a(sasbttttuii), path, argv, ignore-failure, the last run's
+// start and exit timestamps (realtime and monotonic), its PID, code and
+// status (org.freedesktop.systemd1(5)).
+type execCommandOut struct {
+	Path                                                       string
+	Args                                                       []string
+	IgnoreFailure                                              bool
+	StartRealtime, StartMonotonic, ExitRealtime, ExitMonotonic uint64
+	PID                                                        uint32
+	Code, Status                                               int32
+}
+
+func readOrigin(ctx context.Context, conn *dbus.Conn, name string) (*UnitOrigin, error) {
+	path := unitPath(name)
+	u, err := getAll(ctx, conn, path, unitIF)
+	if err != nil {
+		return nil, err
+	}
+	if str(u, "LoadState") == "not-found" && str(u, "ActiveState") == "inactive" {
+		return nil, fmt.Errorf("unit %s is not loaded: %w", name, errdefs.ErrNotFound)
+	}
+	o := &UnitOrigin{}
+	o.Documentation, _ = u["Documentation"].Value().([]string)
+	if typeInterface(name) != serviceIF {
+		return o, nil
+	}
+	var v dbus.Variant
+	if err := conn.Object(systemdDest, path).CallWithContext(ctx, propsIF+".Get", 0, serviceIF, "ExecStart").Store(&v); err != nil {
+		return nil, err
+	}
+	var cmds []execCommandOut
+	if err := v.Store(&cmds); err != nil {
+		return nil, fmt.Errorf("unit %s: ExecStart of signature %s: %w", name, v.Signature(), err)
+	}
+	for _, c := range cmds {
+		o.ExecStart = append(o.ExecStart, c.Args)
+	}
+	return o, nil
+}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -119,7 +120,26 @@ func (e *env) writePod(name, uid string, ctrs ...string) string {
 
 func (e *env) startPod(name, uid string, ctrs ...string) {
 	e.t.Helper()
-	e.run("berthd", "--policy", policy, "pod", "run", "--layout", layoutDir, "-f", e.writePod(name, uid, ctrs...))
+	e.startPodIn(berthA, name, uid, ctrs...)
+}
+
+// berth is one berth on the node: its state and run directories.
+type berth struct{ state, run string }
+
+var (
+	berthA = berth{"/var/lib/berth", "/run/berth"} // the defaults
+	berthB = berth{"/var/lib/berth-b", "/run/berth-b"}
+	// C shares A's run directory, which it should not: A must still keep
+	// its hands off C's pod directories there while C's units run.
+	berthC = berth{"/var/lib/berth-c", "/run/berth"}
+)
+
+func (b berth) flags() []string { return []string{"--state-dir", b.state, "--run-dir", b.run} }
+
+func (e *env) startPodIn(b berth, name, uid string, ctrs ...string) {
+	e.t.Helper()
+	args := append([]string{"berthd"}, b.flags()...)
+	e.run(append(args, "--policy", policy, "pod", "run", "--layout", layoutDir, "-f", e.writePod(name, uid, ctrs...))...)
 }
 
 // units lists berth's container services the node's systemd has loaded.
@@ -139,10 +159,16 @@ func (e *env) units() []string {
 // berthMounts lists the node's mount points under berth's directories.
 func (e *env) berthMounts() []string {
 	e.t.Helper()
+	return e.mountsOf(berthA)
+}
+
+// mountsOf lists the node's mount points under b's directories.
+func (e *env) mountsOf(b berth) []string {
+	e.t.Helper()
 	var ms []string
 	for _, l := range strings.Split(e.run("cat", "/proc/self/mountinfo"), "\n") {
 		f := strings.Fields(l)
-		if len(f) > 4 && (strings.HasPrefix(f[4], "/run/berth/") || strings.HasPrefix(f[4], "/var/lib/berth/")) {
+		if len(f) > 4 && (strings.HasPrefix(f[4], b.run+"/") || strings.HasPrefix(f[4], b.state+"/")) {
 			ms = append(ms, f[4])
 		}
 	}
@@ -203,6 +229,12 @@ type result struct {
 
 func (e *env) reconcile(stored ...*corev1.Pod) result {
 	e.t.Helper()
+	return e.reconcileIn(berthA, stored...)
+}
+
+// reconcileIn runs reconcile as b's berthd would, against stored.
+func (e *env) reconcileIn(bt berth, stored ...*corev1.Pod) result {
+	e.t.Helper()
 	b, err := json.Marshal(stored)
 	if err != nil {
 		e.t.Fatal(err)
@@ -210,7 +242,7 @@ func (e *env) reconcile(stored ...*corev1.Pod) result {
 	if err := os.WriteFile(e.host(storeFile), b, 0o644); err != nil {
 		e.t.Fatal(err)
 	}
-	cmd := e.n.Command(e.ctx(), "reconcilenode", "reconcile", storeFile)
+	cmd := e.n.Command(e.ctx(), append(append([]string{"reconcilenode"}, bt.flags()...), "reconcile", storeFile)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -237,7 +269,9 @@ func stored(name, uid string, ctrs ...string) *corev1.Pod {
 	return p
 }
 
-func TestReconcileRemovesOrphansAndKeepsStoredPods(t *testing.T) {
+// newEnv boots a node with the busybox layout and a policy admitting it.
+func newEnv(t *testing.T) *env {
+	t.Helper()
 	testenv.RequireRoot(t)
 	_, err := os.Stat(imagetest.Busybox)
 	testenv.Require(t, err == nil, "needs busybox-static (/bin/busybox); `make test` installs it")
@@ -255,6 +289,11 @@ func TestReconcileRemovesOrphansAndKeepsStoredPods(t *testing.T) {
 	if err := os.WriteFile(e.host(policy), []byte(`{"default": [{"type": "reject"}], "transports": {"oci": {"`+layoutDir+`": [{"type": "insecureAcceptAnything"}]}}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return e
+}
+
+func TestReconcileRemovesOrphansAndKeepsStoredPods(t *testing.T) {
+	e := newEnv(t)
 
 	// Stored and running: must not notice anything.
 	e.startPod("keep", "uid-keep", "app")
@@ -287,9 +326,18 @@ func TestReconcileRemovesOrphansAndKeepsStoredPods(t *testing.T) {
 	e.run("mkdir", "-p", pinned)
 	e.run("touch", pinned+"/net", pinned+"/ipc", pinned+"/uts")
 	e.run("unshare", "--net="+pinned+"/net", "--ipc="+pinned+"/ipc", "--uts="+pinned+"/uts", "true")
-	// A unit with berth's name and no pod, and a bundle of nobody's.
+	// A unit with berth's name, this state directory's mark and no pod;
+	// one from before the mark whose bundle is in this state directory;
+	// and a bundle of nobody's.
 	stray := unitgen.UnitName("default", "stray", "app")
-	e.run("systemd-run", "--unit", stray, "--property", "CollectMode=inactive-or-failed", "sleep", "3600")
+	e.run("systemd-run", "--unit", stray, "--property", "CollectMode=inactive-or-failed",
+		"--property", "Documentation="+unitgen.InstanceDoc("/var/lib/berth"), "sleep", "3600")
+	legacy := unitgen.UnitName("default", "legacy", "app")
+	e.run("systemd-run", "--unit", legacy, "--property", "CollectMode=inactive-or-failed",
+		"sh", "-c", "exec sleep 3600", "/var/lib/berth/containers/default_legacy_app")
+	// Berth's name, but neither a mark nor a bundle: not this berth's.
+	unmarked := unitgen.UnitName("default", "unmarked", "app")
+	e.run("systemd-run", "--unit", unmarked, "sleep", "3600")
 	e.run("mkdir", "-p", "/var/lib/berth/containers/default_nobody_app/upper/etc")
 	e.run("touch", "/var/lib/berth/containers/default_nobody_app/upper/etc/x")
 	// Not berth's container units: never touched whatever their names.
@@ -331,6 +379,7 @@ func TestReconcileRemovesOrphansAndKeepsStoredPods(t *testing.T) {
 		`Removing orphaned pod "default/early" (uid uid-early): its start never completed (0 of 1 containers released)`,
 		`Removing orphaned pod directory default_pinned: it has no pod record`,
 		`Removing orphaned unit ` + stray,
+		`Removing orphaned unit ` + legacy,
 		`Removing orphaned bundle default_nobody_app`,
 	} {
 		if !strings.Contains(all, want) {
@@ -339,8 +388,13 @@ func TestReconcileRemovesOrphansAndKeepsStoredPods(t *testing.T) {
 	}
 
 	// Only the stored pods are left: units, mounts, directories.
-	if got := e.units(); strings.Join(got, " ") != strings.Join(append(append([]string{}, keepUnits...), "berth-helper.service"), " ") {
-		t.Errorf("units after reconcile: %v", got)
+	wantUnits := append(append([]string{}, keepUnits...), "berth-helper.service", unmarked)
+	sort.Strings(wantUnits)
+	if got := e.units(); strings.Join(got, " ") != strings.Join(wantUnits, " ") {
+		t.Errorf("units after reconcile: %v, want %v", got, wantUnits)
+	}
+	if len(r.Report.Foreign) != 1 || r.Report.Foreign[0] != (reconcile.Foreign{Unit: unmarked}) {
+		t.Errorf("foreign units %+v, want %s of no state directory", r.Report.Foreign, unmarked)
 	}
 	var wantMounts []string
 	for _, k := range []string{"default_keep", "default_pair"} {
@@ -381,11 +435,189 @@ func TestReconcileRemovesOrphansAndKeepsStoredPods(t *testing.T) {
 	if len(r.Report.Removed) != 2 {
 		t.Errorf("emptied store: removed %+v", r.Report.Removed)
 	}
-	if got := e.units(); strings.Join(got, " ") != "berth-helper.service" {
+	if got := e.units(); strings.Join(got, " ") != unmarked+" berth-helper.service" {
 		t.Errorf("units left: %v", got)
 	}
 	if ms := e.berthMounts(); len(ms) != 0 {
 		t.Errorf("mounts left: %v", ms)
 	}
-	e.run("systemctl", "stop", "berth-helper.service")
+	e.run("systemctl", "stop", "berth-helper.service", unmarked)
+}
+
+// Two berths on one node, with their own state and run directories (two
+// berthds, or berthd and `berthd --state-dir DIR pod run`): each one's
+// reconcile removes its own orphans and leaves the other's units, bundles,
+// directories and namespaces alone, even with an empty store. A third with
+// its own state directory but A's run directory (`berthd --state-dir DIR
+// pod run` without --run-dir) keeps its pod too.
+func TestReconcileLeavesOtherStateDirAlone(t *testing.T) {
+	e := newEnv(t)
+	e.startPod("a-keep", "uid-a-keep", "app")
+	e.startPod("a-gone", "uid-a-gone", "app")
+	e.startPodIn(berthC, "c-pod", "uid-c-pod", "app")
+	cUnit := unitgen.UnitName("default", "c-pod", "app")
+	cBefore := e.observe(cUnit)
+	var cMounts []string
+	for _, ns := range []string{"ipc", "net", "uts"} {
+		cMounts = append(cMounts, "/run/berth/pods/default_c-pod/ns/"+ns)
+	}
+	checkC := func(when string) {
+		t.Helper()
+		if got := e.observe(cUnit); got != cBefore {
+			t.Errorf("%s: %s changed: %+v, was %+v", when, cUnit, got, cBefore)
+		}
+		ms := map[string]bool{}
+		for _, m := range e.mountsOf(berthC) {
+			ms[m] = true
+		}
+		for _, m := range cMounts {
+			if !ms[m] {
+				t.Errorf("%s: C's namespace %s is no longer pinned", when, m)
+			}
+		}
+		if got := e.entries(berthC.state + "/pods"); strings.Join(got, " ") != "default_c-pod" {
+			t.Errorf("%s: C's pods %v", when, got)
+		}
+	}
+	e.startPodIn(berthB, "b-keep", "uid-b-keep", "app")
+	e.startPodIn(berthB, "b-gone", "uid-b-gone", "one", "two")
+	// B's, from before the mark: its bundle is in B's state directory.
+	bLegacy := unitgen.UnitName("default", "b-legacy", "app")
+	e.run("systemd-run", "--unit", bLegacy, "--property", "CollectMode=inactive-or-failed",
+		"sh", "-c", "exec sleep 3600", berthB.state+"/containers/default_b-legacy_app")
+
+	aKeep := unitgen.UnitName("default", "a-keep", "app")
+	aGone := unitgen.UnitName("default", "a-gone", "app")
+	bKeep := unitgen.UnitName("default", "b-keep", "app")
+	bBerthd := []string{unitgen.UnitName("default", "b-gone", "one"), unitgen.UnitName("default", "b-gone", "two"), bKeep}
+	bUnits := append([]string{bLegacy}, bBerthd...)
+	sort.Strings(bUnits)
+	for _, u := range append([]string{aKeep, aGone}, bUnits...) {
+		if s := e.show(u, "ActiveState"); s != "active" {
+			t.Fatalf("%s is %s before reconcile", u, s)
+		}
+	}
+	if got := e.show(aKeep, "Documentation"); got != "file:///var/lib/berth" {
+		t.Errorf("%s Documentation=%q", aKeep, got)
+	}
+	if got := e.show(bKeep, "Documentation"); got != "file:///var/lib/berth-b" {
+		t.Errorf("%s Documentation=%q", bKeep, got)
+	}
+	before := map[string]running{}
+	for _, u := range bBerthd {
+		before[u] = e.observe(u)
+	}
+	bMounts := e.mountsOf(berthB)
+	if len(bMounts) < 2*3 {
+		t.Fatalf("B's pinned namespaces: %v", bMounts)
+	}
+	bDirs := map[string][]string{}
+	for _, d := range []string{berthB.state + "/pods", berthB.run + "/pods", berthB.state + "/containers"} {
+		bDirs[d] = e.entries(d)
+	}
+
+	// A with a store that has a-keep only: a-gone goes, B is not looked at.
+	r := e.reconcileIn(berthA, stored("a-keep", "a-keep", "app"))
+	if len(r.Report.Removed) != 1 || r.Report.Removed[0].Pod == nil || r.Report.Removed[0].Pod.Name != "a-gone" {
+		t.Errorf("A removed %+v", r.Report.Removed)
+	}
+	var foreign []string
+	for _, f := range r.Report.Foreign {
+		foreign = append(foreign, f.Unit+"@"+f.StateDir)
+	}
+	var wantForeign []string
+	for _, u := range bUnits {
+		wantForeign = append(wantForeign, u+"@"+berthB.state)
+	}
+	wantForeign = append(wantForeign, cUnit+"@"+berthC.state)
+	sort.Strings(foreign)
+	sort.Strings(wantForeign)
+	if strings.Join(foreign, " ") != strings.Join(wantForeign, " ") {
+		t.Errorf("A's foreign units %v, want %v", foreign, wantForeign)
+	}
+	for _, ev := range r.Events {
+		if strings.Contains(ev.Message, "b-") {
+			t.Errorf("A's reconcile spoke of B's: %+v", ev)
+		}
+	}
+	checkB := func(when string) {
+		t.Helper()
+		for u, was := range before {
+			if got := e.observe(u); got != was {
+				t.Errorf("%s: %s changed: %+v, was %+v", when, u, got, was)
+			}
+		}
+		if s := e.show(bLegacy, "ActiveState"); s != "active" {
+			t.Errorf("%s: %s is %s", when, bLegacy, s)
+		}
+		if got := e.mountsOf(berthB); strings.Join(got, " ") != strings.Join(bMounts, " ") {
+			t.Errorf("%s: B's mounts %v, were %v", when, got, bMounts)
+		}
+		for d, was := range bDirs {
+			if got := e.entries(d); strings.Join(got, " ") != strings.Join(was, " ") {
+				t.Errorf("%s: %s has %v, had %v", when, d, got, was)
+			}
+		}
+	}
+	checkB("after A's reconcile")
+	checkC("after A's reconcile")
+	if len(r.Report.Kept) != 1 || r.Report.Kept[0].Key != "default_c-pod" {
+		t.Errorf("A kept %+v, want C's pod directory in the shared run directory", r.Report.Kept)
+	}
+	if s, _ := e.try("systemctl", "is-active", aGone); strings.TrimSpace(s) == "active" {
+		t.Errorf("%s still active", aGone)
+	}
+	// A's with an empty store: a-keep goes too, B still untouched.
+	if r := e.reconcileIn(berthA); len(r.Report.Removed) != 1 || len(r.Report.Foreign) != len(bUnits)+1 {
+		t.Errorf("A with an empty store: %+v", r.Report)
+	}
+	checkB("after A's reconcile with an empty store")
+	checkC("after A's reconcile with an empty store")
+	if ms := e.mountsOf(berthA); strings.Join(ms, " ") != strings.Join(cMounts, " ") {
+		t.Errorf("A's mounts left: %v", ms)
+	}
+
+	// B, with b-keep stored, now with an A pod running: its own orphans go
+	// (the legacy unit among them), A's pod stays.
+	e.startPod("a-new", "uid-a-new", "app")
+	aNew := unitgen.UnitName("default", "a-new", "app")
+	aBefore := e.observe(aNew)
+	r = e.reconcileIn(berthB, stored("b-keep", "b-keep", "app"))
+	var removed []string
+	for _, g := range r.Report.Removed {
+		removed = append(removed, strings.Join(g.Units, ","))
+	}
+	sort.Strings(removed)
+	wantRemoved := []string{bLegacy, unitgen.UnitName("default", "b-gone", "one") + "," + unitgen.UnitName("default", "b-gone", "two")}
+	sort.Strings(wantRemoved)
+	if strings.Join(removed, " ") != strings.Join(wantRemoved, " ") {
+		t.Errorf("B removed %v, want %v", removed, wantRemoved)
+	}
+	if len(r.Report.Adopted) != 1 || r.Report.Adopted[0].Name != "b-keep" {
+		t.Errorf("B adopted %+v", r.Report.Adopted)
+	}
+	if want := []reconcile.Foreign{{Unit: aNew, StateDir: berthA.state}, {Unit: cUnit, StateDir: berthC.state}}; !reflect.DeepEqual(r.Report.Foreign, want) {
+		t.Errorf("B's foreign units %+v, want %+v", r.Report.Foreign, want)
+	}
+	if got := e.observe(aNew); got != aBefore {
+		t.Errorf("%s changed by B's reconcile: %+v, was %+v", aNew, got, aBefore)
+	}
+	if got := e.units(); strings.Join(got, " ") != strings.Join([]string{aNew, bKeep, cUnit}, " ") {
+		t.Errorf("units after B's reconcile: %v", got)
+	}
+	checkC("after B's reconcile")
+
+	// All emptied: nothing of any is left.
+	e.reconcileIn(berthA)
+	checkC("after A's last reconcile")
+	e.reconcileIn(berthB)
+	if r := e.reconcileIn(berthC); len(r.Report.Removed) != 1 || r.Report.Removed[0].Key != "default_c-pod" {
+		t.Errorf("C with an empty store: %+v", r.Report)
+	}
+	if got := e.units(); len(got) != 0 {
+		t.Errorf("units left: %v", got)
+	}
+	if ms := append(append(e.mountsOf(berthA), e.mountsOf(berthB)...), e.mountsOf(berthC)...); len(ms) != 0 {
+		t.Errorf("mounts left: %v", ms)
+	}
 }

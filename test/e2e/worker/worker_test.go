@@ -16,11 +16,14 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/berth-dev/berth/test/imagetest"
@@ -73,6 +76,9 @@ type env struct {
 	log    *syncBuffer
 	// stopWorkerd sends workerd a signal (TERM, KILL) and waits for it.
 	stopWorkerd func(sig string)
+	// imageSize is the layout's image's size as a registry's descriptors
+	// give it: manifest, config and compressed layers.
+	imageSize int64
 }
 
 type syncBuffer struct {
@@ -119,10 +125,33 @@ func newEnv(t *testing.T) *env {
 	if _, err := imagetest.WriteLayout(e.host(layoutDir), imageRef, img); err != nil {
 		t.Fatal(err)
 	}
+	e.imageSize = descriptorSize(t, img)
 	e.writePolicy(`{"default": [{"type": "reject"}], "transports": {"oci": {"` + layoutDir + `": [{"type": "insecureAcceptAnything"}]}}}`)
 
 	e.startWorkerd()
 	return e
+}
+
+// descriptorSize is what a registry's descriptors say of img: its
+// manifest's bytes, its config's and its compressed layers'.
+func descriptorSize(t *testing.T, img v1.Image) int64 {
+	t.Helper()
+	raw, err := img.RawManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int64(len(raw)) + m.Config.Size
+	for _, l := range m.Layers {
+		n += l.Size
+	}
+	if len(m.Layers) == 0 || m.Config.Size <= 0 {
+		t.Fatalf("image without layers or config: %+v", m)
+	}
+	return n
 }
 
 // startWorkerd runs workerd in the node and waits for its control socket.
@@ -328,7 +357,6 @@ func TestWorker(t *testing.T) {
 		for reason, msg := range map[string]string{
 			"Scheduled": "Successfully assigned default/web to ",
 			"Pulling":   `Pulling image "busybox:e2e"`,
-			"Pulled":    `Successfully pulled image "busybox:e2e" in `,
 			"Created":   "Created container: main",
 			"Started":   "Started container main",
 		} {
@@ -346,6 +374,29 @@ func TestWorker(t *testing.T) {
 			if ev.Source.Component != wantFrom || ev.Source.Host == "" || ev.InvolvedObject.UID != pod.UID || ev.InvolvedObject.Kind != "Pod" {
 				t.Errorf("event %s source %+v object %+v", reason, ev.Source, ev.InvolvedObject)
 			}
+		}
+		// The kubelet's words since 1.30, with the image's size as a
+		// runtime reports it.
+		pulled := findEvent(evs, "Pulled")
+		re := regexp.MustCompile(`^Successfully pulled image "busybox:e2e" in (\S+) \((\S+) including waiting\)\. Image size: (\d+) bytes\.$`)
+		if pulled == nil {
+			t.Fatal("no Pulled event")
+		}
+		t.Logf("Pulled: %s", pulled.Message)
+		m := re.FindStringSubmatch(pulled.Message)
+		if m == nil {
+			t.Fatalf("Pulled: %q", pulled.Message)
+		}
+		for _, d := range m[1:3] {
+			if v, err := time.ParseDuration(d); err != nil || v.Truncate(time.Millisecond) != v {
+				t.Errorf("Pulled: duration %q is not one truncated to the millisecond (%v)", d, err)
+			}
+		}
+		if want := strconv.FormatInt(e.imageSize, 10); m[3] != want {
+			t.Errorf("Pulled: image size %s, want %s (manifest, config and layers)", m[3], want)
+		}
+		if pulled.Type != corev1.EventTypeNormal || pulled.Count != 1 || pulled.InvolvedObject.FieldPath != "spec.containers{main}" || pulled.Source.Component != "kubelet" {
+			t.Errorf("Pulled: %+v", pulled)
 		}
 	})
 

@@ -1,6 +1,8 @@
 // Command reconcilenode runs inside a test node for test/e2e/reconcile: it
 // wires the real pods runtime to the node's systemd as berthd does, and
 //
+//	reconcilenode [--state-dir DIR] [--run-dir DIR] COMMAND ...
+//	    (defaults /var/lib/berth and /run/berth, as berthd's)
 //	reconcilenode die-at CONTAINER POD.yaml LAYOUT
 //	    starts the pod and SIGKILLs itself when RunPod asks systemd for
 //	    CONTAINER's unit: a berthd killed in the middle of a start, leaving
@@ -14,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -35,18 +38,24 @@ import (
 	"github.com/berth-dev/berth/unitgen/systemd"
 )
 
-const (
-	stateDir = "/var/lib/berth"
-	runDir   = "/run/berth"
-	policy   = "/var/tmp/policy.json"
-)
+const policy = "/var/tmp/policy.json"
 
 func main() {
-	if err := run(context.Background(), os.Args[1:]); err != nil {
+	flags := flag.NewFlagSet("reconcilenode", flag.ExitOnError)
+	flags.StringVar(&stateDir, "state-dir", stateDir, "the berth's state directory")
+	flags.StringVar(&runDir, "run-dir", runDir, "the berth's run directory")
+	_ = flags.Parse(os.Args[1:])
+	if err := run(context.Background(), flags.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "reconcilenode:", err)
 		os.Exit(1)
 	}
 }
+
+// The berth reconciled: two on one node have two state directories.
+var (
+	stateDir = "/var/lib/berth"
+	runDir   = "/run/berth"
+)
 
 func run(ctx context.Context, args []string) error {
 	log := hclog.New(&hclog.LoggerOptions{Name: "reconcilenode", Level: hclog.Debug, Output: os.Stderr})
