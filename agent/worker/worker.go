@@ -56,6 +56,9 @@ type Runtime interface {
 type Images interface {
 	ForPod(ctx context.Context, pod *corev1.Pod, layout string) (map[string]pods.PodImage, error)
 	ImageSize(digest string) (int64, error)
+	// Local is the stored image a reference names (errdefs.ErrNotFound:
+	// none), for imagePullPolicy IfNotPresent and Never.
+	Local(ref string) (pods.PodImage, error)
 }
 
 // Units is what the worker needs of *systemd.Conn: the signals, a unit's
@@ -582,6 +585,18 @@ func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hc
 			wait = maxWait(wait, min(InitialBackoff, bo.until().Sub(now)))
 			continue
 		}
+		if pi, done := w.present(ref, p, c, log); done {
+			if pi == nil {
+				wait = maxWait(wait, InitialBackoff)
+				continue
+			}
+			*bo = backoff{}
+			delete(p.pullErr, c.Name)
+			delete(p.waiting, c.Name)
+			images[c.Name] = *pi
+			p.imageIDs[c.Name] = imageID(*pi)
+			continue
+		}
 		w.event(ref, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
 		t0 := time.Now()
 		one := pod.DeepCopy()
@@ -660,6 +675,43 @@ func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hc
 		w.event(ref, corev1.EventTypeNormal, "Started", "Started container "+c.Name)
 	}
 	return true, nil
+}
+
+// ReasonErrImageNeverPull is the kubelet's waiting reason and event reason
+// for an image that is absent under imagePullPolicy Never.
+const ReasonErrImageNeverPull = "ErrImageNeverPull"
+
+// present applies c's imagePullPolicy as the kubelet's image manager does
+// (pkg/kubelet/images/image_manager.go EnsureImageExists, shouldPullImage):
+// IfNotPresent and Never use the stored image the reference names, with the
+// kubelet's "already present on machine" event; Never without one waits
+// with ErrImageNeverPull (pi nil). done false: pull. Images of a local OCI
+// layout (berthd pod run --layout) are always imported. A stored image is
+// judged at start like a pulled one: the policy, the repository's stored
+// signatures (none for a loaded image).
+func (w *Worker) present(ref *corev1.ObjectReference, p *podState, c corev1.Container, log hclog.Logger) (pi *pods.PodImage, done bool) {
+	if w.cfg.Layout != "" || c.ImagePullPolicy == corev1.PullAlways || c.ImagePullPolicy == "" {
+		return nil, false
+	}
+	got, err := w.cfg.Images.Local(c.Image)
+	switch {
+	case err == nil:
+		w.event(ref, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Container image %q already present on machine", c.Image))
+		return &got, true
+	case c.ImagePullPolicy == corev1.PullNever && errdefs.IsNotFound(err):
+		msg := fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image)
+		w.event(ref, corev1.EventTypeWarning, ReasonErrImageNeverPull, msg)
+		p.waiting[c.Name] = &corev1.ContainerStateWaiting{Reason: ReasonErrImageNeverPull, Message: msg}
+		return nil, true
+	case c.ImagePullPolicy == corev1.PullNever:
+		// The store could not be read: no pull either.
+		log.Warn("image store", "container", c.Name, "image", c.Image, "error", err)
+		p.waiting[c.Name] = &corev1.ContainerStateWaiting{Reason: ReasonErrImageNeverPull, Message: err.Error()}
+		return nil, true
+	case !errdefs.IsNotFound(err):
+		log.Warn("image store; pulling", "container", c.Name, "image", c.Image, "error", err)
+	}
+	return nil, false
 }
 
 // pulledMessage is the kubelet's Pulled event, word for word since 1.30

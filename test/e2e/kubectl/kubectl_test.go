@@ -161,6 +161,24 @@ func contains(s string) func(string) bool {
 	return func(out string) bool { return strings.Contains(out, s) }
 }
 
+// pullPolicies are pods whose images the kubelet's pull policies decide:
+// the image web pulled, used as it is; an image absent under Never.
+const pullPolicies = `apiVersion: v1
+kind: Pod
+metadata: {name: cached, namespace: shop}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: %s, imagePullPolicy: IfNotPresent, command: [sleep, "3600"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: never, namespace: shop}
+spec:
+  containers:
+  - {name: c, image: %s, imagePullPolicy: Never}
+`
+
 const app = `apiVersion: v1
 kind: ConfigMap
 metadata: {name: web-config, namespace: shop}
@@ -182,6 +200,7 @@ spec:
   containers:
   - name: web
     image: %s
+    imagePullPolicy: Always
     command: ["sh", "-c", "echo up; while :; do sleep 1; done"]
     resources:
       requests: {cpu: 100m, memory: 32Mi}
@@ -356,6 +375,19 @@ func TestStockKubectlScenario(t *testing.T) {
 	if _, msg, err := k.kubectl("pods/planned", "get", "pod", "planned", "-n", "shop"); err == nil || !strings.Contains(msg, `pods "planned" not found`) {
 		t.Errorf("berth plan created the pod: %v %s", err, msg)
 	}
+
+	// imagePullPolicy, with the kubelet's events and reasons.
+	e.write("/var/tmp/policies.yaml", fmt.Sprintf(pullPolicies, e.signed.Ref, e.signed.Unsigned))
+	if _, msg, err := k.kubectl("/shop/pods/", "apply", "-f", "/var/tmp/policies.yaml"); err != nil {
+		t.Fatalf("apply policies.yaml: %v\n%s", err, msg)
+	}
+	k.eventually("pod cached Running", contains("Running"), "get", "pod", "cached", "-n", "shop", "-o", "jsonpath={.status.phase}")
+	k.eventually("the already-present event", contains(`Container image "`+e.signed.Ref+`" already present on machine`), "get", "events", "-n", "shop", "--field-selector", "involvedObject.name=cached")
+	if out := k.must("get", "events", "-n", "shop", "--field-selector", "involvedObject.name=cached,reason=Pulling"); strings.Contains(out, "Pulling") {
+		t.Errorf("IfNotPresent pulled an image that was present:\n%s", out)
+	}
+	k.eventually("ErrImageNeverPull", contains("ErrImageNeverPull"), "get", "pod", "never", "-n", "shop", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason}")
+	k.eventually("the never-pull event", contains(`Container image "`+e.signed.Unsigned+`" is not present with pull policy of Never`), "get", "events", "-n", "shop", "--field-selector", "involvedObject.name=never")
 
 	// Graceful delete: kubectl waits until berthd has stopped the units.
 	k.must("delete", "pod", "web", "-n", "shop")
