@@ -117,6 +117,17 @@ func (s *Server) Berth(o BerthOptions) http.Handler {
 	mux.HandleFunc("POST "+berthv1.PlanPath, func(w http.ResponseWriter, r *http.Request) {
 		s.plan(w, r, o.Images)
 	})
+	// Anything else under /berth/v1/ is answered as the API answers an
+	// unknown path: a Status, not net/http's text.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		for _, p := range []string{berthv1.ImagesPath, berthv1.PullPath, berthv1.LoadPath, berthv1.PlanPath} {
+			if r.URL.Path == p {
+				s.writeStatus(w, apierrors.NewMethodNotSupported(imagesGR, strings.ToLower(r.Method)), r)
+				return
+			}
+		}
+		s.writeStatus(w, apierrors.NewNotFound(schema.GroupResource{}, ""), r)
+	})
 	return mux
 }
 

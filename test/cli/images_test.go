@@ -16,6 +16,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/berth-dev/berth/agent/images"
 	"github.com/berth-dev/berth/agent/pods"
@@ -378,4 +379,32 @@ func mustDigest(t *testing.T, img v1.Image) string {
 		t.Fatal(err)
 	}
 	return d.String()
+}
+
+// Paths and methods berth does not serve under /berth/v1/ get a Status, as
+// the API's own unknown paths do.
+func TestBerthEndpointsUnknown(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	n := newImageNode(t, reg)
+	c := client.NewHTTPClient(n.socket)
+	for _, tc := range []struct {
+		method, path string
+		code         int
+	}{
+		{"GET", "/berth/v1/nothing", 404},
+		{"PUT", "/berth/v1/images", 405},
+		{"GET", "/berth/v1/images/pull", 405},
+	} {
+		req, _ := http.NewRequest(tc.method, client.Host+tc.path, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st metav1.Status
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != tc.code || st.Kind != "Status" || int(st.Code) != tc.code {
+			t.Errorf("%s %s: %d %+v (%v), want a Status %d", tc.method, tc.path, resp.StatusCode, st, err, tc.code)
+		}
+	}
 }
