@@ -42,6 +42,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/uuid"
 )
 
+// DefaultHistoryBytes is Options.HistoryBytes's default: at 2.5 kB a
+// pod, the last few hundred changes of pods with their status, or a
+// couple of thousand Events; the apiserver's watch cache starts at 100
+// changes a resource.
+const DefaultHistoryBytes = 2 << 20
+
 // SchemaVersion is the layout of the file this package writes: a bucket
 // "meta" with "schema" and "rv", and one bucket per Resource holding
 // "<namespace>/<name>" (or "/<name>" for cluster-scoped objects) → the
@@ -96,6 +102,13 @@ type Options struct {
 	// History is how many recent changes a watch can resume from
 	// (default 4096); older resourceVersions get TooOldError.
 	History int
+	// HistoryBytes bounds the memory those changes hold, their objects
+	// (and the objects before them) counted (default DefaultHistoryBytes):
+	// whichever of History and HistoryBytes is reached first drops the
+	// oldest change. Without it the history holds thousands of whole
+	// objects, tens of MB at a few hundred pods, for the rare watcher that
+	// resumes from far back, which can list again (the apiserver's 410).
+	HistoryBytes int
 	// WatchBuffer is how many events a watcher may fall behind before it is
 	// closed with ErrWatchTooSlow (default 1024), as the apiserver closes a
 	// watcher that does not keep up.
@@ -110,7 +123,8 @@ type Store struct {
 	opts Options
 
 	mu       sync.Mutex // serialises writes with their events
-	history  []Event    // ring of the last opts.History events, oldest first
+	history  []Event    // the last events (opts.History, opts.HistoryBytes), oldest first
+	histSize int        // the bytes history's events hold (eventSize)
 	oldest   uint64     // events with RV > oldest-1 are in history; 0: none yet
 	watchers map[*watcher]bool
 }
@@ -119,6 +133,9 @@ type Store struct {
 func Open(path string, opts Options) (*Store, error) {
 	if opts.History <= 0 {
 		opts.History = 4096
+	}
+	if opts.HistoryBytes <= 0 {
+		opts.HistoryBytes = DefaultHistoryBytes
 	}
 	if opts.WatchBuffer <= 0 {
 		opts.WatchBuffer = 1024
@@ -276,6 +293,17 @@ func (s *Store) Get(res Resource, ns, name string, obj Object) error {
 // all; fn may keep it), in key order, and returns the resourceVersion the list is
 // consistent with.
 func (s *Store) List(res Resource, ns string, fn func(data []byte) error) (uint64, error) {
+	// A copy: bbolt's value lives in its memory map only while the
+	// transaction does, and callers keep lists past it (a plain list passes
+	// the JSON through, a watch sends it later).
+	return s.Scan(res, ns, func(data []byte) error { return fn(bytes.Clone(data)) })
+}
+
+// Scan is List without the copies: data is valid only until fn returns
+// (it is the state file's memory map), so fn must copy what it keeps. It
+// is for a list that keeps little of each object (a Table's rows, a
+// selector that matches few).
+func (s *Store) Scan(res Resource, ns string, fn func(data []byte) error) (uint64, error) {
 	var rv uint64
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(metaBucket).Get(rvKey); v != nil {
@@ -297,10 +325,7 @@ func (s *Store) List(res Resource, ns string, fn func(data []byte) error) (uint6
 			if ns != "" && !hasPrefix(k, prefix) {
 				break
 			}
-			// A copy: bbolt's value lives in its memory map only while the
-			// transaction does, and callers keep lists past it (a plain
-			// list passes the JSON through, a watch sends it later).
-			if err := fn(bytes.Clone(v)); err != nil {
+			if err := fn(v); err != nil {
 				return err
 			}
 		}
@@ -654,11 +679,16 @@ func (w *watcher) send(ev Event) bool {
 // publish records ev in history and hands it to every matching watcher; a
 // watcher that is full is closed with ErrWatchTooSlow. Called with s.mu held.
 func (s *Store) publish(ev Event) {
-	if len(s.history) == s.opts.History {
-		copy(s.history, s.history[1:])
-		s.history = s.history[:len(s.history)-1]
-	}
 	s.history = append(s.history, ev)
+	s.histSize += eventSize(ev)
+	// Drop the oldest changes over either bound, keeping the newest. The
+	// slot is cleared so that the array does not keep the objects alive
+	// until append moves it.
+	for len(s.history) > 1 && (len(s.history) > s.opts.History || s.histSize > s.opts.HistoryBytes) {
+		s.histSize -= eventSize(s.history[0])
+		s.history[0] = Event{}
+		s.history = s.history[1:]
+	}
 	s.oldest = s.history[0].ResourceVersion
 	for w := range s.watchers {
 		if !w.matches(ev) {
@@ -670,6 +700,10 @@ func (s *Store) publish(ev Event) {
 		}
 	}
 }
+
+// eventSize is what an event in history holds: its objects' bytes, and a
+// little for the rest.
+func eventSize(ev Event) int { return cap(ev.Object) + cap(ev.Prev) + 128 }
 
 // anyObject is a stored object of any kind: its metadata typed, every
 // other field kept as it was (unstructured.Unstructured would insist on a

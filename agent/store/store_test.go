@@ -298,3 +298,36 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// The history holds at most HistoryBytes of objects: a watch from before
+// the changes it dropped is too old, one from after them resumes with all
+// of them.
+func TestHistoryBytes(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "state.db"), Options{HistoryBytes: 4 << 10})
+	ctx := context.Background()
+	var size int
+	for i := 0; i < 20; i++ {
+		p := newPod("default", fmt.Sprintf("p%02d", i))
+		must(t, s.Create(pods, p)) // rv i+1
+		data, _ := json.Marshal(p)
+		size = len(data)
+	}
+	s.mu.Lock()
+	held, n, oldest := s.histSize, len(s.history), s.oldest
+	s.mu.Unlock()
+	if held > 4<<10 || n < 2 || n > (4<<10)/size {
+		t.Fatalf("history holds %d events, %d bytes, of %d-byte objects; want at most 4 kB", n, held, size)
+	}
+	var old *TooOldError
+	if _, err := s.Watch(ctx, pods, "", oldest-2); !errors.As(err, &old) || old.Oldest != oldest {
+		t.Errorf("watch from before the history: %v", err)
+	}
+	w, err := s.Watch(ctx, pods, "", oldest-1)
+	must(t, err)
+	defer w.Stop()
+	for rv := oldest; rv <= 20; rv++ {
+		if ev := recv(t, w); ev.ResourceVersion != rv {
+			t.Fatalf("resumed with rv %d, want %d", ev.ResourceVersion, rv)
+		}
+	}
+}

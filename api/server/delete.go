@@ -261,7 +261,7 @@ func (s *Server) deleteCollection(w http.ResponseWriter, r *http.Request, k *kin
 			rv = now
 		}
 	}
-	writeJSON(w, http.StatusOK, k.newList(items, fmt.Sprint(rv)))
+	s.writeList(w, k, items, fmt.Sprint(rv))
 }
 
 // deleteAll deletes every object of k in namespace ns, with a delete's

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -127,7 +128,9 @@ func selectors(r *http.Request) (labels.Selector, fields.Selector, error) {
 }
 
 func matches(k *kind, obj store.Object, ls labels.Selector, fs fields.Selector) bool {
-	return ls.Matches(labels.Set(obj.GetLabels())) && fs.Matches(k.fields(obj))
+	// The field set is built only for a field selector (it is a map for
+	// each object).
+	return ls.Matches(labels.Set(obj.GetLabels())) && (fs.Empty() || fs.Matches(k.fields(obj)))
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request, k *kind, ns string) {
@@ -136,23 +139,69 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, k *kind, ns string
 		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), ""), r)
 		return
 	}
-	var raws [][]byte
-	var objs []store.Object
 	table := wantsTable(r)
 	// A plain list without selectors passes the stored JSON through: no
-	// object needs decoding (a list is the API's hottest path).
+	// object needs decoding (list.go).
 	passThrough := !table && ls.Empty() && fs.Empty()
-	rv, err := s.store.List(store.Resource(k.resource), ns, func(data []byte) error {
+	// The items' JSON (list.go's itemBuffer); items one by one only for
+	// a kind that converts them (newList).
+	var raws [][]byte
+	var body itemBuffer
+	// The chunks go back once written (net/http has copied or sent them
+	// when Write returns).
+	defer body.release()
+	var seen map[string]bool
+	if !passThrough && k.cache != nil {
+		seen = map[string]bool{}
+	}
+	whole := r.URL.Query().Get("includeObject") == string(metav1.IncludeObject)
+	var row []byte // a Table row, reused
+	// Scan, not List: only what is kept is copied (a Table keeps each
+	// object's row, not the object).
+	keep := func(data []byte) {
+		if k.newList != nil {
+			raws = append(raws, bytes.Clone(data))
+			return
+		}
+		body.add(data)
+	}
+	rv, err := s.store.Scan(store.Resource(k.resource), ns, func(data []byte) error {
 		if passThrough {
-			raws = append(raws, data)
+			keep(data)
 			return nil
 		}
-		obj, err := s.decode(k, data)
+		obj, err := s.decodeForList(k, data)
 		if err != nil {
 			return err
 		}
-		if matches(k, obj, ls, fs) {
-			raws, objs = append(raws, data), append(objs, obj)
+		if seen != nil {
+			seen[obj.GetNamespace()+"/"+obj.GetName()] = true
+		}
+		switch {
+		case !matches(k, obj, ls, fs):
+		case !table:
+			keep(data)
+		default:
+			// The row, into the body: of the stored JSON only the metadata
+			// (or the whole object) is copied, once.
+			var object, md []byte
+			switch {
+			case whole && k.newList != nil:
+				// Served in another form than stored: the object converted.
+				if object, err = json.Marshal(obj); err != nil {
+					return err
+				}
+			case whole:
+				object = data
+			default:
+				if m, ok := metadataOf(data); ok {
+					md = m
+				}
+			}
+			if row, err = appendRow(row[:0], k, obj, object, md); err != nil {
+				return err
+			}
+			body.add(row)
 		}
 		return nil
 	})
@@ -160,11 +209,18 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, k *kind, ns string
 		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), ""), r)
 		return
 	}
+	if seen != nil {
+		k.cache.forget(ns, seen)
+	}
 	if table {
-		writeJSON(w, http.StatusOK, s.table(k, objs, fmt.Sprint(rv), r, true))
+		writeItems(w, tableHead(k, fmt.Sprint(rv)), &body)
 		return
 	}
-	writeJSON(w, http.StatusOK, k.newList(raws, fmt.Sprint(rv)))
+	if k.newList != nil {
+		s.writeList(w, k, raws, fmt.Sprint(rv))
+		return
+	}
+	writeRawItems(w, k.apiVersion(), k.kind+"List", &body, fmt.Sprint(rv))
 }
 
 // table renders objs as a metav1.Table with kubectl's columns; each row

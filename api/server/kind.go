@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,9 +19,18 @@ type kind struct {
 	shortNames, categories   []string
 	subresources             []string
 	new                      func() store.Object
-	newList                  func(items [][]byte, rv string) any
-	prepare                  func(obj store.Object) // defaults on create
-	validate                 func(obj store.Object) error
+	// newList, when set, builds the list of stored items for a kind served
+	// in another form than stored (events.k8s.io); nil: a "<Kind>List" of
+	// the stored JSON as it is (writeRawList).
+	newList func(items [][]byte, rv string) any
+	// decodeList decodes a stored object for a list: what selectors and
+	// the Table's cells read, at least (default: the whole object).
+	decodeList func(data []byte) (store.Object, error)
+	// cache, when set, keeps decodeList's objects across lists
+	// (listCache): for the kinds listed often and as Tables.
+	cache    *listCache
+	prepare  func(obj store.Object) // defaults on create
+	validate func(obj store.Object) error
 	// prepareUpdate and prepareStatus are the kind's strategy for an
 	// update of the object and of its status subresource
 	// (PrepareForUpdate): what the client may not change there is copied
@@ -46,6 +54,11 @@ type kind struct {
 
 func schemaGR(group, resource string) schema.GroupResource {
 	return schema.GroupResource{Group: group, Resource: resource}
+}
+
+// apiVersion is the kind's group/version as objects carry it.
+func (k *kind) apiVersion() string {
+	return schema.GroupVersion{Group: k.group, Version: k.version}.String()
 }
 
 func (k *kind) gr() schema.GroupResource { return schemaGR(k.group, k.resource) }
@@ -75,20 +88,4 @@ func age(t metav1.Time) string {
 		return "<unknown>"
 	}
 	return duration.HumanDuration(time.Since(t.Time))
-}
-
-// listOf builds a kind's list (PodList, ...) around the stored JSON of
-// its items, which need not be decoded again.
-func listOf(listKind string) func(items [][]byte, rv string) any {
-	return func(items [][]byte, rv string) any {
-		raw := make([]json.RawMessage, len(items))
-		for i, b := range items {
-			raw[i] = b
-		}
-		return struct {
-			metav1.TypeMeta `json:",inline"`
-			metav1.ListMeta `json:"metadata"`
-			Items           []json.RawMessage `json:"items"`
-		}{metav1.TypeMeta{Kind: listKind, APIVersion: "v1"}, metav1.ListMeta{ResourceVersion: rv}, raw}
-	}
 }

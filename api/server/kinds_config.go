@@ -24,7 +24,6 @@ func configMapKind() *kind {
 	k := &kind{version: "v1", resource: "configmaps", singular: "configmap", kind: "ConfigMap", namespaced: true,
 		shortNames: []string{"cm"}}
 	k.new = func() store.Object { return &corev1.ConfigMap{} }
-	k.newList = listOf("ConfigMapList")
 	k.prepare = func(o store.Object) {
 		o.(*corev1.ConfigMap).TypeMeta = metav1.TypeMeta{Kind: "ConfigMap", APIVersion: "v1"}
 	}
@@ -49,7 +48,6 @@ func configMapKind() *kind {
 func secretKind() *kind {
 	k := &kind{version: "v1", resource: "secrets", singular: "secret", kind: "Secret", namespaced: true}
 	k.new = func() store.Object { return &corev1.Secret{} }
-	k.newList = listOf("SecretList")
 	k.prepare = func(o store.Object) {
 		o.(*corev1.Secret).TypeMeta = metav1.TypeMeta{Kind: "Secret", APIVersion: "v1"}
 		defaultSecret(o.(*corev1.Secret))

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/diff"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -22,7 +24,6 @@ import (
 func namespaceKind() *kind {
 	k := &kind{resource: "namespaces", singular: "namespace", kind: "Namespace", shortNames: []string{"ns"}}
 	k.new = func() store.Object { return &corev1.Namespace{} }
-	k.newList = listOf("NamespaceList")
 	k.prepare = func(o store.Object) {
 		n := o.(*corev1.Namespace)
 		n.TypeMeta = metav1.TypeMeta{Kind: "Namespace", APIVersion: "v1"}
@@ -68,6 +69,7 @@ func namespaceKind() *kind {
 		n := o.(*corev1.Namespace)
 		return []any{n.Name, string(n.Status.Phase), age(n.CreationTimestamp)}
 	}
+	k.cache = &listCache{m: map[string]cachedObject{}}
 	return k
 }
 
@@ -75,7 +77,6 @@ func podKind() *kind {
 	k := &kind{resource: "pods", singular: "pod", kind: "Pod", namespaced: true, shortNames: []string{"po"},
 		categories: []string{"all"}, subresources: []string{"status"}}
 	k.new = func() store.Object { return &corev1.Pod{} }
-	k.newList = listOf("PodList")
 	k.returnDeletedObject = true
 	k.prepare = func(o store.Object) {
 		p := o.(*corev1.Pod)
@@ -119,12 +120,15 @@ func podKind() *kind {
 		return nil
 	}
 	k.fields = func(o store.Object) fields.Set {
-		p := o.(*corev1.Pod)
 		s := metaFields(o, true)
-		s["spec.nodeName"] = p.Spec.NodeName
-		s["spec.restartPolicy"] = string(p.Spec.RestartPolicy)
-		s["status.phase"] = string(p.Status.Phase)
-		s["status.podIP"] = p.Status.PodIP
+		switch p := o.(type) {
+		case *corev1.Pod:
+			s["spec.nodeName"], s["spec.restartPolicy"] = p.Spec.NodeName, string(p.Spec.RestartPolicy)
+			s["status.phase"], s["status.podIP"] = string(p.Status.Phase), p.Status.PodIP
+		case *podForList:
+			s["spec.nodeName"], s["spec.restartPolicy"] = p.Spec.NodeName, string(p.Spec.RestartPolicy)
+			s["status.phase"], s["status.podIP"] = string(p.Status.Phase), p.Status.PodIP
+		}
 		return s
 	}
 	// kubectl's columns for pods (pkg/printers/internalversion/printers.go).
@@ -139,8 +143,86 @@ func podKind() *kind {
 		{Name: "Nominated Node", Type: "string", Priority: 1, Description: corev1.PodStatus{}.SwaggerDoc()["nominatedNodeName"]},
 		{Name: "Readiness Gates", Type: "string", Priority: 1, Description: corev1.PodSpec{}.SwaggerDoc()["readinessGates"]},
 	}
-	k.cells = func(o store.Object) []any { return podCells(o.(*corev1.Pod)) }
+	k.cells = func(o store.Object) []any {
+		if l, ok := o.(*podForList); ok {
+			p := l.pod()
+			return podCells(&p)
+		}
+		return podCells(o.(*corev1.Pod))
+	}
+	k.decodeList = decodePodForList
+	k.cache = &listCache{m: map[string]cachedObject{}}
 	return k
+}
+
+// podForList is what a list reads of a stored pod: its metadata and
+// status, and of its spec what the field selectors and kubectl's columns
+// read (podCells, k.fields). Decoding this rather than a whole Pod skips
+// most of the spec, and it is what a list's cache keeps of each pod (a
+// third of a decoded Pod's memory).
+type podForList struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		NodeName       string                    `json:"nodeName"`
+		RestartPolicy  corev1.RestartPolicy      `json:"restartPolicy"`
+		ReadinessGates []corev1.PodReadinessGate `json:"readinessGates"`
+		Containers     []struct {
+			Name string `json:"name"`
+		} `json:"containers"`
+		InitContainers []struct {
+			Name          string                         `json:"name"`
+			RestartPolicy *corev1.ContainerRestartPolicy `json:"restartPolicy"`
+		} `json:"initContainers"`
+	} `json:"spec"`
+	Status corev1.PodStatus `json:"status"`
+}
+
+func decodePodForList(data []byte) (store.Object, error) {
+	l := &podForList{}
+	if err := json.Unmarshal(data, l); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// noContainers backs the Spec.Containers of the Pods that pod() makes,
+// which podCells only counts: never written.
+var noContainers [8]corev1.Container
+
+// pod is the Pod podCells reads: l's metadata and status, and its spec's
+// containers by count (app containers) or by name and restart policy
+// (init containers, sidecars among them).
+func (l *podForList) pod() corev1.Pod {
+	p := corev1.Pod{TypeMeta: l.TypeMeta, ObjectMeta: l.ObjectMeta, Status: l.Status}
+	p.Spec.NodeName, p.Spec.RestartPolicy, p.Spec.ReadinessGates = l.Spec.NodeName, l.Spec.RestartPolicy, l.Spec.ReadinessGates
+	if n := len(l.Spec.Containers); n <= len(noContainers) {
+		p.Spec.Containers = noContainers[:n:n]
+	} else {
+		p.Spec.Containers = make([]corev1.Container, n)
+	}
+	if len(l.Spec.InitContainers) > 0 {
+		p.Spec.InitContainers = make([]corev1.Container, len(l.Spec.InitContainers))
+		for i, c := range l.Spec.InitContainers {
+			p.Spec.InitContainers[i].Name, p.Spec.InitContainers[i].RestartPolicy = c.Name, c.RestartPolicy
+		}
+	}
+	return p
+}
+
+func (l *podForList) DeepCopyObject() runtime.Object {
+	c := *l
+	l.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
+	l.Status.DeepCopyInto(&c.Status)
+	c.Spec.ReadinessGates = append([]corev1.PodReadinessGate(nil), l.Spec.ReadinessGates...)
+	c.Spec.Containers = append(c.Spec.Containers[:0:0], l.Spec.Containers...)
+	c.Spec.InitContainers = append(c.Spec.InitContainers[:0:0], l.Spec.InitContainers...)
+	for i, ic := range c.Spec.InitContainers {
+		if ic.RestartPolicy != nil {
+			c.Spec.InitContainers[i].RestartPolicy = ptr(*ic.RestartPolicy)
+		}
+	}
+	return &c
 }
 
 func none(s string) string {

@@ -47,7 +47,6 @@ func eventKind() *kind {
 	k := &kind{version: "v1", resource: "events", singular: "event", kind: "Event", namespaced: true,
 		shortNames: []string{"ev"}}
 	k.new = func() store.Object { return &corev1.Event{} }
-	k.newList = listOf("EventList")
 	k.prepare = func(o store.Object) {
 		o.(*corev1.Event).TypeMeta = metav1.TypeMeta{Kind: "Event", APIVersion: "v1"}
 	}

@@ -20,7 +20,6 @@ import (
 func nodeKind() *kind {
 	k := &kind{version: "v1", resource: "nodes", singular: "node", kind: "Node", shortNames: []string{"no"}}
 	k.new = func() store.Object { return &corev1.Node{} }
-	k.newList = listOf("NodeList")
 	k.prepare = func(o store.Object) {
 		o.(*corev1.Node).TypeMeta = metav1.TypeMeta{Kind: "Node", APIVersion: "v1"}
 	}

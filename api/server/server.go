@@ -51,6 +51,8 @@ type Store interface {
 	Create(res store.Resource, obj store.Object) error
 	Get(res store.Resource, ns, name string, obj store.Object) error
 	List(res store.Resource, ns string, fn func(data []byte) error) (uint64, error)
+	// Scan is List without copies: data is valid only until fn returns.
+	Scan(res store.Resource, ns string, fn func(data []byte) error) (uint64, error)
 	Update(res store.Resource, obj store.Object, bumpGeneration bool) error
 	// Modify is a read-modify-write in one transaction: update, patch and
 	// delete decide on the object as stored, never on a stale copy.
@@ -98,6 +100,15 @@ func New(st Store, opts Options) (*Server, error) {
 	for _, k := range []*kind{namespaceKind(), podKind(), configMapKind(), secretKind(), eventKind(), nodeKind(), eventsV1Kind()} {
 		if k.version == "" {
 			k.version = "v1"
+		}
+		if k.decodeList == nil {
+			k.decodeList = func(data []byte) (store.Object, error) {
+				obj := k.new()
+				if err := json.Unmarshal(data, obj); err != nil {
+					return nil, err
+				}
+				return obj, nil
+			}
 		}
 		s.kinds[kindKey(k.group, k.resource)] = k
 		s.order = append(s.order, k)

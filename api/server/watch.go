@@ -170,6 +170,10 @@ type watchStream struct {
 // send writes one change, typ, of the object data (prev: before it, for
 // a selector's transitions); false when the stream is over.
 func (ws *watchStream) send(typ string, data, prev []byte) bool {
+	if !ws.table && ws.ls.Empty() && ws.fs.Empty() {
+		// Every object matches and goes as stored: nothing to decode.
+		return ws.write(&metav1.WatchEvent{Type: typ, Object: runtime.RawExtension{Raw: data}})
+	}
 	obj, err := ws.s.decode(ws.k, data)
 	if err != nil {
 		ws.s.log.Error("decode stored object", "resource", ws.k.resource, "error", err)

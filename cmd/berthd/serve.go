@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,6 +114,14 @@ func loadConfig(cmd *cobra.Command, g *globals, f *serveFlags) (config.Config, e
 func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	log := newLogger(cfg.LogLevel)
 	g.log = log
+	// Memory: berthd's heap is mostly long-lived state (the pods, their
+	// units, the store's watch history), so the GC may run at 50% growth
+	// instead of Go's 100%: about a third less RSS with 500 pods for a GC
+	// that runs twice as often (a few % of a core under load). GOGC in the
+	// unit's environment overrides it.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}

@@ -33,7 +33,10 @@ import (
 // creates per second, berthd's RSS idle and with the pods, the time from a
 // berthd restart to every pod reconciled, and `berth apply` of 50 pods
 // against 50 raw transient units (the floor) and 50 `podman run -d` (a
-// peer, when podman is installed) of the same image.
+// peer, when podman is installed) of the same image. RSS is split into
+// anon and file-backed pages; BERTH_BENCH_GODEBUG (e.g. gctrace=1) runs
+// berthd with that GODEBUG and adds its last GC lines (the live heap) to
+// each RSS figure.
 func BenchmarkAPI(b *testing.B) {
 	testenv.RequireRoot(b)
 	pods := 500
@@ -59,6 +62,19 @@ func BenchmarkAPI(b *testing.B) {
 			b.Fatal(err)
 		}
 		a := &apiBench{b: b, n: nd, c: nodeberthd.Client(nd), image: signed.Ref, ctx: ctx}
+		if v := os.Getenv("BERTH_BENCH_GODEBUG"); v != "" {
+			// berthd's GC in the report (BERTH_BENCH_GODEBUG=gctrace=1):
+			// the live heap against what RSS counts.
+			a.godebug = true
+			if err := os.WriteFile(nd.HostPath("/etc/systemd/system/berthd.service.d/20-bench.conf"), []byte("[Service]\nEnvironment=GODEBUG="+v+"\n"), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			a.sh("systemctl", "daemon-reload")
+			a.sh("systemctl", "restart", "berthd.service")
+			if err := nodeberthd.WaitReady(ctx, nd); err != nil {
+				b.Fatal(err)
+			}
+		}
 		a.run(pods)
 		cancel()
 	}
@@ -70,6 +86,9 @@ type apiBench struct {
 	c     *http.Client
 	image string
 	ctx   context.Context
+	// godebug: berthd runs with BERTH_BENCH_GODEBUG; its last GC lines go
+	// in the report with each RSS.
+	godebug bool
 }
 
 func (a *apiBench) sh(args ...string) string {
@@ -81,15 +100,32 @@ func (a *apiBench) sh(args ...string) string {
 	return out
 }
 
+// rss is berthd's resident memory, split as the kernel counts it: anon
+// (the Go heap and stacks: what berthd itself holds) and file (mapped
+// files: the binary's text and bbolt's memory map, pages the kernel may
+// drop and read again).
 func (a *apiBench) rss() string {
 	pid := strings.TrimSpace(a.sh("systemctl", "show", "-P", "MainPID", "berthd.service"))
 	st := a.sh("cat", "/proc/"+pid+"/status")
-	m := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindStringSubmatch(st)
-	if m == nil {
-		a.b.Fatalf("no VmRSS in %s", st)
+	kb := func(field string) float64 {
+		m := regexp.MustCompile(field + `:\s+(\d+) kB`).FindStringSubmatch(st)
+		if m == nil {
+			a.b.Fatalf("no %s in %s", field, st)
+		}
+		v, _ := strconv.Atoi(m[1])
+		return float64(v) / 1024
 	}
-	kb, _ := strconv.Atoi(m[1])
-	return fmt.Sprintf("%.1f MB", float64(kb)/1024)
+	// Of the file part, how much is the state file's memory map.
+	var db float64
+	if m := regexp.MustCompile(`(?m)state\.db\n(?:.*\n)*?Rss:\s+(\d+) kB`).FindStringSubmatch(a.sh("cat", "/proc/"+pid+"/smaps")); m != nil {
+		v, _ := strconv.Atoi(m[1])
+		db = float64(v) / 1024
+	}
+	out := fmt.Sprintf("%.1f MB (anon %.1f MB, file %.1f MB of which state.db %.1f MB, shmem %.1f MB)", kb("VmRSS"), kb("RssAnon"), kb("RssFile"), db, kb("RssShmem"))
+	if a.godebug {
+		out += "\n" + a.sh("sh", "-c", "journalctl -o cat _PID="+pid+" | grep -E '^(gc|scvg) ' | tail -3")
+	}
+	return out
 }
 
 func (a *apiBench) pod(ns, name string) []byte {
