@@ -35,6 +35,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	bolt "go.etcd.io/bbolt"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -376,6 +377,11 @@ type Decision struct {
 // over and it had no finalizers left.
 func Finalized(obj metav1.Object) bool {
 	g := obj.GetDeletionGracePeriodSeconds()
+	if n, ok := obj.(*corev1.Namespace); ok && len(n.Spec.Finalizers) > 0 {
+		// A namespace is also held by spec.finalizers (the namespace
+		// controller's "kubernetes"), as the namespace REST holds it.
+		return false
+	}
 	return obj.GetDeletionTimestamp() != nil && len(obj.GetFinalizers()) == 0 && (g == nil || *g == 0)
 }
 

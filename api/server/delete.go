@@ -80,24 +80,18 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, k *kind, ns, nam
 		s.writeStatus(w, apierrors.NewForbidden(k.gr(), name, errors.New("this namespace may not be deleted")), r)
 		return
 	}
-	out, deleted, err := s.deleteObject(k, ns, name, opts)
+	del := s.deleteObject
+	if k.resource == "namespaces" {
+		// Marked Terminating; RunNamespaces empties and removes it
+		// (namespace.go).
+		del = func(k *kind, _, name string, opts *metav1.DeleteOptions) (store.Object, bool, error) {
+			return s.deleteNamespace(k, name, opts)
+		}
+	}
+	out, deleted, err := del(k, ns, name, opts)
 	if err != nil {
 		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), name), r)
 		return
-	}
-	if deleted && k.resource == "namespaces" && len(opts.DryRun) == 0 {
-		// A namespace takes its objects with it. (The apiserver marks it
-		// Terminating and its namespace controller deletes the objects;
-		// berth removes the namespace at once and deletes every object in
-		// it as a delete without options would: pods first, gracefully when
-		// a node runs them, then the rest. Kinds of another group that share
-		// a core kind's storage, events.k8s.io's Events, are covered by it.)
-		s.deleteAll(r, s.kinds["pods"], name)
-		for _, kk := range s.kinds {
-			if kk.namespaced && kk.group == "" && kk.resource != "pods" {
-				s.deleteAll(r, kk, name)
-			}
-		}
 	}
 	s.writeDeleted(w, k, out, deleted)
 }
@@ -125,16 +119,8 @@ func (s *Server) deleteObject(k *kind, ns, name string, opts *metav1.DeleteOptio
 	var outDeleted bool
 	deleted, err := s.modify(k, ns, name, func(cur store.Object) (store.Decision, error) {
 		out = cur
-		// BeforeDelete's precondition check, in its words (the object's Kind
-		// where the resource would be).
-		if p := opts.Preconditions; p != nil {
-			kgr := schema.GroupResource{Group: k.group, Resource: k.kind}
-			if p.UID != nil && *p.UID != cur.GetUID() {
-				return store.Decision{}, apierrors.NewConflict(kgr, name, fmt.Errorf("the UID in the precondition (%s) does not match the UID in record (%s). The object might have been deleted and then recreated", *p.UID, cur.GetUID()))
-			}
-			if p.ResourceVersion != nil && *p.ResourceVersion != cur.GetResourceVersion() {
-				return store.Decision{}, apierrors.NewConflict(kgr, name, fmt.Errorf("the ResourceVersion in the precondition (%s) does not match the ResourceVersion in record (%s). The object might have been modified", *p.ResourceVersion, cur.GetResourceVersion()))
-			}
+		if err := checkPreconditions(k, name, opts, cur); err != nil {
+			return store.Decision{}, err
 		}
 		grace := opts.GracePeriodSeconds
 		if grace != nil && *grace < 0 {
@@ -192,6 +178,23 @@ func (s *Server) deleteObject(k *kind, ns, name string, opts *metav1.DeleteOptio
 		return nil, false, err
 	}
 	return out, deleted, nil
+}
+
+// checkPreconditions is BeforeDelete's precondition check, in its words
+// (the object's Kind where the resource would be).
+func checkPreconditions(k *kind, name string, opts *metav1.DeleteOptions, cur store.Object) error {
+	p := opts.Preconditions
+	if p == nil {
+		return nil
+	}
+	kgr := schema.GroupResource{Group: k.group, Resource: k.kind}
+	if p.UID != nil && *p.UID != cur.GetUID() {
+		return apierrors.NewConflict(kgr, name, fmt.Errorf("the UID in the precondition (%s) does not match the UID in record (%s). The object might have been deleted and then recreated", *p.UID, cur.GetUID()))
+	}
+	if p.ResourceVersion != nil && *p.ResourceVersion != cur.GetResourceVersion() {
+		return apierrors.NewConflict(kgr, name, fmt.Errorf("the ResourceVersion in the precondition (%s) does not match the ResourceVersion in record (%s). The object might have been modified", *p.ResourceVersion, cur.GetResourceVersion()))
+	}
+	return nil
 }
 
 // done is a delete's decision, or for dryRun=All the end of the
@@ -266,7 +269,7 @@ func (s *Server) deleteCollection(w http.ResponseWriter, r *http.Request, k *kin
 
 // deleteAll deletes every object of k in namespace ns, with a delete's
 // default options (for the namespace's deletion).
-func (s *Server) deleteAll(r *http.Request, k *kind, ns string) {
+func (s *Server) deleteAll(k *kind, ns string) {
 	var names []string
 	_, err := s.store.List(store.Resource(k.resource), ns, func(data []byte) error {
 		var m metav1.PartialObjectMetadata

@@ -275,9 +275,15 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 			s.writeStatus(w, apierrors.NewBadRequest("the namespace of the provided object does not match the namespace sent on the request"), r)
 			return
 		}
-		// The apiserver's NamespaceLifecycle admission.
-		if err := s.store.Get("namespaces", "", ns, s.kinds["namespaces"].new()); err != nil {
+		// The apiserver's NamespaceLifecycle admission: the namespace
+		// exists and is not being deleted.
+		nsObj := s.kinds["namespaces"].new()
+		if err := s.store.Get("namespaces", "", ns, nsObj); err != nil {
 			s.writeStatus(w, toStatus(err, s.kinds["namespaces"].gr(), s.kinds["namespaces"].gk(), ns), r)
+			return
+		}
+		if se := refuseInTerminating(k, nsObj, obj.GetName()); se != nil {
+			s.writeStatus(w, se, r)
 			return
 		}
 	}
@@ -321,7 +327,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 		return
 	}
 	if err := s.store.Create(store.Resource(k.resource), obj); err != nil {
-		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), obj.GetName()), r)
+		s.writeStatus(w, s.beingDeleted(k, obj, toStatus(err, k.gr(), k.gk(), obj.GetName())), r)
 		return
 	}
 	addWarnings(w, warnings)

@@ -31,9 +31,25 @@ func newHTTP(t *testing.T) (*httptest.Server, *store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	runNamespaces(t, srv)
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
 	return ts, st
+}
+
+// runNamespaces runs the namespace deleter until the test ends (before
+// the store closes: cleanups run last-in first-out).
+func runNamespaces(t *testing.T, srv *Server) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.RunNamespaces(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 }
 
 func do(t *testing.T, method, url, contentType, body string) (int, metav1.Status) {
@@ -190,7 +206,7 @@ func TestStockKubectlWatch(t *testing.T) {
 // Deleting a namespace deletes every object in it: recreating the
 // namespace must not bring back its Secrets, ConfigMaps or Events.
 func TestNamespaceDeletionTakesEverything(t *testing.T) {
-	ts, _ := newHTTP(t)
+	ts, st := newHTTP(t)
 	for _, c := range []struct{ path, body string }{
 		{"/api/v1/namespaces", `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team"}}`},
 		{"/api/v1/namespaces/team/secrets", `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"db"},"stringData":{"p":"x"}}`},
@@ -202,13 +218,22 @@ func TestNamespaceDeletionTakesEverything(t *testing.T) {
 			t.Fatalf("create %s: %d %s", c.path, code, st.Message)
 		}
 	}
+	finishDeletions(t, st)
 	if code, st := do(t, "DELETE", ts.URL+"/api/v1/namespaces/team", "", ""); code != 200 {
 		t.Fatalf("delete namespace: %d %s", code, st.Message)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if code, _ := do(t, "GET", ts.URL+"/api/v1/namespaces/team", "", ""); code == 404 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("namespace team still there after 30 s")
+		}
 	}
 	if code, st := do(t, "POST", ts.URL+"/api/v1/namespaces", "application/json", `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team"}}`); code != 201 {
 		t.Fatalf("recreate namespace: %d %s", code, st.Message)
 	}
-	for _, p := range []string{"secrets/db", "configmaps/cfg", "events/e"} {
+	for _, p := range []string{"secrets/db", "configmaps/cfg", "events/e", "pods/p"} {
 		if code, _ := do(t, "GET", ts.URL+"/api/v1/namespaces/team/"+p, "", ""); code != 404 {
 			t.Errorf("%s survived its namespace: %d", p, code)
 		}

@@ -32,12 +32,18 @@ func namespaceKind() *kind {
 		}
 		// What the apiserver's NamespaceDefaultLabelName admission sets.
 		n.Labels["kubernetes.io/metadata.name"] = n.Name
-		n.Status.Phase = corev1.NamespaceActive
-		n.Spec.Finalizers = nil
+		n.Status = corev1.NamespaceStatus{Phase: corev1.NamespaceActive}
+		// The namespace strategy's PrepareForCreate: the namespace
+		// controller's finalizer, which it removes once the namespace is
+		// empty (namespace.go).
+		n.Spec.Finalizers = []corev1.FinalizerName{corev1.FinalizerKubernetes}
 	}
 	k.prepareUpdate = func(o, old store.Object) {
 		genericPrepareUpdate(o, old, false)
 		n := o.(*corev1.Namespace)
+		// The namespace strategy's PrepareForUpdate: spec.finalizers change
+		// only through the finalize subresource (the namespace controller).
+		n.Spec.Finalizers = old.(*corev1.Namespace).Spec.Finalizers
 		if n.Labels == nil {
 			n.Labels = map[string]string{}
 		}

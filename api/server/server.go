@@ -79,6 +79,7 @@ type Server struct {
 	kinds   map[string]*kind // by kindKey
 	order   []*kind          // as discovery lists them
 	openapi *openapi.Handler
+	nsKick  chan struct{} // a namespace was marked for deletion (RunNamespaces)
 }
 
 // kindKey names a kind in Server.kinds: the resource for the core group
@@ -96,7 +97,7 @@ func New(st Store, opts Options) (*Server, error) {
 	if opts.Log == nil {
 		opts.Log = hclog.NewNullLogger()
 	}
-	s := &Server{store: st, log: opts.Log.Named("api"), opts: opts, kinds: map[string]*kind{}}
+	s := &Server{store: st, log: opts.Log.Named("api"), opts: opts, kinds: map[string]*kind{}, nsKick: make(chan struct{}, 1)}
 	for _, k := range []*kind{namespaceKind(), podKind(), configMapKind(), secretKind(), eventKind(), nodeKind(), eventsV1Kind()} {
 		if k.version == "" {
 			k.version = "v1"

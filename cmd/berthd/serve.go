@@ -225,6 +225,13 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 		os.Remove(cfg.Socket.Path)
 		return fmt.Errorf("start controllers: %w", err)
 	}
+	// The namespace controller's deleter: empties and removes namespaces
+	// marked Terminating (resuming any a killed berthd left).
+	agents.Add(1)
+	go func() {
+		defer agents.Done()
+		api.RunNamespaces(ctx)
+	}()
 
 	status := "serving on " + cfg.Socket.Path
 	if ca != nil {
