@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -27,8 +28,12 @@ const protobufType = "application/vnd.kubernetes.protobuf"
 // protobuf envelope (a "k8s\x00" magic and a runtime.Unknown).
 var protobufCodec = func() runtime.Decoder {
 	sch := runtime.NewScheme()
-	if err := corev1.AddToScheme(sch); err != nil {
-		panic(err)
+	// events.k8s.io/v1 too: client-go's typed clients send the group's
+	// DeleteOptions in it.
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, eventsv1.AddToScheme} {
+		if err := add(sch); err != nil {
+			panic(err)
+		}
 	}
 	return protobuf.NewSerializer(sch, sch)
 }()
@@ -326,9 +331,16 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 		writeJSON(w, http.StatusCreated, obj)
 		return
 	}
-	if err := s.store.Create(store.Resource(k.resource), obj); err != nil {
+	stored := obj
+	if k.toStored != nil {
+		stored = k.toStored(obj)
+	}
+	if err := s.store.Create(store.Resource(k.resource), stored); err != nil {
 		s.writeStatus(w, s.beingDeleted(k, obj, toStatus(err, k.gr(), k.gk(), obj.GetName())), r)
 		return
+	}
+	if k.fromStored != nil {
+		k.fromStored(stored, obj)
 	}
 	addWarnings(w, warnings)
 	writeJSON(w, http.StatusCreated, obj)

@@ -47,7 +47,14 @@ type kind struct {
 	// returnDeletedObject: a delete answers with the object, not a Status
 	// (the apiserver's ReturnDeletedObject, set for pods).
 	returnDeletedObject bool
-	fields              func(obj store.Object) fields.Set // for field selectors
+	// toStored and fromStored convert a kind served in another form than
+	// it is stored (events.k8s.io/v1 Events, stored as core/v1 ones, as
+	// the apiserver keeps one storage for both): what a write stores, and
+	// the served object refreshed from what was stored (uid,
+	// resourceVersion, ...). nil: stored as served.
+	toStored   func(obj store.Object) store.Object
+	fromStored func(stored, obj store.Object)
+	fields     func(obj store.Object) fields.Set // for field selectors
 	columns             []metav1.TableColumnDefinition
 	cells               func(obj store.Object) []any
 }

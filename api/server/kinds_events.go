@@ -57,9 +57,8 @@ func eventKind() *kind {
 	return k
 }
 
-// eventsV1Kind is events.k8s.io/v1, served for reading (get, list, watch)
-// until the generic handlers can store it in the core form (see
-// docs/api.md).
+// eventsV1Kind is events.k8s.io/v1, stored in the core form (toStored,
+// fromStored) with every verb core/v1 Events have.
 func eventsV1Kind() *kind {
 	k := &kind{group: "events.k8s.io", version: "v1", resource: "events", singular: "event", kind: "Event", namespaced: true,
 		shortNames: []string{"ev"}}
@@ -72,6 +71,8 @@ func eventsV1Kind() *kind {
 		e := eventToCore(&o.(*eventV1).Event)
 		return fieldErrs(validateEvent(e, true))
 	}
+	k.toStored = func(o store.Object) store.Object { return eventToCore(&o.(*eventV1).Event) }
+	k.fromStored = func(stored, o store.Object) { o.(*eventV1).Event = *eventFromCore(stored.(*corev1.Event)) }
 	k.fields = func(o store.Object) fields.Set { return eventFields(eventToCore(&o.(*eventV1).Event)) }
 	k.columns = eventColumns
 	k.cells = func(o store.Object) []any { return eventCells(eventToCore(&o.(*eventV1).Event)) }

@@ -126,13 +126,9 @@ func New(st Store, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// verbs is what discovery (and OpenAPI) says k serves. events.k8s.io/v1 is
-// read-only until the handlers can store it in its core/v1 form
-// (kinds_events.go).
+// verbs is what discovery (and OpenAPI) says k serves: every kind all of
+// them.
 func verbs(k *kind) []string {
-	if k.group == "events.k8s.io" {
-		return []string{"get", "list", "watch"}
-	}
 	return []string{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}
 }
 

@@ -303,7 +303,30 @@ func (s *Server) replace(k *kind, ns, name, sub string, dryRun bool, change func
 
 // modify runs the store's read-modify-write on one object of k.
 func (s *Server) modify(k *kind, ns, name string, fn func(cur store.Object) (store.Decision, error)) (bool, error) {
-	return s.store.Modify(store.Resource(k.resource), ns, name, k.new(), fn)
+	if k.toStored == nil {
+		return s.store.Modify(store.Resource(k.resource), ns, name, k.new(), fn)
+	}
+	// Served in another form than stored: fn decides on the served form
+	// (k.new decodes either), the stored form is written, and the object
+	// fn left is refreshed from it.
+	var served, stored store.Object
+	deleted, err := s.store.Modify(store.Resource(k.resource), ns, name, k.new(), func(cur store.Object) (store.Decision, error) {
+		d, err := fn(cur)
+		if err != nil {
+			return d, err
+		}
+		served = cur
+		if d.Replace != nil {
+			served = d.Replace
+		}
+		stored = k.toStored(served)
+		d.Replace = stored
+		return d, nil
+	})
+	if err == nil && stored != nil {
+		k.fromStored(stored, served)
+	}
+	return deleted, err
 }
 
 // setTypeMeta sets the kind and apiVersion every stored object carries.
