@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/containerd/errdefs"
 	"k8s.io/apimachinery/pkg/types"
@@ -47,20 +48,47 @@ func (u systemdUnits) ListUnits(ctx context.Context, prefix string) ([]UnitSumma
 	if err != nil {
 		return nil, err
 	}
-	out := make([]UnitSummary, 0, len(us))
-	for _, s := range us {
-		sum := UnitSummary{Name: s.Name, LoadState: s.LoadState, ActiveState: s.ActiveState, SubState: s.SubState, JobType: s.JobType}
-		if IsContainerUnit(s.Name) {
-			o, err := u.Conn.Origin(ctx, s.Name)
-			if errdefs.IsNotFound(err) {
-				continue // gone since it was listed
-			}
-			if err != nil {
-				return nil, err
-			}
-			sum.Documentation, sum.ExecStart = o.Documentation, o.ExecStart
+	// Each container unit's origin is one D-Bus round trip; a few at a
+	// time overlap their latency (reconcile lists every unit at start).
+	sums := make([]UnitSummary, len(us))
+	gone := make([]bool, len(us))
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for i, s := range us {
+		sums[i] = UnitSummary{Name: s.Name, LoadState: s.LoadState, ActiveState: s.ActiveState, SubState: s.SubState, JobType: s.JobType}
+		if !IsContainerUnit(s.Name) {
+			continue
 		}
-		out = append(out, sum)
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			o, err := u.Conn.Origin(ctx, s.Name)
+			switch {
+			case errdefs.IsNotFound(err):
+				gone[i] = true // gone since it was listed
+			case err != nil:
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			default:
+				sums[i].Documentation, sums[i].ExecStart = o.Documentation, o.ExecStart
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	out := make([]UnitSummary, 0, len(us))
+	for i := range sums {
+		if !gone[i] {
+			out = append(out, sums[i])
+		}
 	}
 	return out, nil
 }
