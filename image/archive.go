@@ -69,9 +69,15 @@ func receive(ctx context.Context, r io.Reader, dir string, o ArchiveOptions) err
 		if !ok {
 			return fmt.Errorf("oci-archive: entry %q: an OCI layout holds only oci-layout, index.json and blobs/<algorithm>/<digest>: %w", h.Name, errdefs.ErrInvalidArgument)
 		}
+		if h.Typeflag == tar.TypeReg && dockerExtras[name] {
+			// docker save (25+) and containerd's export add their own
+			// index beside the OCI layout; it is not read (the tar reader
+			// skips its body).
+			continue
+		}
 		switch h.Typeflag {
 		case tar.TypeDir:
-			if name != "" && name != "blobs" && strings.Count(name, "/") != 1 {
+			if parts := strings.Split(name, "/"); name != "" && name != "blobs" && (len(parts) != 2 || parts[0] != "blobs" || !validComponent(parts[1])) {
 				return fmt.Errorf("oci-archive: directory %q is not part of an OCI layout: %w", h.Name, errdefs.ErrInvalidArgument)
 			}
 			if name != "" {
@@ -95,7 +101,7 @@ func receive(ctx context.Context, r io.Reader, dir string, o ArchiveOptions) err
 			return fmt.Errorf("oci-archive: %s is larger than %d bytes: %w", name, maxManifestBytes, errdefs.ErrInvalidArgument)
 		}
 		if o.MaxBytes > 0 && copied+h.Size > o.MaxBytes {
-			return fmt.Errorf("oci-archive: larger than %d bytes: %w", o.MaxBytes, errdefs.ErrInvalidArgument)
+			return &TooLargeError{Limit: o.MaxBytes}
 		}
 		p := filepath.Join(dir, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
@@ -127,6 +133,22 @@ func receive(ctx context.Context, r io.Reader, dir string, o ArchiveOptions) err
 	}
 	return nil
 }
+
+// dockerExtras are the files docker save and containerd's export write
+// beside an OCI layout (Docker's own manifest and repositories index).
+var dockerExtras = map[string]bool{"manifest.json": true, "repositories": true}
+
+// TooLargeError is an archive past ArchiveOptions.MaxBytes (invalid
+// argument; the API answers it as the apiserver answers an oversized
+// body, 413).
+type TooLargeError struct{ Limit int64 }
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("oci-archive: larger than %d bytes", e.Limit)
+}
+
+// InvalidParameter marks the class (errdefs.ErrInvalidArgument).
+func (e *TooLargeError) InvalidParameter() {}
 
 // archiveName cleans a tar entry's name ("./blobs/sha256/…", "blobs/") to
 // its path in the layout; ok is false for absolute names and any "..".

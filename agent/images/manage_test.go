@@ -71,6 +71,16 @@ func TestRemove(t *testing.T) {
 	if _, err := m.Remove(ctx, strings.Repeat("0", 12), inUse{}); !errdefs.IsNotFound(err) {
 		t.Errorf("remove of an unknown prefix: %v", err)
 	}
+	// Held (a container being started from it): refused until released.
+	release, err := m.Hold(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Remove(ctx, d, inUse{}); !errdefs.IsConflict(err) || !strings.Contains(err.Error(), "holds it") {
+		t.Errorf("remove of a held image: %v", err)
+	}
+	release()
+	release() // idempotent
 	got, err := m.Remove(ctx, d, inUse{})
 	if err != nil || got.Digest != d {
 		t.Fatalf("remove: %v %v", got, err)
@@ -80,5 +90,8 @@ func TestRemove(t *testing.T) {
 	}
 	if layers, _ := os.ReadDir(filepath.Join(store.Root(), "layers", "sha256")); len(layers) != 0 {
 		t.Errorf("%d layers left", len(layers))
+	}
+	if _, err := m.Hold(d); !errdefs.IsNotFound(err) {
+		t.Errorf("hold of a removed image: %v", err)
 	}
 }

@@ -50,7 +50,10 @@ func (s Service) Plan(_ context.Context, pod *corev1.Pod) (string, error) {
 	var b strings.Builder
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
-		img, err := s.Images.Resolve(c.Image)
+		// As the worker finds it (Local), not as `image rm` does: a name
+		// of twelve hex digits is a repository here.
+		pi, err := s.Images.Local(c.Image)
+		img := pi.Image
 		if errdefs.IsNotFound(err) {
 			return "", fmt.Errorf("container %q: image %s is not in the store; `berth image pull %s` first: berth plan renders units from the image's config and files: %w", c.Name, c.Image, c.Image, errdefs.ErrNotFound)
 		}

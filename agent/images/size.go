@@ -6,3 +6,9 @@ package images
 func (m *Images) ImageSize(digest string) (int64, error) {
 	return m.cfg.Store.Size(digest)
 }
+
+// Hold keeps a stored image from removal until release is called
+// (image.Store.Hold).
+func (m *Images) Hold(digest string) (release func(), err error) {
+	return m.cfg.Store.Hold(digest)
+}

@@ -59,6 +59,9 @@ type Images interface {
 	// Local is the stored image a reference names (errdefs.ErrNotFound:
 	// none), for imagePullPolicy IfNotPresent and Never.
 	Local(ref string) (pods.PodImage, error)
+	// Hold keeps a stored image from removal (berth image rm, GC) until
+	// release; errdefs.ErrNotFound when it is gone.
+	Hold(digest string) (release func(), err error)
 }
 
 // Units is what the worker needs of *systemd.Conn: the signals, a unit's
@@ -640,6 +643,24 @@ func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hc
 	if wait > 0 {
 		p.retryIn(wait)
 		return false, nil
+	}
+	// Until RunPod has written the bundles that name them (what image rm
+	// and GC read as "in use"), the images are held; one removed since it
+	// was found is found (or pulled) again.
+	for name, pi := range images {
+		if pi.Image == nil {
+			continue
+		}
+		release, err := w.cfg.Images.Hold(pi.Image.Digest)
+		if errdefs.IsNotFound(err) {
+			log.Info("image removed before the start; resolving it again", "container", name, "digest", pi.Image.Digest)
+			p.retryIn(time.Second)
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		defer release()
 	}
 	err := w.cfg.Runtime.RunPod(ctx, pod, images)
 	if errdefs.IsAlreadyExists(err) {

@@ -105,7 +105,8 @@ func (s *Server) Berth(o BerthOptions) http.Handler {
 		})
 		if err != nil {
 			var tooLarge *http.MaxBytesError
-			if errors.As(err, &tooLarge) {
+			var archiveTooLarge *image.TooLargeError
+			if errors.As(err, &tooLarge) || errors.As(err, &archiveTooLarge) {
 				st.fail(s, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("limit is %d", o.MaxLoadBytes)), r)
 				return
 			}

@@ -339,6 +339,10 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 		s.writeStatus(w, s.beingDeleted(k, obj, toStatus(err, k.gr(), k.gk(), obj.GetName())), r)
 		return
 	}
+	if se := s.recheckNamespace(k, stored); se != nil {
+		s.writeStatus(w, se, r)
+		return
+	}
 	if k.fromStored != nil {
 		k.fromStored(stored, obj)
 	}

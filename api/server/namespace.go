@@ -55,7 +55,12 @@ func (s *Server) deleteNamespace(k *kind, name string, opts *metav1.DeleteOption
 			n.Status.Phase = corev1.NamespaceTerminating
 			return done(dryRun, store.Decision{})
 		}
-		if len(n.Spec.Finalizers) != 0 || len(n.Finalizers) != 0 {
+		if len(n.Spec.Finalizers) != 0 {
+			// The namespace REST's answer to a second delete while its
+			// content goes (kubectl delete namespace on a Terminating one).
+			return store.Decision{}, apierrors.NewConflict(k.gr(), name, errors.New("The system is ensuring all content is removed from this namespace.  Upon completion, this namespace will automatically be purged by the system."))
+		}
+		if len(n.Finalizers) != 0 {
 			return done(dryRun, store.Decision{})
 		}
 		outDeleted = true
@@ -96,6 +101,32 @@ func refuseInTerminating(k *kind, nsObj store.Object, name string) *apierrors.St
 		Field:   "metadata.namespace",
 	})
 	return se
+}
+
+// recheckNamespace closes the window between NamespaceLifecycle's check
+// and the store's create: a create that lands after the deleter emptied
+// its kind would outlive the namespace. Once stored, the object is checked
+// against its namespace again and removed, with the admission's Forbidden,
+// if the namespace is being deleted or gone.
+func (s *Server) recheckNamespace(k *kind, stored store.Object) *apierrors.StatusError {
+	if !k.namespaced {
+		return nil
+	}
+	nsObj := s.kinds["namespaces"].new()
+	err := s.store.Get("namespaces", "", stored.GetNamespace(), nsObj)
+	if err == nil && nsObj.GetDeletionTimestamp() == nil {
+		return nil
+	}
+	if err != nil && !errdefs.IsNotFound(err) {
+		return nil // unknown: the deleter's next pass sees the object
+	}
+	if _, derr := s.store.Delete(store.Resource(k.resource), stored.GetNamespace(), stored.GetName(), stored.GetUID(), ""); derr != nil && !errdefs.IsNotFound(derr) {
+		s.log.Error("remove an object created in a namespace being deleted", "namespace", stored.GetNamespace(), "name", stored.GetName(), "error", derr)
+	}
+	if err != nil {
+		return toStatus(err, s.kinds["namespaces"].gr(), s.kinds["namespaces"].gk(), stored.GetNamespace())
+	}
+	return refuseInTerminating(k, nsObj, stored.GetName())
 }
 
 // beingDeleted is the generic store's AlreadyExists for an object whose
@@ -181,8 +212,7 @@ func (s *Server) finalizeNamespace(ns string) (bool, error) {
 		return true, nil
 	}
 	if len(n.Spec.Finalizers) == 0 {
-		// Finalized (by this deleter, or by hand through /finalize with
-		// content left, as on a cluster): delete it.
+		// Finalized (by an earlier pass that was cut short): delete it.
 		_, _, err := s.deleteNamespace(nk, ns, &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &n.UID}})
 		return err == nil, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/berth-dev/berth/agent/store"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // A namespace is deleted as on a cluster, seen through the stock kubectl:
@@ -48,6 +49,9 @@ spec:
 	}
 	if out := k.ok("get", "namespace", "team", "--no-headers"); !strings.Contains(out, "Terminating") {
 		t.Errorf("get namespace team: %q, want Terminating", out)
+	}
+	if stderr := k.fails("", "delete", "namespace", "team", "--wait=false"); !strings.Contains(stderr, `Error from server (Conflict): Operation cannot be fulfilled on namespaces "team": The system is ensuring all content is removed from this namespace.  Upon completion, this namespace will automatically be purged by the system.`) {
+		t.Errorf("a second delete: %s", stderr)
 	}
 	// No worker runs here: the pod stays Terminating, and so does its
 	// namespace, saying why.
@@ -122,5 +126,53 @@ func TestNamespaceDeletionResumes(t *testing.T) {
 	}
 	if code, _ := do(t, "GET", ts.URL+"/api/v1/namespaces/old/configmaps/c", "", ""); code != 404 {
 		t.Errorf("its configmap: %d", code)
+	}
+}
+
+// A create that passed NamespaceLifecycle just before the namespace was
+// marked is removed again once stored, with the admission's Forbidden, so
+// nothing outlives its namespace.
+func TestCreateRacingNamespaceDeletion(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	srv, err := New(st, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	t.Cleanup(ts.Close)
+	if code, s := do(t, "POST", ts.URL+"/api/v1/namespaces", "application/json", `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"race"}}`); code != 201 {
+		t.Fatalf("create: %d %s", code, s.Message)
+	}
+	// The create's store write, landing after the mark.
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: "race"}}
+	srv.kinds["configmaps"].prepare(cm)
+	if err := st.Create("configmaps", cm); err != nil {
+		t.Fatal(err)
+	}
+	if code, s := do(t, "DELETE", ts.URL+"/api/v1/namespaces/race", "", ""); code != 200 {
+		t.Fatalf("delete: %d %s", code, s.Message)
+	}
+	se := srv.recheckNamespace(srv.kinds["configmaps"], cm)
+	if se == nil || se.ErrStatus.Code != 403 || se.ErrStatus.Message != `configmaps "late" is forbidden: unable to create new content in namespace race because it is being terminated` {
+		t.Fatalf("recheck: %v", se)
+	}
+	if err := st.Get("configmaps", "race", "late", &corev1.ConfigMap{}); err == nil {
+		t.Error("the late configmap is still stored")
+	}
+	// In a namespace that is fine, the object stays.
+	ok := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "fine", Namespace: "default"}}
+	srv.kinds["configmaps"].prepare(ok)
+	if err := st.Create("configmaps", ok); err != nil {
+		t.Fatal(err)
+	}
+	if se := srv.recheckNamespace(srv.kinds["configmaps"], ok); se != nil {
+		t.Errorf("recheck in default: %v", se)
+	}
+	if err := st.Get("configmaps", "default", "fine", &corev1.ConfigMap{}); err != nil {
+		t.Errorf("fine: %v", err)
 	}
 }

@@ -271,6 +271,12 @@ func TestImageLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// What docker save (25+) writes beside the OCI layout: ignored.
+	for name, body := range map[string]string{"manifest.json": `[{"Config":"x","RepoTags":["app:2"],"Layers":[]}]`, "repositories": `{"app":{"2":"x"}}`} {
+		if err := os.WriteFile(filepath.Join(layoutDir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	archive := filepath.Join(n.dir, "app.tar")
 	f, err := os.Create(archive)
 	if err != nil {
@@ -322,6 +328,7 @@ func TestImageLoad(t *testing.T) {
 		{"absolute", []tar.Header{{Name: "/etc/cron.d/x", Typeflag: tar.TypeReg}}, `entry "/etc/cron.d/x"`},
 		{"device", []tar.Header{{Name: "blobs/sha256/aa", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 5}}, "is not a regular file or directory"},
 		{"stray file", []tar.Header{{Name: "run.sh", Typeflag: tar.TypeReg}}, "an OCI layout holds only"},
+		{"stray directory", []tar.Header{{Name: "index.json/x/", Typeflag: tar.TypeDir}}, `directory "index.json/x/" is not part of an OCI layout`},
 		{"no index", []tar.Header{{Name: "oci-layout", Typeflag: tar.TypeReg}}, "no index.json"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -349,7 +356,8 @@ func TestImageLoad(t *testing.T) {
 		})
 	}
 	// Past the bound (64 MiB here): 413, as the apiserver answers an
-	// oversized body, and nothing kept.
+	// oversized body, and nothing kept; the entry's declared size says so
+	// before its bytes are read.
 	big := filepath.Join(n.dir, "big.tar")
 	f, err = os.Create(big)
 	if err != nil {
@@ -364,7 +372,7 @@ func TestImageLoad(t *testing.T) {
 	}
 	tw.Close()
 	f.Close()
-	if stderr := n.fails("image", "load", big); !strings.Contains(stderr, "larger than") {
+	if stderr := n.fails("image", "load", big); !strings.Contains(stderr, "Error from server (RequestEntityTooLarge): Request entity too large: limit is 67108864") {
 		t.Errorf("oversized archive: %q", stderr)
 	}
 	if left := n.stagingLeft(); len(left) != 0 {
