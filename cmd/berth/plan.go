@@ -80,8 +80,9 @@ func newPlanCmd(flags *client.Flags, kube *genericclioptions.ConfigFlags, stream
 	return c
 }
 
-// readPods reads the Pods of a manifest. Other kinds are refused by name:
-// only pods have units of their own in this version.
+// readPods reads the Pods of a manifest. Namespaces, ConfigMaps and Secrets
+// are skipped (they have no units); other kinds are refused by name: only
+// pods have units of their own in this version.
 func readPods(name string, stdin io.Reader) ([]*unstructured.Unstructured, error) {
 	var r io.Reader = stdin
 	if name != "-" {
@@ -126,7 +127,14 @@ func readPods(name string, stdin io.Reader) ([]*unstructured.Unstructured, error
 	return out, nil
 }
 
+// noUnits are the kinds a manifest holds beside its pods that have no units
+// of their own: skipped, so that an application's manifest plans as it is.
+var noUnits = map[string]bool{"Namespace": true, "ConfigMap": true, "Secret": true}
+
 func addPod(out *[]*unstructured.Unstructured, u *unstructured.Unstructured, file string) error {
+	if u.GetAPIVersion() == "v1" && noUnits[u.GetKind()] {
+		return nil
+	}
 	if u.GetAPIVersion() != "v1" || u.GetKind() != "Pod" {
 		return fmt.Errorf("%s: %s %q (%s): berth plan shows the units of Pods only: %w", file, u.GetKind(), u.GetName(), u.GetAPIVersion(), errdefs.ErrInvalidArgument)
 	}

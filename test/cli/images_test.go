@@ -155,7 +155,13 @@ func TestImagePullListPlanRemove(t *testing.T) {
 	}
 
 	pod := filepath.Join(n.dir, "pod.yaml")
+	// Beside the pod, kinds without units of their own: skipped.
 	manifest := fmt.Sprintf(`apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {a: b}
+---
+apiVersion: v1
 kind: Pod
 metadata: {name: web}
 spec:
@@ -169,6 +175,9 @@ spec:
 		t.Fatal(err)
 	}
 	plan := n.berthOK("plan", "-f", pod)
+	if c := strings.Count(plan, "# pod "); c != 1 {
+		t.Errorf("plan shows %d pods, want 1 (the ConfigMap has no units):\n%s", c, plan)
+	}
 	for _, want := range []string{
 		"# pod default/web (" + pod + ")",
 		"# " + unitgen.UnitName("default", "web", "main"),

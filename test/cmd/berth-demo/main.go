@@ -131,6 +131,17 @@ func run(bin string) error {
 		return err
 	}
 
+	step("berth's own verbs: the node's images (pulled after the policy accepted the signature), and the unit a manifest gets")
+	if _, err := sh("berth", "image", "ls"); err != nil {
+		return err
+	}
+	plan, err := n.Run(ctx, "berth", "plan", "-f", "/root/hello.yaml")
+	if err != nil {
+		return err
+	}
+	lines := strings.Split(plan, "\n")
+	fmt.Printf("$ berth plan -f /root/hello.yaml   (the first 25 of %d lines)\n%s\n", len(lines), strings.Join(lines[:min(25, len(lines))], "\n"))
+
 	unit := unitgen.UnitName("demo", "hello", "web")
 	step("the container is a systemd unit; its limits are in the kernel's cgroup files")
 	_, _ = sh("systemctl", "status", "--no-pager", "--lines=3", unit)
