@@ -156,11 +156,7 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request, imgs Images) {
 	if pod.Name == "" && pod.GenerateName != "" {
 		pod.Name = pod.GenerateName + "xxxxx"
 	}
-	k.prepare(pod)
-	if pod.Spec.NodeName == "" {
-		pod.Spec.NodeName = s.nodeName()
-	}
-	if err := k.validate(pod); err != nil {
+	if err := s.prepareNew(k, pod); err != nil {
 		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), pod.Name), r)
 		return
 	}

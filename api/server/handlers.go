@@ -311,13 +311,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 	obj.SetDeletionTimestamp(nil)
 	obj.SetDeletionGracePeriodSeconds(nil)
 	obj.SetGeneration(0)
-	k.prepare(obj)
-	if p, ok := obj.(*corev1.Pod); ok && p.Spec.NodeName == "" {
-		// The scheduler's binding: berth is the one node (the pod worker
-		// emits the Scheduled event).
-		p.Spec.NodeName = s.nodeName()
-	}
-	if err := k.validate(obj); err != nil {
+	if err := s.prepareNew(k, obj); err != nil {
 		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), obj.GetName()), r)
 		return
 	}
@@ -348,6 +342,19 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 	}
 	addWarnings(w, warnings)
 	writeJSON(w, http.StatusCreated, obj)
+}
+
+// prepareNew is what a create does to a new object after the request's
+// own checks: the kind's defaults, the scheduler's binding of a pod (berth
+// is the one node; the pod worker emits the Scheduled event), then the
+// kind's validation. berth plan runs it too, so that a plan shows the pod a
+// create would store.
+func (s *Server) prepareNew(k *kind, obj store.Object) error {
+	k.prepare(obj)
+	if p, ok := obj.(*corev1.Pod); ok && p.Spec.NodeName == "" {
+		p.Spec.NodeName = s.nodeName()
+	}
+	return k.validate(obj)
 }
 
 // nodeName is the node pods are bound to: Options.NodeName, else the host

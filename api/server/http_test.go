@@ -19,8 +19,18 @@ import (
 	"github.com/berth-dev/berth/agent/store"
 )
 
-// newHTTP serves the API over a fresh store on a loopback port.
+// newHTTP serves the API over a fresh store on a loopback port, with the
+// namespace deleter running.
 func newHTTP(t *testing.T) (*httptest.Server, *store.Store) {
+	t.Helper()
+	srv, st, ts := newHTTPServer(t)
+	runNamespaces(t, srv)
+	return ts, st
+}
+
+// newHTTPServer is newHTTP without the namespace deleter (tests that run
+// it themselves, or play what happens without it).
+func newHTTPServer(t *testing.T) (*Server, *store.Store, *httptest.Server) {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
 	if err != nil {
@@ -31,10 +41,9 @@ func newHTTP(t *testing.T) (*httptest.Server, *store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runNamespaces(t, srv)
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
-	return ts, st
+	return srv, st, ts
 }
 
 // runNamespaces runs the namespace deleter until the test ends (before

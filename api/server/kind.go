@@ -55,8 +55,8 @@ type kind struct {
 	toStored   func(obj store.Object) store.Object
 	fromStored func(stored, obj store.Object)
 	fields     func(obj store.Object) fields.Set // for field selectors
-	columns             []metav1.TableColumnDefinition
-	cells               func(obj store.Object) []any
+	columns    []metav1.TableColumnDefinition
+	cells      func(obj store.Object) []any
 }
 
 func schemaGR(group, resource string) schema.GroupResource {

@@ -1,14 +1,12 @@
 package server
 
 import (
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/agent/store"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -85,17 +83,7 @@ spec:
 // A deletion a killed berthd left half done is finished by the next one's
 // deleter at its start, without a new DELETE.
 func TestNamespaceDeletionResumes(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	srv, err := New(st, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv)
-	t.Cleanup(ts.Close)
+	_, st, ts := newHTTPServer(t)
 	if code, s := do(t, "POST", ts.URL+"/api/v1/namespaces", "application/json", `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"old"}}`); code != 201 {
 		t.Fatalf("create: %d %s", code, s.Message)
 	}
@@ -133,17 +121,7 @@ func TestNamespaceDeletionResumes(t *testing.T) {
 // marked is removed again once stored, with the admission's Forbidden, so
 // nothing outlives its namespace.
 func TestCreateRacingNamespaceDeletion(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	srv, err := New(st, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv)
-	t.Cleanup(ts.Close)
+	srv, st, ts := newHTTPServer(t)
 	if code, s := do(t, "POST", ts.URL+"/api/v1/namespaces", "application/json", `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"race"}}`); code != 201 {
 		t.Fatalf("create: %d %s", code, s.Message)
 	}
