@@ -10,9 +10,11 @@ command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 # busybox-static: test and demo images; util-linux: nsenter for the test node;
 # docker-registry: the real registry the image tests pull from; skopeo, umoci,
 # podman: peers in the benchmarks; qemu-system-x86, linux-image-amd64, cpio:
-# the cgroup v2 tier (hack/v2vm.sh boots Debian's kernel with cgroup v2 only).
+# the cgroup v2 tier (hack/v2vm.sh boots Debian's kernel with cgroup v2 only);
+# containernetworking-plugins, iptables: the pod network (CNI bridge,
+# host-local, portmap, firewall).
 pkgs=(busybox-static util-linux systemd dbus iproute2 procps docker-registry skopeo umoci podman
-	qemu-system-x86 linux-image-amd64 cpio)
+	qemu-system-x86 linux-image-amd64 cpio containernetworking-plugins iptables)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -356,7 +356,7 @@ var dbusTypes = map[string]any{
 	"TimeoutStopUSec": uint64(0), "TimeoutStartUSec": uint64(0), "RestartUSec": uint64(0), "StartLimitIntervalUSec": uint64(0),
 	"CPUShares": uint64(0), "CPUWeight": uint64(0), "CPUQuotaPerSecUSec": uint64(0), "CPUQuotaPeriodUSec": uint64(0),
 	"MemoryMax": uint64(0), "MemoryMin": uint64(0), "TasksMax": uint64(0),
-	"DeviceAllow": []DeviceAllow{},
+	"DeviceAllow": []DeviceAllow{}, "LogExtraFields": JournalFields{},
 }
 
 func dbusTypeErrors(u *Unit) []string {

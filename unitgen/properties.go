@@ -19,7 +19,21 @@ const (
 	// (kuberuntime_container.go minimumGracePeriodInSeconds). It also keeps
 	// TimeoutStopUSec away from 0, which systemd reads as "no timeout".
 	minGracePeriodSeconds = 2
+
+	// PodUIDField is the journal field, set by LogExtraFields=, that
+	// carries the UID of a container's pod on every journal entry of the
+	// container: a pod deleted and recreated under the same name gets the
+	// same unit name, so agent/logs selects a pod's output by it.
+	PodUIDField = "BERTH_POD_UID"
 )
+
+// JournalFields is LogExtraFields= (D-Bus aay): KEY=VALUE fields journald
+// adds to every entry a unit's processes write. unitgen/systemd sends each
+// as its bytes; Render prints them space-separated, as `systemctl show`
+// does.
+type JournalFields []string
+
+func (f JournalFields) String() string { return strings.Join(f, " ") }
 
 // properties builds the unit's properties in a fixed order. Resource values
 // come from in.Limits (the cgroup package's kubelet math); here they only
@@ -76,6 +90,9 @@ func (g *gen) properties() ([]Property, error) {
 	}
 	add("CollectMode", "inactive-or-failed", "unload the unit once it is dead, failed or not, so the same name can be started again; stage-1's poststop has already recorded the exit")
 	add("SyslogIdentifier", pod.Name+"/"+g.ctr.Name, "journal lines of the container carry pod/container (journalctl -t %s/%s)", pod.Name, g.ctr.Name)
+	if pod.UID != "" {
+		add("LogExtraFields", JournalFields{PodUIDField + "=" + string(pod.UID)}, "every journal entry of the container carries its pod's UID: a pod deleted and recreated under the same name gets the same unit name, and kubectl logs (agent/logs) shows only this pod's runs")
+	}
 
 	// Resource control. Accounting is on so the agent can read usage.
 	add("CPUAccounting", true, "report CPU usage of the container's cgroup")

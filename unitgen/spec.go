@@ -2,6 +2,8 @@ package unitgen
 
 import (
 	"io/fs"
+	"path"
+	"slices"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -47,6 +49,13 @@ func (g *gen) spec() (*specs.Spec, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A host-network pod shares the node's network and UTS namespaces, as
+	// on the kubelet's runtimes: its hostname is the node's, which the
+	// container must not set (there is no UTS namespace of its own).
+	specHostname := hostname
+	if pod.Spec.HostNetwork {
+		hostname, specHostname = g.in.Options.NodeHostname, ""
+	}
 	oomScoreAdj := g.in.Limits.OOMScoreAdjust
 
 	s := &specs.Spec{
@@ -65,7 +74,7 @@ func (g *gen) spec() (*specs.Spec, error) {
 		// Root.Path is where stage-1 mounts the overlay (the first mount
 		// below); Readonly remounts it read-only afterwards.
 		Root:     &specs.Root{Path: paths.Rootfs, Readonly: g.sc.readOnlyRoot},
-		Hostname: hostname,
+		Hostname: specHostname,
 		Mounts:   g.mounts(),
 		Annotations: map[string]string{
 			annotationNamespace: pod.Namespace,
@@ -83,6 +92,13 @@ func (g *gen) spec() (*specs.Spec, error) {
 			},
 			Devices: standardDevices(),
 		},
+	}
+	if pod.Spec.HostNetwork {
+		// No entry: berth-init stays in the namespaces systemd started
+		// it in, the node's.
+		s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(ns specs.LinuxNamespace) bool {
+			return ns.Type == specs.NetworkNamespace || ns.Type == specs.UTSNamespace
+		})
 	}
 	if !g.sc.privileged {
 		// containerd's / Docker's defaults (oci.WithDefaultSpec); Kubernetes
@@ -116,8 +132,8 @@ func (g *gen) spec() (*specs.Spec, error) {
 // hierarchy (the unit's cgroup) under a tmpfs, never the host's tree; tools
 // like the JVM find their limits there.
 //
-// /dev/shm is a tmpfs per container; containers of one pod share the IPC
-// namespace (System V IPC, POSIX message queues) but not yet /dev/shm.
+// /dev/shm is the pod's (Paths.Shm), shared by its containers as they
+// share the IPC namespace (System V IPC, POSIX message queues).
 func (g *gen) mounts() []specs.Mount {
 	p := g.in.Paths
 	sysfs := "ro"
@@ -141,14 +157,37 @@ func (g *gen) mounts() []specs.Mount {
 	if g.sc.readOnlyRoot {
 		rw = "ro"
 	}
+	volumeOn := map[string]bool{}
+	for _, v := range g.in.Volumes {
+		volumeOn[path.Clean(v.Destination)] = true
+	}
 	for _, f := range []struct{ dst, src string }{
 		{"/etc/hosts", p.Hosts}, {"/etc/hostname", p.Hostname}, {"/etc/resolv.conf", p.ResolvConf},
 	} {
-		if f.src != "" {
+		if f.src != "" && !volumeOn[f.dst] {
 			ms = append(ms, specs.Mount{Destination: f.dst, Type: "bind", Source: f.src, Options: []string{"rbind", "rprivate", rw}})
 		}
 	}
-	return ms
+	if p.Shm != "" {
+		for i := range ms {
+			if ms[i].Destination == "/dev/shm" {
+				ms[i] = specs.Mount{Destination: "/dev/shm", Type: "bind", Source: p.Shm, Options: []string{"rbind", "rprivate", "nosuid", "noexec", "nodev", "rw"}}
+			}
+		}
+	}
+	// The termination log, as the kubelet binds it (writable, also with a
+	// read-only root filesystem).
+	if tp := g.ctr.TerminationMessagePath; tp != "" && p.TerminationLog != "" && !volumeOn[path.Clean(tp)] {
+		ms = append(ms, specs.Mount{Destination: tp, Type: "bind", Source: p.TerminationLog, Options: []string{"rbind", "rprivate", "rw"}})
+	}
+	// Volumes last, parents before children (containerd orders the
+	// kubelet's mounts by path depth, so /data is mounted before
+	// /data/cache), otherwise in the pod's order.
+	vols := slices.Clone(g.in.Volumes)
+	slices.SortStableFunc(vols, func(a, b specs.Mount) int {
+		return strings.Count(path.Clean(a.Destination), "/") - strings.Count(path.Clean(b.Destination), "/")
+	})
+	return append(ms, vols...)
 }
 
 // standardDevices are the device nodes stage-1 binds from the host into the

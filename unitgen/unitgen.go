@@ -54,6 +54,12 @@ type Input struct {
 	Paths     Paths
 	Limits    cgroup.Limits // computed by the caller with the cgroup package
 	Options   Options
+	// Volumes are the container's volume mounts, made by the caller from
+	// its volumeMounts (agent/volumes): binds of paths the caller pinned,
+	// in the order given after the pod's files (a volume on /etc/hosts,
+	// /etc/hostname or /etc/resolv.conf replaces the pod's file, as on
+	// the kubelet).
+	Volumes []specs.Mount
 }
 
 // ImageInfo is what Generate needs to know about the container's image.
@@ -73,11 +79,18 @@ type Paths struct {
 	PIDFile             string // where stage-1 writes the workload's PID (the unit's PIDFile=)
 
 	// Pod namespace files (bind-mounted nsfs). Empty means a new namespace for
-	// this container. hostNetwork/hostIPC pods are expressed by the caller
-	// passing the host's namespace files here (e.g. /proc/1/ns/net).
+	// this container. A hostNetwork pod's containers get no network or UTS
+	// namespace entry at all (NetNS and UTSNS are ignored): they stay in
+	// the node's.
 	NetNS, IPCNS, UTSNS string
 
 	Hosts, Hostname, ResolvConf string // pod files bound to /etc/hosts, /etc/hostname, /etc/resolv.conf
+	// Shm is the pod's /dev/shm (a tmpfs every container of the pod
+	// binds); empty: a tmpfs of the container's own.
+	Shm string
+	// TerminationLog is bound at the container's terminationMessagePath
+	// (agent/bundle TerminationLogFile); empty: none.
+	TerminationLog string
 }
 
 // Options are host-wide settings.
@@ -86,6 +99,7 @@ type Options struct {
 	CgroupV2        bool          // unified hierarchy: CPUWeight and MemoryMin instead of CPUShares
 	RestartDelay    time.Duration // default 10s (kubelet's initial back-off)
 	VerifyImage     bool          // ExecStart=<Init> start --verify-image <Bundle>: re-judge the image before every start
+	NodeHostname    string        // the node's host name: HOSTNAME of hostNetwork pods' containers
 }
 
 // Unit is a generated transient service and the OCI spec for its stage-1.
@@ -296,13 +310,6 @@ func (g *gen) checkUnsupported() error {
 	c, spec := g.ctr, &g.pod.Spec
 	notYet := "not supported by berth yet"
 	hooks := c.Lifecycle != nil && (c.Lifecycle.PostStart != nil || c.Lifecycle.PreStop != nil)
-	hostPort := -1
-	for i, p := range c.Ports {
-		if p.HostPort != 0 || p.HostIP != "" {
-			hostPort = i
-			break
-		}
-	}
 	switch {
 	case spec.HostnameOverride != nil:
 		return invalid(field.NewPath("spec", "hostnameOverride"), "%s", notYet)
@@ -326,22 +333,12 @@ func (g *gen) checkUnsupported() error {
 		return invalid(g.fp.Child("stdin"), "%s", notYet)
 	case len(c.RestartPolicyRules) > 0:
 		return invalid(g.fp.Child("restartPolicyRules"), "%s", notYet)
-	case spec.HostNetwork:
-		return invalid(field.NewPath("spec", "hostNetwork"), "%s (every pod gets its own network namespace)", notYet)
 	case spec.HostIPC:
 		return invalid(field.NewPath("spec", "hostIPC"), "%s (every pod gets its own IPC namespace)", notYet)
 	case spec.HostUsers != nil && !*spec.HostUsers:
 		return invalid(field.NewPath("spec", "hostUsers"), "false is %s (needs user namespaces)", notYet)
-	case len(spec.Volumes) > 0:
-		return invalid(field.NewPath("spec", "volumes"), "%s", notYet)
 	case len(spec.EphemeralContainers) > 0:
 		return invalid(field.NewPath("spec", "ephemeralContainers"), "%s", notYet)
-	case len(spec.HostAliases) > 0:
-		return invalid(field.NewPath("spec", "hostAliases"), "%s", notYet)
-	case spec.DNSConfig != nil:
-		return invalid(field.NewPath("spec", "dnsConfig"), "%s", notYet)
-	case spec.DNSPolicy == corev1.DNSNone || spec.DNSPolicy == corev1.DNSClusterFirstWithHostNet:
-		return invalid(field.NewPath("spec", "dnsPolicy"), "%q is %s (the pod gets the node's resolv.conf)", spec.DNSPolicy, notYet)
 	case len(spec.ReadinessGates) > 0:
 		return invalid(field.NewPath("spec", "readinessGates"), "%s", notYet)
 	case spec.RuntimeClassName != nil:
@@ -350,18 +347,10 @@ func (g *gen) checkUnsupported() error {
 		return invalid(field.NewPath("spec", "os", "name"), "%q: berth runs Linux containers", spec.OS.Name)
 	case len(spec.ResourceClaims) > 0:
 		return invalid(field.NewPath("spec", "resourceClaims"), "%s", notYet)
-	case c.LivenessProbe != nil:
-		return invalid(g.fp.Child("livenessProbe"), "%s", notYet)
-	case c.ReadinessProbe != nil:
-		return invalid(g.fp.Child("readinessProbe"), "%s", notYet)
-	case c.StartupProbe != nil:
-		return invalid(g.fp.Child("startupProbe"), "%s", notYet)
 	case hooks && c.Lifecycle.PostStart != nil:
 		return invalid(g.fp.Child("lifecycle", "postStart"), "%s", notYet)
 	case hooks:
 		return invalid(g.fp.Child("lifecycle", "preStop"), "%s", notYet)
-	case hostPort >= 0:
-		return invalid(g.fp.Child("ports").Index(hostPort), "hostPort and hostIP are %s (pods have loopback only)", notYet)
 	case len(c.ResizePolicy) > 0:
 		return invalid(g.fp.Child("resizePolicy"), "%s", notYet)
 	case spec.HostPID:
@@ -374,8 +363,6 @@ func (g *gen) checkUnsupported() error {
 		return invalid(field.NewPath("spec", "securityContext", "sysctls"), "%s", notYet)
 	case len(c.EnvFrom) > 0:
 		return invalid(g.fp.Child("envFrom"), "%s", notYet)
-	case len(c.VolumeMounts) > 0:
-		return invalid(g.fp.Child("volumeMounts"), "%s", notYet)
 	case len(c.VolumeDevices) > 0:
 		return invalid(g.fp.Child("volumeDevices"), "%s", notYet)
 	case g.sc.procMount != nil && *g.sc.procMount != corev1.DefaultProcMount:

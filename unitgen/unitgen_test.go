@@ -419,28 +419,18 @@ func TestTwoContainersShareThePod(t *testing.T) {
 func TestUnsupportedRefusedNamingTheField(t *testing.T) {
 	no, yes := false, true
 	rc := "gvisor"
-	probe := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}}
 	hook := &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}
 	for _, tc := range []struct {
 		field string
 		set   func(s *corev1.PodSpec, c *corev1.Container)
 	}{
-		{"spec.hostNetwork", func(s *corev1.PodSpec, _ *corev1.Container) { s.HostNetwork = true }},
 		{"spec.hostIPC", func(s *corev1.PodSpec, _ *corev1.Container) { s.HostIPC = true }},
 		{"spec.hostPID", func(s *corev1.PodSpec, _ *corev1.Container) { s.HostPID = true }},
 		{"spec.hostUsers", func(s *corev1.PodSpec, _ *corev1.Container) { s.HostUsers = &no }},
 		{"spec.shareProcessNamespace", func(s *corev1.PodSpec, _ *corev1.Container) { s.ShareProcessNamespace = &yes }},
-		{"spec.volumes", func(s *corev1.PodSpec, _ *corev1.Container) {
-			s.Volumes = []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
-		}},
 		{"spec.ephemeralContainers", func(s *corev1.PodSpec, _ *corev1.Container) {
 			s.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug"}}}
 		}},
-		{"spec.hostAliases", func(s *corev1.PodSpec, _ *corev1.Container) {
-			s.HostAliases = []corev1.HostAlias{{IP: "10.0.0.1", Hostnames: []string{"db"}}}
-		}},
-		{"spec.dnsConfig", func(s *corev1.PodSpec, _ *corev1.Container) { s.DNSConfig = &corev1.PodDNSConfig{} }},
-		{"spec.dnsPolicy", func(s *corev1.PodSpec, _ *corev1.Container) { s.DNSPolicy = corev1.DNSNone }},
 		{"spec.readinessGates", func(s *corev1.PodSpec, _ *corev1.Container) {
 			s.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: "x"}}
 		}},
@@ -449,14 +439,8 @@ func TestUnsupportedRefusedNamingTheField(t *testing.T) {
 		{"spec.resourceClaims", func(s *corev1.PodSpec, _ *corev1.Container) {
 			s.ResourceClaims = []corev1.PodResourceClaim{{Name: "gpu"}}
 		}},
-		{"spec.containers[0].livenessProbe", func(_ *corev1.PodSpec, c *corev1.Container) { c.LivenessProbe = probe }},
-		{"spec.containers[0].readinessProbe", func(_ *corev1.PodSpec, c *corev1.Container) { c.ReadinessProbe = probe }},
-		{"spec.containers[0].startupProbe", func(_ *corev1.PodSpec, c *corev1.Container) { c.StartupProbe = probe }},
 		{"spec.containers[0].lifecycle.postStart", func(_ *corev1.PodSpec, c *corev1.Container) { c.Lifecycle = &corev1.Lifecycle{PostStart: hook} }},
 		{"spec.containers[0].lifecycle.preStop", func(_ *corev1.PodSpec, c *corev1.Container) { c.Lifecycle = &corev1.Lifecycle{PreStop: hook} }},
-		{"spec.containers[0].ports[1]", func(_ *corev1.PodSpec, c *corev1.Container) {
-			c.Ports = []corev1.ContainerPort{{ContainerPort: 80}, {ContainerPort: 443, HostPort: 8443}}
-		}},
 		{"spec.containers[0].resizePolicy", func(_ *corev1.PodSpec, c *corev1.Container) {
 			c.ResizePolicy = []corev1.ContainerResizePolicy{{ResourceName: corev1.ResourceCPU, RestartPolicy: corev1.NotRequired}}
 		}},
@@ -545,5 +529,81 @@ func TestInstanceDoc(t *testing.T) {
 	}
 	if got := BundleStateDir("/var/lib/berth/containers/default_web_app"); got != "/var/lib/berth" {
 		t.Errorf("BundleStateDir = %q", got)
+	}
+}
+
+// A host-network pod's containers stay in the node's network and UTS
+// namespaces (no entry at all), set no hostname, and see the node's
+// name as HOSTNAME; other pods join the pod's namespace files.
+func TestHostNetworkNamespaces(t *testing.T) {
+	in := basicInput(t)
+	in.Paths.NetNS, in.Paths.UTSNS = "/run/berth/pods/x/ns/net", "/run/berth/pods/x/ns/uts"
+	in.Options.NodeHostname = "node-7"
+	types := func(u *Unit) map[specs.LinuxNamespaceType]string {
+		m := map[specs.LinuxNamespaceType]string{}
+		for _, ns := range u.Spec.Linux.Namespaces {
+			m[ns.Type] = ns.Path
+		}
+		return m
+	}
+	u, err := Generate(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := types(u); m[specs.NetworkNamespace] != in.Paths.NetNS || m[specs.UTSNamespace] != in.Paths.UTSNS || u.Spec.Hostname == "" {
+		t.Errorf("pod network: namespaces %v, hostname %q", m, u.Spec.Hostname)
+	}
+	in.Pod.Spec.HostNetwork = true
+	if u, err = Generate(in); err != nil {
+		t.Fatal(err)
+	}
+	m := types(u)
+	_, net := m[specs.NetworkNamespace]
+	_, uts := m[specs.UTSNamespace]
+	if net || uts || u.Spec.Hostname != "" {
+		t.Errorf("host network: namespaces %v, hostname %q", m, u.Spec.Hostname)
+	}
+	if _, ipc := m[specs.IPCNamespace]; !ipc {
+		t.Errorf("host network: the pod's IPC namespace is gone: %v", m)
+	}
+	if !slices.Contains(u.Spec.Process.Env, "HOSTNAME=node-7") {
+		t.Errorf("host network: env %v lacks HOSTNAME=node-7", u.Spec.Process.Env)
+	}
+}
+
+// Volume mounts come after the pod's files, parents before children; a
+// volume on /etc/hosts replaces the pod's file; the pod's /dev/shm is
+// bound instead of a tmpfs of the container's own.
+func TestVolumeMounts(t *testing.T) {
+	in := basicInput(t)
+	in.Paths.Shm = "/var/lib/berth/pods/x/volumes/shm"
+	bind := func(dst, src string) specs.Mount {
+		return specs.Mount{Destination: dst, Type: "bind", Source: src, Options: []string{"rbind", "rprivate", "ro"}}
+	}
+	in.Volumes = []specs.Mount{bind("/data/cache", "/v/cache"), bind("/etc/hosts", "/v/hosts"), bind("/data", "/v/data")}
+	u, err := Generate(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dsts []string
+	for _, m := range u.Spec.Mounts {
+		dsts = append(dsts, m.Destination)
+		switch m.Destination {
+		case "/dev/shm":
+			if m.Type != "bind" || m.Source != in.Paths.Shm {
+				t.Errorf("/dev/shm is %+v, want a bind of the pod's %s", m, in.Paths.Shm)
+			}
+		case "/etc/hosts":
+			if m.Source != "/v/hosts" {
+				t.Errorf("/etc/hosts from %s, want the volume", m.Source)
+			}
+		}
+	}
+	n := len(dsts)
+	if got := dsts[n-3:]; !slices.Equal(got, []string{"/data", "/data/cache", "/etc/hosts"}) {
+		t.Errorf("last mounts %v, want the volumes by depth, else in order", got)
+	}
+	if slices.Index(dsts, "/etc/hosts") != n-1 {
+		t.Errorf("/etc/hosts mounted twice or early: %v", dsts)
 	}
 }

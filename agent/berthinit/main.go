@@ -25,6 +25,9 @@ const VerifyImageFlag = "--verify-image"
 //	verify <bundle>    the trust policy's judgement alone (exit 0: may start)
 //	stage2 <bundle>    internal: re-executed by start in the new namespaces
 func Main(args []string) int {
+	if len(args) > 0 && args[0] == "exec" {
+		return execMain(args[1:])
+	}
 	verifyFirst := false
 	if len(args) == 3 && args[0] == "start" && args[1] == VerifyImageFlag {
 		verifyFirst, args = true, []string{"start", args[2]}

@@ -2,6 +2,7 @@ package berthinit
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -45,7 +46,27 @@ func PostStop(bundle string, env func(string) string, oomKills func() (uint64, e
 		}
 	}
 	st := DecideExit(env("SERVICE_RESULT"), env("EXIT_CODE"), env("EXIT_STATUS"), kills, now)
+	st.Message = takeTerminationMessage(filepath.Join(bundle, bndl.TerminationLogFile))
 	return bndl.WriteExit(bundle, st)
+}
+
+// takeTerminationMessage reads what the run wrote to its termination log
+// (the kubelet reads at most 4096 bytes) and empties the file, so that the
+// next run of the unit (a restart, same bundle) starts without it, as the
+// kubelet gives each container instance a new file. The file is berth's
+// (in the bundle, which the container cannot reach); O_NOFOLLOW all the same.
+func takeTerminationMessage(path string) string {
+	f, err := os.OpenFile(path, os.O_RDWR|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	buf := make([]byte, bndl.MaxTerminationMessage)
+	n, _ := io.ReadFull(f, buf)
+	if err := f.Truncate(0); err != nil {
+		fmt.Fprintf(os.Stderr, "berth-init poststop: empty %s: %v\n", path, err)
+	}
+	return string(buf[:n])
 }
 
 // DecideExit turns systemd's view of the main process into a bndl.ExitStatus.

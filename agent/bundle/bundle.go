@@ -34,6 +34,10 @@ const (
 	// and the counter would otherwise blame every later exit on an old OOM.
 	OOMBaseFile = "oom_kills.start"
 	ExitFile    = "exit.json"
+	// TerminationLogFile is bound at the container's
+	// terminationMessagePath; poststop moves what the workload wrote into
+	// the exit record and empties it for the next run.
+	TerminationLogFile = "termination-log"
 
 	UpperDir  = "upper"
 	WorkDir   = "work"

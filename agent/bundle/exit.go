@@ -26,7 +26,14 @@ type ExitStatus struct {
 	OOMKilled  bool      `json:"oomKilled"`
 	Reason     string    `json:"reason"` // Completed, Error or OOMKilled
 	FinishedAt time.Time `json:"finishedAt"`
+	// Message is what the workload wrote to its terminationMessagePath
+	// (TerminationLogFile), at most MaxTerminationMessage bytes.
+	Message string `json:"message,omitempty"`
 }
+
+// MaxTerminationMessage is the kubelet's bound on a termination message
+// (kuberuntime maxMsgSize).
+const MaxTerminationMessage = 4096
 
 // ReadExit reads the bundle's ExitFile. A bundle whose workload has not
 // ended yet has none: the error then wraps fs.ErrNotExist.

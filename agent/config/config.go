@@ -56,6 +56,33 @@ type Config struct {
 	// ShutdownTimeout bounds how long berthd waits for open requests
 	// (watches included) on SIGTERM before closing them.
 	ShutdownTimeout time.Duration `yaml:"shutdownTimeout"`
+	// Network is the pod network and pods' DNS.
+	Network Network `yaml:"network"`
+	// Volumes is the policy for pods' volumes.
+	Volumes Volumes `yaml:"volumes"`
+}
+
+// Volumes is the policy for pods' volumes.
+type Volumes struct {
+	// HostPathPrefixes are the host directories hostPath volumes may name
+	// (the directory or anything below it, after resolving symlinks).
+	// Empty: every hostPath volume is refused.
+	HostPathPrefixes []string `yaml:"hostPathPrefixes"`
+}
+
+// Network is the pod network (CNI) and the node's resolver for pods.
+type Network struct {
+	// CNIConfDir holds the pod network's CNI configuration: the first
+	// *.conflist in lexical order. berthd writes its default network
+	// (a bridge on 10.85.0.0/16) there when the directory has none.
+	CNIConfDir string `yaml:"cniConfDir"`
+	// CNIPluginDirs are searched for CNI plugins.
+	CNIPluginDirs []string `yaml:"cniPluginDirs"`
+	// ResolvConf is the node's resolver configuration pods with dnsPolicy
+	// Default (and, until berth serves cluster DNS, ClusterFirst) start
+	// from. When it names only systemd-resolved's stub (127.0.0.53, which
+	// a pod cannot reach), /run/systemd/resolve/resolv.conf is used.
+	ResolvConf string `yaml:"resolvConf"`
 }
 
 // Socket is the Unix socket's placement and permissions.
@@ -92,6 +119,11 @@ func Default() Config {
 		Registries:      image.DefaultRegistriesPath,
 		PidsLimit:       4096,
 		ShutdownTimeout: 10 * time.Second,
+		Network: Network{
+			CNIConfDir:    "/etc/berth/cni",
+			CNIPluginDirs: []string{"/usr/lib/cni", "/opt/cni/bin"},
+			ResolvConf:    "/etc/resolv.conf",
+		},
 	}
 }
 
@@ -133,7 +165,8 @@ func (c *Config) Validate() error {
 	bad := func(key, format string, a ...any) error {
 		return fmt.Errorf("%w: %s: %s", errdefs.ErrInvalidArgument, key, fmt.Sprintf(format, a...))
 	}
-	for key, p := range map[string]string{"stateDir": c.StateDir, "runDir": c.RunDir, "socket.path": c.Socket.Path} {
+	for key, p := range map[string]string{"stateDir": c.StateDir, "runDir": c.RunDir, "socket.path": c.Socket.Path,
+		"network.cniConfDir": c.Network.CNIConfDir} {
 		if !strings.HasPrefix(p, "/") {
 			return bad(key, "%q is not an absolute path", p)
 		}
@@ -145,6 +178,22 @@ func (c *Config) Validate() error {
 	case "trace", "debug", "info", "warn", "error":
 	default:
 		return bad("logLevel", "%q is not one of trace, debug, info, warn, error", c.LogLevel)
+	}
+	if len(c.Network.CNIPluginDirs) == 0 {
+		return bad("network.cniPluginDirs", "empty: no CNI plugin could be found")
+	}
+	for _, d := range c.Network.CNIPluginDirs {
+		if !strings.HasPrefix(d, "/") {
+			return bad("network.cniPluginDirs", "%q is not an absolute path", d)
+		}
+	}
+	for _, d := range c.Volumes.HostPathPrefixes {
+		if !strings.HasPrefix(d, "/") || d == "/" {
+			return bad("volumes.hostPathPrefixes", "%q is not an absolute path below /", d)
+		}
+	}
+	if p := c.Network.ResolvConf; p != "" && !strings.HasPrefix(p, "/") {
+		return bad("network.resolvConf", "%q is not an absolute path", p)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return bad("shutdownTimeout", "%v is not positive", c.ShutdownTimeout)

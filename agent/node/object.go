@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -188,7 +189,7 @@ func cpuCount(root string) int {
 
 // primaryIP is the IPv4 address of the interface the default route leaves
 // by (/proc/net/route), else the first global unicast address of any
-// interface up, else "".
+// interface up that is not a bridge, else "".
 func primaryIP(root string) string {
 	if iface := defaultRouteInterface(root + routePath); iface != "" {
 		if ifi, err := net.InterfaceByName(iface); err == nil {
@@ -202,6 +203,12 @@ func primaryIP(root string) string {
 		return ""
 	}
 	for i := range ifis {
+		// Bridges are skipped: without a default route, the pod network's
+		// bridge (berth0, its gateway 10.85.0.1) is no address of the node
+		// for anyone outside it.
+		if _, err := os.Stat(filepath.Join(root, "/sys/class/net", ifis[i].Name, "bridge")); err == nil {
+			continue
+		}
 		if ifis[i].Flags&net.FlagUp != 0 && ifis[i].Flags&net.FlagLoopback == 0 {
 			if ip := firstGlobal(&ifis[i]); ip != "" {
 				return ip

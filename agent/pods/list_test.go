@@ -124,7 +124,7 @@ func TestHostAndRemovals(t *testing.T) {
 	must(t, unix.Mkfifo(filepath.Join(side, bndl.ReleaseFile), 0o600))
 	// A run directory whose namespace is pinned but which has no record.
 	orphanNS := filepath.Join(f.run, "pods", "default_gone", "ns")
-	must(t, createNamespaces(orphanNS, "gone"))
+	must(t, createNamespaces(orphanNS, "gone", false))
 	// A stray bundle with a mount in it.
 	stray := filepath.Join(f.state, "containers", "default_gone_app")
 	must(t, os.MkdirAll(filepath.Join(stray, bndl.UpperDir), 0o700))
@@ -182,8 +182,8 @@ func TestHostAndRemovals(t *testing.T) {
 		must(t, f.rt.RemoveBundle(b))
 	}
 	for _, k := range []string{"default_gone", "default_web"} {
-		must(t, f.rt.RemovePodDirs(k))
-		must(t, f.rt.RemovePodDirs(k))
+		must(t, f.rt.RemovePodDirs(context.Background(), k))
+		must(t, f.rt.RemovePodDirs(context.Background(), k))
 	}
 	if err := f.rt.RemoveBundle("../pods"); err == nil {
 		t.Error("RemoveBundle left its directory")

@@ -81,16 +81,22 @@ func (r *Runtime) RemoveBundle(key string) error {
 	return removeTree(dir)
 }
 
-// RemovePodDirs removes a pod's directories by key: its run directory
-// (namespaces unpinned first, pod files) and then its state directory, the
-// record last. Its units must be stopped and its bundles removed first.
-func (r *Runtime) RemovePodDirs(key string) error {
+// RemovePodDirs removes a pod's directories by key: its attachment to the
+// pod network, its run directory (namespaces unpinned first, pod files) and
+// then its state directory, the record last. Its units must be stopped and
+// its bundles removed first.
+func (r *Runtime) RemovePodDirs(ctx context.Context, key string) error {
 	run, err := under(filepath.Join(r.cfg.RunDir, "pods"), key)
 	if err != nil {
 		return err
 	}
 	state, err := under(filepath.Join(r.cfg.StateDir, "pods"), key)
 	if err != nil {
+		return err
+	}
+	// The record may be gone or corrupt: a host-network pod's empty
+	// detach is harmless, so no record is needed.
+	if err := r.detach(ctx, key, run, nil); err != nil {
 		return err
 	}
 	if err := removeNamespaces(filepath.Join(run, "ns")); err != nil {

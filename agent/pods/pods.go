@@ -16,20 +16,22 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/hashicorp/go-hclog"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/berth-dev/berth/agent/network"
 	"github.com/berth-dev/berth/agent/seccomp"
 	"github.com/berth-dev/berth/agent/trust"
+	"github.com/berth-dev/berth/agent/volumes"
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/unitgen"
@@ -67,7 +69,28 @@ type Config struct {
 	// Policy is the trust policy file (default /etc/berth/policy.json): every
 	// image is judged before its pod starts and again before every (re)start.
 	Policy string
-	Log    hclog.Logger
+	// Network is the pod network (agent/network); nil leaves pods with
+	// loopback only (the runtime's own tests, `berthd pod run`).
+	Network Network
+	// DNS makes each pod's resolv.conf; NodeHosts is the node's hosts
+	// file (host-network pods start from it; default /etc/hosts);
+	// NodeHostname is the node's name for those pods.
+	DNS          network.DNS
+	NodeHosts    string
+	NodeHostname string
+	// Recorder records the kubelet's warnings about a pod (DNS); nil: none.
+	Recorder Recorder
+	// Volumes makes pods' volumes (default: emptyDir, downwardAPI and
+	// the shared /dev/shm; no configMap or secret source, no hostPath).
+	Volumes Volumes
+	// Objects are the ConfigMaps and Secrets containers' env refers to
+	// (nil: none exist); HostIP is the node's address (status.hostIP).
+	Objects volumes.Source
+	HostIP  string
+	// Logs reads containers' logs (agent/logs), for terminationMessagePolicy
+	// FallbackToLogsOnError; nil: no fallback.
+	Logs Logs
+	Log     hclog.Logger
 }
 
 // Runtime runs pods.
@@ -78,6 +101,9 @@ type Runtime struct {
 	log    hclog.Logger
 	slices sync.Map    // slice names ensured by this process: one D-Bus round trip less per pod
 	locks  *keyedMutex // one operation per pod at a time
+	// logMessages caches FallbackToLogsOnError messages by bundle (the
+	// last ended run's): the journal is read once per ended run.
+	logMessages sync.Map
 }
 
 // New returns a runtime.
@@ -98,6 +124,15 @@ func New(cfg Config, units Units, images Images) *Runtime {
 	}
 	if cfg.Log == nil {
 		cfg.Log = hclog.NewNullLogger()
+	}
+	if cfg.Volumes == nil {
+		cfg.Volumes = volumes.New(volumes.Config{NodeAllocatableMemory: cfg.Node.MemoryCapacity}, nil)
+	}
+	if cfg.NodeHosts == "" {
+		cfg.NodeHosts = "/etc/hosts"
+	}
+	if cfg.NodeHostname == "" {
+		cfg.NodeHostname, _ = os.Hostname()
 	}
 	return &Runtime{cfg: cfg, units: units, images: images, log: cfg.Log.Named("pods"), locks: newKeyedMutex()}
 }
@@ -148,6 +183,9 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	if err != nil {
 		return err
 	}
+	if pod.Spec.HostNetwork {
+		hostname, fqdn = r.cfg.NodeHostname, ""
+	}
 	unlock, err := r.lock(ctx, d)
 	if err != nil {
 		return err
@@ -192,20 +230,27 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return err
 	}
-	short, _, _ := strings.Cut(hostname, ".") // with setHostnameAsFQDN, hostname is the FQDN
-	if err := writePodFiles(runDir, hostname, short, fqdn); err != nil {
+	if err := r.writePodFiles(runDir, pod, hostname); err != nil {
 		return fmt.Errorf("pod files: %w", err)
 	}
-	// The pod's namespaces are made while the containers' images are
-	// judged and their bundles written (about 1 ms of each start, make
-	// bench); a unit's bundle is released to berth-init only once they are
-	// pinned. Every return waits for them first, so that a clean-up after a
-	// failure finds them.
-	nsTook := make(chan time.Duration, 1)
+	// The pod's namespaces are made and attached to the pod network while
+	// the containers' images are judged and their bundles written; a
+	// unit's bundle is released to berth-init only once they are pinned
+	// and attached, and /etc/hosts names the pod's address. Every return
+	// waits for them first, so that a clean-up after a failure finds them.
+	nsTook := make(chan time.Duration, 2)
 	nsErr := make(chan error, 1)
 	go func() {
 		lap := stopwatch()
-		err := createNamespaces(filepath.Join(runDir, "ns"), hostname)
+		err := createNamespaces(filepath.Join(runDir, "ns"), hostname, pod.Spec.HostNetwork)
+		nsTook <- lap()
+		var ips []string
+		if err == nil {
+			ips, err = r.attach(ctx, d, pod)
+		}
+		if err == nil {
+			err = r.writeHosts(runDir, pod, ips, hostname, fqdn)
+		}
 		nsTook <- lap()
 		nsErr <- err
 	}()
@@ -226,15 +271,44 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 		return fmt.Errorf("namespace slice %s: %w", slice, err)
 	}
 	phases := []any{"slice", lap()}
-	for i := range pod.Spec.Containers {
-		c := &pod.Spec.Containers[i]
-		cp, err := r.startContainer(ctx, d, pod, c, images[c.Name], namespaces)
+	set, shm, err := r.setupVolumes(d, pod)
+	if err != nil {
+		return err
+	}
+	phases = append(phases, "volumes", lap())
+	// status.podIP in env needs the pod's address: its attachment first.
+	ein := envInput{hostIP: r.cfg.HostIP}
+	if needsPodIP(pod) {
+		if err := namespaces(); err != nil {
+			return err
+		}
+		if ein.podIPs, err = r.PodIPs(pod.Namespace, pod.Name); err != nil {
+			return err
+		}
+	}
+	// The units see the containers with their env resolved; the record
+	// keeps the pod as the API has it.
+	resolved := pod.DeepCopy()
+	for i := range resolved.Spec.Containers {
+		rc, err := r.resolveEnv(pod, &pod.Spec.Containers[i], ein)
+		if err != nil {
+			return fmt.Errorf("container %q: %w", pod.Spec.Containers[i].Name, err)
+		}
+		resolved.Spec.Containers[i] = *rc
+	}
+	for i := range resolved.Spec.Containers {
+		c := &resolved.Spec.Containers[i]
+		mounts, err := containerMounts(set, c)
+		if err != nil {
+			return fmt.Errorf("container %q: %w", c.Name, err)
+		}
+		cp, err := r.startContainer(ctx, d, resolved, c, images[c.Name], containerVolumes{mounts, shm}, namespaces)
 		if err != nil {
 			return fmt.Errorf("container %q: %w", c.Name, err)
 		}
 		phases = append(phases, cp...)
 	}
-	phases = append(phases, "namespaces", <-nsTook)
+	phases = append(phases, "namespaces", <-nsTook, "network", <-nsTook)
 	r.log.Debug("pod started", append([]any{"pod", pod.Namespace + "/" + pod.Name}, phases...)...)
 	return nil
 }
@@ -270,10 +344,26 @@ func (r *Runtime) Plan(pod *corev1.Pod, c *corev1.Container, img *image.Image) (
 	if err != nil {
 		return nil, err
 	}
-	return r.plan(d, pod, c, img)
+	rc, err := r.resolveEnv(pod, c, envInput{hostIP: r.cfg.HostIP})
+	if err != nil {
+		return nil, err
+	}
+	resolved := pod.DeepCopy()
+	for i := range resolved.Spec.Containers {
+		if resolved.Spec.Containers[i].Name == c.Name {
+			resolved.Spec.Containers[i] = *rc
+		}
+	}
+	return r.plan(d, resolved, rc, img, containerVolumes{})
 }
 
-func (r *Runtime) plan(d podDirs, pod *corev1.Pod, c *corev1.Container, img *image.Image) (*unitgen.Unit, error) {
+// containerVolumes are a container's volume binds and the pod's /dev/shm.
+type containerVolumes struct {
+	mounts []specs.Mount
+	shm    string
+}
+
+func (r *Runtime) plan(d podDirs, pod *corev1.Pod, c *corev1.Container, img *image.Image, vols containerVolumes) (*unitgen.Unit, error) {
 	runDir := d.run
 	bundle, err := d.bundle(c.Name)
 	if err != nil {
@@ -308,9 +398,13 @@ func (r *Runtime) plan(d podDirs, pod *corev1.Pod, c *corev1.Container, img *ima
 			Hosts:      filepath.Join(runDir, "hosts"),
 			Hostname:   filepath.Join(runDir, "hostname"),
 			ResolvConf: filepath.Join(runDir, "resolv.conf"),
+			Shm:            vols.shm,
+			TerminationLog: filepath.Join(bundle, bndl.TerminationLogFile),
 		},
+		Volumes: vols.mounts,
 		Limits:  cgroup.ContainerLimits(pod, c, r.cfg.Node),
-		Options: unitgen.Options{AllowPrivileged: r.cfg.AllowPrivileged, CgroupV2: r.cfg.Node.CgroupV2, VerifyImage: true},
+		Options: unitgen.Options{AllowPrivileged: r.cfg.AllowPrivileged, CgroupV2: r.cfg.Node.CgroupV2, VerifyImage: true,
+			NodeHostname: r.cfg.NodeHostname},
 	})
 }
 
@@ -331,10 +425,10 @@ func (r *Runtime) imageFile(img *image.Image, name string) ([]byte, error) {
 // startContainer starts one container's unit, releasing its bundle once
 // namespaces() (the pod's, made meanwhile) reports them ready, and returns
 // how long its phases took (for the debug log and the benchmark).
-func (r *Runtime) startContainer(ctx context.Context, d podDirs, pod *corev1.Pod, c *corev1.Container, pi PodImage, namespaces func() error) ([]any, error) {
+func (r *Runtime) startContainer(ctx context.Context, d podDirs, pod *corev1.Pod, c *corev1.Container, pi PodImage, vols containerVolumes, namespaces func() error) ([]any, error) {
 	lap := stopwatch()
 	img := pi.Image
-	unit, err := r.plan(d, pod, c, img)
+	unit, err := r.plan(d, pod, c, img, vols)
 	if err != nil {
 		return nil, err
 	}
@@ -373,6 +467,15 @@ func (r *Runtime) startContainer(ctx context.Context, d podDirs, pod *corev1.Pod
 		if err := os.MkdirAll(filepath.Join(bundle, sub), 0o700); err != nil {
 			return nil, err
 		}
+	}
+	// The termination log: world-writable, so that a non-root workload can
+	// write it, as the kubelet makes it (the bundle itself is root's 0700).
+	tlog := filepath.Join(bundle, bndl.TerminationLogFile)
+	if err := os.WriteFile(tlog, nil, 0o666); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(tlog, 0o666); err != nil { // past the umask
+		return nil, err
 	}
 
 	// systemd makes the unit and its cgroups and forks berth-init (about as
@@ -520,10 +623,23 @@ func (r *Runtime) removePod(ctx context.Context, d podDirs) error {
 			if err := os.RemoveAll(bundle); err != nil {
 				errs = append(errs, err)
 			}
+			r.logMessages.Delete(bundle)
 		}
+	}
+	// Off the pod network before the namespace goes: DEL finds the veth
+	// to remove in it. A failed detach keeps the directories, so that the
+	// next removal (or reconcile's GC) tries again.
+	if err := r.detach(ctx, unitgen.PodKey(d.ns, d.pod), d.run, pod); err != nil {
+		errs = append(errs, err)
 	}
 	if err := removeNamespaces(filepath.Join(d.run, "ns")); err != nil {
 		errs = append(errs, err)
+	}
+	// The volumes' mounts (tmpfs, hostPath and subPath pins) go before
+	// anything is deleted: RemoveAll must never reach through a pin into
+	// the host's files.
+	if err := volumes.Teardown(d.volumeDir()); err != nil {
+		errs = append(errs, fmt.Errorf("volumes: %w", err))
 	}
 	if len(errs) == 0 {
 		if err := os.RemoveAll(d.run); err != nil {
@@ -586,6 +702,11 @@ func (r *Runtime) PodStatus(ctx context.Context, ns, name string) ([]ContainerSt
 			cs.ActiveState, cs.SubState = st.ActiveState, st.SubState
 			cs.RestartCount = int32(st.NRestarts)
 		}
+		if exit != nil && exit.Message == "" && exit.ExitCode != 0 && c.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError {
+			e := *exit
+			e.Message = r.messageFromLogs(ctx, pod, c.Name, bundle, exit, st != nil && st.ActiveState == "active")
+			exit = &e
+		}
 		switch {
 		case st != nil && st.ActiveState == "active":
 			cs.Ready, cs.Started = true, ptr(true)
@@ -616,6 +737,7 @@ func terminated(e *bndl.ExitStatus) *corev1.ContainerStateTerminated {
 		ExitCode:   int32(e.ExitCode),
 		Signal:     int32(e.Signal),
 		Reason:     e.Reason,
+		Message:    e.Message,
 		FinishedAt: metav1.NewTime(e.FinishedAt),
 	}
 }

@@ -42,7 +42,10 @@ type Host interface {
 	Host(ctx context.Context) (*pods.Host, error)
 	StopUnit(ctx context.Context, name string) error
 	RemoveBundle(key string) error
-	RemovePodDirs(key string) error
+	RemovePodDirs(ctx context.Context, key string) error
+	// GCNetwork detaches pod network attachments no remaining pod
+	// directory accounts for.
+	GCNetwork(ctx context.Context) error
 }
 
 // Recorder records events; *events.Recorder provides it. It takes the
@@ -161,6 +164,11 @@ func (r *Reconciler) Run(ctx context.Context) (*Report, error) {
 		r.event(corev1.EventTypeWarning, reason, msg)
 	}
 	err = r.apply(ctx, plan.Remove)
+	// After the removals: what remains is what the attachments may keep.
+	if gerr := r.cfg.Host.GCNetwork(ctx); gerr != nil {
+		r.log.Error("pod network GC", "error", gerr)
+		err = errors.Join(err, fmt.Errorf("reconcile: pod network GC: %w", gerr))
+	}
 	r.log.Info("reconciled", "adopted", len(plan.Adopt), "kept", len(plan.Keep), "orphans", len(plan.Remove),
 		"foreign", len(plan.Foreign), "error", err)
 	return rep, err
@@ -259,7 +267,7 @@ func (r *Reconciler) apply(ctx context.Context, rs []*Removal) error {
 		if len(errs[g]) > 0 || !g.Dirs {
 			continue
 		}
-		if err := r.cfg.Host.RemovePodDirs(g.Key); err != nil {
+		if err := r.cfg.Host.RemovePodDirs(ctx, g.Key); err != nil {
 			fail(g, fmt.Errorf("remove pod directories %s: %w", g.Key, err))
 		}
 	}

@@ -55,7 +55,10 @@ func (f *fakeHost) do(op string) error {
 }
 func (f *fakeHost) StopUnit(_ context.Context, name string) error { return f.do("stop " + name) }
 func (f *fakeHost) RemoveBundle(key string) error                 { return f.do("bundle " + key) }
-func (f *fakeHost) RemovePodDirs(key string) error                { return f.do("dirs " + key) }
+func (f *fakeHost) RemovePodDirs(_ context.Context, key string) error {
+	return f.do("dirs " + key)
+}
+func (f *fakeHost) GCNetwork(context.Context) error { return nil }
 
 // The recorder berthd wires.
 var _ Recorder = (*events.Recorder)(nil)
@@ -348,7 +351,7 @@ func (m *mutatingHost) RemoveBundle(key string) error {
 	return m.do("bundle " + key)
 }
 
-func (m *mutatingHost) RemovePodDirs(key string) error {
+func (m *mutatingHost) RemovePodDirs(_ context.Context, key string) error {
 	m.h.Pods = filter(m.h.Pods, func(p pods.HostPod) bool { return p.Key != key })
 	m.h.Mounts = filter(m.h.Mounts, func(x pods.HostMount) bool { return x.Kind != "pod" || x.Key != key })
 	return m.do("dirs " + key)
@@ -368,7 +371,7 @@ func (m *mutatingHost) apply(op string) {
 		}
 		_ = m.RemoveBundle(arg)
 	case "dirs":
-		_ = m.RemovePodDirs(arg)
+		_ = m.RemovePodDirs(context.Background(), arg)
 	}
 }
 

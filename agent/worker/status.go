@@ -57,6 +57,11 @@ type containerInput struct {
 	// Backoff is the restart delay the container waits out in
 	// CrashLoopBackOff (for the message).
 	Backoff time.Duration
+	// Probes, for a container with probes, is told the instance that runs
+	// (by its start time, exact: it names the instance) and answers
+	// whether it has started and is ready (the kubelet's prober
+	// UpdatePodStatus). Nil: started and ready once it runs.
+	Probes func(startedAt time.Time) (started, ready bool)
 }
 
 // containerStatus computes one container's status as the kubelet reports
@@ -100,6 +105,10 @@ func containerStatus(pod *corev1.Pod, in containerInput, prev *corev1.ContainerS
 		}
 		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(started.Truncate(time.Second))}
 		cs.Ready, cs.Started = true, ptr(true)
+		if in.Probes != nil {
+			s, r := in.Probes(started)
+			cs.Started, cs.Ready = ptr(s), s && r
+		}
 	case rt.ActiveState == "activating" && rt.State.Terminated != nil:
 		// It ran and ended, and is being started again: systemd waits out
 		// RestartUSec (auto-restart), then berth-init start the rest of the
@@ -223,6 +232,7 @@ type statusInput struct {
 	Containers []containerInput
 	Sandbox    bool // the pod's namespaces exist (PodReadyToStartContainers)
 	HostIP     string
+	PodIPs     []string // the sandbox's addresses, once it has them
 	Now        time.Time
 }
 
@@ -243,6 +253,12 @@ func computeStatus(pod *corev1.Pod, in statusInput) corev1.PodStatus {
 	}
 	if in.HostIP != "" {
 		st.HostIP, st.HostIPs = in.HostIP, []corev1.HostIP{{IP: in.HostIP}}
+	}
+	if len(in.PodIPs) > 0 {
+		st.PodIP, st.PodIPs = in.PodIPs[0], nil
+		for _, ip := range in.PodIPs {
+			st.PodIPs = append(st.PodIPs, corev1.PodIP{IP: ip})
+		}
 	}
 	if st.StartTime == nil {
 		st.StartTime = &now

@@ -1,9 +1,13 @@
 // Package worker is berth's kubelet loop: it runs the pods stored for this
 // node (pull with the kubelet's image back-off, trust, start the units),
 // follows them through systemd's D-Bus signals, writes their status as the
-// kubelet writes it, records the kubelet's Events, and carries out graceful
-// deletion. berthd may be killed at any point: on start the worker adopts
-// what runs, finishes what was half done and starts what should run.
+// kubelet writes it, records the kubelet's Events, runs the containers'
+// liveness, readiness and startup probes (agent/probe: readiness decides
+// Ready, a failed liveness or startup probe has the container killed for
+// systemd to restart), and carries out graceful deletion. berthd may be
+// killed at any point: on start the worker adopts what runs (probing its
+// containers from their real start times), finishes what was half done and
+// starts what should run.
 package worker
 
 import (
@@ -23,6 +27,7 @@ import (
 	"github.com/berth-dev/berth/agent/events"
 	"github.com/berth-dev/berth/agent/images"
 	"github.com/berth-dev/berth/agent/pods"
+	"github.com/berth-dev/berth/agent/probe"
 	"github.com/berth-dev/berth/agent/store"
 	"github.com/berth-dev/berth/unitgen"
 	"github.com/berth-dev/berth/unitgen/systemd"
@@ -49,6 +54,10 @@ type Runtime interface {
 	RemovePod(ctx context.Context, ns, name string) error
 	PodStatus(ctx context.Context, ns, name string) ([]pods.ContainerStatus, error)
 	LoadPod(ns, name string) (*corev1.Pod, error)
+	// PodIPs are the addresses the pod network gave the pod.
+	PodIPs(ns, name string) ([]string, error)
+	// ReleaseNetwork takes a finished pod off the pod network.
+	ReleaseNetwork(ctx context.Context, ns, name string) error
 }
 
 // Images is what the worker needs of *images.Images: the images of a pod,
@@ -65,8 +74,9 @@ type Images interface {
 }
 
 // Units is what the worker needs of *systemd.Conn: the signals, a unit's
-// timestamps, and SIGKILL when a deletion's grace period is shorter than
-// the unit's stop timeout.
+// timestamps, SIGKILL when a deletion's grace period is shorter than the
+// unit's stop timeout, and the stop signal then SIGKILL for a container
+// that failed its liveness or startup probe.
 type Units interface {
 	Watch(ctx context.Context, prefix string) (<-chan systemd.Event, error)
 	Status(ctx context.Context, name string) (*systemd.UnitStatus, error)
@@ -108,6 +118,10 @@ type Config struct {
 	// Layout, when set, is an OCI layout every image is imported from
 	// instead of pulled (air-gapped nodes, tests).
 	Layout string
+	// Exec runs exec probes in a container with its full confinement
+	// (agent/streams); nil: exec probes err with "not implemented" (the
+	// kubelet's "probe errored" Unhealthy event), the others run.
+	Exec probe.Execer
 	// Parallel bounds how many pods are synced at once (default 8).
 	Parallel int
 	Log      hclog.Logger
@@ -121,9 +135,13 @@ type Worker struct {
 	log hclog.Logger
 	sem chan struct{}
 
+	// probes runs the pods' liveness, readiness and startup probes.
+	probes *probe.Manager
+
 	mu    sync.Mutex
-	pods  map[string]*podState // ns/name →
-	units map[string]*podState // unit name → its pod
+	pods  map[string]*podState    // ns/name →
+	units map[string]*podState    // unit name → its pod
+	byUID map[types.UID]*podState // the prober names pods by UID
 	wg    sync.WaitGroup
 	ctx   context.Context
 }
@@ -139,8 +157,14 @@ func New(cfg Config) *Worker {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Worker{cfg: cfg, log: cfg.Log.Named("worker"), sem: make(chan struct{}, cfg.Parallel),
-		pods: map[string]*podState{}, units: map[string]*podState{}}
+	w := &Worker{cfg: cfg, log: cfg.Log.Named("worker"), sem: make(chan struct{}, cfg.Parallel),
+		pods: map[string]*podState{}, units: map[string]*podState{}, byUID: map[types.UID]*podState{}}
+	var exec probe.Execer = noExecer{}
+	if cfg.Exec != nil {
+		exec = cfg.Exec
+	}
+	w.probes = probe.New(probe.Config{Exec: exec, Events: w.cfg.Events, Changed: w.probeChanged, Kill: w.probeKill, Log: w.log})
+	return w
 }
 
 // podState is one pod's worker: a goroutine that syncs it whenever kicked.
@@ -178,9 +202,13 @@ func (p *podState) poke() {
 // systemd until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	w.ctx = ctx
-	defer w.wg.Wait()
+	defer func() {
+		cancel()
+		// The probes first: no kill is asked for once they have ended.
+		w.probes.Stop()
+		w.wg.Wait()
+	}()
 	// Subscribed before anything is read, so that no change of a unit
 	// between the list and the watch is missed.
 	unitEvents, err := w.cfg.Units.Watch(ctx, "berth-")
@@ -314,11 +342,22 @@ func (w *Worker) set(pod *corev1.Pod) bool {
 	for _, c := range pod.Spec.Containers {
 		w.units[unitgen.UnitName(pod.Namespace, pod.Name, c.Name)] = p
 	}
+	w.byUID[pod.UID] = p
 	w.mu.Unlock()
 	p.mu.Lock()
 	old := p.desired
 	p.desired, p.gone = pod.DeepCopy(), false
 	p.mu.Unlock()
+	if old != nil && old.UID != pod.UID {
+		// Deleted and created again under the same name: the earlier
+		// pod's probes end.
+		w.mu.Lock()
+		if w.byUID[old.UID] == p {
+			delete(w.byUID, old.UID)
+		}
+		w.mu.Unlock()
+		w.probes.Remove(old.UID)
+	}
 	if old == nil || old.UID != pod.UID || old.Generation != pod.Generation ||
 		(old.DeletionTimestamp == nil) != (pod.DeletionTimestamp == nil) {
 		w.log.Trace("pod changed", "pod", p.key(), "deleting", pod.DeletionTimestamp != nil)
@@ -403,6 +442,12 @@ func (w *Worker) loop(p *podState) {
 						delete(w.units, u)
 					}
 				}
+				for uid, q := range w.byUID {
+					if q == p {
+						delete(w.byUID, uid)
+						w.probes.Remove(uid)
+					}
+				}
 				w.mu.Unlock()
 				return
 			}
@@ -431,6 +476,9 @@ func (w *Worker) sync(p *podState) (done bool) {
 	if gone || desired == nil {
 		// Deleted outright (grace 0, or by a namespace's deletion): no
 		// object left to finish.
+		if desired != nil {
+			w.probes.StopLivenessAndStartup(desired.UID)
+		}
 		if err := w.remove(ctx, p, desired, 0); err != nil && !errdefs.IsNotFound(err) {
 			log.Error("remove deleted pod", "error", err)
 			p.retryIn(InitialBackoff)
@@ -439,6 +487,9 @@ func (w *Worker) sync(p *podState) (done bool) {
 		return true
 	}
 	if desired.DeletionTimestamp != nil {
+		// The kubelet's syncTerminatingPod: no liveness or startup probe
+		// kills a container that is being stopped; readiness goes on.
+		w.probes.StopLivenessAndStartup(desired.UID)
 		grace := int64(corev1.DefaultTerminationGracePeriodSeconds)
 		if g := desired.DeletionGracePeriodSeconds; g != nil {
 			grace = *g
@@ -477,6 +528,7 @@ func (w *Worker) ensure(ctx context.Context, p *podState, pod *corev1.Pod, log h
 		// An earlier pod of the same name, deleted and created again while
 		// berthd was away.
 		log.Info("removing an earlier incarnation", "uid", rec.UID)
+		w.probes.Remove(rec.UID)
 		if err := w.remove(ctx, p, rec, 0); err != nil && !errdefs.IsNotFound(err) {
 			return err
 		}
@@ -509,7 +561,14 @@ func (w *Worker) ensure(ctx context.Context, p *podState, pod *corev1.Pod, log h
 			return err
 		}
 	}
-	_, err = w.writeStatus(ctx, p, pod, started)
+	stored, err := w.writeStatus(ctx, p, pod, started)
+	if err == nil && started && terminal(stored) {
+		// The kubelet stops a finished pod's sandbox, which gives its
+		// address back to the pod network (status keeps the podIP).
+		if err := w.cfg.Runtime.ReleaseNetwork(ctx, pod.Namespace, pod.Name); err != nil {
+			log.Warn("release the pod's network", "error", err)
+		}
+	}
 	return err
 }
 
@@ -784,10 +843,31 @@ func (w *Worker) writeStatus(ctx context.Context, p *podState, pod *corev1.Pod, 
 			return nil, err
 		}
 	}
+	if in.Sandbox {
+		// The kubelet's podIPs: the sandbox's addresses; a host-network
+		// pod's are the node's.
+		if pod.Spec.HostNetwork {
+			if w.cfg.HostIP != "" {
+				in.PodIPs = []string{w.cfg.HostIP}
+			}
+		} else {
+			ips, err := w.cfg.Runtime.PodIPs(pod.Namespace, pod.Name)
+			if err != nil {
+				return nil, err
+			}
+			in.PodIPs = ips
+		}
+	}
 	byName := map[string]*pods.ContainerStatus{}
 	for i := range rts {
 		byName[rts[i].Name] = &rts[i]
 	}
+	// The probes target the pod's address (the kubelet's status podIP).
+	podIP := pod.Status.PodIP
+	if len(in.PodIPs) > 0 {
+		podIP = in.PodIPs[0]
+	}
+	running := map[string]bool{}
 	for _, c := range pod.Spec.Containers {
 		ci := containerInput{Spec: c, Runtime: byName[c.Name], Waiting: p.waiting[c.Name], ImageID: p.imageIDs[c.Name]}
 		if ci.Runtime != nil {
@@ -796,9 +876,19 @@ func (w *Worker) writeStatus(ctx context.Context, p *podState, pod *corev1.Pod, 
 				ci.Unit.NRestarts = n
 			}
 		}
+		if hasProbes(&c) {
+			ci.Probes = w.probeView(pod, podIP, c.Name, running)
+		}
 		in.Containers = append(in.Containers, ci)
 	}
 	next := computeStatus(pod, in)
+	for _, c := range pod.Spec.Containers {
+		if hasProbes(&c) && !running[c.Name] {
+			// Not running (exited, waiting out its back-off, not started):
+			// not started, not ready, and no probe kills it.
+			w.probes.Exited(pod.UID, c.Name)
+		}
+	}
 	w.containerEvents(pod, p, next)
 	if statusEqual(pod.Status, next) {
 		return pod, nil

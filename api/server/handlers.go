@@ -46,6 +46,10 @@ func (s *Server) serveKind(w http.ResponseWriter, r *http.Request, k *kind, ns, 
 	sub := subresourceOf(r.URL.Path, k, name)
 	q := r.URL.Query()
 	switch {
+	case sub == "log":
+		s.podLog(w, r, k, ns, name)
+	case k.resource == "pods" && isStreamSubresource(sub):
+		s.podStream(w, r, k, ns, name, sub)
 	case r.Method == http.MethodGet && name != "":
 		s.get(w, r, k, ns, name)
 	case r.Method == http.MethodGet && (q.Get("watch") == "true" || q.Get("watch") == "1"):
@@ -315,6 +319,12 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), obj.GetName()), r)
 		return
 	}
+	unlockPorts, err := s.admitHostPorts(obj)
+	if err != nil {
+		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), obj.GetName()), r)
+		return
+	}
+	defer unlockPorts()
 	if opts.dryRun {
 		if err := s.store.Get(store.Resource(k.resource), obj.GetNamespace(), obj.GetName(), k.new()); err == nil {
 			s.writeStatus(w, apierrors.NewAlreadyExists(k.gr(), obj.GetName()), r)

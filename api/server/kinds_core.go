@@ -81,7 +81,7 @@ func namespaceKind() *kind {
 
 func podKind() *kind {
 	k := &kind{resource: "pods", singular: "pod", kind: "Pod", namespaced: true, shortNames: []string{"po"},
-		categories: []string{"all"}, subresources: []string{"status"}}
+		categories: []string{"all"}, subresources: []string{"status", "log", "exec", "attach", "portforward"}}
 	k.new = func() store.Object { return &corev1.Pod{} }
 	k.returnDeletedObject = true
 	k.prepare = func(o store.Object) {

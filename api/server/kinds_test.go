@@ -371,7 +371,7 @@ func TestLegacyDiscovery(t *testing.T) {
 		names = append(names, r.Name+"="+strings.Join(r.Verbs, ","))
 	}
 	all := "create,delete,deletecollection,get,list,patch,update,watch"
-	want := []string{"configmaps=" + all, "events=" + all, "namespaces=" + all, "nodes=" + all, "pods=" + all, "pods/status=get,patch,update", "secrets=" + all}
+	want := []string{"configmaps=" + all, "events=" + all, "namespaces=" + all, "nodes=" + all, "pods=" + all, "pods/attach=create,get", "pods/exec=create,get", "pods/log=get", "pods/portforward=create,get", "pods/status=get,patch,update", "secrets=" + all}
 	if strings.Join(names, " ") != strings.Join(want, " ") || core.GroupVersion != "v1" {
 		t.Errorf("/api/v1: %v", names)
 	}

@@ -21,6 +21,7 @@ import (
 	goruntime "runtime"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/hashicorp/go-hclog"
 	apidiscoveryv2 "k8s.io/api/apidiscovery/v2"
@@ -69,6 +70,12 @@ type Options struct {
 	// NodeName is this node's name: pods are bound to it on create, as the
 	// scheduler would bind them (default: the host name).
 	NodeName string
+	// Logs serves pods/log (agent/logs.Journal); nil: pods/log answers
+	// 503.
+	Logs Logs
+	// Streams serves pods/exec, pods/attach and pods/portforward
+	// (agent/streams.Service); nil: they answer 503.
+	Streams Streams
 }
 
 // Server is the API's http.Handler.
@@ -80,6 +87,8 @@ type Server struct {
 	order   []*kind          // as discovery lists them
 	openapi *openapi.Handler
 	nsKick  chan struct{} // a namespace was marked for deletion (RunNamespaces)
+	// hostPortMu serialises creates of pods with host ports (admitHostPorts).
+	hostPortMu sync.Mutex
 }
 
 // kindKey names a kind in Server.kinds: the resource for the core group
@@ -157,7 +166,7 @@ func (s *Server) openAPI() (*openapi.Handler, error) {
 			return nil, fmt.Errorf("openapi: %w", err)
 		}
 		rs = append(rs, openapi.Resource{Group: k.group, Version: k.version, Resource: k.resource, Kind: k.kind,
-			Namespaced: k.namespaced, Verbs: verbs(k), Subresources: k.subresources, Object: obj, List: list})
+			Namespaced: k.namespaced, Verbs: verbs(k), Subresources: objectSubresources(k.subresources), Object: obj, List: list})
 	}
 	return openapi.NewHandler(rs), nil
 }
@@ -264,7 +273,7 @@ func (s *Server) discovery(w http.ResponseWriter, group, version string) {
 		})
 		for _, sub := range k.subresources {
 			list.APIResources = append(list.APIResources, metav1.APIResource{
-				Name: k.resource + "/" + sub, Namespaced: k.namespaced, Kind: k.kind, Verbs: metav1.Verbs{"get", "patch", "update"},
+				Name: k.resource + "/" + sub, Namespaced: k.namespaced, Kind: k.kind, Verbs: subresourceVerbs(sub),
 			})
 		}
 	}
@@ -319,7 +328,7 @@ func (s *Server) aggregated(w http.ResponseWriter, root string) {
 			rd := apidiscoveryv2.APIResourceDiscovery{Resource: k.resource, ResponseKind: gvk, Scope: scope, SingularResource: k.singular,
 				Verbs: verbs(k), ShortNames: k.shortNames, Categories: k.categories}
 			for _, sub := range k.subresources {
-				rd.Subresources = append(rd.Subresources, apidiscoveryv2.APISubresourceDiscovery{Subresource: sub, ResponseKind: gvk, Verbs: []string{"get", "patch", "update"}})
+				rd.Subresources = append(rd.Subresources, apidiscoveryv2.APISubresourceDiscovery{Subresource: sub, ResponseKind: gvk, Verbs: subresourceVerbs(sub)})
 			}
 			version.Resources = append(version.Resources, rd)
 		}

@@ -37,11 +37,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/berth-dev/berth/agent/config"
 	"github.com/berth-dev/berth/agent/images"
+	"github.com/berth-dev/berth/agent/logs"
+	"github.com/berth-dev/berth/agent/network"
 	"github.com/berth-dev/berth/agent/node"
 	"github.com/berth-dev/berth/agent/pods"
+	"github.com/berth-dev/berth/agent/volumes"
+	"github.com/berth-dev/berth/agent/worker"
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/image"
+	"github.com/berth-dev/berth/unitgen"
 	"github.com/berth-dev/berth/unitgen/systemd"
 	"github.com/berth-dev/berth/verify"
 )
@@ -53,6 +59,15 @@ type globals struct {
 	allowPrivileged            bool
 	logLevel                   string
 	log                        hclog.Logger // serve's logger (journald's form); nil: a terminal's
+	// serve's pod network and the recorder of pods' events; `berthd pod`
+	// runs pods with loopback only (network nil).
+	network  *config.Network
+	recorder pods.Recorder
+	// serve's volume policy and the store its configMap and secret
+	// volumes read; `berthd pod` has emptyDir and downwardAPI only.
+	volumes *config.Volumes
+	store   worker.Store
+	hostIP  string
 
 	// The image store and Images, opened once per process (serve shares
 	// them between the API and the pod worker: one Store per root in a
@@ -114,7 +129,30 @@ func (g *globals) open(ctx context.Context) (*env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to systemd: %w", err)
 	}
-	rt := pods.New(g.podsConfig(initPath, info, log), pods.SystemdUnits(conn), store)
+	cfg := g.podsConfig(initPath, info, log)
+	if g.network != nil {
+		pn, err := network.Open(ctx, network.Config{ConfDir: g.network.CNIConfDir, PluginDirs: g.network.CNIPluginDirs,
+			RunDir: filepath.Join(g.runDir, "cni"), Log: log})
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("pod network: %w", err)
+		}
+		cfg.Network, cfg.Recorder = pn, g.recorder
+		cfg.DNS = network.DNS{ClusterDomain: unitgen.ClusterDomain}
+		if g.network.ResolvConf != "" {
+			cfg.DNS.ResolvConf = network.HostResolvConf(g.network.ResolvConf)
+		}
+	}
+	if g.volumes != nil {
+		var src volumes.Source
+		if g.store != nil {
+			src = worker.VolumeSource{Store: g.store}
+		}
+		cfg.Volumes = volumes.New(volumes.Config{HostPathPrefixes: g.volumes.HostPathPrefixes, NodeAllocatableMemory: info.MemoryCapacity}, src)
+		cfg.Objects, cfg.HostIP = src, g.hostIP
+		cfg.Logs = logs.New(nil)
+	}
+	rt := pods.New(cfg, pods.SystemdUnits(conn), store)
 	return &env{rt: rt, images: imgs, conn: conn}, nil
 }
 

@@ -26,10 +26,12 @@ import (
 	"github.com/berth-dev/berth/agent/config"
 	"github.com/berth-dev/berth/agent/events"
 	"github.com/berth-dev/berth/agent/images"
+	"github.com/berth-dev/berth/agent/logs"
 	"github.com/berth-dev/berth/agent/node"
 	"github.com/berth-dev/berth/agent/pods"
 	"github.com/berth-dev/berth/agent/reconcile"
 	"github.com/berth-dev/berth/agent/store"
+	"github.com/berth-dev/berth/agent/streams"
 	"github.com/berth-dev/berth/agent/worker"
 	"github.com/berth-dev/berth/api/authz"
 	"github.com/berth-dev/berth/api/pki"
@@ -108,6 +110,7 @@ func loadConfig(cmd *cobra.Command, g *globals, f *serveFlags) (config.Config, e
 	// The one-shot code paths (startAgents) read the globals.
 	g.stateDir, g.runDir, g.initPath, g.pidsLimit = cfg.StateDir, cfg.RunDir, cfg.Init, cfg.PidsLimit
 	g.allowPrivileged, g.logLevel, g.policy, g.registries = cfg.AllowPrivileged, cfg.LogLevel, cfg.Policy, cfg.Registries
+	g.network, g.volumes = &cfg.Network, &cfg.Volumes
 	return cfg, nil
 }
 
@@ -134,7 +137,8 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	}
 	defer st.Close()
 	var agents sync.WaitGroup
-	api, err := server.New(st, server.Options{Log: log.Named("api"), NodeName: cfg.NodeName})
+	api, err := server.New(st, server.Options{Log: log.Named("api"), NodeName: cfg.NodeName, Logs: logs.New(nil),
+		Streams: streams.New(streams.Config{Init: g.initBinary(), StateDir: cfg.StateDir, RunDir: cfg.RunDir, Units: streams.DialSystemd(), Log: log})})
 	if err != nil {
 		return err
 	}
@@ -219,7 +223,10 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	}
 
 	agentErr := make(chan error, 1)
-	if err := startAgents(ctx, agentDeps{Config: cfg, Store: st, Log: log, Open: g.open, Failed: agentErr, FreshStore: fresh, Running: &agents}); err != nil {
+	if err := startAgents(ctx, agentDeps{Config: cfg, Store: st, Log: log, Open: func(ctx context.Context, rec pods.Recorder, hostIP string) (*env, error) {
+		g.recorder, g.store, g.hostIP = rec, st, hostIP
+		return g.open(ctx)
+	}, Failed: agentErr, FreshStore: fresh, Running: &agents}); err != nil {
 		stopRequests()
 		shutdown(servers, cfg.ShutdownTimeout, log)
 		os.Remove(cfg.Socket.Path)
@@ -317,7 +324,7 @@ type agentDeps struct {
 	Log    hclog.Logger
 	// Open connects to systemd and builds the pods runtime and the image
 	// service from the configuration (the one-shot commands' env).
-	Open func(context.Context) (*env, error)
+	Open func(ctx context.Context, rec pods.Recorder, hostIP string) (*env, error)
 	// Failed receives a controller's fatal error; serve then stops.
 	Failed chan<- error
 	// FreshStore: the state file was created by this start (reconcile then
@@ -385,7 +392,7 @@ func startAgents(ctx context.Context, d agentDeps) error {
 		var e *env
 		for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
 			var err error
-			if e, err = d.Open(ctx); err == nil {
+			if e, err = d.Open(ctx, rec, hostIP); err == nil {
 				break
 			}
 			d.Log.Error("cannot reach systemd; pods wait", "error", err, "retry_in", delay)
@@ -401,6 +408,11 @@ func startAgents(ctx context.Context, d agentDeps) error {
 			Store: d.Store, Runtime: e.rt, Images: e.images, Units: e.conn, Reconciler: rc,
 			Events: rec, Scheduler: rec.WithComponent("default-scheduler"),
 			NodeName: name, HostIP: hostIP, Log: d.Log.Named("worker"),
+		})
+		// ConfigMap and Secret changes reach running pods' volumes.
+		goAgent(func() {
+			vs := &worker.VolumeSyncer{Store: d.Store, Updater: e.rt, Log: d.Log.Named("volumes")}
+			_ = vs.Run(ctx)
 		})
 		// The worker reconciles first, then follows the store and systemd;
 		// it ends only with ctx. Its failure leaves every container running

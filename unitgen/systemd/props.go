@@ -35,7 +35,8 @@ type deviceAllow struct {
 // the property:
 //
 //	string s, bool b, uint64 t, int32 i, uint32 u, []string as,
-//	[]unitgen.ExecCommand a(sasb), []unitgen.DeviceAllow a(ss).
+//	[]unitgen.ExecCommand a(sasb), []unitgen.DeviceAllow a(ss),
+//	unitgen.JournalFields aay (LogExtraFields: each KEY=VALUE as bytes).
 func Properties(props []unitgen.Property) ([]sd.Property, error) {
 	out := make([]sd.Property, 0, len(props))
 	for _, p := range props {
@@ -80,8 +81,14 @@ func variant(v any) (dbus.Variant, error) {
 			devs = append(devs, deviceAllow{Path: d.Path, Perm: d.Perm})
 		}
 		return dbus.MakeVariant(devs), nil
+	case unitgen.JournalFields:
+		fields := make([][]byte, 0, len(x))
+		for _, f := range x {
+			fields = append(fields, []byte(f))
+		}
+		return dbus.MakeVariant(fields), nil
 	}
-	return dbus.Variant{}, fmt.Errorf("value %v of Go type %T has no D-Bus signature systemd accepts here (want string, bool, uint64, int32, uint32, []string, []unitgen.ExecCommand or []unitgen.DeviceAllow): %w", v, v, errdefs.ErrInvalidArgument)
+	return dbus.Variant{}, fmt.Errorf("value %v of Go type %T has no D-Bus signature systemd accepts here (want string, bool, uint64, int32, uint32, []string, []unitgen.ExecCommand, []unitgen.DeviceAllow or unitgen.JournalFields): %w", v, v, errdefs.ErrInvalidArgument)
 }
 
 // signatures lists "Name=sig" of props, for an ENXIO hint.

@@ -32,6 +32,7 @@ func TestPropertiesSignatures(t *testing.T) {
 		{"SupplementaryGroups", []string(nil), "as"},
 		{"ExecStart", []unitgen.ExecCommand{{Path: "/bin/sleep", Args: []string{"sleep", "1"}}}, "a(sasb)"},
 		{"DeviceAllow", []unitgen.DeviceAllow{{Path: "/dev/null", Perm: "rw"}}, "a(ss)"},
+		{"LogExtraFields", unitgen.JournalFields{"BERTH_POD_UID=x"}, "aay"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ps, err := Properties([]unitgen.Property{{Name: tc.name, Value: tc.value}})

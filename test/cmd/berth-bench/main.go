@@ -28,6 +28,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/berth-dev/berth/agent/network"
 	"github.com/berth-dev/berth/agent/pods"
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/image"
@@ -47,14 +48,15 @@ func main() {
 	cpu := flag.String("cpu", "1", "CPU limit of every container and raw unit")
 	podman := flag.Bool("podman", false, "also time `podman run -d --network none` of the image (tagged "+podmanImage+")")
 	crun := flag.Bool("crun", false, "also time units of the same shape whose ExecStart is `crun run --detach` of the image")
+	withNet := flag.Bool("network", true, "also time pods on berth's default pod network (CNI bridge), and podman's default network")
 	flag.Parse()
-	if err := run(*n, *layout, *ref, *initPath, *cpu, *podman, *crun, *verbose); err != nil {
+	if err := run(*n, *layout, *ref, *initPath, *cpu, *podman, *crun, *withNet, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "berth-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, layout, ref, initPath, cpu string, podman, crun, verbose bool) error {
+func run(n int, layout, ref, initPath, cpu string, podman, crun, withNet, verbose bool) error {
 	ctx := context.Background()
 	conn, err := systemd.Dial(ctx)
 	if err != nil {
@@ -81,8 +83,22 @@ func run(n int, layout, ref, initPath, cpu string, podman, crun, verbose bool) e
 	if err := os.WriteFile(policy, []byte(`{"default": [{"type": "reject"}], "transports": {"oci": {"`+layout+`": [{"type": "insecureAcceptAnything"}]}}}`), 0o644); err != nil {
 		return err
 	}
-	rt := pods.New(pods.Config{Init: initPath, Log: log, Policy: policy,
-		Node: cgroup.NodeInfo{MemoryCapacity: 8 << 30, CgroupV2: cgroup.IsV2(), PidsLimit: 4096}}, pods.SystemdUnits(conn), store)
+	rcfg := pods.Config{Init: initPath, Log: log, Policy: policy,
+		Node: cgroup.NodeInfo{MemoryCapacity: 8 << 30, CgroupV2: cgroup.IsV2(), PidsLimit: 4096}}
+	rt := pods.New(rcfg, pods.SystemdUnits(conn), store)
+	// The same runtime on berth's default pod network (what berthd serve
+	// runs): loopback-only pods above, attached ones here.
+	var netRT *pods.Runtime
+	if withNet {
+		pn, err := network.Open(ctx, network.Config{ConfDir: "/var/tmp/berth-bench-cni", RunDir: "/run/berth/cni", Log: log})
+		if err != nil {
+			return err
+		}
+		ncfg := rcfg
+		ncfg.Network = pn
+		ncfg.DNS = network.DNS{ResolvConf: "/etc/resolv.conf"}
+		netRT = pods.New(ncfg, pods.SystemdUnits(conn), store)
+	}
 	// The same limits for both sides. Note the CPU limit also applies to
 	// berth-init's own set-up in the unit's cgroup (~25 ms of CPU, mostly
 	// mounts and namespace clones): at 100m the CFS quota (10 ms per 100 ms)
@@ -100,7 +116,7 @@ func run(n int, layout, ref, initPath, cpu string, podman, crun, verbose bool) e
 			return err
 		}
 	}
-	var floor, berth, crunned []time.Duration
+	var floor, berth, berthNet, crunned []time.Duration
 	// No cleanup here: the benchmark runs in a disposable node, whose
 	// teardown removes every unit at once (stopping 100 sleeps that ignore
 	// SIGTERM would take their grace periods).
@@ -132,6 +148,15 @@ func run(n int, layout, ref, initPath, cpu string, podman, crun, verbose bool) e
 		}
 		berth = append(berth, time.Since(t0))
 
+		if netRT != nil {
+			pod := pod.DeepCopy()
+			pod.Name = fmt.Sprintf("n%d", i)
+			t0 = time.Now()
+			if err := netRT.RunPod(ctx, pod, map[string]pods.PodImage{"main": {Image: img, Layout: layout}}); err != nil {
+				return fmt.Errorf("pod %s: %w", pod.Name, err)
+			}
+			berthNet = append(berthNet, time.Since(t0))
+		}
 	}
 	// crun after the interleaved loop, like podman: its detached starts
 	// slowed the floor units started right after them.
@@ -173,6 +198,11 @@ func run(n int, layout, ref, initPath, cpu string, podman, crun, verbose bool) e
 	fp50, fp99 := report("raw transient unit (floor)", floor)
 	bp50, bp99 := report("berth container", berth)
 	fmt.Printf("ratio berth/floor            p50=%.2fx p99=%.2fx (goal <= 1.5x)\n", ratio(bp50, fp50), ratio(bp99, fp99))
+	var np50, np99 time.Duration
+	if netRT != nil {
+		np50, np99 = report("berth container, pod network", berthNet)
+		fmt.Printf("ratio network/loopback       p50=%.2fx p99=%.2fx\n", ratio(np50, bp50), ratio(np99, bp99))
+	}
 	if crun {
 		cp50, cp99 := report("crun run -d in a unit (peer)", crunned)
 		fmt.Printf("ratio crun/floor             p50=%.2fx p99=%.2fx\n", ratio(cp50, fp50), ratio(cp99, fp99))
@@ -193,6 +223,23 @@ func run(n int, layout, ref, initPath, cpu string, podman, crun, verbose bool) e
 		_ = exec.Command("podman", "rm", "-f", "-t", "0", "--all").Run()
 		pp50, pp99 := report("podman run -d (peer)", pd)
 		fmt.Printf("ratio berth/podman           p50=%.2fx p99=%.2fx\n", ratio(bp50, pp50), ratio(bp99, pp99))
+		if netRT != nil {
+			// podman's default network (a CNI bridge on 10.88.0.0/16 with
+			// portmap and firewall, as berth's).
+			var pn []time.Duration
+			for i := 0; i < n; i++ {
+				t0 := time.Now()
+				out, err := exec.Command("podman", "run", "-d", "--cgroup-manager", "systemd",
+					"--memory", "32m", "--cpus", cpu, podmanImage, "sleep", "3600").CombinedOutput()
+				if err != nil {
+					return fmt.Errorf("podman run (default network): %w: %s", err, out)
+				}
+				pn = append(pn, time.Since(t0))
+			}
+			_ = exec.Command("podman", "rm", "-f", "-t", "0", "--all").Run()
+			qp50, qp99 := report("podman run -d, its network", pn)
+			fmt.Printf("ratio berth/podman, network  p50=%.2fx p99=%.2fx\n", ratio(np50, qp50), ratio(np99, qp99))
+		}
 	}
 	return nil
 }
