@@ -352,7 +352,7 @@ var dbusTypes = map[string]any{
 	"CollectMode": "", "SyslogIdentifier": "", "DevicePolicy": "",
 	"ExecStartPre": []ExecCommand{}, "ExecStart": []ExecCommand{}, "ExecStopPost": []ExecCommand{},
 	"KillSignal": int32(0), "OOMScoreAdjust": int32(0),
-	"SendSIGKILL": false, "CPUAccounting": false, "MemoryAccounting": false, "TasksAccounting": false,
+	"SendSIGKILL": false, "Delegate": false, "CPUAccounting": false, "MemoryAccounting": false, "TasksAccounting": false,
 	"TimeoutStopUSec": uint64(0), "TimeoutStartUSec": uint64(0), "RestartUSec": uint64(0), "StartLimitIntervalUSec": uint64(0),
 	"CPUShares": uint64(0), "CPUWeight": uint64(0), "CPUQuotaPerSecUSec": uint64(0), "CPUQuotaPeriodUSec": uint64(0),
 	"MemoryMax": uint64(0), "MemoryMin": uint64(0), "TasksMax": uint64(0),

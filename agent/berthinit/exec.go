@@ -28,22 +28,37 @@ import (
 //	                                      attach me (PID pid, in systemd's PID
 //	                                      namespace) to its unit now
 //	berthd → berth-init  "go"             attached: go on (anything else, or
-//	                                      EOF, ends berth-init with 125)
+//	                                      EOF, ends berth-init with 125); the
+//	                                      packet may carry three fds
+//	                                      (SCM_RIGHTS), the command's stdin,
+//	                                      stdout and stderr
+
 //	berth-init → berthd  "pid <n>"        the command runs as host PID n; with
 //	                                      --tty the packet carries the pty's
 //	                                      master (SCM_RIGHTS)
 //	berth-init → berthd  "error <text>"   nothing was run (exit status 125,
 //	                                      or 126/127 for a command that cannot
 //	                                      be run or is not found)
+//	berth-init → berthd  "exit <n>"       the command ended with status n: its
+//	                                      exit code, or 128+s when signal s
+//	                                      killed it, as a shell reports it
+//	berthd → berth-init  EOF              (after "pid") the client is gone:
+//	                                      the command is killed
 //
-// After "pid", berth-init's exit status is the command's: its exit code, or
-// 128+n when signal n killed it, as a shell reports it.
+// berth-init's own exit status is the command's too. berthd starts it as a
+// transient service of systemd (ExecControlStdinFlag: the control socket
+// is its stdin) so that it inherits nothing of berthd's own confinement:
+// berthd's unit's seccomp filters and no_new_privs would otherwise reach
+// every exec'd command.
 const (
 	ExecControlFd = 3
 	ExecReady     = "ready"
 	ExecGo        = "go"
 	ExecPID       = "pid"
 	ExecErr       = "error"
+	ExecExit      = "exit"
+	// ExecControlStdinFlag: the control socket is fd 0, not fd 3.
+	ExecControlStdinFlag = "--control-stdin"
 	// ExecTTYFlag runs the command on a new terminal of the container's
 	// devpts.
 	ExecTTYFlag = "--tty"
@@ -51,11 +66,12 @@ const (
 	ExecFailed = 125
 )
 
-const execUsage = "usage: berth-init exec [--tty] <bundle> <unit> <pid> -- <command> [<arg>...]"
+const execUsage = "usage: berth-init exec [--tty] [--control-stdin] <bundle> <unit> <pid> -- <command> [<arg>...]"
 
 // execArgs is the command line of `berth-init exec`.
 type execArgs struct {
 	tty    bool
+	ctlFd  int
 	bundle string
 	unit   string
 	pid    int
@@ -63,9 +79,14 @@ type execArgs struct {
 }
 
 func parseExecArgs(args []string) (*execArgs, error) {
-	a := &execArgs{}
-	if len(args) > 0 && args[0] == ExecTTYFlag {
-		a.tty, args = true, args[1:]
+	a := &execArgs{ctlFd: ExecControlFd}
+	for len(args) > 0 && (args[0] == ExecTTYFlag || args[0] == ExecControlStdinFlag) {
+		if args[0] == ExecTTYFlag {
+			a.tty = true
+		} else {
+			a.ctlFd = 0
+		}
+		args = args[1:]
 	}
 	if len(args) < 5 || args[3] != "--" {
 		return nil, errors.New(execUsage)
@@ -94,7 +115,23 @@ func execMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "berth-init exec:", err)
 		return 2
 	}
-	ctl := &control{fd: ExecControlFd}
+	// Above the standard fds, which the command's streams may take.
+	fd, err := unix.FcntlInt(uintptr(a.ctlFd), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "berth-init exec: control socket:", err)
+		return ExecFailed
+	}
+	if a.ctlFd < 3 {
+		null, err := unix.Open("/dev/null", unix.O_RDWR, 0)
+		if err == nil {
+			_ = unix.Dup3(null, a.ctlFd, 0)
+			unix.Close(null)
+		}
+	} else {
+		// Inherited without close-on-exec: it must not reach the command.
+		unix.Close(a.ctlFd)
+	}
+	ctl := &control{fd: fd}
 	code, err := execInContainer(a, ctl)
 	if err != nil {
 		if ee := (*execError)(nil); errors.As(err, &ee) {
@@ -105,7 +142,9 @@ func execMain(args []string) int {
 		if serr := ctl.send(ExecErr+" "+err.Error(), -1); serr != nil {
 			fmt.Fprintln(os.Stderr, "berth-init exec:", err)
 		}
+		return code
 	}
+	_ = ctl.send(ExecExit+" "+strconv.Itoa(code), -1)
 	return code
 }
 
@@ -120,17 +159,27 @@ func (c *control) send(msg string, fd int) error {
 	return unix.Sendmsg(c.fd, []byte(msg), oob, nil, 0)
 }
 
-func (c *control) recv() (string, error) {
+// recv reads a packet and the fds it carries.
+func (c *control) recv() (string, []int, error) {
 	buf := make([]byte, 64)
+	oob := make([]byte, unix.CmsgSpace(3*4))
 	for {
-		n, _, _, _, err := unix.Recvmsg(c.fd, buf, nil, 0)
+		n, oobn, _, _, err := unix.Recvmsg(c.fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
-		return string(buf[:n]), nil
+		var fds []int
+		if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+			for _, m := range msgs {
+				if f, err := unix.ParseUnixRights(&m); err == nil {
+					fds = append(fds, f...)
+				}
+			}
+		}
+		return string(buf[:n]), fds, nil
 	}
 }
 
@@ -317,8 +366,21 @@ func execInContainer(a *execArgs, ctl *control) (int, error) {
 	if err := ctl.send(ExecReady+" "+strconv.Itoa(os.Getpid()), -1); err != nil {
 		return 0, fmt.Errorf("report ready: %w", err)
 	}
-	if msg, err := ctl.recv(); err != nil || msg != ExecGo {
-		return 0, fmt.Errorf("berthd did not attach the exec to unit %s (%q, %v)", a.unit, msg, err)
+	msg, fds, err := ctl.recv()
+	if err != nil || msg != ExecGo || (len(fds) != 0 && len(fds) != 3) {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return 0, fmt.Errorf("berthd did not attach the exec to unit %s (%q, %d fds, %v)", a.unit, msg, len(fds), err)
+	}
+	// The command's streams, when berthd sends them (berth-init then runs
+	// under systemd, with its stdin the control socket).
+	for i, fd := range fds {
+		err := unix.Dup3(fd, i, 0)
+		unix.Close(fd)
+		if err != nil {
+			return 0, fmt.Errorf("take the command's fd %d: %w", i, err)
+		}
 	}
 
 	type started struct {
@@ -342,8 +404,21 @@ func execInContainer(a *execArgs, ctl *control) (int, error) {
 	if stopped.Load() {
 		_ = s.proc.Signal(unix.SIGKILL)
 	}
-	msg := ExecPID + " " + strconv.Itoa(s.proc.Pid)
-	err = ctl.send(msg, s.master)
+	// berthd closing the control socket (EOF: an empty packet) means the
+	// client is gone.
+	go func() {
+		for {
+			msg, fds, err := ctl.recv()
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			if err != nil || msg == "" {
+				_ = s.proc.Signal(unix.SIGKILL)
+				return
+			}
+		}
+	}()
+	err = ctl.send(ExecPID+" "+strconv.Itoa(s.proc.Pid), s.master)
 	if s.master >= 0 {
 		unix.Close(s.master)
 	}

@@ -23,6 +23,12 @@ func TestParseExecArgs(t *testing.T) {
 	if err != nil || !a.tty || a.bundle != "/b" || a.unit != "x.service" || a.pid != 42 || strings.Join(a.argv, " ") != "sh -c exit 3" {
 		t.Errorf("parse: %+v, %v", a, err)
 	}
+	if a, err := parseExecArgs([]string{"--control-stdin", "--tty", "/b", "x.service", "42", "--", "sh"}); err != nil || a.ctlFd != 0 || !a.tty {
+		t.Errorf("parse --control-stdin: %+v, %v", a, err)
+	}
+	if a, err := parseExecArgs([]string{"/b", "x.service", "42", "--", "sh"}); err != nil || a.ctlFd != ExecControlFd || a.tty {
+		t.Errorf("parse defaults: %+v, %v", a, err)
+	}
 	for _, bad := range [][]string{
 		{"/b", "x.service", "42", "sh"},          // no --
 		{"/b", "x.service", "42", "--"},          // no command

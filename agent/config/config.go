@@ -124,6 +124,7 @@ func Default() Config {
 			CNIPluginDirs: []string{"/usr/lib/cni", "/opt/cni/bin"},
 			ResolvConf:    "/etc/resolv.conf",
 		},
+		Volumes: Volumes{HostPathPrefixes: []string{}},
 	}
 }
 

@@ -13,6 +13,17 @@ import (
 	kresource "k8s.io/kubectl/pkg/util/resource"
 )
 
+// ConfigError is a container whose env cannot be resolved (a missing
+// ConfigMap, Secret or key): the kubelet's CreateContainerConfigError.
+// Its message is the kubelet's, e.g. `configmap "x" not found`.
+type ConfigError struct {
+	Container string
+	Err       error
+}
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
 // envInput is what resolving a container's environment needs beyond the
 // pod: its addresses and the node's.
 type envInput struct {

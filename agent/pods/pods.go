@@ -90,7 +90,7 @@ type Config struct {
 	// Logs reads containers' logs (agent/logs), for terminationMessagePolicy
 	// FallbackToLogsOnError; nil: no fallback.
 	Logs Logs
-	Log     hclog.Logger
+	Log  hclog.Logger
 }
 
 // Runtime runs pods.
@@ -104,6 +104,7 @@ type Runtime struct {
 	// logMessages caches FallbackToLogsOnError messages by bundle (the
 	// last ended run's): the journal is read once per ended run.
 	logMessages sync.Map
+	nodeWarned  sync.Once // the node-level DNS warning, logged once
 }
 
 // New returns a runtime.
@@ -292,7 +293,7 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	for i := range resolved.Spec.Containers {
 		rc, err := r.resolveEnv(pod, &pod.Spec.Containers[i], ein)
 		if err != nil {
-			return fmt.Errorf("container %q: %w", pod.Spec.Containers[i].Name, err)
+			return &ConfigError{Container: pod.Spec.Containers[i].Name, Err: err}
 		}
 		resolved.Spec.Containers[i] = *rc
 	}
@@ -385,19 +386,19 @@ func (r *Runtime) plan(d podDirs, pod *corev1.Pod, c *corev1.Container, img *ima
 			Passwd: passwd, Group: group,
 		},
 		Paths: unitgen.Paths{
-			Init:       r.cfg.Init,
-			Bundle:     bundle,
-			Lowers:     r.images.LayerDirs(img),
-			Upper:      filepath.Join(bundle, bndl.UpperDir),
-			Work:       filepath.Join(bundle, bndl.WorkDir),
-			Rootfs:     filepath.Join(bundle, bndl.RootfsDir),
-			PIDFile:    filepath.Join(bundle, bndl.PIDFile),
-			NetNS:      filepath.Join(runDir, "ns", "net"),
-			IPCNS:      filepath.Join(runDir, "ns", "ipc"),
-			UTSNS:      filepath.Join(runDir, "ns", "uts"),
-			Hosts:      filepath.Join(runDir, "hosts"),
-			Hostname:   filepath.Join(runDir, "hostname"),
-			ResolvConf: filepath.Join(runDir, "resolv.conf"),
+			Init:           r.cfg.Init,
+			Bundle:         bundle,
+			Lowers:         r.images.LayerDirs(img),
+			Upper:          filepath.Join(bundle, bndl.UpperDir),
+			Work:           filepath.Join(bundle, bndl.WorkDir),
+			Rootfs:         filepath.Join(bundle, bndl.RootfsDir),
+			PIDFile:        filepath.Join(bundle, bndl.PIDFile),
+			NetNS:          filepath.Join(runDir, "ns", "net"),
+			IPCNS:          filepath.Join(runDir, "ns", "ipc"),
+			UTSNS:          filepath.Join(runDir, "ns", "uts"),
+			Hosts:          filepath.Join(runDir, "hosts"),
+			Hostname:       filepath.Join(runDir, "hostname"),
+			ResolvConf:     filepath.Join(runDir, "resolv.conf"),
 			Shm:            vols.shm,
 			TerminationLog: filepath.Join(bundle, bndl.TerminationLogFile),
 		},

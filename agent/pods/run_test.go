@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	bndl "github.com/berth-dev/berth/agent/bundle"
+	"github.com/berth-dev/berth/agent/volumes"
 	"github.com/berth-dev/berth/image"
 	"github.com/berth-dev/berth/test/testenv"
 	"github.com/berth-dev/berth/unitgen"
@@ -166,6 +167,10 @@ func newFixture(t *testing.T) *fixture {
 		for _, p := range pods {
 			_ = removeNamespaces(filepath.Join(p, "ns"))
 		}
+		states, _ := filepath.Glob(filepath.Join(f.state, "pods", "*"))
+		for _, p := range states {
+			_ = volumes.Teardown(filepath.Join(p, "volumes"))
+		}
 	})
 	return f
 }
@@ -270,7 +275,7 @@ func TestRunPodErrorClasses(t *testing.T) {
 		{"pod name not a DNS subdomain", func(p *corev1.Pod, _ map[string]PodImage) { p.Name = "x/../../etc" }, errdefs.IsInvalidArgument, "metadata.name: Invalid value"},
 		{"namespace with a dot", func(p *corev1.Pod, _ map[string]PodImage) { p.Namespace = "a.b" }, errdefs.IsInvalidArgument, "metadata.namespace"},
 		{"duplicate container", func(p *corev1.Pod, _ map[string]PodImage) { p.Spec.Containers[1].Name = "app" }, errdefs.IsInvalidArgument, "spec.containers[1].name: Duplicate value"},
-		{"unsupported field", func(p *corev1.Pod, _ map[string]PodImage) { p.Spec.HostNetwork = true }, errdefs.IsInvalidArgument, "spec.hostNetwork"},
+		{"unsupported field", func(p *corev1.Pod, _ map[string]PodImage) { p.Spec.HostIPC = true }, errdefs.IsInvalidArgument, "spec.hostIPC"},
 		{"image refused by policy", func(_ *corev1.Pod, m map[string]PodImage) {
 			pi := m["app"]
 			pi.Layout = "/elsewhere"

@@ -177,7 +177,9 @@ func (r *Runtime) writePodFiles(dir string, pod *corev1.Pod, hostname string) er
 	}
 	for _, w := range warns {
 		if w.Node {
-			r.log.Warn(w.Message, "reason", w.Reason)
+			// The kubelet records it against the Node at every pod; once
+			// per process in berthd's log says the same.
+			r.nodeWarned.Do(func() { r.log.Warn(w.Message, "reason", w.Reason) })
 			continue
 		}
 		r.event(pod, corev1.EventTypeWarning, w.Reason, w.Message)

@@ -52,7 +52,6 @@ func (s *Service) Attach(ctx context.Context, pod *corev1.Pod, ctr string, out i
 		out = io.Discard
 	}
 	j.Stdout = out
-	j.Stderr = &limitWriter{w: io.Discard, n: 0}
 	j.WaitDelay = time.Second
 	if err := j.Start(); err != nil {
 		return fmt.Errorf("journalctl: %w", err)

@@ -1,8 +1,9 @@
 package streams
 
 import (
-	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -29,7 +29,10 @@ const (
 	protoGo    = "go"
 	protoPID   = "pid"
 	protoErr   = "error"
+	protoExit  = "exit"
 	ttyFlag    = "--tty"
+	// controlStdinFlag: the control socket is berth-init's stdin.
+	controlStdinFlag = "--control-stdin"
 )
 
 // CommandFunc makes a command; the streams run berth-init and journalctl
@@ -60,6 +63,12 @@ type ExecOptions struct {
 // workload, and returns once it has exited and its output is copied: nil
 // for exit status 0, an *ExitError for another. errdefs.ErrNotFound: the
 // container is not running. When ctx ends, the command is killed.
+//
+// berth-init exec runs as a transient service of systemd, not as berthd's
+// child: whatever confines berthd itself (its unit's seccomp filters and
+// no_new_privs, which a child inherits and cannot shed) must not reach the
+// command. Its control socket is its stdin; the command's streams are sent
+// over it.
 func (s *Service) Exec(ctx context.Context, pod *corev1.Pod, ctr string, cmd []string, o ExecOptions) error {
 	if len(cmd) == 0 || cmd[0] == "" {
 		return fmt.Errorf("an exec needs a command: %w", errdefs.ErrInvalidArgument)
@@ -76,171 +85,281 @@ func (s *Service) Exec(ctx context.Context, pod *corev1.Pod, ctr string, cmd []s
 	if err != nil {
 		return fmt.Errorf("exec control socket: %w", err)
 	}
+	// Ours non-blocking, so that Go's poller serves it and a Close ends a
+	// pending read (the signal that kills the command); berth-init's
+	// blocking.
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return fmt.Errorf("exec control socket: %w", err)
+	}
 	ours, theirs := os.NewFile(uintptr(fds[0]), "exec-control"), os.NewFile(uintptr(fds[1]), "exec-control")
 	defer ours.Close()
 
-	args := []string{"exec"}
+	argv := []string{s.cfg.Init, "exec", controlStdinFlag}
 	if o.TTY {
-		args = append(args, ttyFlag)
+		argv = append(argv, ttyFlag)
 	}
-	args = append(args, c.bundle, c.unit, strconv.FormatUint(uint64(pid), 10), "--")
-	args = append(args, cmd...)
-	// Not CommandContext's kill: berth-init ends the command when it gets
-	// SIGTERM, and exits with its status.
-	bi := s.cfg.Command(context.WithoutCancel(ctx), s.cfg.Init, args...)
-	bi.ExtraFiles = []*os.File{theirs} // fd 3
-	var initErr bytes.Buffer           // berth-init's own words, on a terminal session
-	var stdin *os.File
-	if o.TTY {
-		bi.Stderr = &limitWriter{w: &initErr, n: 4096}
-	} else {
-		if o.Stdin != nil {
-			r, w, err := os.Pipe()
-			if err != nil {
-				theirs.Close()
-				return fmt.Errorf("stdin pipe: %w", err)
-			}
-			bi.Stdin, stdin = r, w
-			defer r.Close()
-			defer w.Close()
-		}
-		bi.Stdout, bi.Stderr = o.Stdout, o.Stderr
-		bi.WaitDelay = outputDrain
-	}
-	if err := bi.Start(); err != nil {
-		theirs.Close()
+	argv = append(argv, c.bundle, c.unit, strconv.FormatUint(uint64(pid), 10), "--")
+	argv = append(argv, cmd...)
+	err = s.cfg.Units.Run(ctx, execUnitName(), fmt.Sprintf("berth exec in %s/%s/%s", pod.Namespace, pod.Name, ctr), argv, theirs)
+	theirs.Close()
+	if err != nil {
 		return fmt.Errorf("start berth-init exec: %w", err)
 	}
-	theirs.Close()
-	if stdin != nil {
-		bi.Stdin.(*os.File).Close()
-	}
-	stop := context.AfterFunc(ctx, func() { _ = bi.Process.Signal(syscall.SIGTERM) })
-	defer stop()
-
-	master, err := s.handshake(ctx, ours, c.unit)
-	if err != nil {
-		_ = bi.Process.Signal(syscall.SIGTERM)
-		_ = bi.Wait()
-		if initErr.Len() > 0 {
-			err = fmt.Errorf("%w (berth-init: %s)", err, strings.TrimSpace(initErr.String()))
-		}
+	if err := s.ready(ctx, ours, c.unit); err != nil {
 		return err
 	}
 
-	var copying sync.WaitGroup
-	if stdin != nil {
-		go func() {
-			_, _ = io.Copy(stdin, o.Stdin)
-			stdin.Close()
-		}()
-	}
-	if master != nil {
-		defer master.Close()
-		copying.Add(1)
-		go func() {
-			defer copying.Done()
-			out := o.Stdout
-			if out == nil {
-				out = io.Discard
+	// The command's streams: pipes, or /dev/null for those not asked for.
+	var st streamSet
+	defer st.closeAll()
+	if o.TTY {
+		for i := 0; i < 3; i++ {
+			if err := st.null(); err != nil {
+				return err
 			}
-			// EIO once every holder of the terminal has closed it.
-			_, _ = io.Copy(out, master)
-		}()
-		if o.Stdin != nil {
-			go func() { _, _ = io.Copy(master, o.Stdin) }()
 		}
-		if o.Resize != nil {
-			go func() {
-				for {
-					select {
-					case sz, ok := <-o.Resize:
-						if !ok {
-							return
-						}
-						_ = unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Height, Col: sz.Width})
-					case <-ctx.Done():
-						return
-					}
-				}
-			}()
+	} else {
+		for _, p := range []struct {
+			wanted, out bool
+		}{{o.Stdin != nil, false}, {o.Stdout != nil, true}, {o.Stderr != nil, true}} {
+			if err := st.pipe(p.wanted, p.out); err != nil {
+				return err
+			}
 		}
 	}
-	werr := bi.Wait()
-	if master != nil {
-		drained := make(chan struct{})
-		go func() { copying.Wait(); close(drained) }()
-		select {
-		case <-drained:
-		case <-time.After(outputDrain):
-			master.Close()
-			<-drained
-		}
+	if err := sendControl(ours, protoGo, st.childFds()); err != nil {
+		return fmt.Errorf("berth-init exec: %w", err)
 	}
-	return exitOf(bi, werr)
-}
-
-// exitOf turns berth-init's end into Exec's result: after "pid" its exit
-// status is the command's.
-func exitOf(bi *exec.Cmd, werr error) error {
-	ps := bi.ProcessState
-	if ps == nil {
-		return fmt.Errorf("berth-init exec: %w", werr)
-	}
-	ws := ps.Sys().(syscall.WaitStatus)
-	switch {
-	case ws.Signaled():
-		return &ExitError{Code: 128 + int(ws.Signal())}
-	case ws.ExitStatus() != 0:
-		return &ExitError{Code: ws.ExitStatus()}
-	}
-	// A WaitDelay cut the copying of output short: the command succeeded.
-	if werr != nil && !errors.Is(werr, exec.ErrWaitDelay) {
-		return fmt.Errorf("berth-init exec: %w", werr)
-	}
-	return nil
-}
-
-// handshake is berthd's side of the exec protocol: berth-init says it is
-// ready, is attached to the container's unit, and reports the command
-// started (with its terminal's master on a terminal session).
-func (s *Service) handshake(ctx context.Context, ctl *os.File, unit string) (*os.File, error) {
-	msg, _, err := recvControl(ctl)
+	st.closeChildEnds()
+	msg, fd, err := recvControl(ours)
 	if err != nil {
-		return nil, err
-	}
-	word, arg, _ := strings.Cut(msg, " ")
-	if word != protoReady {
-		return nil, protocolError(msg)
-	}
-	initPID, err := strconv.ParseUint(arg, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("berth-init exec: ready without its pid: %q", msg)
-	}
-	if err := s.cfg.Units.Attach(ctx, unit, uint32(initPID)); err != nil {
-		return nil, fmt.Errorf("join the container's cgroup: %w", err)
-	}
-	if _, err := ctl.Write([]byte(protoGo)); err != nil {
-		return nil, fmt.Errorf("berth-init exec: %w", err)
-	}
-	msg, fd, err := recvControl(ctl)
-	if err != nil {
-		return nil, err
+		return err
 	}
 	if word, _, _ := strings.Cut(msg, " "); word != protoPID {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		return nil, protocolError(msg)
+		return protocolError(msg)
 	}
-	if fd < 0 {
-		return nil, nil
+
+	var copying sync.WaitGroup
+	var readers []*os.File
+	copyOut := func(r *os.File, w io.Writer) {
+		readers = append(readers, r)
+		copying.Add(1)
+		go func() {
+			defer copying.Done()
+			_, _ = io.Copy(w, r) // EOF, or EIO once a terminal's every holder has closed it
+		}()
 	}
-	if err := unix.SetNonblock(fd, true); err != nil {
+	if o.TTY {
+		if fd < 0 {
+			return errors.New("berth-init exec: no terminal for a tty exec")
+		}
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("pty master: %w", err)
+		}
+		master := os.NewFile(uintptr(fd), "pty")
+		defer master.Close()
+		copyOut(master, orDiscard(o.Stdout))
+		if o.Stdin != nil {
+			go func() { _, _ = io.Copy(master, o.Stdin) }()
+		}
+		if o.Resize != nil {
+			go resize(ctx, master, o.Resize)
+		}
+	} else {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		if w := st.parent[0]; w != nil {
+			go func() {
+				_, _ = io.Copy(w, o.Stdin)
+				w.Close()
+			}()
+		}
+		if r := st.parent[1]; r != nil {
+			copyOut(r, o.Stdout)
+		}
+		if r := st.parent[2]; r != nil {
+			copyOut(r, o.Stderr)
+		}
+	}
+
+	// The end: "exit <n>" (or "error"), EOF if berth-init died.
+	ended := make(chan error, 1)
+	go func() { ended <- awaitExit(ours) }()
+	var result error
+	select {
+	case result = <-ended:
+	case <-ctx.Done():
+		// Closing the control socket makes berth-init kill the command.
+		ours.Close()
+		result = fmt.Errorf("exec in %s/%s/%s: %w", pod.Namespace, pod.Name, ctr, ctx.Err())
+	}
+	drained := make(chan struct{})
+	go func() { copying.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(outputDrain):
+		for _, r := range readers {
+			r.Close()
+		}
+		<-drained
+	}
+	return result
+}
+
+// awaitExit reads berth-init's last word: "exit <n>".
+func awaitExit(ctl *os.File) error {
+	msg, fd, err := recvControl(ctl)
+	if fd >= 0 {
 		unix.Close(fd)
-		return nil, fmt.Errorf("pty master: %w", err)
 	}
-	return os.NewFile(uintptr(fd), "pty"), nil
+	if err != nil {
+		return err
+	}
+	word, arg, _ := strings.Cut(msg, " ")
+	code, cerr := strconv.Atoi(arg)
+	switch {
+	case word != protoExit || cerr != nil:
+		return protocolError(msg)
+	case code != 0:
+		return &ExitError{Code: code}
+	}
+	return nil
+}
+
+// ready reads berth-init's "ready <pid>" and attaches it to the
+// container's unit.
+func (s *Service) ready(ctx context.Context, ctl *os.File, unit string) error {
+	msg, fd, err := recvControl(ctl)
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+	if err != nil {
+		return err
+	}
+	word, arg, _ := strings.Cut(msg, " ")
+	if word != protoReady {
+		return protocolError(msg)
+	}
+	initPID, err := strconv.ParseUint(arg, 10, 32)
+	if err != nil {
+		return fmt.Errorf("berth-init exec: ready without its pid: %q", msg)
+	}
+	if err := s.cfg.Units.Attach(ctx, unit, uint32(initPID)); err != nil {
+		return fmt.Errorf("join the container's cgroup: %w", err)
+	}
+	return nil
+}
+
+func resize(ctx context.Context, master *os.File, sizes <-chan remotecommand.TerminalSize) {
+	for {
+		select {
+		case sz, ok := <-sizes:
+			if !ok {
+				return
+			}
+			_ = unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Height, Col: sz.Width})
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func orDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
+}
+
+// streamSet is the command's stdin, stdout and stderr: the ends berth-init
+// gets (child) and ours (parent; nil for /dev/null).
+type streamSet struct {
+	child  []*os.File
+	parent [3]*os.File
+}
+
+func (s *streamSet) null() error {
+	f, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	s.child = append(s.child, f)
+	return nil
+}
+
+// pipe adds the next stream: a pipe when wanted (out: the command writes
+// it), else /dev/null.
+func (s *streamSet) pipe(wanted, out bool) error {
+	if !wanted {
+		return s.null()
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("exec stream: %w", err)
+	}
+	i := len(s.child)
+	if out {
+		s.child, s.parent[i] = append(s.child, w), r
+	} else {
+		s.child, s.parent[i] = append(s.child, r), w
+	}
+	return nil
+}
+
+func (s *streamSet) childFds() []int {
+	fds := make([]int, len(s.child))
+	for i, f := range s.child {
+		fds[i] = int(f.Fd())
+	}
+	return fds
+}
+
+func (s *streamSet) closeChildEnds() {
+	for _, f := range s.child {
+		f.Close()
+	}
+	s.child = nil
+}
+
+func (s *streamSet) closeAll() {
+	s.closeChildEnds()
+	for _, f := range s.parent {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// execUnitName names an exec's transient service. Not "berth-…": those are
+// containers' units, which reconcile adopts or removes.
+func execUnitName() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "berthd-exec-" + hex.EncodeToString(b[:]) + ".service"
+}
+
+// sendControl sends one packet with fds, through the poller.
+func sendControl(ctl *os.File, msg string, fds []int) error {
+	rc, err := ctl.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendmsg(int(fd), []byte(msg), unix.UnixRights(fds...), nil, 0)
+		return !errors.Is(serr, unix.EAGAIN)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
 
 // protocolError is berth-init's "error <text>" (nothing was run), or an
@@ -289,22 +408,4 @@ func recvControl(ctl *os.File) (string, int, error) {
 		}
 	}
 	return string(buf[:n]), fd, nil
-}
-
-type limitWriter struct {
-	w io.Writer
-	n int
-}
-
-func (l *limitWriter) Write(p []byte) (int, error) {
-	if l.n <= 0 {
-		return len(p), nil
-	}
-	q := p
-	if len(q) > l.n {
-		q = q[:l.n]
-	}
-	l.n -= len(q)
-	_, _ = l.w.Write(q)
-	return len(p), nil
 }

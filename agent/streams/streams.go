@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 
@@ -40,6 +41,9 @@ type Units interface {
 	MainPID(ctx context.Context, unit string) (uint32, error)
 	// Attach moves pids into the running unit's cgroup.
 	Attach(ctx context.Context, unit string, pids ...uint32) error
+	// Run starts argv as a transient service of systemd, so that it
+	// inherits nothing of berthd, with stdin as its standard input.
+	Run(ctx context.Context, unit, description string, argv []string, stdin *os.File) error
 }
 
 // SystemdUnits adapts a systemd connection.
@@ -62,6 +66,10 @@ func (u systemdUnits) Attach(ctx context.Context, unit string, pids ...uint32) e
 	return u.c.Attach(ctx, unit, pids...)
 }
 
+func (u systemdUnits) Run(ctx context.Context, unit, description string, argv []string, stdin *os.File) error {
+	return u.c.StartCommand(ctx, unit, description, argv, stdin)
+}
+
 // Config places the streams.
 type Config struct {
 	// Init is the berth-init binary.
@@ -71,8 +79,7 @@ type Config struct {
 	// default /run/berth), as agent/pods lays them out.
 	StateDir, RunDir string
 	Units            Units
-	// Command makes the commands the streams run (berth-init,
-	// journalctl); nil: exec.CommandContext. Tests run them in a node.
+	// Command makes journalctl for attach; nil: exec.CommandContext.
 	Command CommandFunc
 	Log     hclog.Logger
 }
@@ -171,4 +178,12 @@ func (l *lazyUnits) Attach(ctx context.Context, unit string, pids ...uint32) err
 		return err
 	}
 	return u.Attach(ctx, unit, pids...)
+}
+
+func (l *lazyUnits) Run(ctx context.Context, unit, description string, argv []string, stdin *os.File) error {
+	u, err := l.conn(ctx)
+	if err != nil {
+		return err
+	}
+	return u.Run(ctx, unit, description, argv, stdin)
 }

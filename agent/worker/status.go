@@ -23,11 +23,15 @@ const (
 	ReasonCrashLoopBackOff   = "CrashLoopBackOff"
 	ReasonStartError         = "StartError"
 	ReasonCreateContainerErr = "CreateContainerError"
-	ReasonErrImagePull       = "ErrImagePull"
-	ReasonImagePullBackOff   = "ImagePullBackOff"
-	ReasonSignatureFailed    = "SignatureValidationFailed"
-	ReasonPodCompleted       = "PodCompleted"
-	ReasonContainersNotReady = "ContainersNotReady"
+	// The kubelet's CreateContainerConfigError: the container's env names
+	// a ConfigMap or Secret (key) that does not exist.
+	ReasonCreateContainerConfigErr = "CreateContainerConfigError"
+	ReasonFailedMount              = "FailedMount" // event
+	ReasonErrImagePull             = "ErrImagePull"
+	ReasonImagePullBackOff         = "ImagePullBackOff"
+	ReasonSignatureFailed          = "SignatureValidationFailed"
+	ReasonPodCompleted             = "PodCompleted"
+	ReasonContainersNotReady       = "ContainersNotReady"
 )
 
 // ContainerIDPrefix is the runtime part of containerID: berth://<unit>.

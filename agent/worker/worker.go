@@ -738,6 +738,23 @@ func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hc
 		if r, m, ok := rejected(pod.Spec.Containers[0].Image, err); ok {
 			reason, msg = r, m
 		}
+		var mountErr *pods.MountError
+		var configErr *pods.ConfigError
+		switch {
+		case errors.As(err, &mountErr):
+			// The kubelet's volume manager: a FailedMount event on the
+			// pod, its containers still creating, retried.
+			w.event(events.PodRef(pod), corev1.EventTypeWarning, ReasonFailedMount, mountErr.Error())
+			for _, c := range pod.Spec.Containers {
+				p.waiting[c.Name] = &corev1.ContainerStateWaiting{Reason: ReasonContainerCreating}
+			}
+			p.startErr = nil
+			p.retryIn(p.startBO.next(now))
+			log.Warn("volumes not ready", "error", err)
+			return false, nil
+		case errors.As(err, &configErr):
+			reason, msg = ReasonCreateContainerConfigErr, configErr.Error()
+		}
 		for _, c := range pod.Spec.Containers {
 			p.waiting[c.Name] = &corev1.ContainerStateWaiting{Reason: reason, Message: msg}
 			w.event(events.ContainerRef(pod, c.Name), corev1.EventTypeWarning, "Failed", "Error: "+msg)

@@ -29,6 +29,7 @@ import (
 	"github.com/berth-dev/berth/agent/logs"
 	"github.com/berth-dev/berth/agent/node"
 	"github.com/berth-dev/berth/agent/pods"
+	"github.com/berth-dev/berth/agent/probe"
 	"github.com/berth-dev/berth/agent/reconcile"
 	"github.com/berth-dev/berth/agent/store"
 	"github.com/berth-dev/berth/agent/streams"
@@ -137,8 +138,9 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	}
 	defer st.Close()
 	var agents sync.WaitGroup
-	api, err := server.New(st, server.Options{Log: log.Named("api"), NodeName: cfg.NodeName, Logs: logs.New(nil),
-		Streams: streams.New(streams.Config{Init: g.initBinary(), StateDir: cfg.StateDir, RunDir: cfg.RunDir, Units: streams.DialSystemd(), Log: log})})
+	// exec, attach and port-forward, for the API and for exec probes.
+	strm := streams.New(streams.Config{Init: g.initBinary(), StateDir: cfg.StateDir, RunDir: cfg.RunDir, Units: streams.DialSystemd(), Log: log.Named("streams")})
+	api, err := server.New(st, server.Options{Log: log.Named("api"), NodeName: cfg.NodeName, Logs: logs.New(nil), Streams: strm})
 	if err != nil {
 		return err
 	}
@@ -226,7 +228,7 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	if err := startAgents(ctx, agentDeps{Config: cfg, Store: st, Log: log, Open: func(ctx context.Context, rec pods.Recorder, hostIP string) (*env, error) {
 		g.recorder, g.store, g.hostIP = rec, st, hostIP
 		return g.open(ctx)
-	}, Failed: agentErr, FreshStore: fresh, Running: &agents}); err != nil {
+	}, Failed: agentErr, FreshStore: fresh, Running: &agents, Exec: streams.Prober{S: strm}}); err != nil {
 		stopRequests()
 		shutdown(servers, cfg.ShutdownTimeout, log)
 		os.Remove(cfg.Socket.Path)
@@ -325,6 +327,8 @@ type agentDeps struct {
 	// Open connects to systemd and builds the pods runtime and the image
 	// service from the configuration (the one-shot commands' env).
 	Open func(ctx context.Context, rec pods.Recorder, hostIP string) (*env, error)
+	// Exec runs exec probes with the container's confinement.
+	Exec probe.Execer
 	// Failed receives a controller's fatal error; serve then stops.
 	Failed chan<- error
 	// FreshStore: the state file was created by this start (reconcile then
@@ -407,7 +411,7 @@ func startAgents(ctx context.Context, d agentDeps) error {
 		w := worker.New(worker.Config{
 			Store: d.Store, Runtime: e.rt, Images: e.images, Units: e.conn, Reconciler: rc,
 			Events: rec, Scheduler: rec.WithComponent("default-scheduler"),
-			NodeName: name, HostIP: hostIP, Log: d.Log.Named("worker"),
+			NodeName: name, HostIP: hostIP, Exec: d.Exec, Log: d.Log.Named("worker"),
 		})
 		// ConfigMap and Secret changes reach running pods' volumes.
 		goAgent(func() {

@@ -64,15 +64,6 @@ func BenchmarkExec(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		// Until unitgen gives container units Delegate=yes, which
-		// AttachProcessesToUnit needs (see test/e2e/kubectl/exec_test.go).
-		if err := os.MkdirAll(nd.HostPath("/etc/systemd/system/berth-.service.d"), 0o755); err != nil {
-			b.Fatal(err)
-		}
-		if err := os.WriteFile(nd.HostPath("/etc/systemd/system/berth-.service.d/delegate.conf"), []byte("[Service]\nDelegate=yes\n"), 0o644); err != nil {
-			b.Fatal(err)
-		}
-		sh("systemctl", "daemon-reload")
 		if err := nodeberthd.Install(ctx, nd, ""); err != nil {
 			b.Fatal(err)
 		}

@@ -41,8 +41,19 @@ func TestAttach(t *testing.T) {
 	if err := c.Attach(ctx, "attach-nothere.service", src.MainPID); !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("attach to an unknown unit: %v", err)
 	}
-	if err := c.Attach(ctx, "attach-dst.service", src.MainPID); err != nil {
-		t.Fatal(err)
+	// From here, our PID is not in systemd's namespace: systemd 252
+	// cannot read the caller's credentials and answers EPROTO. berthd
+	// runs in systemd's PID namespace; test/e2e/kubectl's exec test
+	// attaches through berthd, and agent/berthinit's exec test from
+	// inside the node, to the same effect as below.
+	err = c.Attach(ctx, "attach-dst.service", src.MainPID)
+	var se *Error
+	if !errors.As(err, &se) || se.Name != "System.Error.EPROTO" {
+		t.Errorf("attach from outside systemd's PID namespace: %v", err)
+	}
+	if out, err := n.Run(ctx, "busctl", "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager",
+		"AttachProcessesToUnit", "ssau", "attach-dst.service", "", "1", strconv.FormatUint(uint64(src.MainPID), 10)); err != nil {
+		t.Fatalf("attach from inside: %v %s", err, out)
 	}
 	out, err := n.Run(ctx, "cat", "/proc/"+strconv.FormatUint(uint64(src.MainPID), 10)+"/cgroup")
 	if err != nil {

@@ -49,13 +49,9 @@ func kubectlIn(t *testing.T, e *env, stdin string, argv ...string) (string, stri
 // terminal and its size, files both ways, a forwarded port answering HTTP,
 // the container's output attached.
 func TestExecAttachCpPortForward(t *testing.T) {
+	t.Parallel() // a node of its own
 	e := newEnv(t)
 	k := e.stock()
-	// An exec joins its container's unit with AttachProcessesToUnit,
-	// which systemd allows only for a unit with Delegate=yes. Until unitgen
-	// sets it on container units, a drop-in for every berth-*.service does.
-	e.write("/etc/systemd/system/berth-.service.d/delegate.conf", "[Service]\nDelegate=yes\n")
-	e.run("systemctl", "daemon-reload")
 	k.must("create", "namespace", "ex")
 	e.write("/var/tmp/box.yaml", fmt.Sprintf(execPod, e.signed.Ref))
 	e.apply(k, "/namespaces/ex/pods/", "/var/tmp/box.yaml")
@@ -101,8 +97,11 @@ func TestExecAttachCpPortForward(t *testing.T) {
 			t.Run("tty", func(t *testing.T) {
 				// script(1) gives kubectl a terminal of 40x100, whose size
 				// kubectl sends as its first resize.
-				inner := kc + " exec -it box -n ex -- sh -c 'tty; stty size'"
-				out, msg, code := kubectlIn(t, e, "", "script", "-qec", "stty rows 40 cols 100; "+inner, "/dev/null")
+				// Its input stays open (sleep) until the shell has answered:
+				// an input at EOF at once makes script(1) type EOF into the
+				// session.
+				inner := "stty rows 40 cols 100; " + kc + " exec -it box -n ex -- sh -c 'tty; stty size'"
+				out, msg, code := kubectlIn(t, e, "", "sh", "-c", `sleep 3 | script -qec "$1" /dev/null`, "sh", inner)
 				if code != 0 || !strings.Contains(out, "/dev/pts/") || !strings.Contains(out, "40 100") {
 					t.Errorf("exec -it: status %d, %q %s", code, out, msg)
 				}
@@ -157,4 +156,9 @@ func TestExecAttachCpPortForward(t *testing.T) {
 			})
 		})
 	}
+	// Each exec ran as a transient service of its own (berthd-exec-*);
+	// none is left, failed or not.
+	waitFor(t, "no exec unit left", func() bool {
+		return strings.TrimSpace(e.run("systemctl", "list-units", "--all", "--no-legend", "berthd-exec-*")) == ""
+	})
 }

@@ -221,6 +221,7 @@ spec:
 `
 
 func TestStockKubectlScenario(t *testing.T) {
+	t.Parallel() // a node of its own
 	e := newEnv(t)
 	k := e.stock()
 

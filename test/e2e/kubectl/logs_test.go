@@ -56,6 +56,7 @@ spec:
 `
 
 func TestLogs(t *testing.T) {
+	t.Parallel() // a node of its own
 	e := newEnv(t)
 	k := e.stock()
 	k.must("create", "namespace", "logs")

@@ -101,6 +101,7 @@ spec:
 // address, veth or iptables rule left behind by deletions, by SIGKILLs of
 // berthd in the middle of starts, or by a lease no pod accounts for.
 func TestPodNetwork(t *testing.T) {
+	t.Parallel() // a node of its own
 	e := newEnv(t)
 	k := e.stock()
 	// The node's address that is not loopback (a veth: this kernel may

@@ -126,6 +126,21 @@ spec:
       periodSeconds: 1
       failureThreshold: 1
       terminationGracePeriodSeconds: 2
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: execp
+  namespace: probes
+spec:
+  containers:
+  - name: c
+    image: %[1]s
+    command: [sh, -c, 'sleep 4; touch /tmp/ready; exec sleep 3600']
+    readinessProbe:
+      exec:
+        command: [cat, /tmp/ready]
+      periodSeconds: 1
 `
 
 // probeState is what kubectl shows of a one-container pod's probes: phase,
@@ -142,6 +157,7 @@ const eventLines = `jsonpath={range .items[*]}{.type} {.reason}: {.message}{"\n"
 // until it is in CrashLoopBackOff, and a startup probe holds the liveness
 // probe back until it succeeds (httpGet on a named port, tcpSocket).
 func TestProbes(t *testing.T) {
+	t.Parallel() // a node of its own
 	e := newEnv(t)
 	k := e.stock()
 	k.must("create", "namespace", "probes")
@@ -179,6 +195,12 @@ func TestProbes(t *testing.T) {
 	if s := k.must("get", "pod", "ready", "-n", "probes", "-o", probeState); s != "Running true false False False" {
 		t.Errorf("unready again: %q", s)
 	}
+
+	// An exec probe runs in the container, confined like it: not ready
+	// until the file exists, with the command's output in the event.
+	k.must("wait", "--for=condition=Ready", "pod/execp", "-n", "probes", "--timeout=120s")
+	k.eventually("the exec probe's Unhealthy event", contains("Warning Unhealthy: Readiness probe failed: cat: can't open '/tmp/ready': No such file or directory"),
+		"get", "events", "-n", "probes", "--field-selector", "involvedObject.name=execp", "-o", eventLines)
 
 	// Startup gates liveness: the tcpSocket liveness probe would have
 	// killed the container in its first 6 s.

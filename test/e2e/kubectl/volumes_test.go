@@ -132,6 +132,7 @@ spec:
 // TestVolumes is issue 10's volume scenario on a real node with the
 // stock kubectl.
 func TestVolumes(t *testing.T) {
+	t.Parallel() // a node of its own
 	testenv.RequireRoot(t)
 	n, signed := nodeberthd.Setup(t, "vol", "https:\n  enabled: true\nvolumes:\n  hostPathPrefixes: [/srv/berth]\n")
 	e := &env{t: t, n: n, signed: signed}

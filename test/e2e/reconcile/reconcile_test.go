@@ -402,6 +402,10 @@ func TestReconcileRemovesOrphansAndKeepsStoredPods(t *testing.T) {
 			wantMounts = append(wantMounts, "/run/berth/pods/"+k+"/ns/"+ns)
 		}
 	}
+	// Each kept pod's shared /dev/shm, a tmpfs in its state directory.
+	for _, k := range []string{"default_keep", "default_pair"} {
+		wantMounts = append(wantMounts, "/var/lib/berth/pods/"+k+"/volumes/shm")
+	}
 	if got := e.berthMounts(); strings.Join(got, " ") != strings.Join(wantMounts, " ") {
 		t.Errorf("mounts after reconcile:\n%v\nwant\n%v", got, wantMounts)
 	}
