@@ -21,7 +21,12 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 //   - "$$" is an escaped "$", so "$$(X)" yields the literal "$(X)";
 //   - "$(NAME)" with an unknown NAME stays verbatim, as does an unterminated "$(";
 //   - a "$" followed by anything else is kept as it is.
-func expand(s string, lookup func(string) (string, bool)) string {
+func expand(s string, lookup func(string) (string, bool)) string { return Expand(s, lookup) }
+
+// Expand is the kubelet's $(VAR) expansion (third_party/forked/golang/
+// expansion), as described for expand; the prober (exec commands) and the
+// volumes (subPathExpr) use it too. lookup reports whether a name is set.
+func Expand(s string, lookup func(string) (string, bool)) string {
 	if !strings.Contains(s, "$") {
 		return s
 	}

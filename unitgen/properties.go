@@ -90,7 +90,7 @@ func (g *gen) properties() ([]Property, error) {
 	}
 	add("CollectMode", "inactive-or-failed", "unload the unit once it is dead, failed or not, so the same name can be started again; stage-1's poststop has already recorded the exit")
 	add("Delegate", true, "kubectl exec joins the container's cgroup through systemd's AttachProcessesToUnit, which systemd allows only into a delegated unit; the container's cgroup mount stays read-only")
-		add("SyslogIdentifier", pod.Name+"/"+g.ctr.Name, "journal lines of the container carry pod/container (journalctl -t %s/%s)", pod.Name, g.ctr.Name)
+	add("SyslogIdentifier", pod.Name+"/"+g.ctr.Name, "journal lines of the container carry pod/container (journalctl -t %s/%s)", pod.Name, g.ctr.Name)
 	if pod.UID != "" {
 		add("LogExtraFields", JournalFields{PodUIDField + "=" + string(pod.UID)}, "every journal entry of the container carries its pod's UID: a pod deleted and recreated under the same name gets the same unit name, and kubectl logs (agent/logs) shows only this pod's runs")
 	}

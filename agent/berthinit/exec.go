@@ -489,45 +489,8 @@ func confineAndStart(a *execArgs, spec *specs.Spec, t *target, caps capSets, scf
 			return nil, -1, fmt.Errorf("join the container's %s namespace: %w", ns.name, err)
 		}
 	}
-	umask := 0o022
-	if proc.User.Umask != nil {
-		umask = int(*proc.User.Umask)
-	}
-	unix.Umask(umask)
-	cwd := proc.Cwd
-	if cwd == "" {
-		cwd = "/"
-	}
-	chdirLater := false
-	if err := unix.Chdir(cwd); err != nil {
-		if !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM) {
-			return nil, -1, fmt.Errorf("chdir to process.cwd %q: %w", cwd, err)
-		}
-		chdirLater = true
-	}
-	if err := caps.dropBounding(); err != nil {
+	if err := takeCredentials(proc, caps, scf); err != nil {
 		return nil, -1, err
-	}
-	if scf != nil && !proc.NoNewPrivileges {
-		if err := scf.Load(); err != nil {
-			return nil, -1, err
-		}
-	}
-	if err := switchUser(proc.User); err != nil {
-		return nil, -1, err
-	}
-	if chdirLater {
-		if err := unix.Chdir(cwd); err != nil {
-			return nil, -1, fmt.Errorf("chdir to process.cwd %q as uid %d: %w", cwd, proc.User.UID, err)
-		}
-	}
-	if err := caps.apply(); err != nil {
-		return nil, -1, err
-	}
-	if proc.NoNewPrivileges {
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return nil, -1, fmt.Errorf("set no_new_privs: %w", err)
-		}
 	}
 	env := append([]string{}, proc.Env...)
 	master, slave := -1, -1
@@ -560,10 +523,8 @@ func confineAndStart(a *execArgs, spec *specs.Spec, t *target, caps capSets, scf
 	if err := checkExec(path); err != nil {
 		return fail(&execError{err: err, code: 126})
 	}
-	if scf != nil && proc.NoNewPrivileges {
-		if err := scf.Load(); err != nil {
-			return fail(err)
-		}
+	if err := loadLateSeccomp(proc, scf); err != nil {
+		return fail(err)
 	}
 	files := []*os.File{os.Stdin, os.Stdout, os.Stderr}
 	sys := &syscall.SysProcAttr{Setsid: true}

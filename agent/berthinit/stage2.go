@@ -89,52 +89,8 @@ func Stage2(bundle string, sync *os.File) error {
 	if err := setRlimits(proc.Rlimits); err != nil {
 		return err
 	}
-	umask := 0o022
-	if proc.User.Umask != nil {
-		umask = int(*proc.User.Umask)
-	}
-	unix.Umask(umask)
-
-	// runc's order (libcontainer/init_linux.go finalizeNamespace and
-	// standard_init_linux.go): chdir while still root, bounding set, seccomp
-	// if it cannot wait for no_new_privs, user, capabilities, no_new_privs,
-	// seccomp as late as possible, execve.
-	cwd := proc.Cwd
-	if cwd == "" {
-		cwd = "/"
-	}
-	chdirLater := false
-	if err := unix.Chdir(cwd); err != nil {
-		if !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("chdir to process.cwd %q: %w", cwd, err)
-		}
-		chdirLater = true // may be readable only by the workload's user
-	}
-	if err := caps.dropBounding(); err != nil {
+	if err := takeCredentials(proc, caps, scf); err != nil {
 		return err
-	}
-	if scf != nil && !proc.NoNewPrivileges {
-		// Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which
-		// the workload usually does not keep: load it now.
-		if err := scf.Load(); err != nil {
-			return err
-		}
-	}
-	if err := switchUser(proc.User); err != nil {
-		return err
-	}
-	if chdirLater {
-		if err := unix.Chdir(cwd); err != nil {
-			return fmt.Errorf("chdir to process.cwd %q as uid %d: %w", cwd, proc.User.UID, err)
-		}
-	}
-	if err := caps.apply(); err != nil {
-		return err
-	}
-	if proc.NoNewPrivileges {
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("set no_new_privs: %w", err)
-		}
 	}
 	// Resolve and check as the workload's user, before the final filter so
 	// that an error can still be reported with few syscalls under it.
@@ -145,10 +101,8 @@ func Stage2(bundle string, sync *os.File) error {
 	if err := checkExec(path); err != nil {
 		return err
 	}
-	if scf != nil && proc.NoNewPrivileges {
-		if err := scf.Load(); err != nil {
-			return err
-		}
+	if err := loadLateSeccomp(proc, scf); err != nil {
+		return err
 	}
 
 	// Report ready, then exec only once stage-1 has been reaped (see Start).

@@ -435,26 +435,14 @@ func (n *Network) leaseMap() (map[netip.Addr]string, error) {
 	return out, nil
 }
 
-// Leases returns the addresses host-local has leased on this network, for
-// tests and diagnostics.
+// Leases returns the addresses host-local has leased on this network, in
+// order, for tests and diagnostics.
 func (n *Network) Leases() ([]netip.Addr, error) {
-	if n.leases == "" {
-		return nil, nil
-	}
-	entries, err := os.ReadDir(n.leases)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	m, err := n.leaseMap()
 	if err != nil {
 		return nil, err
 	}
-	var out []netip.Addr
-	for _, e := range entries {
-		if a, err := netip.ParseAddr(e.Name()); err == nil {
-			out = append(out, a)
-		}
-	}
-	return out, nil
+	return slices.SortedFunc(maps.Keys(m), netip.Addr.Compare), nil
 }
 
 // dropMasquerade removes what the bridge plugin's ipMasq set up for

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berth-dev/berth/unitgen"
+
 	"github.com/containerd/errdefs"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -285,46 +287,7 @@ func expandCommand(cmd []string, env []corev1.EnvVar) []string {
 	}
 	out := make([]string, len(cmd))
 	for i, a := range cmd {
-		out[i] = expand(a, vars)
+		out[i] = unitgen.Expand(a, func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
 	}
 	return out
-}
-
-// expand is Kubernetes' third_party/forked/golang/expansion.Expand with
-// its MappingFuncFor.
-func expand(in string, vars map[string]string) string {
-	var b strings.Builder
-	checkpoint := 0
-	for cursor := 0; cursor < len(in); cursor++ {
-		if in[cursor] != '$' || cursor+1 >= len(in) {
-			continue
-		}
-		b.WriteString(in[checkpoint:cursor])
-		rest := in[cursor+1:]
-		advance := 1
-		switch rest[0] {
-		case '$':
-			b.WriteByte('$')
-		case '(':
-			if end := strings.IndexByte(rest[1:], ')'); end >= 0 {
-				name := rest[1 : 1+end]
-				if v, ok := vars[name]; ok {
-					b.WriteString(v)
-				} else {
-					b.WriteString("$(" + name + ")")
-				}
-				advance = end + 2
-			} else {
-				b.WriteString("$(")
-			}
-		default:
-			// string(rune(byte)), as upstream: a non-ASCII byte after a
-			// lone $ comes out as its Latin-1 rune.
-			b.WriteByte('$')
-			b.WriteString(string(rune(rest[0])))
-		}
-		cursor += advance
-		checkpoint = cursor + 1
-	}
-	return b.String() + in[checkpoint:]
 }

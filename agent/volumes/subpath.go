@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/berth-dev/berth/unitgen"
+
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
@@ -22,12 +24,12 @@ var afterCheck = func(string) {}
 // unset or empty is an error naming every such variable.
 func ExpandSubPathExpr(expr string, env map[string]string) (string, error) {
 	missing := map[string]bool{}
-	out := expand(expr, func(k string) string {
+	out := unitgen.Expand(expr, func(k string) (string, bool) {
 		v, ok := env[k]
 		if !ok || v == "" {
 			missing[k] = true
 		}
-		return v
+		return v, true
 	})
 	if len(missing) > 0 {
 		keys := make([]string, 0, len(missing))
@@ -38,36 +40,6 @@ func ExpandSubPathExpr(expr string, env map[string]string) (string, error) {
 		return "", fmt.Errorf("missing value for %s: %w", strings.Join(keys, ", "), errdefs.ErrInvalidArgument)
 	}
 	return out, nil
-}
-
-// expand is k8s.io/kubernetes/third_party/forked/golang/expansion.Expand.
-func expand(input string, mapping func(string) string) string {
-	var b strings.Builder
-	checkpoint := 0
-	for cur := 0; cur < len(input); cur++ {
-		if input[cur] != '$' || cur+1 >= len(input) {
-			continue
-		}
-		b.WriteString(input[checkpoint:cur])
-		rest := input[cur+1:]
-		advance := 1
-		switch rest[0] {
-		case '$':
-			b.WriteByte('$')
-		case '(':
-			if end := strings.IndexByte(rest[1:], ')'); end >= 0 {
-				b.WriteString(mapping(rest[1 : 1+end]))
-				advance = end + 2
-			} else {
-				b.WriteString("$(")
-			}
-		default:
-			b.WriteString("$" + rest[:1])
-		}
-		cur += advance
-		checkpoint = cur + 1
-	}
-	return b.String() + input[checkpoint:]
 }
 
 // checkSubPath is the kubelet's makeMounts check of a subPath, with its

@@ -149,11 +149,11 @@ func TestVolumes(t *testing.T) {
 	out := e.journal("vols/main", "NOW-hello-1")
 	for _, want := range []string{
 		"400 /etc/sec/token", "644 /etc/cfg/greeting", "600 /etc/cfg/sub/other", // modes
-		"SECFS tmpfs",           // secrets never on disk
-		`app="vols"`,            // downwardAPI
-		"from-host",             // hostPath
-		"GREETING-hello-1",      // subPath of a configMap key
-		"HOST-RO",               // readOnly
+		"SECFS tmpfs",      // secrets never on disk
+		`app="vols"`,       // downwardAPI
+		"from-host",        // hostPath
+		"GREETING-hello-1", // subPath of a configMap key
+		"HOST-RO",          // readOnly
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("main's output lacks %q:\n%s", want, out)
