@@ -107,12 +107,19 @@ func (j *Journal) ContainerLogs(ctx context.Context, pod *corev1.Pod, container 
 		return err
 	}
 	cur := st.invocation
-	if cur == "" {
+	if settled := st.active == "active" || st.active == "reloading" || st.active == "deactivating"; cur == "" || !settled {
 		// The unit is gone (a container that exited for good is unloaded,
-		// CollectMode=inactive-or-failed): its last run is the last one
-		// that wrote.
-		if cur, err = j.lastInvocation(ctx, base); err != nil {
+		// CollectMode=inactive-or-failed), or waits to be restarted (its
+		// back-off; systemd may already count a new invocation that has
+		// written nothing): as for the kubelet in CrashLoopBackOff, the
+		// current run is the last one that wrote, and --previous the one
+		// before it.
+		last, err := j.lastInvocation(ctx, base)
+		if err != nil {
 			return err
+		}
+		if last != "" || cur == "" {
+			cur = last
 		}
 	}
 	inv := cur

@@ -120,6 +120,29 @@ exec sleep 1000`
 			t.Errorf("previous: %q, %v; want %q", out, err, want)
 		}
 	})
+	t.Run("back-off", func(t *testing.T) {
+		// A crash loop between runs (systemd's auto-restart wait, the
+		// kubelet's CrashLoopBackOff): the current run is the last one
+		// that ended, the previous one before it.
+		pod := newPod("loop", "uid-loop")
+		unit := container(t, n, pod, "app", `n=$(cat /run/loop-runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > /run/loop-runs; echo "loop $n"; exit 1`,
+			"Restart=always", "RestartSec=1h")
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+			if st := run(t, n, "systemctl", "show", "-P", "SubState", unit); strings.TrimSpace(st) == "auto-restart" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the unit never waited to restart")
+			}
+		}
+		eventually(t, j, pod, "app", nil, equals("loop 1\n"))
+		// Restart now rather than in an hour (the job would wait for it).
+		run(t, n, "systemctl", "restart", "--no-block", unit)
+		eventually(t, j, pod, "app", nil, equals("loop 2\n"))
+		if out, err := read(t, j, pod, "app", &corev1.PodLogOptions{Previous: true}); err != nil || out != "loop 1\n" {
+			t.Errorf("previous in back-off: %q, %v", out, err)
+		}
+	})
 	t.Run("tail", func(t *testing.T) {
 		for tail, want := range map[int64]string{0: "", 1: "run 3 three\n", 2: "run 3 \xffbytes\nrun 3 three\n", 100: cur} {
 			if out, err := read(t, j, pod, "app", &corev1.PodLogOptions{TailLines: ptr(tail)}); err != nil || out != want {

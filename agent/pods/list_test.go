@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	bndl "github.com/berth-dev/berth/agent/bundle"
+	"github.com/berth-dev/berth/test/testenv"
 	"github.com/berth-dev/berth/unitgen"
 )
 
@@ -289,4 +290,30 @@ func TestHostForeignUnits(t *testing.T) {
 		}
 	}
 	must(t, f.rt.StopUnit(ctx, own))
+}
+
+// A state directory reached through a symlink (state moved to a bigger
+// disk): removing an orphan's directories unmounts its volume pins first,
+// as the mount table names them resolved, and never deletes through them.
+func TestRemovePodDirsThroughSymlinkedState(t *testing.T) {
+	testenv.RequireRoot(t)
+	real := t.TempDir()
+	state := filepath.Join(t.TempDir(), "state")
+	must(t, os.Symlink(real, state))
+	rt := New(Config{StateDir: state, RunDir: t.TempDir()}, nil, nil)
+	pin := filepath.Join(state, "pods", "default_web", "volumes", "host-path", "data")
+	must(t, os.MkdirAll(pin, 0o700))
+	host := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(host, "keep"), []byte("host data"), 0o644))
+	must(t, unix.Mount(host, pin, "", unix.MS_BIND, ""))
+	t.Cleanup(func() {
+		_ = unix.Unmount(filepath.Join(real, "pods", "default_web", "volumes", "host-path", "data"), unix.MNT_DETACH)
+	})
+	must(t, rt.RemovePodDirs(context.Background(), "default_web"))
+	if b, err := os.ReadFile(filepath.Join(host, "keep")); err != nil || string(b) != "host data" {
+		t.Fatalf("the host's file behind a pin: %q, %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(real, "pods", "default_web")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the pod's directory is left: %v", err)
+	}
 }

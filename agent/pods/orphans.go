@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/berth-dev/berth/agent/volumes"
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
@@ -99,6 +100,11 @@ func (r *Runtime) RemovePodDirs(ctx context.Context, key string) error {
 	if err := r.detach(ctx, key, run, nil); err != nil {
 		return err
 	}
+	// Volumes first of the state: their tmpfs and pins go before any
+	// file is removed (Teardown also works from the resolved mount table).
+	if err := volumes.Teardown(filepath.Join(state, "volumes")); err != nil {
+		return fmt.Errorf("volumes: %w", err)
+	}
 	if err := removeNamespaces(filepath.Join(run, "ns")); err != nil {
 		return err
 	}
@@ -140,6 +146,13 @@ func removeTree(dir string) error {
 // left.
 func unmountBelow(dir string) error {
 	dir = filepath.Clean(dir)
+	// The mount table names resolved paths: a state directory reached
+	// through a symlink must be compared resolved, or its mounts (volume
+	// pins into the host's files) go unnoticed and RemoveAll walks
+	// through them.
+	if r, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = r
+	}
 	below := func() ([]string, error) {
 		all, err := mountTable()
 		if err != nil {

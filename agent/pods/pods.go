@@ -234,6 +234,14 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	if err := r.writePodFiles(runDir, pod, hostname); err != nil {
 		return fmt.Errorf("pod files: %w", err)
 	}
+	// Volumes first: one that cannot be made (a missing ConfigMap, a
+	// refused hostPath) fails the start before the pod takes an address.
+	volLap := stopwatch()
+	set, shm, err := r.setupVolumes(d, pod)
+	if err != nil {
+		return err
+	}
+	volTook := volLap()
 	// The pod's namespaces are made and attached to the pod network while
 	// the containers' images are judged and their bundles written; a
 	// unit's bundle is released to berth-init only once they are pinned
@@ -271,15 +279,16 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	}); err != nil {
 		return fmt.Errorf("namespace slice %s: %w", slice, err)
 	}
-	phases := []any{"slice", lap()}
-	set, shm, err := r.setupVolumes(d, pod)
-	if err != nil {
-		return err
-	}
-	phases = append(phases, "volumes", lap())
+	phases := []any{"volumes", volTook, "slice", lap()}
 	// status.podIP in env needs the pod's address: its attachment first.
 	ein := envInput{hostIP: r.cfg.HostIP}
-	if needsPodIP(pod) {
+	switch {
+	case pod.Spec.HostNetwork:
+		// The kubelet's podIPs of a host-network pod: the node's.
+		if r.cfg.HostIP != "" {
+			ein.podIPs = []string{r.cfg.HostIP}
+		}
+	case needsPodIP(pod):
 		if err := namespaces(); err != nil {
 			return err
 		}
@@ -626,6 +635,11 @@ func (r *Runtime) removePod(ctx context.Context, d podDirs) error {
 			}
 			r.logMessages.Delete(bundle)
 		}
+	}
+	if len(errs) > 0 {
+		// A container may still run: its network, namespaces and volumes
+		// stay until a removal has stopped it (the next one retries).
+		return errors.Join(errs...)
 	}
 	// Off the pod network before the namespace goes: DEL finds the veth
 	// to remove in it. A failed detach keeps the directories, so that the

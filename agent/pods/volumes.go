@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/berth-dev/berth/agent/volumes"
+	"github.com/berth-dev/berth/unitgen"
 )
 
 // Volumes materialises pods' volumes (*volumes.Manager).
@@ -54,18 +55,18 @@ func (r *Runtime) setupVolumes(d podDirs, pod *corev1.Pod) (*volumes.Set, string
 	return set, shm, nil
 }
 
-// containerMounts are c's volumeMounts as binds for unitgen. subPathExpr
-// expands the container's plain env values ($(VAR) references among them
-// resolved), as the kubelet expands it against the container's env.
+// containerMounts are c's volumeMounts as binds for unitgen; subPathExpr
+// expands against the container's environment, as the kubelet's does.
 func containerMounts(set *volumes.Set, c *corev1.Container) ([]specs.Mount, error) {
 	if set == nil || len(c.VolumeMounts) == 0 {
 		return nil, nil
 	}
+	// The container's env as the process gets it (c's valueFrom and
+	// envFrom are resolved by now): each value $(VAR)-expanded against
+	// those before it, as unitgen builds it.
 	env := map[string]string{}
 	for _, e := range c.Env {
-		if e.ValueFrom == nil {
-			env[e.Name] = e.Value
-		}
+		env[e.Name] = unitgen.Expand(e.Value, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	}
 	privileged := c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged
 	ms, err := set.ContainerMounts(c, env, privileged)

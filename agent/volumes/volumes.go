@@ -202,10 +202,15 @@ func (m *Manager) setupOne(pod *corev1.Pod, v *corev1.Volume, vol *Volume, fresh
 			if v.EmptyDir.SizeLimit != nil {
 				limit = v.EmptyDir.SizeLimit.Value()
 			}
-			return m.ensureTmpfs(vol.Path, m.memoryVolumeSize(pod, limit))
+			if err := m.ensureTmpfs(vol.Path, m.memoryVolumeSize(pod, limit)); err != nil {
+				return err
+			}
 		}
 		// medium "" (disk): a plain directory; sizeLimit on disk is the
-		// kubelet's eviction, not a mount option (see report).
+		// kubelet's eviction, not a mount option.
+		if fresh {
+			return fsGroupOwnership(pod, vol.Path, false)
+		}
 		return nil
 	case HostPath:
 		f, err := m.openHostPath(v.HostPath)
@@ -286,7 +291,63 @@ func (m *Manager) write(pod *corev1.Pod, v *corev1.Volume, vol *Volume, res Reso
 	if err != nil {
 		return err
 	}
-	return writeAtomic(vol.Path, payload)
+	if g := fsGroup(pod); g != nil {
+		// Group-readable, as SetVolumeOwnership leaves a read-only
+		// volume; in the payload, so that an unchanged volume compares
+		// equal and is not rewritten.
+		for k, f := range payload {
+			f.mode |= 0o440
+			payload[k] = f
+		}
+	}
+	if err := writeAtomic(vol.Path, payload); err != nil {
+		return err
+	}
+	return fsGroupOwnership(pod, vol.Path, true)
+}
+
+func fsGroup(pod *corev1.Pod) *int64 {
+	if sc := pod.Spec.SecurityContext; sc != nil {
+		return sc.FSGroup
+	}
+	return nil
+}
+
+// fsGroupOwnership is the kubelet's SetVolumeOwnership for a pod with
+// fsGroup: every file and directory of the volume (links excepted) gets the
+// group, group read (and write, unless the volume is read-only) added to
+// its mode, and directories also setgid and group search, so that a
+// non-root container in that group can read its secrets and write its
+// emptyDirs.
+func fsGroupOwnership(pod *corev1.Pod, root string, readOnly bool) error {
+	g := fsGroup(pod)
+	if g == nil {
+		return nil
+	}
+	mask := fs.FileMode(0o660)
+	if readOnly {
+		mask = 0o440
+	}
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			return nil
+		}
+		if err := os.Lchown(p, -1, int(*g)); err != nil {
+			return fmt.Errorf("fsGroup %d on %s: %w", *g, p, err)
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		m := mask
+		if d.IsDir() {
+			m |= fs.ModeSetgid | 0o110
+		}
+		return os.Chmod(p, info.Mode()&(fs.ModePerm|fs.ModeSetgid|fs.ModeSetuid|fs.ModeSticky)|m)
+	})
 }
 
 func projectsObjects(p *corev1.ProjectedVolumeSource) bool {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -812,5 +813,45 @@ func TestSymlinkedPodDir(t *testing.T) {
 	}
 	if mps, _ := mountPoints(base); len(mps) != 0 {
 		t.Errorf("mounts left: %v", mps)
+	}
+}
+
+// fsGroup: the kubelet's SetVolumeOwnership. A secret of mode 0400 becomes
+// 0440 and the group's, an emptyDir group-writable and setgid, and an
+// unchanged secret is not rewritten by an update.
+func TestFSGroup(t *testing.T) {
+	privateNS(t)
+	dir := podDir(t)
+	src := &source{secs: map[string]*corev1.Secret{"ns/sec": {Data: map[string][]byte{"token": []byte("t")}}}}
+	m := New(Config{}, src)
+	sec := corev1.Volume{Name: "sec", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "sec", DefaultMode: ptr[int32](0o400)}}}
+	scratch := corev1.Volume{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
+	pod := newPod(sec, scratch)
+	pod.Spec.SecurityContext = &corev1.PodSecurityContext{FSGroup: ptr[int64](2000)}
+	set, err := m.Setup(pod, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stat := func(p string) (os.FileMode, uint32) {
+		t.Helper()
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Mode(), fi.Sys().(*syscall.Stat_t).Gid
+	}
+	token := filepath.Join(set.Volumes["sec"].Path, "token")
+	if mode, gid := stat(token); mode.Perm() != 0o440 || gid != 2000 {
+		t.Errorf("secret file: mode %o gid %d, want 440 and 2000", mode.Perm(), gid)
+	}
+	if mode, gid := stat(set.Volumes["scratch"].Path); mode&os.ModeSetgid == 0 || mode.Perm()&0o070 != 0o070 || gid != 2000 {
+		t.Errorf("emptyDir: mode %v gid %d, want setgid, group rwx, 2000", mode, gid)
+	}
+	data, _ := os.Readlink(filepath.Join(set.Volumes["sec"].Path, "..data"))
+	if err := m.Update(pod, dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.Readlink(filepath.Join(set.Volumes["sec"].Path, "..data")); again != data {
+		t.Errorf("an unchanged secret was rewritten: %s -> %s", data, again)
 	}
 }

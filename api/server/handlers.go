@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -319,11 +320,14 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), obj.GetName()), r)
 		return
 	}
-	unlockPorts, err := s.admitHostPorts(obj)
+	unlock, err := s.admitHostPorts(obj)
 	if err != nil {
 		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), obj.GetName()), r)
 		return
 	}
+	// Held until the pod is stored (or the dry run decided), not while a
+	// slow client reads the answer.
+	unlockPorts := sync.OnceFunc(unlock)
 	defer unlockPorts()
 	if opts.dryRun {
 		if err := s.store.Get(store.Resource(k.resource), obj.GetNamespace(), obj.GetName(), k.new()); err == nil {
@@ -339,7 +343,9 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 	if k.toStored != nil {
 		stored = k.toStored(obj)
 	}
-	if err := s.store.Create(store.Resource(k.resource), stored); err != nil {
+	err = s.store.Create(store.Resource(k.resource), stored)
+	unlockPorts()
+	if err != nil {
 		s.writeStatus(w, s.beingDeleted(k, obj, toStatus(err, k.gr(), k.gk(), obj.GetName())), r)
 		return
 	}

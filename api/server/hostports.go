@@ -74,6 +74,9 @@ func (s *Server) admitHostPorts(obj store.Object) (unlock func(), err error) {
 	if len(want) == 0 {
 		return func() {}, nil
 	}
+	if errs := duplicateHostPorts(pod); len(errs) > 0 {
+		return nil, apierrors.NewInvalid(corev1.SchemeGroupVersion.WithKind("Pod").GroupKind(), pod.Name, errs)
+	}
 	s.hostPortMu.Lock()
 	unlock = s.hostPortMu.Unlock
 	var errs field.ErrorList
@@ -106,4 +109,25 @@ func (s *Server) admitHostPorts(obj store.Object) (unlock func(), err error) {
 		return nil, err
 	}
 	return unlock, nil
+}
+
+// duplicateHostPorts is the apiserver's checkHostPortConflicts
+// (AccumulateUniqueHostPorts over spec.containers): one pod naming a host
+// port twice, with its words.
+func duplicateHostPorts(pod *corev1.Pod) field.ErrorList {
+	var errs field.ErrorList
+	seen := map[string]bool{}
+	for i, c := range pod.Spec.Containers {
+		for j, p := range c.Ports {
+			if p.HostPort == 0 {
+				continue
+			}
+			str := fmt.Sprintf("%s/%s/%d", p.Protocol, p.HostIP, p.HostPort)
+			if seen[str] {
+				errs = append(errs, field.Duplicate(field.NewPath("spec", "containers").Index(i).Child("ports").Index(j).Child("hostPort"), str))
+			}
+			seen[str] = true
+		}
+	}
+	return errs
 }

@@ -1,10 +1,13 @@
 package server
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -66,6 +69,14 @@ func (s *Server) podStream(w http.ResponseWriter, r *http.Request, k *kind, ns, 
 		s.writeStatus(w, apierrors.NewServiceUnavailable(fmt.Sprintf("pods/%s is not served by this berthd", sub)), r)
 		return
 	}
+	// A hijacked connection's request context is not cancelled when the
+	// client goes away (net/http stops watching it), and cri-streaming
+	// hands that context to the exec, attach and port-forward: without
+	// this, a command writing into a full pipe or a quiet attach would
+	// outlive its client.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	w, r = hangupWriter{ResponseWriter: w, cancel: cancel}, r.WithContext(ctx)
 	if sub == "portforward" {
 		// The apiserver's PodPortForwardOptions say "ports"; the kubelet's
 		// WebSocket options, which cri-streaming reads, "port".
@@ -228,4 +239,52 @@ type podForwarder struct {
 
 func (f podForwarder) PortForward(ctx context.Context, _, _ string, port int32, stream io.ReadWriteCloser) error {
 	return f.st.PortForward(ctx, f.pod, port, stream)
+}
+
+// hangupWriter hands out, on Hijack, a connection that cancels the
+// stream's context once the client is gone: a read that fails (EOF, reset)
+// or a close.
+type hangupWriter struct {
+	http.ResponseWriter
+	cancel context.CancelFunc
+}
+
+func (h hangupWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, fmt.Errorf("connection cannot be hijacked")
+	}
+	conn, rw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	hc := &hangupConn{Conn: conn, cancel: h.cancel}
+	// What the server had read ahead stays first in line.
+	ahead, _ := rw.Reader.Peek(rw.Reader.Buffered())
+	r := io.MultiReader(bytes.NewReader(bytes.Clone(ahead)), hc)
+	return hc, bufio.NewReadWriter(bufio.NewReader(r), bufio.NewWriter(hc)), nil
+}
+
+func (h hangupWriter) Flush() {
+	if f, ok := h.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+type hangupConn struct {
+	net.Conn
+	cancel context.CancelFunc
+}
+
+func (c *hangupConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.cancel()
+	}
+	return n, err
+}
+
+func (c *hangupConn) Close() error {
+	c.cancel()
+	return c.Conn.Close()
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/berth-dev/berth/agent/store"
 	"github.com/berth-dev/berth/agent/streams"
+	"github.com/gorilla/websocket"
 )
 
 // fakeStreams runs "commands" in memory: echo copies stdin to stdout,
@@ -30,6 +32,8 @@ import (
 type fakeStreams struct {
 	mu   sync.Mutex
 	seen []string // container and command of each exec
+	// hung receives when a "hang" command's context ends.
+	hung chan struct{}
 }
 
 func (f *fakeStreams) Exec(ctx context.Context, pod *corev1.Pod, container string, cmd []string, o streams.ExecOptions) error {
@@ -46,6 +50,11 @@ func (f *fakeStreams) Exec(ctx context.Context, pod *corev1.Pod, container strin
 	case "stderr":
 		_, err := io.WriteString(o.Stderr, "to stderr\n")
 		return err
+	case "hang":
+		// A command that runs until its client is gone.
+		<-ctx.Done()
+		f.hung <- struct{}{}
+		return ctx.Err()
 	case "exit":
 		var code int
 		fmt.Sscan(cmd[1], &code)
@@ -184,4 +193,52 @@ func TestPodExec(t *testing.T) {
 	if len(fake.seen) == 0 || fake.seen[0] != "app: echo" {
 		t.Errorf("execs seen: %q", fake.seen)
 	}
+}
+
+// A client that goes away ends its exec: the end of the hijacked
+// connection cancels the context the command runs under, for SPDY (kubectl
+// before 1.30, and its fallback) and for WebSocket (a client dying without a
+// close frame, as a killed kubectl does).
+func TestExecEndsWhenTheClientLeaves(t *testing.T) {
+	fake := &fakeStreams{hung: make(chan struct{}, 1)}
+	ts := streamServer(t, fake)
+	path := "/api/v1/namespaces/shop/pods/web/exec?container=app&command=hang&stdout=true"
+	await := func(t *testing.T) {
+		t.Helper()
+		select {
+		case <-fake.hung:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the exec still runs after its client left")
+		}
+	}
+	t.Run("spdy", func(t *testing.T) {
+		u, _ := url.Parse(ts.URL + path)
+		sp, err := remotecommand.NewSPDYExecutor(&rest.Config{Host: ts.URL}, "POST", u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- sp.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: io.Discard}) }()
+		time.Sleep(300 * time.Millisecond) // let the stream come up; nothing is asserted on time
+		cancel()
+		<-done
+		await(t)
+	})
+	t.Run("websocket", func(t *testing.T) {
+		d := websocket.Dialer{Subprotocols: []string{"v4.channel.k8s.io"}} // cri-streaming speaks up to v4
+		// x/net/websocket, under wsstream, wants an Origin.
+		c, resp, err := d.Dial("ws"+strings.TrimPrefix(ts.URL, "http")+path, http.Header{"Origin": {ts.URL}})
+		if err != nil {
+			var body []byte
+			if resp != nil {
+				body, _ = io.ReadAll(resp.Body)
+				t.Fatalf("%v: %s %s", err, resp.Status, body)
+			}
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		c.Close() // the connection, without a close frame
+		await(t)
+	})
 }

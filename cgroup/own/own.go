@@ -38,9 +38,14 @@ func cgroup2() (bool, error) {
 	return st.Type == unix.CGROUP2_SUPER_MAGIC, nil
 }
 
-// OOMKills returns the oom_kill counter of the caller's memory cgroup: on
-// cgroup v1 the "oom_kill" line of memory.oom_control (kernel ≥ 4.13), on
-// v2 the "oom_kill" line of memory.events.
+// controlGroup is the subgroup systemd gives a delegated unit's control
+// processes on the unified hierarchy.
+const controlGroup = ".control"
+
+// OOMKills returns the oom_kill counter of the caller's memory cgroup (its
+// unit's, for a control process of a delegated unit): on cgroup v1 the
+// "oom_kill" line of memory.oom_control (kernel ≥ 4.13), on v2 the
+// "oom_kill" line of memory.events.
 func OOMKills() (uint64, error) {
 	v2, err := cgroup2()
 	if err != nil {
@@ -59,6 +64,13 @@ func OOMKills() (uint64, error) {
 	}
 	file := filepath.Join(Root, "memory", group, "memory.oom_control")
 	if v2 {
+		// systemd runs a delegated unit's control processes (ExecStopPost,
+		// where berth-init poststop reads this) in <unit>/.control on the
+		// unified hierarchy; the workload's kills are counted in the unit's
+		// own cgroup.
+		if filepath.Base(group) == controlGroup {
+			group = filepath.Dir(group)
+		}
 		file = filepath.Join(Root, group, "memory.events")
 	}
 	return counter(file, "oom_kill")

@@ -131,6 +131,14 @@ func run(bin string) error {
 		return err
 	}
 
+	step("what a node gives a pod: its output in the journal, a way in, an address")
+	if _, err := sh("berth", "logs", "hello", "-n", "demo"); err != nil {
+		return err
+	}
+	if _, err := sh("berth", "exec", "hello", "-n", "demo", "--", "sh", "-c", "id; ip -4 -o addr show eth0 | awk '{print $2, $4}'; grep -E 'NoNewPrivs|Seccomp:' /proc/self/status"); err != nil {
+		return err
+	}
+
 	step("berth's own verbs: the node's images (pulled after the policy accepted the signature), and the unit a manifest gets")
 	if _, err := sh("berth", "image", "ls"); err != nil {
 		return err
