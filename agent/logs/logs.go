@@ -107,13 +107,12 @@ func (j *Journal) ContainerLogs(ctx context.Context, pod *corev1.Pod, container 
 		return err
 	}
 	cur := st.invocation
-	if settled := st.active == "active" || st.active == "reloading" || st.active == "deactivating"; cur == "" || !settled {
+	settled := st.active == "active" || st.active == "reloading" || st.active == "deactivating"
+	if cur == "" || !settled {
 		// The unit is gone (a container that exited for good is unloaded,
 		// CollectMode=inactive-or-failed), or waits to be restarted (its
 		// back-off; systemd may already count a new invocation that has
-		// written nothing): as for the kubelet in CrashLoopBackOff, the
-		// current run is the last one that wrote, and --previous the one
-		// before it.
+		// written nothing): the current run is the last one that wrote.
 		last, err := j.lastInvocation(ctx, base)
 		if err != nil {
 			return err
@@ -123,7 +122,16 @@ func (j *Journal) ContainerLogs(ctx context.Context, pod *corev1.Pod, container 
 		}
 	}
 	inv := cur
-	if opts.Previous {
+	switch {
+	case opts.Previous && st.invocation != "" && !settled:
+		// Waiting to restart, as the kubelet's CrashLoopBackOff: its
+		// container is waiting and its last termination is the run that
+		// ended, which both the plain and the --previous request show
+		// (validateContainerLogStatus).
+		if cur == "" {
+			return PreviousNotFound(pod.Name, container)
+		}
+	case opts.Previous:
 		if cur == "" {
 			return PreviousNotFound(pod.Name, container)
 		}
