@@ -140,6 +140,10 @@ type HostPod struct {
 	// namespaces are complete (bundle.AwaitRelease removes the FIFO when
 	// released; RunPod when the start job succeeded).
 	Released []string
+	// Begun lists the containers whose start began (their bundle exists).
+	// The containers of a later step of a pod's init sequence have not
+	// begun while an earlier one runs.
+	Begun []string
 }
 
 // ContainerKeys are the keys (units, bundles) of the record's containers;
@@ -155,10 +159,11 @@ func (p *HostPod) ContainerKeys() []string {
 	return ks
 }
 
-// Started reports whether every container of the record was released:
-// RunPod got through every container.
+// Started reports whether the pod's start got through: some container
+// was released and every container whose start began was. The rest (the
+// later steps of an init sequence) are the worker's to start.
 func (p *HostPod) Started() bool {
-	return p.RecordErr == nil && len(p.Containers) > 0 && len(p.Released) == len(p.Containers)
+	return p.RecordErr == nil && len(p.Released) > 0 && len(p.Released) == len(p.Begun)
 }
 
 // HostUnit is one of berth's container services.
@@ -353,9 +358,16 @@ func (r *Runtime) inspectPod(p *HostPod) {
 		return
 	}
 	p.Namespace, p.Name, p.UID = rec.Namespace, rec.Name, rec.UID
-	for _, c := range rec.Spec.Containers {
+	for _, c := range allContainers(rec) {
 		p.Containers = append(p.Containers, c.Name)
-		if bundle, err := d.bundle(c.Name); err == nil && released(bundle) {
+		bundle, err := d.bundle(c.Name)
+		if err != nil {
+			continue
+		}
+		if _, err := os.Lstat(bundle); err == nil {
+			p.Begun = append(p.Begun, c.Name)
+		}
+		if released(bundle) {
 			p.Released = append(p.Released, c.Name)
 		}
 	}

@@ -26,7 +26,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
-	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/berth-dev/berth/agent/network"
 	"github.com/berth-dev/berth/agent/seccomp"
@@ -153,9 +152,12 @@ func (r *Runtime) lock(ctx context.Context, d podDirs) (func(), error) {
 	return r.locks.Lock(ctx, d.ns+"/"+d.pod)
 }
 
-// RunPod starts every container of pod, each from its resolved image
-// (images maps container name → image). On failure the pod is removed again
-// and the error says which container failed and why.
+// RunPod makes the pod's sandbox (its record, files, volumes, namespaces
+// and network) and starts the containers images names (container name →
+// resolved image), in the pod's order: for a pod without init containers
+// all of them, else the first step of its init sequence (StartContainers
+// starts the next ones). On failure the pod is removed again and the error
+// says which container failed and why.
 func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string]PodImage) (err error) {
 	pod = pod.DeepCopy()
 	if pod.Namespace == "" {
@@ -165,20 +167,11 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	if err != nil {
 		return err
 	}
-	var names []string
-	for _, c := range pod.Spec.Containers {
-		names = append(names, c.Name)
-	}
-	if err := validateContainers(names); err != nil {
+	if _, err := containerNames(pod); err != nil {
 		return err
 	}
-	for i, c := range pod.Spec.Containers {
-		if images[c.Name].Image == nil {
-			return FieldErrors{field.Invalid(field.NewPath("spec", "containers").Index(i).Child("image"), c.Image, "not resolved to a stored image")}
-		}
-	}
-	if len(pod.Spec.InitContainers) > 0 {
-		return FieldErrors{field.Forbidden(field.NewPath("spec", "initContainers"), "not supported by berth yet")}
+	if err := checkImages(pod, images); err != nil {
+		return err
 	}
 	hostname, fqdn, err := unitgen.PodHostname(pod)
 	if err != nil {
@@ -280,7 +273,23 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 		return fmt.Errorf("namespace slice %s: %w", slice, err)
 	}
 	phases := []any{"volumes", volTook, "slice", lap()}
-	// status.podIP in env needs the pod's address: its attachment first.
+	ein, err := r.envInput(pod, namespaces)
+	if err != nil {
+		return err
+	}
+	cp, err := r.startContainers(ctx, d, pod, images, set, shm, ein, namespaces)
+	if err != nil {
+		return err
+	}
+	phases = append(phases, cp...)
+	phases = append(phases, "namespaces", <-nsTook, "network", <-nsTook)
+	r.log.Debug("pod started", append([]any{"pod", pod.Namespace + "/" + pod.Name}, phases...)...)
+	return nil
+}
+
+// envInput is what containers' env may name of the pod's addresses;
+// status.podIP needs the pod's attachment (namespaces) first.
+func (r *Runtime) envInput(pod *corev1.Pod, namespaces func() error) (envInput, error) {
 	ein := envInput{hostIP: r.cfg.HostIP}
 	switch {
 	case pod.Spec.HostNetwork:
@@ -290,37 +299,49 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 		}
 	case needsPodIP(pod):
 		if err := namespaces(); err != nil {
-			return err
+			return ein, err
 		}
-		if ein.podIPs, err = r.PodIPs(pod.Namespace, pod.Name); err != nil {
-			return err
+		ips, err := r.PodIPs(pod.Namespace, pod.Name)
+		if err != nil {
+			return ein, err
 		}
+		ein.podIPs = ips
 	}
+	return ein, nil
+}
+
+// startContainers starts the containers images names, in the pod's order,
+// in a sandbox that exists (or is being made: namespaces() reports it
+// ready), and returns how long their phases took.
+func (r *Runtime) startContainers(ctx context.Context, d podDirs, pod *corev1.Pod, images map[string]PodImage, set *volumes.Set, shm string, ein envInput, namespaces func() error) ([]any, error) {
 	// The units see the containers with their env resolved; the record
 	// keeps the pod as the API has it.
 	resolved := pod.DeepCopy()
-	for i := range resolved.Spec.Containers {
-		rc, err := r.resolveEnv(pod, &pod.Spec.Containers[i], ein)
-		if err != nil {
-			return &ConfigError{Container: pod.Spec.Containers[i].Name, Err: err}
+	var todo []*corev1.Container
+	for _, c := range allContainers(resolved) {
+		if _, ok := images[c.Name]; !ok {
+			continue
 		}
-		resolved.Spec.Containers[i] = *rc
+		rc, err := r.resolveEnv(pod, c, ein)
+		if err != nil {
+			return nil, &ConfigError{Container: c.Name, Err: err}
+		}
+		*c = *rc
+		todo = append(todo, c)
 	}
-	for i := range resolved.Spec.Containers {
-		c := &resolved.Spec.Containers[i]
+	var phases []any
+	for _, c := range todo {
 		mounts, err := containerMounts(set, c)
 		if err != nil {
-			return fmt.Errorf("container %q: %w", c.Name, err)
+			return nil, fmt.Errorf("container %q: %w", c.Name, err)
 		}
 		cp, err := r.startContainer(ctx, d, resolved, c, images[c.Name], containerVolumes{mounts, shm}, namespaces)
 		if err != nil {
-			return fmt.Errorf("container %q: %w", c.Name, err)
+			return nil, fmt.Errorf("container %q: %w", c.Name, err)
 		}
 		phases = append(phases, cp...)
 	}
-	phases = append(phases, "namespaces", <-nsTook, "network", <-nsTook)
-	r.log.Debug("pod started", append([]any{"pod", pod.Namespace + "/" + pod.Name}, phases...)...)
-	return nil
+	return phases, nil
 }
 
 // ensureSlice makes the namespace's slice once per process. Should someone
@@ -359,9 +380,9 @@ func (r *Runtime) Plan(pod *corev1.Pod, c *corev1.Container, img *image.Image) (
 		return nil, err
 	}
 	resolved := pod.DeepCopy()
-	for i := range resolved.Spec.Containers {
-		if resolved.Spec.Containers[i].Name == c.Name {
-			resolved.Spec.Containers[i] = *rc
+	for _, rcv := range allContainers(resolved) {
+		if rcv.Name == c.Name {
+			*rcv = *rc
 		}
 	}
 	return r.plan(d, resolved, rc, img, containerVolumes{})
@@ -581,11 +602,7 @@ func loadPod(d podDirs) (*corev1.Pod, error) {
 	if pod.Namespace != d.ns || pod.Name != d.pod {
 		return nil, fmt.Errorf("pod %s/%s: %w: corrupt record %s: it names pod %s/%s", d.ns, d.pod, errdefs.ErrDataLoss, p, pod.Namespace, pod.Name)
 	}
-	var names []string
-	for _, c := range pod.Spec.Containers {
-		names = append(names, c.Name)
-	}
-	if err := validateContainers(names); err != nil {
+	if _, err := containerNames(&pod); err != nil {
 		return nil, fmt.Errorf("pod %s/%s: %w: corrupt record %s: %v", d.ns, d.pod, errdefs.ErrDataLoss, p, err)
 	}
 	return &pod, nil
@@ -614,8 +631,8 @@ func (r *Runtime) removePod(ctx context.Context, d podDirs) error {
 	}
 	var errs []error
 	if pod != nil {
-		for _, c := range pod.Spec.Containers {
-			unit := unitgen.UnitName(d.ns, d.pod, c.Name)
+		for _, c := range stopOrder(pod) {
+			unit := unitgen.UnitName(d.ns, d.pod, c)
 			if err := r.units.Stop(ctx, unit); err != nil && !errdefs.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("stop %s: %w", unit, err))
 				continue
@@ -625,7 +642,7 @@ func (r *Runtime) removePod(ctx context.Context, d podDirs) error {
 			if err := r.units.ResetFailed(ctx, unit); err != nil && !errdefs.IsNotFound(err) {
 				r.log.Warn("reset-failed after stop", "unit", unit, "error", err)
 			}
-			bundle, err := d.bundle(c.Name)
+			bundle, err := d.bundle(c)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -679,6 +696,11 @@ type ContainerStatus struct {
 	MainPID      uint32
 	ActiveState  string
 	SubState     string
+	// Init: an init container (sidecars included). Begun: its start began
+	// (its bundle exists); a container of a later step of the init
+	// sequence has not begun yet.
+	Init  bool
+	Begun bool
 }
 
 // PodStatus reports each container of the pod from systemd's view and the
@@ -693,9 +715,10 @@ func (r *Runtime) PodStatus(ctx context.Context, ns, name string) ([]ContainerSt
 		return nil, err
 	}
 	var out []ContainerStatus
-	for _, c := range pod.Spec.Containers {
+	nInit := len(pod.Spec.InitContainers)
+	for i, c := range allContainers(pod) {
 		unit := unitgen.UnitName(ns, name, c.Name)
-		cs := ContainerStatus{Unit: unit}
+		cs := ContainerStatus{Unit: unit, Init: i < nInit}
 		cs.Name, cs.Image = c.Name, c.Image
 		st, err := r.units.Status(ctx, unit)
 		if err != nil && !errdefs.IsNotFound(err) {
@@ -703,6 +726,11 @@ func (r *Runtime) PodStatus(ctx context.Context, ns, name string) ([]ContainerSt
 		}
 		bundle, err := d.bundle(c.Name)
 		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Lstat(bundle); err == nil {
+			cs.Begun = true
+		} else if !errors.Is(err, fs.ErrNotExist) {
 			return nil, err
 		}
 		exit, err := bndl.ReadExit(bundle)

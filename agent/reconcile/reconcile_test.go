@@ -88,7 +88,7 @@ func storedPod(ns, name, uid string, ctrs ...string) *corev1.Pod {
 // released and whose namespaces are pinned.
 func hostPod(ns, name, uid string, ctrs ...string) pods.HostPod {
 	return pods.HostPod{Key: unitgen.PodKey(ns, name), Namespace: ns, Name: name, UID: types.UID(uid),
-		Containers: ctrs, Released: ctrs, State: true, Run: true, Pinned: true}
+		Containers: ctrs, Released: ctrs, Begun: ctrs, State: true, Run: true, Pinned: true}
 }
 
 func unit(ns, pod, ctr, active string) pods.HostUnit {
@@ -368,6 +368,7 @@ func (m *mutatingHost) apply(op string) {
 		for i := range m.h.Pods {
 			p := &m.h.Pods[i]
 			p.Released = filter(p.Released, func(c string) bool { return ck(p.Namespace, p.Name, c) != arg })
+			p.Begun = filter(p.Begun, func(c string) bool { return ck(p.Namespace, p.Name, c) != arg })
 		}
 		_ = m.RemoveBundle(arg)
 	case "dirs":

@@ -150,12 +150,7 @@ func (w *Worker) podIs(pod *corev1.Pod) bool {
 // else SIGTERM. The image is looked up in the store by the imageID the
 // status names (best effort: an image gone from the store gives SIGTERM).
 func (w *Worker) stopSignal(pod *corev1.Pod, name string, log hclog.Logger) syscall.Signal {
-	var ctr *corev1.Container
-	for i := range pod.Spec.Containers {
-		if pod.Spec.Containers[i].Name == name {
-			ctr = &pod.Spec.Containers[i]
-		}
-	}
+	ctr := containerByName(pod, name)
 	if ctr == nil {
 		return syscall.SIGTERM
 	}
@@ -165,7 +160,7 @@ func (w *Worker) stopSignal(pod *corev1.Pod, name string, log hclog.Logger) sysc
 		}
 	}
 	refs := []string{ctr.Image}
-	for _, cs := range pod.Status.ContainerStatuses {
+	for _, cs := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
 		if cs.Name == name && cs.ImageID != "" {
 			refs = append([]string{cs.ImageID}, refs...)
 		}

@@ -32,6 +32,11 @@ const (
 	ReasonSignatureFailed          = "SignatureValidationFailed"
 	ReasonPodCompleted             = "PodCompleted"
 	ReasonContainersNotReady       = "ContainersNotReady"
+	// An init sequence: containers not started yet wait with
+	// PodInitializing; the Initialized condition's reason while it lasts.
+	ReasonPodInitializing          = "PodInitializing"
+	ReasonContainersNotInitialized = "ContainersNotInitialized"
+	ReasonPodFailed                = "PodFailed"
 )
 
 // ContainerIDPrefix is the runtime part of containerID: berth://<unit>.
@@ -66,6 +71,8 @@ type containerInput struct {
 	// whether it has started and is ready (the kubelet's prober
 	// UpdatePodStatus). Nil: started and ready once it runs.
 	Probes func(startedAt time.Time) (started, ready bool)
+	// Init: an init container; Sidecar: one with restartPolicy Always.
+	Init, Sidecar bool
 }
 
 // containerStatus computes one container's status as the kubelet reports
@@ -85,7 +92,12 @@ func containerStatus(pod *corev1.Pod, in containerInput, prev *corev1.ContainerS
 	if rt == nil {
 		w := in.Waiting
 		if w == nil {
+			// The kubelet's default state: PodInitializing for every
+			// container of a pod with init containers.
 			w = &corev1.ContainerStateWaiting{Reason: ReasonContainerCreating}
+			if len(pod.Spec.InitContainers) > 0 {
+				w.Reason = ReasonPodInitializing
+			}
 		}
 		cs.State.Waiting = w.DeepCopy()
 		cs.ImageID = ""
@@ -147,6 +159,12 @@ func containerStatus(pod *corev1.Pod, in containerInput, prev *corev1.ContainerS
 	default:
 		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: ReasonContainerCreating}
 	}
+	if in.Init && !in.Sidecar {
+		// The prober's UpdatePodStatus for a regular init container:
+		// started while it runs, ready once it has completed.
+		cs.Started = ptr(cs.State.Running != nil)
+		cs.Ready = cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0
+	}
 	return cs
 }
 
@@ -185,48 +203,93 @@ func podDesc(pod *corev1.Pod) string {
 	return fmt.Sprintf("%s_%s(%s)", pod.Name, pod.Namespace, pod.UID)
 }
 
-// podPhase is the kubelet's getPhase for pods without init containers.
-func podPhase(pod *corev1.Pod, cs []corev1.ContainerStatus) corev1.PodPhase {
-	var waiting, running, stopped, succeeded int
+// podPhase is the kubelet's getPhase (kubelet_pods.go) for a pod that is
+// not terminal yet: init is the statuses of the init containers, cs those
+// of the app containers.
+func podPhase(pod *corev1.Pod, init, cs []corev1.ContainerStatus) corev1.PodPhase {
+	pendingInit, failedInit := 0, 0
+	var unknown, running, waiting, stopped, succeeded int
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		st := statusByName(init, c.Name)
+		if pods.IsSidecar(c) {
+			switch {
+			case st == nil:
+				unknown++
+			case st.State.Running != nil:
+				if st.Started == nil || !*st.Started {
+					pendingInit++
+				}
+				running++
+			case st.State.Terminated != nil:
+				// A sidecar that ended does not count for the phase.
+			case st.State.Waiting != nil && st.LastTerminationState.Terminated == nil:
+				pendingInit++
+				waiting++
+			case st.State.Waiting != nil:
+			default:
+				pendingInit++
+				unknown++
+			}
+			continue
+		}
+		switch {
+		case st == nil, st.State.Running != nil:
+			pendingInit++
+		case st.State.Terminated != nil:
+			if st.State.Terminated.ExitCode != 0 {
+				failedInit++
+			}
+		case st.State.Waiting != nil && st.LastTerminationState.Terminated != nil:
+			if st.LastTerminationState.Terminated.ExitCode != 0 {
+				failedInit++
+			}
+		default:
+			pendingInit++
+		}
+	}
+	anyStarted := false
 	for _, c := range cs {
 		switch {
 		case c.State.Running != nil:
 			running++
+			anyStarted = true
 		case c.State.Terminated != nil:
 			stopped++
+			anyStarted = true
 			if c.State.Terminated.ExitCode == 0 {
 				succeeded++
 			}
 		case c.State.Waiting != nil:
 			if c.LastTerminationState.Terminated != nil {
 				stopped++
+				anyStarted = true
 			} else {
 				waiting++
 			}
 		default:
-			waiting++
+			unknown++
 		}
 	}
+	unknown += len(pod.Spec.Containers) - len(cs)
+	if failedInit > 0 && pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+		return corev1.PodFailed
+	}
 	switch {
-	case waiting > 0:
+	case pendingInit > 0 && !anyStarted, waiting > 0:
 		return corev1.PodPending
-	case running > 0:
+	case running > 0 && unknown == 0:
 		return corev1.PodRunning
-	case stopped > 0:
-		switch pod.Spec.RestartPolicy {
-		case corev1.RestartPolicyNever:
-			if stopped == succeeded {
-				return corev1.PodSucceeded
-			}
+	case running == 0 && stopped > 0 && unknown == 0:
+		switch {
+		case pod.Spec.RestartPolicy == corev1.RestartPolicyAlways, pod.Spec.RestartPolicy == "":
+			return corev1.PodRunning
+		case stopped == succeeded:
+			return corev1.PodSucceeded
+		case pod.Spec.RestartPolicy == corev1.RestartPolicyNever:
 			return corev1.PodFailed
-		case corev1.RestartPolicyOnFailure:
-			if stopped == succeeded {
-				return corev1.PodSucceeded
-			}
-			return corev1.PodRunning
-		default:
-			return corev1.PodRunning
 		}
+		return corev1.PodRunning
 	}
 	return corev1.PodPending
 }
@@ -271,10 +334,18 @@ func computeStatus(pod *corev1.Pod, in statusInput) corev1.PodStatus {
 	for i := range prev.ContainerStatuses {
 		prevCS[prev.ContainerStatuses[i].Name] = &prev.ContainerStatuses[i]
 	}
-	for _, c := range in.Containers {
-		st.ContainerStatuses = append(st.ContainerStatuses, containerStatus(pod, c, prevCS[c.Spec.Name]))
+	prevInit := map[string]*corev1.ContainerStatus{}
+	for i := range prev.InitContainerStatuses {
+		prevInit[prev.InitContainerStatuses[i].Name] = &prev.InitContainerStatuses[i]
 	}
-	st.Phase = podPhase(pod, st.ContainerStatuses)
+	for _, c := range in.Containers {
+		if c.Init {
+			st.InitContainerStatuses = append(st.InitContainerStatuses, containerStatus(pod, c, prevInit[c.Spec.Name]))
+		} else {
+			st.ContainerStatuses = append(st.ContainerStatuses, containerStatus(pod, c, prevCS[c.Spec.Name]))
+		}
+	}
+	st.Phase = podPhase(pod, st.InitContainerStatuses, st.ContainerStatuses)
 	// A terminal phase is final, as the kubelet never leaves one.
 	if prev.Phase == corev1.PodSucceeded || prev.Phase == corev1.PodFailed {
 		st.Phase = prev.Phase
@@ -283,21 +354,55 @@ func computeStatus(pod *corev1.Pod, in statusInput) corev1.PodStatus {
 		st.ObservedGeneration = pod.Generation
 	}
 
-	var unready []string
+	// status/generate.go: sidecars count for readiness, before the app
+	// containers; a regular init container counts for Initialized.
+	var unready, incomplete []string
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		cs := statusByName(st.InitContainerStatuses, c.Name)
+		if pods.IsSidecar(c) {
+			if cs != nil && !cs.Ready {
+				unready = append(unready, c.Name)
+			}
+			if cs == nil || cs.Started == nil || !*cs.Started {
+				incomplete = append(incomplete, c.Name)
+			}
+			continue
+		}
+		if cs == nil || cs.State.Terminated == nil || cs.State.Terminated.ExitCode != 0 {
+			incomplete = append(incomplete, c.Name)
+		}
+	}
+	anyStarted := false
 	for _, c := range st.ContainerStatuses {
 		if !c.Ready {
 			unready = append(unready, c.Name)
+		}
+		if c.State.Running != nil || c.State.Terminated != nil || c.LastTerminationState.Terminated != nil {
+			anyStarted = true
 		}
 	}
 	ready := func(t corev1.PodConditionType) corev1.PodCondition {
 		switch {
 		case st.Phase == corev1.PodSucceeded:
 			return corev1.PodCondition{Type: t, Status: corev1.ConditionFalse, Reason: ReasonPodCompleted}
+		case st.Phase == corev1.PodFailed:
+			return corev1.PodCondition{Type: t, Status: corev1.ConditionFalse, Reason: ReasonPodFailed}
 		case len(unready) > 0:
 			return corev1.PodCondition{Type: t, Status: corev1.ConditionFalse, Reason: ReasonContainersNotReady,
 				Message: fmt.Sprintf("containers with unready status: [%s]", strings.Join(unready, " "))}
 		}
 		return corev1.PodCondition{Type: t, Status: corev1.ConditionTrue}
+	}
+	initialized := corev1.PodCondition{Type: corev1.PodInitialized, Status: corev1.ConditionTrue}
+	switch {
+	case st.Phase == corev1.PodSucceeded:
+		initialized.Reason = ReasonPodCompleted
+	case anyStarted, len(incomplete) == 0:
+		// A regular container that ever started: initialized before.
+	default:
+		initialized = corev1.PodCondition{Type: corev1.PodInitialized, Status: corev1.ConditionFalse, Reason: ReasonContainersNotInitialized,
+			Message: fmt.Sprintf("containers with incomplete status: [%s]", strings.Join(incomplete, " "))}
 	}
 	sandbox := corev1.ConditionFalse
 	if in.Sandbox {
@@ -305,7 +410,7 @@ func computeStatus(pod *corev1.Pod, in statusInput) corev1.PodStatus {
 	}
 	conds := []corev1.PodCondition{
 		{Type: corev1.PodReadyToStartContainers, Status: sandbox},
-		{Type: corev1.PodInitialized, Status: corev1.ConditionTrue},
+		initialized,
 		ready(corev1.PodReady),
 		ready(corev1.ContainersReady),
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue},

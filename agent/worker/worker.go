@@ -51,6 +51,11 @@ type Store interface {
 // Runtime is what the worker needs of *pods.Runtime.
 type Runtime interface {
 	RunPod(ctx context.Context, pod *corev1.Pod, images map[string]pods.PodImage) error
+	// StartContainers starts the next step of a running pod's init
+	// sequence; StopContainers stops some of its containers (sidecars once
+	// the pod is done).
+	StartContainers(ctx context.Context, pod *corev1.Pod, images map[string]pods.PodImage) error
+	StopContainers(ctx context.Context, ns, name string, containers []string) error
 	RemovePod(ctx context.Context, ns, name string) error
 	PodStatus(ctx context.Context, ns, name string) ([]pods.ContainerStatus, error)
 	LoadPod(ns, name string) (*corev1.Pod, error)
@@ -185,6 +190,7 @@ type podState struct {
 	imageIDs    map[string]string
 	waiting     map[string]*corev1.ContainerStateWaiting
 	announced   map[string]string // container → last InvocationID announced Started
+	begun       map[string]bool   // containers whose start began (the last status computed)
 	retry       *time.Timer
 	scheduled   bool // the Scheduled event is recorded
 }
@@ -339,7 +345,7 @@ func (w *Worker) set(pod *corev1.Pod) bool {
 		w.wg.Add(1)
 		go w.loop(p)
 	}
-	for _, c := range pod.Spec.Containers {
+	for _, c := range allContainers(pod) {
 		w.units[unitgen.UnitName(pod.Namespace, pod.Name, c.Name)] = p
 	}
 	w.byUID[pod.UID] = p
@@ -557,11 +563,43 @@ func (w *Worker) ensure(ctx context.Context, p *podState, pod *corev1.Pod, log h
 				return err
 			}
 		}
-		if started, err = w.start(ctx, p, pod, log); err != nil {
+		if started, err = w.start(ctx, p, pod, log, firstStep(pod), true); err != nil {
 			return err
 		}
 	}
 	stored, err := w.writeStatus(ctx, p, pod, started)
+	// The init sequence, as the kubelet's computeInitContainerActions: each
+	// status written tells what may start next (an init container that
+	// completed, a sidecar that started); at most one step per container.
+	for i := 0; err == nil && started && !terminal(stored) && i < len(pod.Spec.InitContainers)+1; i++ {
+		step := nextStep(stored, p.begun)
+		if len(step) == 0 {
+			break
+		}
+		ok, serr := w.start(ctx, p, stored, log, step, false)
+		if serr != nil {
+			return serr
+		}
+		stored, err = w.writeStatus(ctx, p, stored, true)
+		if !ok {
+			break
+		}
+	}
+	if err == nil && started && (terminal(stored) || appsDone(stored)) {
+		// The kubelet ends a pod whose app containers are done for good
+		// (or whose init container failed under restartPolicy Never): its
+		// sidecars are stopped, in reverse order, and only then is the pod
+		// Succeeded or Failed.
+		if side := runningSidecars(stored); len(side) > 0 {
+			for _, name := range side {
+				w.event(events.ContainerRef(stored, name), corev1.EventTypeNormal, "Killing", "Stopping container "+name)
+			}
+			if serr := w.cfg.Runtime.StopContainers(ctx, stored.Namespace, stored.Name, side); serr != nil {
+				return serr
+			}
+			stored, err = w.writeStatus(ctx, p, stored, true)
+		}
+	}
 	if err == nil && started && terminal(stored) {
 		// The kubelet stops a finished pod's sandbox, which gives its
 		// address back to the pod network (status keeps the podIP).
@@ -586,29 +624,52 @@ func hasCondition(pod *corev1.Pod, t corev1.PodConditionType) bool {
 }
 
 // runAgain tells whether a recorded pod must be started again: a container
-// neither has a unit nor ever ended (berthd died inside RunPod), or every
-// unit is gone although the restart policy wants one restarted (the node
-// rebooted, or an operator stopped them): systemd restarts a container by
-// itself only while its unit is loaded.
+// began but neither has a unit nor ever ended (berthd died inside its
+// start), or every unit is gone although the restart policy wants one
+// (re)started (the node rebooted, or an operator stopped them): systemd
+// restarts a container by itself only while its unit is loaded. A pod in
+// its init sequence whose last init container completed is not: its next
+// step starts in the sandbox that is there.
 func (w *Worker) runAgain(ctx context.Context, pod *corev1.Pod) (bool, string) {
 	sts, err := w.cfg.Runtime.PodStatus(ctx, pod.Namespace, pod.Name)
 	if err != nil {
 		return false, ""
 	}
-	loaded, failed := 0, false
+	loaded, failed, pending := 0, false, false
+	var blocked string // an init container the sequence waits for, gone without success
 	for _, s := range sts {
+		if !s.Begun {
+			pending = true
+			continue
+		}
 		if s.ActiveState == "" && s.State.Terminated == nil && s.LastTerminationState.Terminated == nil {
 			return true, "left half-started"
 		}
 		if s.ActiveState != "" && s.ActiveState != "inactive" {
 			loaded++
+			continue
 		}
-		if t := s.State.Terminated; t != nil && t.ExitCode != 0 {
+		t := s.State.Terminated
+		if t != nil && t.ExitCode != 0 && !s.Init {
 			failed = true
+		}
+		if s.Init && blocked == "" {
+			c := containerByName(pod, s.Name)
+			if c != nil && (pods.IsSidecar(c) || t == nil || t.ExitCode != 0) {
+				blocked = s.Name
+			}
 		}
 	}
 	if loaded > 0 || len(sts) == 0 {
 		return false, ""
+	}
+	if pending {
+		// In the init sequence: only an init container that is gone
+		// without completing (a sidecar gone at all) holds it up.
+		if blocked == "" || pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+			return false, ""
+		}
+		return true, "init container " + blocked + "'s unit is gone"
 	}
 	switch pod.Spec.RestartPolicy {
 	case corev1.RestartPolicyNever:
@@ -619,9 +680,21 @@ func (w *Worker) runAgain(ctx context.Context, pod *corev1.Pod) (bool, string) {
 	return true, "its units are gone"
 }
 
-// start pulls the pod's images (each container with its own back-off) and
-// runs it; false without error when it is waiting (pull back-off, refused).
-func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hclog.Logger) (bool, error) {
+// start pulls the images of a step of the pod's start (each container with
+// its own back-off) and starts it: the first step with the pod's sandbox
+// (RunPod), a later one of its init sequence in the sandbox that runs
+// (StartContainers). False without error when it is waiting (pull
+// back-off, refused).
+func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hclog.Logger, step []string, sandbox bool) (bool, error) {
+	var ctrs []corev1.Container
+	for _, name := range step {
+		if c := containerByName(pod, name); c != nil {
+			ctrs = append(ctrs, *c)
+		}
+	}
+	if len(ctrs) == 0 {
+		return false, nil
+	}
 	now := w.cfg.Now()
 	if p.startErr != nil && p.startBO.inBackoff(now) {
 		p.retryIn(p.startBO.until().Sub(now))
@@ -629,7 +702,7 @@ func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hc
 	}
 	images := map[string]pods.PodImage{}
 	var wait time.Duration
-	for _, c := range pod.Spec.Containers {
+	for _, c := range ctrs {
 		ref := events.ContainerRef(pod, c.Name)
 		bo := p.pullBackoff[c.Name]
 		if bo == nil {
@@ -662,7 +735,7 @@ func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hc
 		w.event(ref, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", c.Image))
 		t0 := time.Now()
 		one := pod.DeepCopy()
-		one.Spec.Containers = []corev1.Container{c}
+		one.Spec.InitContainers, one.Spec.Containers = nil, []corev1.Container{c}
 		got, err := w.cfg.Images.ForPod(ctx, one, w.cfg.Layout)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -721,8 +794,12 @@ func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hc
 		}
 		defer release()
 	}
-	err := w.cfg.Runtime.RunPod(ctx, pod, images)
-	if errdefs.IsAlreadyExists(err) {
+	run := w.cfg.Runtime.RunPod
+	if !sandbox {
+		run = w.cfg.Runtime.StartContainers
+	}
+	err := run(ctx, pod, images)
+	if sandbox && errdefs.IsAlreadyExists(err) {
 		// A state directory without a record: berthd died right at the
 		// start of RunPod. Clear it and start again.
 		if rerr := w.cfg.Runtime.RemovePod(ctx, pod.Namespace, pod.Name); rerr != nil && !errdefs.IsNotFound(rerr) {
@@ -735,7 +812,7 @@ func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hc
 			return false, ctx.Err()
 		}
 		reason, msg := ReasonCreateContainerErr, err.Error()
-		if r, m, ok := rejected(pod.Spec.Containers[0].Image, err); ok {
+		if r, m, ok := rejected(ctrs[0].Image, err); ok {
 			reason, msg = r, m
 		}
 		var mountErr *pods.MountError
@@ -745,7 +822,7 @@ func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hc
 			// The kubelet's volume manager: a FailedMount event on the
 			// pod, its containers still creating, retried.
 			w.event(events.PodRef(pod), corev1.EventTypeWarning, ReasonFailedMount, mountErr.Error())
-			for _, c := range pod.Spec.Containers {
+			for _, c := range ctrs {
 				p.waiting[c.Name] = &corev1.ContainerStateWaiting{Reason: ReasonContainerCreating}
 			}
 			p.startErr = nil
@@ -755,17 +832,17 @@ func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hc
 		case errors.As(err, &configErr):
 			reason, msg = ReasonCreateContainerConfigErr, configErr.Error()
 		}
-		for _, c := range pod.Spec.Containers {
+		for _, c := range ctrs {
 			p.waiting[c.Name] = &corev1.ContainerStateWaiting{Reason: reason, Message: msg}
 			w.event(events.ContainerRef(pod, c.Name), corev1.EventTypeWarning, "Failed", "Error: "+msg)
 		}
-		p.startErr = p.waiting[pod.Spec.Containers[0].Name]
+		p.startErr = p.waiting[ctrs[0].Name]
 		p.retryIn(p.startBO.next(now))
 		log.Warn("start failed", "error", err)
 		return false, nil
 	}
 	p.startErr, p.startBO = nil, backoff{}
-	for _, c := range pod.Spec.Containers {
+	for _, c := range ctrs {
 		delete(p.waiting, c.Name)
 		ref := events.ContainerRef(pod, c.Name)
 		w.event(ref, corev1.EventTypeNormal, "Created", "Created container: "+c.Name)
@@ -876,8 +953,14 @@ func (w *Worker) writeStatus(ctx context.Context, p *podState, pod *corev1.Pod, 
 		}
 	}
 	byName := map[string]*pods.ContainerStatus{}
+	p.begun = map[string]bool{}
 	for i := range rts {
-		byName[rts[i].Name] = &rts[i]
+		if rts[i].Begun {
+			// A container of a later step of the init sequence has no
+			// runtime state yet: it is waiting to be started.
+			byName[rts[i].Name] = &rts[i]
+			p.begun[rts[i].Name] = true
+		}
 	}
 	// The probes target the pod's address (the kubelet's status podIP).
 	podIP := pod.Status.PodIP
@@ -885,8 +968,11 @@ func (w *Worker) writeStatus(ctx context.Context, p *podState, pod *corev1.Pod, 
 		podIP = in.PodIPs[0]
 	}
 	running := map[string]bool{}
-	for _, c := range pod.Spec.Containers {
-		ci := containerInput{Spec: c, Runtime: byName[c.Name], Waiting: p.waiting[c.Name], ImageID: p.imageIDs[c.Name]}
+	nInit := len(pod.Spec.InitContainers)
+	for i, cp := range allContainers(pod) {
+		c := *cp
+		ci := containerInput{Spec: c, Runtime: byName[c.Name], Waiting: p.waiting[c.Name], ImageID: p.imageIDs[c.Name],
+			Init: i < nInit, Sidecar: i < nInit && pods.IsSidecar(cp)}
 		if ci.Runtime != nil {
 			ci.Unit = w.unitTimes(ctx, p, ci.Runtime.Unit)
 			if n := uint32(ci.Runtime.RestartCount); n > ci.Unit.NRestarts {
@@ -899,8 +985,8 @@ func (w *Worker) writeStatus(ctx context.Context, p *podState, pod *corev1.Pod, 
 		in.Containers = append(in.Containers, ci)
 	}
 	next := computeStatus(pod, in)
-	for _, c := range pod.Spec.Containers {
-		if hasProbes(&c) && !running[c.Name] {
+	for _, c := range allContainers(pod) {
+		if hasProbes(c) && !running[c.Name] {
 			// Not running (exited, waiting out its back-off, not started):
 			// not started, not ready, and no probe kills it.
 			w.probes.Exited(pod.UID, c.Name)
@@ -1024,7 +1110,7 @@ func (w *Worker) remove(ctx context.Context, p *podState, pod *corev1.Pod, grace
 	}
 	var units []string
 	if rec, err := w.cfg.Runtime.LoadPod(ns, name); err == nil {
-		for _, c := range rec.Spec.Containers {
+		for _, c := range allContainers(rec) {
 			units = append(units, unitgen.UnitName(ns, name, c.Name))
 		}
 		specGrace := time.Duration(corev1.DefaultTerminationGracePeriodSeconds) * time.Second

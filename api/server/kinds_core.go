@@ -123,6 +123,9 @@ func podKind() *kind {
 		if len(p.Spec.Containers) == 0 {
 			return pods.FieldErrors{field.Required(field.NewPath("spec", "containers"), "")}
 		}
+		if errs := validateInitContainers(&p.Spec); len(errs) > 0 {
+			return pods.FieldErrors(errs)
+		}
 		return nil
 	}
 	k.fields = func(o store.Object) fields.Set {
@@ -558,4 +561,44 @@ func podGracePeriod(o store.Object, requested *int64) int64 {
 		period = 1
 	}
 	return period
+}
+
+// validateInitContainers is the part of the apiserver's
+// validateInitContainers (pkg/apis/core/validation) berth relies on to run
+// them: names unique across init and app containers, restartPolicy only
+// Always (a sidecar), and no probes or lifecycle hooks on an init
+// container that must run to completion.
+func validateInitContainers(spec *corev1.PodSpec) field.ErrorList {
+	var errs field.ErrorList
+	names := map[string]bool{}
+	for _, c := range spec.Containers {
+		names[c.Name] = true
+	}
+	for i, c := range spec.InitContainers {
+		p := field.NewPath("spec", "initContainers").Index(i)
+		if names[c.Name] {
+			errs = append(errs, field.Duplicate(p.Child("name"), c.Name))
+		}
+		names[c.Name] = true
+		if c.RestartPolicy != nil {
+			if *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+				errs = append(errs, field.NotSupported(p.Child("restartPolicy"), *c.RestartPolicy, []string{string(corev1.ContainerRestartPolicyAlways)}))
+			}
+			continue
+		}
+		const why = "may not be set for init containers without restartPolicy=Always"
+		if c.Lifecycle != nil {
+			errs = append(errs, field.Forbidden(p.Child("lifecycle"), why))
+		}
+		if c.LivenessProbe != nil {
+			errs = append(errs, field.Forbidden(p.Child("livenessProbe"), why))
+		}
+		if c.ReadinessProbe != nil {
+			errs = append(errs, field.Forbidden(p.Child("readinessProbe"), why))
+		}
+		if c.StartupProbe != nil {
+			errs = append(errs, field.Forbidden(p.Child("startupProbe"), why))
+		}
+	}
+	return errs
 }
