@@ -12,10 +12,12 @@ setup:
 	@hack/setup.sh
 
 # berth-init is static: it runs before the container's root exists and uses
-# Go's all-threads syscalls, which cgo forbids.
+# Go's all-threads syscalls, which cgo forbids; so is berth-hook, berth-init's
+# hook code with the httpGet handler (package net, crypto/tls) linked in.
 build:
 	$(GO) build -o $(BIN)/berthd ./cmd/berthd
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/berth-init ./cmd/berth-init
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/berth-hook ./cmd/berth-hook
 	$(GO) build -o $(BIN)/berth-verify ./cmd/berth-verify
 	$(GO) build -o $(BIN)/berth-node ./cmd/berth-node
 	v=$$($(GO) list -m -f '{{.Version}}' k8s.io/kubectl | sed 's/^v0\./v1./'); m=$$(echo $$v | cut -d. -f2); x="-X k8s.io/component-base/version.gitVersion=$$v+berth -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$$m -X k8s.io/component-base/version.gitCommit=$$(git rev-parse HEAD 2>/dev/null)"; $(GO) build -ldflags "$$x $${x//component-base/client-go/pkg}" -o $(BIN)/berth ./cmd/berth

@@ -357,6 +357,7 @@ var dbusTypes = map[string]any{
 	"CPUShares": uint64(0), "CPUWeight": uint64(0), "CPUQuotaPerSecUSec": uint64(0), "CPUQuotaPeriodUSec": uint64(0),
 	"MemoryMax": uint64(0), "MemoryMin": uint64(0), "TasksMax": uint64(0),
 	"DeviceAllow": []DeviceAllow{}, "LogExtraFields": JournalFields{},
+	"After": []string{}, "BindsTo": []string{}, "NoNewPrivileges": false, "CapabilityBoundingSet": uint64(0), // shareProcessNamespace (pause.go)
 }
 
 func dbusTypeErrors(u *Unit) []string {

@@ -63,6 +63,7 @@ func (g *gen) properties() ([]Property, error) {
 	add("ExecStopPost", []ExecCommand{{
 		Path: in.Paths.Init, Args: []string{in.Paths.Init, "poststop", in.Paths.Bundle}, IgnoreFailure: true,
 	}}, "records exit status and OOM kill while the cgroup still exists; its own failure must not mask the workload's result")
+	ps = append(ps, g.hookProperties()...)
 	add("KillMode", "mixed", "SIGTERM to the container's PID 1 only (like the kubelet/runc), SIGKILL to every process after the timeout")
 
 	sig, why, err := g.stopSignal()

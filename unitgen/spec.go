@@ -84,7 +84,9 @@ func (g *gen) spec() (*specs.Spec, error) {
 		},
 		Linux: &specs.Linux{
 			Namespaces: []specs.LinuxNamespace{
-				{Type: specs.PIDNamespace},
+				// The pod's pause's when it shares its process
+				// namespace, else a new one (no path).
+				{Type: specs.PIDNamespace, Path: paths.PIDNS},
 				{Type: specs.IPCNamespace, Path: paths.IPCNS},
 				{Type: specs.UTSNamespace, Path: paths.UTSNS},
 				{Type: specs.MountNamespace},

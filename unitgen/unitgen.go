@@ -83,6 +83,11 @@ type Paths struct {
 	// namespace entry at all (NetNS and UTSNS are ignored): they stay in
 	// the node's.
 	NetNS, IPCNS, UTSNS string
+	// PIDNS is the pinned PID namespace of the pod's pause
+	// (PauseInput.Dir/PIDNSPin), set exactly when the pod shares its
+	// process namespace (spec.shareProcessNamespace: true); empty: the
+	// container's own, with the workload as its PID 1.
+	PIDNS string
 
 	Hosts, Hostname, ResolvConf string // pod files bound to /etc/hosts, /etc/hostname, /etc/resolv.conf
 	// Shm is the pod's /dev/shm (a tmpfs every container of the pod
@@ -241,6 +246,9 @@ func Generate(in Input) (*Unit, error) {
 	if err := in.Paths.check(); err != nil {
 		return nil, err
 	}
+	if err := checkPIDNS(in); err != nil {
+		return nil, err
+	}
 	g, err := newGen(in)
 	if err != nil {
 		return nil, err
@@ -253,6 +261,7 @@ func Generate(in Input) (*Unit, error) {
 	if err != nil {
 		return nil, err
 	}
+	props = append(props, g.pauseDependencies()...)
 	return &Unit{Name: g.unitName, Slice: SliceName(in.Pod.Namespace), Properties: props, Spec: spec}, nil
 }
 
@@ -309,7 +318,6 @@ func newGen(in Input) (*gen, error) {
 func (g *gen) checkUnsupported() error {
 	c, spec := g.ctr, &g.pod.Spec
 	notYet := "not supported by berth yet"
-	hooks := c.Lifecycle != nil && (c.Lifecycle.PostStart != nil || c.Lifecycle.PreStop != nil)
 	switch {
 	case spec.HostnameOverride != nil:
 		return invalid(field.NewPath("spec", "hostnameOverride"), "%s", notYet)
@@ -347,16 +355,10 @@ func (g *gen) checkUnsupported() error {
 		return invalid(field.NewPath("spec", "os", "name"), "%q: berth runs Linux containers", spec.OS.Name)
 	case len(spec.ResourceClaims) > 0:
 		return invalid(field.NewPath("spec", "resourceClaims"), "%s", notYet)
-	case hooks && c.Lifecycle.PostStart != nil:
-		return invalid(g.fp.Child("lifecycle", "postStart"), "%s", notYet)
-	case hooks:
-		return invalid(g.fp.Child("lifecycle", "preStop"), "%s", notYet)
 	case len(c.ResizePolicy) > 0:
 		return invalid(g.fp.Child("resizePolicy"), "%s", notYet)
 	case spec.HostPID:
 		return invalid(field.NewPath("spec", "hostPID"), "%s (every container gets its own PID namespace)", notYet)
-	case spec.ShareProcessNamespace != nil && *spec.ShareProcessNamespace:
-		return invalid(field.NewPath("spec", "shareProcessNamespace"), "%s (every container gets its own PID namespace)", notYet)
 	case spec.SecurityContext != nil && len(spec.SecurityContext.Sysctls) > 0:
 		// Stage-1 would write them with full privileges, and the kubelet's
 		// safe/unsafe allow-listing is not implemented.
@@ -379,6 +381,9 @@ func (p *Paths) check() error {
 		if !path.IsAbs(f.v) {
 			return fmt.Errorf("unitgen: Paths.%s %q is not an absolute path", f.name, f.v)
 		}
+	}
+	if p.PIDNS != "" && !path.IsAbs(p.PIDNS) {
+		return fmt.Errorf("unitgen: Paths.PIDNS %q is not an absolute path", p.PIDNS)
 	}
 	if len(p.Lowers) == 0 {
 		return errors.New("unitgen: Paths.Lowers is empty (overlayfs needs at least one lower layer)")

@@ -417,9 +417,8 @@ func TestTwoContainersShareThePod(t *testing.T) {
 // Pod features berth does not implement are refused naming the field, never
 // ignored: each case fails if its check is missing.
 func TestUnsupportedRefusedNamingTheField(t *testing.T) {
-	no, yes := false, true
+	no := false
 	rc := "gvisor"
-	hook := &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}
 	for _, tc := range []struct {
 		field string
 		set   func(s *corev1.PodSpec, c *corev1.Container)
@@ -427,7 +426,6 @@ func TestUnsupportedRefusedNamingTheField(t *testing.T) {
 		{"spec.hostIPC", func(s *corev1.PodSpec, _ *corev1.Container) { s.HostIPC = true }},
 		{"spec.hostPID", func(s *corev1.PodSpec, _ *corev1.Container) { s.HostPID = true }},
 		{"spec.hostUsers", func(s *corev1.PodSpec, _ *corev1.Container) { s.HostUsers = &no }},
-		{"spec.shareProcessNamespace", func(s *corev1.PodSpec, _ *corev1.Container) { s.ShareProcessNamespace = &yes }},
 		{"spec.ephemeralContainers", func(s *corev1.PodSpec, _ *corev1.Container) {
 			s.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug"}}}
 		}},
@@ -439,8 +437,6 @@ func TestUnsupportedRefusedNamingTheField(t *testing.T) {
 		{"spec.resourceClaims", func(s *corev1.PodSpec, _ *corev1.Container) {
 			s.ResourceClaims = []corev1.PodResourceClaim{{Name: "gpu"}}
 		}},
-		{"spec.containers[0].lifecycle.postStart", func(_ *corev1.PodSpec, c *corev1.Container) { c.Lifecycle = &corev1.Lifecycle{PostStart: hook} }},
-		{"spec.containers[0].lifecycle.preStop", func(_ *corev1.PodSpec, c *corev1.Container) { c.Lifecycle = &corev1.Lifecycle{PreStop: hook} }},
 		{"spec.containers[0].resizePolicy", func(_ *corev1.PodSpec, c *corev1.Container) {
 			c.ResizePolicy = []corev1.ContainerResizePolicy{{ResourceName: corev1.ResourceCPU, RestartPolicy: corev1.NotRequired}}
 		}},

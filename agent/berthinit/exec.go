@@ -76,6 +76,9 @@ type execArgs struct {
 	unit   string
 	pid    int
 	argv   []string
+	// stdio are the command's stdin, stdout and stderr; nil: berth-init's
+	// own (exec: those berthd passed). A hook captures the output.
+	stdio []*os.File
 }
 
 func parseExecArgs(args []string) (*execArgs, error) {
@@ -317,36 +320,11 @@ func sameNS(fd int, name string) (bool, error) {
 // its /proc/<pid>/exe, the host's berth-init, CVE-2019-5736): until its
 // execve it shares this process's memory, which is not dumpable.
 func execInContainer(a *execArgs, ctl *control) (int, error) {
-	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
-		return 0, fmt.Errorf("prctl(PR_SET_DUMPABLE): %w", err)
-	}
-	bundle, err := filepath.Abs(a.bundle)
-	if err != nil {
-		return 0, fmt.Errorf("bundle path: %w", err)
-	}
-	spec, err := LoadSpec(bundle)
+	x, err := prepareExec(a.bundle, a.pid, a.unit)
 	if err != nil {
 		return 0, err
 	}
-	scf, err := LoadSeccomp(bundle, spec)
-	if err != nil {
-		return 0, err
-	}
-	last, err := lastCap()
-	if err != nil {
-		return 0, err
-	}
-	caps := parseCaps(spec.Process.Capabilities, last, func(string) {})
-	t, err := findTarget(a.pid, a.unit)
-	if err != nil {
-		return 0, err
-	}
-	defer t.close()
-	// Per process, not per thread: taken from the workload as it runs (the
-	// unit's Limit*= and OOMScoreAdjust= and the spec's rlimits).
-	if err := copyLimits(t.dir, a.pid); err != nil {
-		return 0, err
-	}
+	defer x.close()
 
 	// Our PID as systemd sees it: we run in its PID namespace.
 	// A probe's timeout or a client gone (berthd's SIGTERM): the command
@@ -383,26 +361,13 @@ func execInContainer(a *execArgs, ctl *control) (int, error) {
 		}
 	}
 
-	type started struct {
-		proc   *os.Process
-		master int
-		err    error
+	proc, master, err := x.start(a)
+	if err != nil {
+		return 0, err
 	}
-	done := make(chan started, 1)
-	go func() {
-		// Never unlocked: the thread is the container's now, and Go
-		// retires it when this goroutine ends.
-		runtime.LockOSThread()
-		proc, master, err := confineAndStart(a, spec, t, caps, scf)
-		done <- started{proc, master, err}
-	}()
-	s := <-done
-	if s.err != nil {
-		return 0, s.err
-	}
-	child.Store(s.proc)
+	child.Store(proc)
 	if stopped.Load() {
-		_ = s.proc.Signal(unix.SIGKILL)
+		_ = proc.Signal(unix.SIGKILL)
 	}
 	// berthd closing the control socket (EOF: an empty packet) means the
 	// client is gone.
@@ -413,21 +378,98 @@ func execInContainer(a *execArgs, ctl *control) (int, error) {
 				unix.Close(fd)
 			}
 			if err != nil || msg == "" {
-				_ = s.proc.Signal(unix.SIGKILL)
+				_ = proc.Signal(unix.SIGKILL)
 				return
 			}
 		}
 	}()
-	err = ctl.send(ExecPID+" "+strconv.Itoa(s.proc.Pid), s.master)
-	if s.master >= 0 {
-		unix.Close(s.master)
+	err = ctl.send(ExecPID+" "+strconv.Itoa(proc.Pid), master)
+	if master >= 0 {
+		unix.Close(master)
 	}
 	if err != nil {
-		_ = s.proc.Signal(unix.SIGKILL)
-		_, _ = s.proc.Wait()
+		_ = proc.Signal(unix.SIGKILL)
+		_, _ = proc.Wait()
 		return 0, fmt.Errorf("report the command's pid: %w", err)
 	}
-	ps, err := s.proc.Wait()
+	return waitCommand(proc)
+}
+
+// execTarget is a running container, found and checked, with what its
+// workload is confined by: the bundle's spec, its compiled seccomp filter
+// and capability sets, and the workload's namespaces. `berth-init exec`
+// (berthd's control protocol) and `berth-hook` (a unit's control
+// process) both run commands through it.
+type execTarget struct {
+	spec *specs.Spec
+	scf  *filter.Filter
+	caps capSets
+	t    *target
+}
+
+// prepareExec finds the container whose workload is pid in unit and reads
+// its confinement from bundle; this process takes the workload's resource
+// limits and OOM score adjustment (per process, not per thread: taken from
+// the workload as it runs, the unit's Limit*= and OOMScoreAdjust= and the
+// spec's rlimits) and stops being dumpable.
+func prepareExec(bundle string, pid int, unit string) (*execTarget, error) {
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("prctl(PR_SET_DUMPABLE): %w", err)
+	}
+	bundle, err := filepath.Abs(bundle)
+	if err != nil {
+		return nil, fmt.Errorf("bundle path: %w", err)
+	}
+	spec, err := LoadSpec(bundle)
+	if err != nil {
+		return nil, err
+	}
+	scf, err := LoadSeccomp(bundle, spec)
+	if err != nil {
+		return nil, err
+	}
+	last, err := lastCap()
+	if err != nil {
+		return nil, err
+	}
+	caps := parseCaps(spec.Process.Capabilities, last, func(string) {})
+	t, err := findTarget(pid, unit)
+	if err != nil {
+		return nil, err
+	}
+	if err := copyLimits(t.dir, pid); err != nil {
+		t.close()
+		return nil, err
+	}
+	return &execTarget{spec: spec, scf: scf, caps: caps, t: t}, nil
+}
+
+func (x *execTarget) close() { x.t.close() }
+
+// start forks a.argv confined as the workload (confineAndStart) on a
+// thread of its own, which is never given back: it is the container's
+// now, and Go retires it when the goroutine ends. With a.tty the
+// terminal's master is returned, else -1.
+func (x *execTarget) start(a *execArgs) (*os.Process, int, error) {
+	type started struct {
+		proc   *os.Process
+		master int
+		err    error
+	}
+	done := make(chan started, 1)
+	go func() {
+		runtime.LockOSThread()
+		proc, master, err := confineAndStart(a, x.spec, x.t, x.caps, x.scf)
+		done <- started{proc, master, err}
+	}()
+	s := <-done
+	return s.proc, s.master, s.err
+}
+
+// waitCommand waits for the command and returns its status as a shell
+// reports it: its exit code, or 128+s when signal s killed it.
+func waitCommand(p *os.Process) (int, error) {
+	ps, err := p.Wait()
 	if err != nil {
 		return 0, fmt.Errorf("wait for the command: %w", err)
 	}
@@ -527,6 +569,9 @@ func confineAndStart(a *execArgs, spec *specs.Spec, t *target, caps capSets, scf
 		return fail(err)
 	}
 	files := []*os.File{os.Stdin, os.Stdout, os.Stderr}
+	if a.stdio != nil {
+		files = a.stdio
+	}
 	sys := &syscall.SysProcAttr{Setsid: true}
 	if a.tty {
 		tty := os.NewFile(uintptr(slave), "pty")

@@ -28,6 +28,9 @@ func Main(args []string) int {
 	if len(args) > 0 && args[0] == "exec" {
 		return execMain(args[1:])
 	}
+	if len(args) > 0 && args[0] == "pause" {
+		return pauseMain(args[1:])
+	}
 	verifyFirst := false
 	if len(args) == 3 && args[0] == "start" && args[1] == VerifyImageFlag {
 		verifyFirst, args = true, []string{"start", args[2]}

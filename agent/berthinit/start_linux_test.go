@@ -50,11 +50,14 @@ func TestMain(m *testing.M) {
 			defer os.RemoveAll(dir)
 			berthInitBin = filepath.Join(dir, "berth-init")
 			if _, err := exec.LookPath("go"); err == nil {
-				build := exec.Command("go", "build", "-o", berthInitBin, "github.com/berth-dev/berth/cmd/berth-init")
-				build.Env = append(os.Environ(), "CGO_ENABLED=0")
-				if out, err := build.CombinedOutput(); err != nil {
-					fmt.Fprintf(os.Stderr, "build berth-init: %v\n%s", err, out)
-					return 1
+				// berth-hook next to it, where unitgen.HookPath looks.
+				for _, cmd := range []string{"berth-init", "berth-hook"} {
+					build := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "github.com/berth-dev/berth/cmd/"+cmd)
+					build.Env = append(os.Environ(), "CGO_ENABLED=0")
+					if out, err := build.CombinedOutput(); err != nil {
+						fmt.Fprintf(os.Stderr, "build %s: %v\n%s", cmd, err, out)
+						return 1
+					}
 				}
 			}
 		}

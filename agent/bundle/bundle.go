@@ -14,6 +14,8 @@
 //	pid              PIDFile: the workload's PID (berth-init writes, systemd reads as PIDFile=)
 //	oom_kills.start  OOMBaseFile: the unit cgroup's OOM-kill counter at start (berth-init)
 //	exit.json        ExitFile: how the workload ended (berth-init poststop writes, berthd reads)
+//	hooks.json       HooksFile: the lifecycle hooks' handlers (berthd writes, berth-hook reads)
+//	hook-failure.<kind>.json  a failed postStart/preStop hook (berth-hook writes, berthd takes)
 //	upper/ work/ rootfs/  the overlay's upper and work directories and its mount point
 //
 // The package is small and links nothing heavy: berth-init imports it and

@@ -11,12 +11,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	bndl "github.com/berth-dev/berth/agent/bundle"
+	"github.com/berth-dev/berth/agent/events"
 	"github.com/berth-dev/berth/unitgen"
 )
 
-// allContainers are the pod's init containers, then its app containers:
+// AllContainers are the pod's init containers, then its app containers:
 // the order they start in.
-func allContainers(pod *corev1.Pod) []*corev1.Container {
+func AllContainers(pod *corev1.Pod) []*corev1.Container {
 	out := make([]*corev1.Container, 0, len(pod.Spec.InitContainers)+len(pod.Spec.Containers))
 	for i := range pod.Spec.InitContainers {
 		out = append(out, &pod.Spec.InitContainers[i])
@@ -32,7 +34,7 @@ func allContainers(pod *corev1.Pod) []*corev1.Container {
 // apiserver requires) and returns them in start order.
 func containerNames(pod *corev1.Pod) ([]string, error) {
 	var names []string
-	for _, c := range allContainers(pod) {
+	for _, c := range AllContainers(pod) {
 		names = append(names, c.Name)
 	}
 	if len(pod.Spec.Containers) == 0 {
@@ -54,7 +56,7 @@ func checkImages(pod *corev1.Pod, images map[string]PodImage) error {
 		return fmt.Errorf("pod %s/%s: no container to start: %w", pod.Namespace, pod.Name, errdefs.ErrInvalidArgument)
 	}
 	known := map[string]bool{}
-	for _, c := range allContainers(pod) {
+	for _, c := range AllContainers(pod) {
 		known[c.Name] = true
 	}
 	for name, pi := range images {
@@ -151,6 +153,10 @@ func (r *Runtime) StopContainers(ctx context.Context, ns, name string, container
 		return err
 	}
 	defer unlock()
+	pod, err := loadPod(d)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
 	var errs []error
 	for _, c := range containers {
 		if _, err := d.bundle(c); err != nil {
@@ -163,6 +169,10 @@ func (r *Runtime) StopContainers(ctx context.Context, ns, name string, container
 		}
 		if err := r.units.ResetFailed(ctx, unit); err != nil && !errdefs.IsNotFound(err) {
 			r.log.Warn("reset-failed after stop", "unit", unit, "error", err)
+		}
+		if pod != nil {
+			bundle, _ := d.bundle(c)
+			r.reportHookFailures(pod, c, bundle)
 		}
 	}
 	return errors.Join(errs...)
@@ -198,4 +208,22 @@ func stopOrder(pod *corev1.Pod) []string {
 		out = append(out, pod.Spec.InitContainers[i].Name)
 	}
 	return out
+}
+
+// reportHookFailures records the kubelet's Warning event for each hook
+// failure berth-init recorded in a container's bundle (bndl.HookFailure),
+// once: a failed postStart (the unit failed its start) shows when the
+// status is read, a failed preStop when the container has been stopped.
+func (r *Runtime) reportHookFailures(pod *corev1.Pod, name, bundle string) {
+	fs, err := bndl.TakeHookFailures(bundle)
+	if err != nil {
+		r.log.Warn("hook failure records", "pod", pod.Namespace+"/"+pod.Name, "container", name, "error", err)
+	}
+	for _, f := range fs {
+		r.log.Info("lifecycle hook failed", "pod", pod.Namespace+"/"+pod.Name, "container", name, "hook", f.Kind, "message", f.Message)
+		if r.cfg.Recorder != nil {
+			et, reason, msg := HookFailureEvent(f)
+			r.cfg.Recorder.Event(events.ContainerRef(pod, name), et, reason, msg)
+		}
+	}
 }

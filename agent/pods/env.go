@@ -34,7 +34,7 @@ type envInput struct {
 // needsPodIP tells whether a container's env names the pod's addresses,
 // which exist only once the pod is attached to its network.
 func needsPodIP(pod *corev1.Pod) bool {
-	for _, c := range allContainers(pod) {
+	for _, c := range AllContainers(pod) {
 		for _, e := range c.Env {
 			if f := e.ValueFrom; f != nil && f.FieldRef != nil && strings.HasPrefix(f.FieldRef.FieldPath, "status.podIP") {
 				return true

@@ -146,8 +146,11 @@ type HostPod struct {
 	Begun []string
 }
 
-// ContainerKeys are the keys (units, bundles) of the record's containers;
-// none without a record.
+// ContainerKeys are the keys (units, bundles) of the record's containers,
+// and the key of the pod's pause unit (unitgen.PauseUnitName; only a pod
+// that shares its process namespace has one): a shortened key names no
+// pod, so only the record can claim the pause for its pod. None without a
+// record.
 func (p *HostPod) ContainerKeys() []string {
 	if p.RecordErr != nil {
 		return nil
@@ -156,7 +159,7 @@ func (p *HostPod) ContainerKeys() []string {
 	for _, c := range p.Containers {
 		ks = append(ks, unitgen.ContainerKey(p.Namespace, p.Name, c))
 	}
-	return ks
+	return append(ks, unitgen.ContainerKey(p.Namespace, p.Name, unitgen.PauseContainer))
 }
 
 // Started reports whether the pod's start got through: some container
@@ -358,7 +361,7 @@ func (r *Runtime) inspectPod(p *HostPod) {
 		return
 	}
 	p.Namespace, p.Name, p.UID = rec.Namespace, rec.Name, rec.UID
-	for _, c := range allContainers(rec) {
+	for _, c := range AllContainers(rec) {
 		p.Containers = append(p.Containers, c.Name)
 		bundle, err := d.bundle(c.Name)
 		if err != nil {

@@ -262,6 +262,9 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 			err = nerr
 		}
 	}()
+	if err := r.startPause(ctx, d, pod); err != nil { // shareProcessNamespace: before any container (pidns.go)
+		return err
+	}
 	lap := stopwatch()
 	slice := unitgen.SliceName(pod.Namespace)
 	if err := r.ensureSlice(ctx, slice, []unitgen.Property{
@@ -318,7 +321,7 @@ func (r *Runtime) startContainers(ctx context.Context, d podDirs, pod *corev1.Po
 	// keeps the pod as the API has it.
 	resolved := pod.DeepCopy()
 	var todo []*corev1.Container
-	for _, c := range allContainers(resolved) {
+	for _, c := range AllContainers(resolved) {
 		if _, ok := images[c.Name]; !ok {
 			continue
 		}
@@ -380,7 +383,7 @@ func (r *Runtime) Plan(pod *corev1.Pod, c *corev1.Container, img *image.Image) (
 		return nil, err
 	}
 	resolved := pod.DeepCopy()
-	for _, rcv := range allContainers(resolved) {
+	for _, rcv := range AllContainers(resolved) {
 		if rcv.Name == c.Name {
 			*rcv = *rc
 		}
@@ -426,6 +429,7 @@ func (r *Runtime) plan(d podDirs, pod *corev1.Pod, c *corev1.Container, img *ima
 			NetNS:          filepath.Join(runDir, "ns", "net"),
 			IPCNS:          filepath.Join(runDir, "ns", "ipc"),
 			UTSNS:          filepath.Join(runDir, "ns", "uts"),
+			PIDNS:          pidNSPath(runDir, pod),
 			Hosts:          filepath.Join(runDir, "hosts"),
 			Hostname:       filepath.Join(runDir, "hostname"),
 			ResolvConf:     filepath.Join(runDir, "resolv.conf"),
@@ -518,8 +522,9 @@ func (r *Runtime) startContainer(ctx context.Context, d podDirs, pod *corev1.Pod
 		return nil, err
 	}
 	started := make(chan error, 1)
+	began := time.Now()
 	go func() { started <- r.units.Start(ctx, unit.Name, unit.Properties) }()
-	werr := writeBundle(bundle, spec, bpf, src, jd)
+	werr := writeBundle(bundle, spec, bpf, src, jd, hooksFor(pod, c, r.hookPodIP(pod)))
 	bundleTook := lap()
 	if werr == nil {
 		werr = namespaces()
@@ -540,6 +545,13 @@ func (r *Runtime) startContainer(ctx context.Context, d podDirs, pod *corev1.Pod
 	// while someone holds it open.
 	serr := <-started
 	gate.Close()
+	if serr != nil && postStartFailedSince(bundle, began) {
+		// The workload ran and its postStart hook failed: systemd stops
+		// and restarts it (Restart=), as the kubelet after
+		// FailedPostStartHook; the pod's start went through.
+		r.log.Info("postStart hook failed; the container restarts", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name)
+		serr = nil
+	}
 	if serr != nil {
 		// The FIFO stays (see above): Start may have given up (ctx) before
 		// berth-init read the release, which the close has now discarded.
@@ -553,9 +565,13 @@ func (r *Runtime) startContainer(ctx context.Context, d podDirs, pod *corev1.Pod
 }
 
 // writeBundle writes what berth-init reads of a bundle: the seccomp filter,
-// config.json and the image's trust source and record.
-func writeBundle(bundle string, spec, bpf []byte, src bndl.Source, jd *trust.Judged) error {
+// config.json, the lifecycle hooks (nil: none) and the image's trust
+// source and record.
+func writeBundle(bundle string, spec, bpf []byte, src bndl.Source, jd *trust.Judged, hooks *bndl.Hooks) error {
 	if err := writeFilter(bundle, bpf); err != nil {
+		return err
+	}
+	if err := bndl.WriteHooks(bundle, hooks); err != nil {
 		return err
 	}
 	if err := bndl.WriteFileAtomic(filepath.Join(bundle, bndl.ConfigFile), spec, 0o600); err != nil {
@@ -647,6 +663,8 @@ func (r *Runtime) removePod(ctx context.Context, d podDirs) error {
 				errs = append(errs, err)
 				continue
 			}
+			// A preStop hook that failed while the unit stopped.
+			r.reportHookFailures(pod, c, bundle)
 			if err := os.RemoveAll(bundle); err != nil {
 				errs = append(errs, err)
 			}
@@ -661,6 +679,9 @@ func (r *Runtime) removePod(ctx context.Context, d podDirs) error {
 	// Off the pod network before the namespace goes: DEL finds the veth
 	// to remove in it. A failed detach keeps the directories, so that the
 	// next removal (or reconcile's GC) tries again.
+	if err := r.stopPause(ctx, d); err != nil { // after the containers, before the namespaces (pidns.go)
+		errs = append(errs, err)
+	}
 	if err := r.detach(ctx, unitgen.PodKey(d.ns, d.pod), d.run, pod); err != nil {
 		errs = append(errs, err)
 	}
@@ -716,7 +737,7 @@ func (r *Runtime) PodStatus(ctx context.Context, ns, name string) ([]ContainerSt
 	}
 	var out []ContainerStatus
 	nInit := len(pod.Spec.InitContainers)
-	for i, c := range allContainers(pod) {
+	for i, c := range AllContainers(pod) {
 		unit := unitgen.UnitName(ns, name, c.Name)
 		cs := ContainerStatus{Unit: unit, Init: i < nInit}
 		cs.Name, cs.Image = c.Name, c.Image
@@ -732,6 +753,11 @@ func (r *Runtime) PodStatus(ctx context.Context, ns, name string) ([]ContainerSt
 			cs.Begun = true
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return nil, err
+		}
+		if cs.Begun {
+			// A postStart hook that failed (the unit failed its start and
+			// is restarted) or a preStop one (a liveness kill).
+			r.reportHookFailures(pod, c.Name, bundle)
 		}
 		exit, err := bndl.ReadExit(bundle)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -66,7 +66,7 @@ func newHTTPRequest(ctx context.Context, h *corev1.HTTPGetAction, c *corev1.Cont
 	if host == "" {
 		host = podIP
 	}
-	port, err := resolvePort(h.Port, c)
+	port, err := ResolvePort(h.Port, c)
 	if err != nil {
 		return nil, err
 	}

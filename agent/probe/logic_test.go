@@ -580,7 +580,7 @@ func TestResolvePort(t *testing.T) {
 		{intstr.FromInt32(0), 0, "invalid port number: 0"},
 		{intstr.FromInt32(70000), 0, "invalid port number: 70000"},
 	} {
-		port, err := resolvePort(tc.in, c)
+		port, err := ResolvePort(tc.in, c)
 		switch {
 		case tc.err != "" && (err == nil || err.Error() != tc.err):
 			t.Errorf("%v: error %v, want %q", tc.in.String(), err, tc.err)

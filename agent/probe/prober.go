@@ -118,7 +118,7 @@ func (w *worker) runProbe(t target) (outcome, string, error) {
 	case p.HTTPGet != nil:
 		return w.runHTTP(t, timeout)
 	case p.TCPSocket != nil:
-		port, err := resolvePort(p.TCPSocket.Port, t.spec)
+		port, err := ResolvePort(p.TCPSocket.Port, t.spec)
 		if err != nil {
 			return outcomeUnknown, "", err
 		}
@@ -166,9 +166,10 @@ func (w *worker) runExec(t target, cmd []string, timeout time.Duration) (outcome
 	return outcomeSuccess, string(out), nil
 }
 
-// resolvePort is the kubelet's ResolveContainerPort: a number, or the name
-// of one of the container's ports, or a number written as a string.
-func resolvePort(param intstr.IntOrString, c *corev1.Container) (int, error) {
+// ResolvePort is the kubelet's probe.ResolveContainerPort (probes and
+// httpGet lifecycle hooks): a number, or the name of one of the
+// container's ports, or a number written as a string; 1–65535.
+func ResolvePort(param intstr.IntOrString, c *corev1.Container) (int, error) {
 	port := -1
 	switch param.Type {
 	case intstr.Int:

@@ -16,20 +16,8 @@ import (
 // on-failure unless the pod's policy is Never) and a sidecar (always); the
 // worker only starts each step, from the status it has just computed.
 
-// allContainers are the pod's init containers, then its app containers.
-func allContainers(pod *corev1.Pod) []*corev1.Container {
-	out := make([]*corev1.Container, 0, len(pod.Spec.InitContainers)+len(pod.Spec.Containers))
-	for i := range pod.Spec.InitContainers {
-		out = append(out, &pod.Spec.InitContainers[i])
-	}
-	for i := range pod.Spec.Containers {
-		out = append(out, &pod.Spec.Containers[i])
-	}
-	return out
-}
-
 func containerByName(pod *corev1.Pod, name string) *corev1.Container {
-	for _, c := range allContainers(pod) {
+	for _, c := range pods.AllContainers(pod) {
 		if c.Name == name {
 			return c
 		}

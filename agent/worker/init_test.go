@@ -43,7 +43,7 @@ func exit(code int32) *corev1.ContainerStateTerminated {
 func status(pod *corev1.Pod, rts map[string]*pods.ContainerStatus) *corev1.Pod {
 	in := statusInput{Sandbox: true, Now: t0}
 	n := len(pod.Spec.InitContainers)
-	for i, c := range allContainers(pod) {
+	for i, c := range pods.AllContainers(pod) {
 		in.Containers = append(in.Containers, containerInput{Spec: *c, Runtime: rts[c.Name], Init: i < n, Sidecar: i < n && pods.IsSidecar(c)})
 	}
 	out := pod.DeepCopy()
@@ -109,7 +109,7 @@ func TestInitSequence(t *testing.T) {
 	rts["side"] = rt("side", "active", true, nil, nil)
 	pod.Spec.InitContainers[1].StartupProbe = &corev1.Probe{}
 	in := statusInput{Sandbox: true, Now: t0}
-	for i, c := range allContainers(pod) {
+	for i, c := range pods.AllContainers(pod) {
 		ci := containerInput{Spec: *c, Runtime: rts[c.Name], Init: i < 2, Sidecar: i == 1}
 		if i == 1 {
 			ci.Probes = func(_ time.Time) (bool, bool) { return false, false }

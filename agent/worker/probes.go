@@ -160,7 +160,7 @@ func (w *Worker) stopSignal(pod *corev1.Pod, name string, log hclog.Logger) sysc
 		}
 	}
 	refs := []string{ctr.Image}
-	for _, cs := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
+	for _, cs := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
 		if cs.Name == name && cs.ImageID != "" {
 			refs = append([]string{cs.ImageID}, refs...)
 		}

@@ -56,6 +56,9 @@ type Runtime interface {
 	// the pod is done).
 	StartContainers(ctx context.Context, pod *corev1.Pod, images map[string]pods.PodImage) error
 	StopContainers(ctx context.Context, ns, name string, containers []string) error
+	// PauseGone: the pod shares its process namespace and its pause has
+	// died, taking every container with it; the sandbox must be made anew.
+	PauseGone(ctx context.Context, ns, name string) (bool, error)
 	RemovePod(ctx context.Context, ns, name string) error
 	PodStatus(ctx context.Context, ns, name string) ([]pods.ContainerStatus, error)
 	LoadPod(ns, name string) (*corev1.Pod, error)
@@ -345,7 +348,7 @@ func (w *Worker) set(pod *corev1.Pod) bool {
 		w.wg.Add(1)
 		go w.loop(p)
 	}
-	for _, c := range allContainers(pod) {
+	for _, c := range pods.AllContainers(pod) {
 		w.units[unitgen.UnitName(pod.Namespace, pod.Name, c.Name)] = p
 	}
 	w.byUID[pod.UID] = p
@@ -627,10 +630,16 @@ func hasCondition(pod *corev1.Pod, t corev1.PodConditionType) bool {
 // began but neither has a unit nor ever ended (berthd died inside its
 // start), or every unit is gone although the restart policy wants one
 // (re)started (the node rebooted, or an operator stopped them): systemd
-// restarts a container by itself only while its unit is loaded. A pod in
+// restarts a container by itself only while its unit is loaded; or the
+// pod's pause died (shareProcessNamespace). A pod in
 // its init sequence whose last init container completed is not: its next
 // step starts in the sandbox that is there.
 func (w *Worker) runAgain(ctx context.Context, pod *corev1.Pod) (bool, string) {
+	if gone, err := w.cfg.Runtime.PauseGone(ctx, pod.Namespace, pod.Name); err == nil && gone && pod.Spec.RestartPolicy != corev1.RestartPolicyNever {
+		// The kubelet makes a new sandbox when its pause container died,
+		// unless the pod's policy restarts nothing (computePodActions).
+		return true, "its pause (the shared PID namespace's init) is gone"
+	}
 	sts, err := w.cfg.Runtime.PodStatus(ctx, pod.Namespace, pod.Name)
 	if err != nil {
 		return false, ""
@@ -969,7 +978,7 @@ func (w *Worker) writeStatus(ctx context.Context, p *podState, pod *corev1.Pod, 
 	}
 	running := map[string]bool{}
 	nInit := len(pod.Spec.InitContainers)
-	for i, cp := range allContainers(pod) {
+	for i, cp := range pods.AllContainers(pod) {
 		c := *cp
 		ci := containerInput{Spec: c, Runtime: byName[c.Name], Waiting: p.waiting[c.Name], ImageID: p.imageIDs[c.Name],
 			Init: i < nInit, Sidecar: i < nInit && pods.IsSidecar(cp)}
@@ -985,7 +994,7 @@ func (w *Worker) writeStatus(ctx context.Context, p *podState, pod *corev1.Pod, 
 		in.Containers = append(in.Containers, ci)
 	}
 	next := computeStatus(pod, in)
-	for _, c := range allContainers(pod) {
+	for _, c := range pods.AllContainers(pod) {
 		if hasProbes(c) && !running[c.Name] {
 			// Not running (exited, waiting out its back-off, not started):
 			// not started, not ready, and no probe kills it.
@@ -1023,10 +1032,12 @@ func (w *Worker) unitTimes(ctx context.Context, p *podState, unit string) unitTi
 // and a crash-loop back-off (BackOff).
 func (w *Worker) containerEvents(pod *corev1.Pod, p *podState, next corev1.PodStatus) {
 	prev := map[string]corev1.ContainerStatus{}
-	for _, c := range pod.Status.ContainerStatuses {
+	for _, c := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
 		prev[c.Name] = c
 	}
-	for _, c := range next.ContainerStatuses {
+	// Init containers too: a sidecar or a failing init container restarts
+	// and backs off like any other.
+	for _, c := range append(append([]corev1.ContainerStatus{}, next.InitContainerStatuses...), next.ContainerStatuses...) {
 		old, had := prev[c.Name]
 		ref := events.ContainerRef(pod, c.Name)
 		if had && c.RestartCount > old.RestartCount && c.State.Running != nil {
@@ -1110,7 +1121,7 @@ func (w *Worker) remove(ctx context.Context, p *podState, pod *corev1.Pod, grace
 	}
 	var units []string
 	if rec, err := w.cfg.Runtime.LoadPod(ns, name); err == nil {
-		for _, c := range allContainers(rec) {
+		for _, c := range pods.AllContainers(rec) {
 			units = append(units, unitgen.UnitName(ns, name, c.Name))
 		}
 		specGrace := time.Duration(corev1.DefaultTerminationGracePeriodSeconds) * time.Second

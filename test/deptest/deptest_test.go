@@ -161,6 +161,28 @@ func TestBerthInitLinks(t *testing.T) {
 	}
 }
 
+// Nor does berth-init link the standard library's network and TLS stack:
+// their initialisation made every exec of it milliseconds slower, and it
+// talks to nobody (the httpGet lifecycle hook is berth-hook's).
+func TestBerthInitLinksNoNetwork(t *testing.T) {
+	for _, p := range list(t, "-deps", mod+"/cmd/berth-init") {
+		switch p.ImportPath {
+		case "net", "net/http", "crypto/tls", "crypto/x509":
+			t.Errorf("berth-init links %s", p.ImportPath)
+		}
+	}
+}
+
+// berth-hook is berth-init's hook code with the httpGet handler linked in.
+func TestBerthHookLinks(t *testing.T) {
+	allowed := append(slices.Clone(berthInitLinks), mod+"/cmd/berth-hook", mod+"/agent/berthinit/httphook")
+	for _, p := range list(t, "-deps", mod+"/cmd/berth-hook") {
+		if !p.Standard && !slices.Contains(allowed, p.ImportPath) && p.ImportPath != mod+"/cmd/berth-init" {
+			t.Errorf("berth-hook links %s", p.ImportPath)
+		}
+	}
+}
+
 // The bundle contract is shared by both binaries and must stay small.
 func TestBundleLinksNothingOfBerth(t *testing.T) {
 	for _, p := range list(t, "-deps", mod+"/agent/bundle") {

@@ -48,7 +48,7 @@ func binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		buildErr = testenv.BuildStatic(binDir, "./cmd/berthd", "./cmd/berth-init", "./cmd/berth-verify")
+		buildErr = testenv.BuildStatic(binDir, "./cmd/berthd", "./cmd/berth-init", "./cmd/berth-hook", "./cmd/berth-verify")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

@@ -121,8 +121,8 @@ func writeNode(n *node.Node, path string, data []byte, mode os.FileMode) error {
 	return os.WriteFile(host, data, mode)
 }
 
-// Build runs `make build` with BIN=dir: berthd, berth-init (static),
-// berth-verify and berth with its version stamps, exactly as the Makefile
+// Build runs `make build` with BIN=dir: berthd, berth-init and berth-hook
+// (static), berth-verify and berth with its version stamps, exactly as the Makefile
 // builds them for an operator.
 func Build(dir string) error {
 	root, err := testenv.ModuleRoot()

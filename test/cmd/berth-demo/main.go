@@ -58,7 +58,7 @@ spec:
 `
 
 func main() {
-	bin := flag.String("bin", "bin", "directory with berthd, berth, berth-init and berth-verify")
+	bin := flag.String("bin", "bin", "directory with berthd, berth, berth-init, berth-hook and berth-verify")
 	flag.Parse()
 	if err := run(*bin); err != nil {
 		fmt.Fprintln(os.Stderr, "berth-demo:", err)

@@ -55,7 +55,7 @@ func binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		buildErr = testenv.BuildStatic(binDir, "./cmd/berthd", "./cmd/berth-init", "./cmd/berth-verify", "./test/e2e/reconcile/reconcilenode")
+		buildErr = testenv.BuildStatic(binDir, "./cmd/berthd", "./cmd/berth-init", "./cmd/berth-hook", "./cmd/berth-verify", "./test/e2e/reconcile/reconcilenode")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

@@ -53,7 +53,7 @@ func binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		buildErr = testenv.BuildStatic(binDir, "./cmd/berth-init", "./cmd/berth-verify", "./test/e2e/worker/workerd")
+		buildErr = testenv.BuildStatic(binDir, "./cmd/berth-init", "./cmd/berth-hook", "./cmd/berth-verify", "./test/e2e/worker/workerd")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
