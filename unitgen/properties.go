@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 
 	"github.com/berth-dev/berth/cgroup"
@@ -79,7 +80,12 @@ func (g *gen) properties() ([]Property, error) {
 	if err != nil {
 		return nil, err
 	}
-	add("Restart", restart, "%s", why)
+	if restart == restartUnlessSucceeded {
+		add("Restart", "always", "%s", why)
+		add("RestartPreventExitStatus", ExitStatusSet{Codes: []int32{0}}, "Kubernetes restarts on any non-zero exit code, a signal's (128+n) included; systemd's on-failure would not restart after SIGTERM, SIGHUP, SIGINT or SIGPIPE (its clean signals): so always, except after exit code 0")
+	} else {
+		add("Restart", restart, "%s", why)
+	}
 	if restart != "no" {
 		delay := in.Options.RestartDelay
 		if delay <= 0 {
@@ -241,15 +247,31 @@ func (g *gen) restart() (policy, why string, err error) {
 		if pol == corev1.RestartPolicyNever {
 			return "no", "init container of a restartPolicy: Never pod", nil
 		}
-		return "on-failure", "init container: rerun until it succeeds (pod restartPolicy: " + string(pol) + ")", nil
+		return restartUnlessSucceeded, "init container: rerun until it succeeds (pod restartPolicy: " + string(pol) + ")", nil
 	}
 	switch pol {
 	case corev1.RestartPolicyOnFailure:
-		return "on-failure", "restartPolicy: OnFailure (restart on non-zero exit or signal)", nil
+		return restartUnlessSucceeded, "restartPolicy: OnFailure (restart on a non-zero exit code or a signal)", nil
 	case corev1.RestartPolicyNever:
 		return "no", "restartPolicy: Never", nil
 	}
 	return "always", "restartPolicy: Always", nil
+}
+
+// restartUnlessSucceeded is Kubernetes' OnFailure (and a regular init
+// container's rule): Restart=always with RestartPreventExitStatus=0.
+const restartUnlessSucceeded = "unless-succeeded"
+
+// ExitStatusSet is an exit code list (RestartPreventExitStatus=, D-Bus
+// (aiai): exit codes, and signals, which berth never lists).
+type ExitStatusSet struct{ Codes []int32 }
+
+func (s ExitStatusSet) String() string {
+	w := make([]string, len(s.Codes))
+	for i, c := range s.Codes {
+		w[i] = strconv.Itoa(int(c))
+	}
+	return strings.Join(w, " ")
 }
 
 // cpuString shows a CPU quota the way a pod spec would ("500m", "2").

@@ -13,7 +13,8 @@ import (
 // (restartPolicy: Always) must have started (running, its startup probe
 // passed); the app containers start together once every init container
 // is through. systemd restarts a failed init container (Restart=
-// on-failure unless the pod's policy is Never) and a sidecar (always); the
+// always with RestartPreventExitStatus=0, none under restartPolicy Never)
+// and a sidecar (always); the
 // worker only starts each step, from the status it has just computed.
 
 func containerByName(pod *corev1.Pod, name string) *corev1.Container {

@@ -22,6 +22,12 @@ type execCommand struct {
 }
 
 // deviceAllow is one DeviceAllow= entry, D-Bus (ss).
+// exitStatusSet is (aiai): RestartPreventExitStatus= and its kin.
+type exitStatusSet struct {
+	Codes   []int32
+	Signals []int32
+}
+
 type deviceAllow struct {
 	Path string
 	Perm string
@@ -36,7 +42,8 @@ type deviceAllow struct {
 //
 //	string s, bool b, uint64 t, int32 i, uint32 u, []string as,
 //	[]unitgen.ExecCommand a(sasb), []unitgen.DeviceAllow a(ss),
-//	unitgen.JournalFields aay (LogExtraFields: each KEY=VALUE as bytes).
+//	unitgen.JournalFields aay (LogExtraFields: each KEY=VALUE as bytes),
+//	unitgen.ExitStatusSet (aiai) (RestartPreventExitStatus=).
 func Properties(props []unitgen.Property) ([]sd.Property, error) {
 	out := make([]sd.Property, 0, len(props))
 	for _, p := range props {
@@ -81,6 +88,12 @@ func variant(v any) (dbus.Variant, error) {
 			devs = append(devs, deviceAllow{Path: d.Path, Perm: d.Perm})
 		}
 		return dbus.MakeVariant(devs), nil
+	case unitgen.ExitStatusSet:
+		set := exitStatusSet{Codes: x.Codes, Signals: []int32{}}
+		if set.Codes == nil {
+			set.Codes = []int32{}
+		}
+		return dbus.MakeVariant(set), nil
 	case unitgen.JournalFields:
 		fields := make([][]byte, 0, len(x))
 		for _, f := range x {
@@ -88,7 +101,7 @@ func variant(v any) (dbus.Variant, error) {
 		}
 		return dbus.MakeVariant(fields), nil
 	}
-	return dbus.Variant{}, fmt.Errorf("value %v of Go type %T has no D-Bus signature systemd accepts here (want string, bool, uint64, int32, uint32, []string, []unitgen.ExecCommand, []unitgen.DeviceAllow or unitgen.JournalFields): %w", v, v, errdefs.ErrInvalidArgument)
+	return dbus.Variant{}, fmt.Errorf("value %v of Go type %T has no D-Bus signature systemd accepts here (want string, bool, uint64, int32, uint32, []string, []unitgen.ExecCommand, []unitgen.DeviceAllow, unitgen.JournalFields or unitgen.ExitStatusSet): %w", v, v, errdefs.ErrInvalidArgument)
 }
 
 // signatures lists "Name=sig" of props, for an ENXIO hint.
