@@ -164,43 +164,13 @@ type hookRun struct {
 
 // run runs handler and returns, on failure, the kubelet's message for it.
 func (r *hookRun) run(ctx context.Context, handler *bndl.Handler) (string, error) {
-	h := r.hooks
-	switch {
-	case handler.HTTPGet != nil:
-		err := errors.New(handler.Error)
-		switch {
-		case handler.Error != "":
-		case HTTPGet == nil:
-			err = errors.New("httpGet hooks are run by berth-hook")
-		default:
-			err = HTTPGet(ctx, handler.HTTPGet, r.netns)
+	httpGet := func(ctx context.Context, g *bndl.HTTPHandler) error {
+		if HTTPGet == nil {
+			return errors.New("httpGet hooks are run by berth-hook")
 		}
-		if err != nil {
-			return fmt.Sprintf("HTTP lifecycle hook (%s) for Container %q in Pod %q failed - error: %v", handler.HTTPGet.Path, h.Container, h.Pod, err), err
-		}
-		return "", nil
-	case handler.Error != "":
-		err := errors.New(handler.Error)
-		return fmt.Sprintf("Cannot run handler: %v", err), err
-	case handler.Exec != nil:
-		out, err := r.exec(ctx, handler.Exec.Command)
-		if err != nil {
-			return fmt.Sprintf("Exec lifecycle hook (%v) for Container %q in Pod %q failed - error: %v, message: %q", handler.Exec.Command, h.Container, h.Pod, err, out), err
-		}
-		return "", nil
-	case handler.Sleep != nil:
-		t := time.NewTimer(time.Duration(handler.Sleep.Seconds) * time.Second)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			return "", nil
-		case <-ctx.Done():
-			err := context.Cause(ctx)
-			return fmt.Sprintf("Sleep lifecycle hook (%d) for Container %q in Pod %q failed - error: %v", handler.Sleep.Seconds, h.Container, h.Pod, err), err
-		}
+		return HTTPGet(ctx, g, r.netns)
 	}
-	err := errors.New("invalid handler: no exec, httpGet or sleep action")
-	return fmt.Sprintf("Cannot run handler: %v", err), err
+	return bndl.RunHandler(ctx, r.hooks, handler, r.exec, httpGet)
 }
 
 // maxHookOutput bounds what is kept of each of an exec hook's output

@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -212,4 +213,48 @@ func readFailures(bundle string, take bool) ([]HookFailure, error) {
 		out[0], out[1] = out[1], out[0]
 	}
 	return out, nil
+}
+
+// RunHandler runs one hook handler of h as the kubelet's handler runner
+// (lifecycle/handlers.go Run) and returns, on failure, the kubelet's
+// message for it. exec runs a command in the container (its output, and
+// an error for a non-zero exit); httpGet makes the request. berth-hook runs
+// hooks from the unit; berthd runs a preStop hook itself before a stop it
+// makes (a failed liveness or startup probe): both through here, so the
+// handlers and the texts are one.
+func RunHandler(ctx context.Context, h *Hooks, handler *Handler,
+	exec func(ctx context.Context, command []string) (string, error),
+	httpGet func(ctx context.Context, g *HTTPHandler) error) (string, error) {
+	switch {
+	case handler.HTTPGet != nil:
+		err := errors.New(handler.Error)
+		if handler.Error == "" {
+			err = httpGet(ctx, handler.HTTPGet)
+		}
+		if err != nil {
+			return fmt.Sprintf("HTTP lifecycle hook (%s) for Container %q in Pod %q failed - error: %v", handler.HTTPGet.Path, h.Container, h.Pod, err), err
+		}
+		return "", nil
+	case handler.Error != "":
+		err := errors.New(handler.Error)
+		return fmt.Sprintf("Cannot run handler: %v", err), err
+	case handler.Exec != nil:
+		out, err := exec(ctx, handler.Exec.Command)
+		if err != nil {
+			return fmt.Sprintf("Exec lifecycle hook (%v) for Container %q in Pod %q failed - error: %v, message: %q", handler.Exec.Command, h.Container, h.Pod, err, out), err
+		}
+		return "", nil
+	case handler.Sleep != nil:
+		t := time.NewTimer(time.Duration(handler.Sleep.Seconds) * time.Second)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return "", nil
+		case <-ctx.Done():
+			err := context.Cause(ctx)
+			return fmt.Sprintf("Sleep lifecycle hook (%d) for Container %q in Pod %q failed - error: %v", handler.Sleep.Seconds, h.Container, h.Pod, err), err
+		}
+	}
+	err := errors.New("invalid handler: no exec, httpGet or sleep action")
+	return fmt.Sprintf("Cannot run handler: %v", err), err
 }

@@ -1,12 +1,15 @@
 package pods
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/berth-dev/berth/agent/berthinit/httphook"
 	bndl "github.com/berth-dev/berth/agent/bundle"
 	"github.com/berth-dev/berth/agent/probe"
 )
@@ -137,4 +140,79 @@ func postStartFailedSince(bundle string, since time.Time) bool {
 		}
 	}
 	return false
+}
+
+// Execer runs a command in a container with the workload's confinement
+// (agent/streams; the worker's exec probes use the same).
+type Execer interface {
+	Exec(ctx context.Context, pod *corev1.Pod, container string, cmd []string, timeout time.Duration) ([]byte, int, error)
+}
+
+// errGraceOver ends a preStop hook that outlasts the grace period.
+var errGraceOver = errors.New("the grace period is over")
+
+// PreStop runs a container's preStop hook from berthd, for a stop berthd
+// makes by signalling the workload itself (a failed liveness or startup
+// probe), as the kubelet's killContainer runs it before the stop signal:
+// within grace, through the same handlers as berth-hook (bndl.RunHandler),
+// an exec with the workload's confinement (ex), an httpGet from the host.
+// A failure is reported as the kubelet reports it (FailedPreStopHook); one
+// that outlasts grace is not. It returns how long the hook took, which the
+// caller takes off the stop signal's grace period, as the kubelet does. A
+// container without a preStop hook takes no time.
+func (r *Runtime) PreStop(ctx context.Context, pod *corev1.Pod, container string, grace time.Duration, ex Execer) time.Duration {
+	d, err := r.dirs(pod.Namespace, pod.Name)
+	if err != nil {
+		return 0
+	}
+	bundle, err := d.bundle(container)
+	if err != nil {
+		return 0
+	}
+	h, err := bndl.ReadHooks(bundle)
+	if err != nil || h == nil || h.PreStop == nil || grace <= 0 {
+		return 0
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeoutCause(ctx, grace, errGraceOver)
+	defer cancel()
+	exec := func(ctx context.Context, cmd []string) (string, error) {
+		timeout := grace
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = time.Until(dl)
+		}
+		out, code, err := ex.Exec(ctx, pod, container, cmd, timeout)
+		if err != nil {
+			return string(out), err
+		}
+		if code != 0 {
+			// CRI's ExecSync error, as berth-hook words it.
+			return string(out), fmt.Errorf("command '%s' exited with %d: %s", strings.Join(cmd, " "), code, out)
+		}
+		return string(out), nil
+	}
+	httpGet := func(ctx context.Context, g *bndl.HTTPHandler) error {
+		req := *g
+		if req.Host == "" {
+			// The kubelet's default: the pod's address (a host-network
+			// pod's is the node's).
+			req.Host = r.hookPodIP(pod)
+			if req.Host == "" {
+				ips, err := r.PodIPs(pod.Namespace, pod.Name)
+				if err != nil || len(ips) == 0 {
+					return fmt.Errorf("the pod's address: %v", err)
+				}
+				req.Host = ips[0]
+			}
+		}
+		return httphook.Get(ctx, &req, nil)
+	}
+	msg, err := bndl.RunHandler(ctx, h, h.PreStop, exec, httpGet)
+	if err != nil && !errors.Is(context.Cause(ctx), errGraceOver) {
+		if werr := bndl.WriteHookFailure(bundle, bndl.HookPreStop, msg); werr != nil {
+			r.log.Warn("record a preStop failure", "bundle", bundle, "error", werr)
+		}
+		r.reportHookFailures(pod, container, bundle)
+	}
+	return time.Since(start)
 }

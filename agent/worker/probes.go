@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/berth-dev/berth/agent/events"
+	"github.com/berth-dev/berth/agent/pods"
 	"github.com/berth-dev/berth/agent/probe"
 	"github.com/berth-dev/berth/unitgen"
 	"github.com/berth-dev/berth/unitgen/systemd"
@@ -67,10 +68,10 @@ func (w *Worker) killInstance(req probe.KillRequest) {
 	unit := unitgen.UnitName(pod.Namespace, pod.Name, req.Container)
 	log := w.log.With("pod", pod.Namespace+"/"+pod.Name, "container", req.Container, "unit", unit)
 	sig := w.stopSignal(pod, req.Container, log)
-	// As the kubelet's killContainer: what is left of the grace period
-	// after a preStop hook (none runs here), at least 2 s.
-	grace := time.Duration(max(req.GracePeriodSeconds, minimumGracePeriodSeconds)) * time.Second
-	signalled, killed := false, false
+	// As the kubelet's killContainer: the preStop hook first, within the
+	// grace period; the stop signal gets what is left, at least 2 s.
+	grace := time.Duration(max(req.GracePeriodSeconds, 0)) * time.Second
+	signalled, killed, preStopped := false, false, false
 	var deadline time.Time
 	tick := time.NewTicker(killPollInterval)
 	defer tick.Stop()
@@ -87,6 +88,17 @@ func (w *Worker) killInstance(req probe.KillRequest) {
 		case !sameInstance(st, req.StartedAt):
 			log.Debug("liveness kill: the instance is gone", "state", st.ActiveState, "sub", st.SubState)
 			return
+		case !preStopped:
+			// A stop berth makes itself: systemd runs no ExecStop=, so
+			// berthd runs the hook (with the exec probes' confinement).
+			preStopped = true
+			var ex pods.Execer = noExecer{}
+			if w.cfg.Exec != nil {
+				ex = w.cfg.Exec
+			}
+			grace -= w.cfg.Runtime.PreStop(ctx, pod, req.Container, grace, ex)
+			grace = max(grace, minimumGracePeriodSeconds*time.Second)
+			continue // the instance may have ended meanwhile
 		case !signalled:
 			if err := w.cfg.Units.Kill(ctx, unit, systemd.KillMain, sig); err != nil && !errdefs.IsNotFound(err) {
 				log.Warn("liveness kill: stop signal; retrying", "signal", sig, "error", err)

@@ -59,6 +59,9 @@ type Runtime interface {
 	// PauseGone: the pod shares its process namespace and its pause has
 	// died, taking every container with it; the sandbox must be made anew.
 	PauseGone(ctx context.Context, ns, name string) (bool, error)
+	// PreStop runs a container's preStop hook before a stop berthd makes
+	// itself (a failed probe) and returns how long it took.
+	PreStop(ctx context.Context, pod *corev1.Pod, container string, grace time.Duration, ex pods.Execer) time.Duration
 	RemovePod(ctx context.Context, ns, name string) error
 	PodStatus(ctx context.Context, ns, name string) ([]pods.ContainerStatus, error)
 	LoadPod(ns, name string) (*corev1.Pod, error)

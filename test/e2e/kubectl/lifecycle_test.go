@@ -16,6 +16,8 @@ import (
 //     container is killed and restarted.
 //   - httphook: its postStart httpGet hook (a named port, the pod's
 //     address) calls a CGI script of the workload's own httpd.
+//   - livehook: fails its liveness probe; berthd runs its preStop hook
+//     before the stop signal, as the kubelet does for that kill too.
 //   - shared: shareProcessNamespace: each container sees the other's
 //     processes, and PID 1 is the pod's pause.
 const lifecyclePods = `apiVersion: v1
@@ -89,6 +91,28 @@ spec:
 apiVersion: v1
 kind: Pod
 metadata:
+  name: livehook
+  namespace: life
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: c
+    image: %[1]s
+    command: [sh, -c, 'rm -f /tmp/prestop; trap "[ -f /tmp/prestop ] && echo saw prestop; exit 0" TERM; while :; do sleep 0.2; done']
+    livenessProbe:
+      exec:
+        command: ["false"]
+      initialDelaySeconds: 2
+      periodSeconds: 1
+      failureThreshold: 1
+    lifecycle:
+      preStop:
+        exec:
+          command: [sh, -c, 'touch /tmp/prestop']
+---
+apiVersion: v1
+kind: Pod
+metadata:
   name: shared
   namespace: life
 spec:
@@ -126,6 +150,11 @@ func TestLifecycle(t *testing.T) {
 		"get", "events", "-n", "life", "--field-selector", "involvedObject.name=badhook", "-o", eventLines)
 	k.eventually("badhook restarted", func(s string) bool { return s != "" && s != "0" },
 		"get", "pod", "badhook", "-n", "life", "-o", "jsonpath={.status.containerStatuses[0].restartCount}")
+
+	// A liveness kill runs the preStop hook first: the run that ended saw
+	// its file.
+	k.eventually("livehook's preStop before its liveness kill", contains("saw prestop"),
+		"logs", "livehook", "-n", "life", "--previous")
 
 	// Shared process namespace: b sees a's sleep, PID 1 is the pause.
 	k.eventually("shared running", func(s string) bool { return regexp.MustCompile(`(?m)^shared\s+2/2\s+Running\s`).MatchString(s) },
