@@ -351,8 +351,7 @@ var dbusTypes = map[string]any{
 	"Description": "", "Documentation": []string{}, "Slice": "", "Type": "", "PIDFile": "", "KillMode": "", "Restart": "",
 	"CollectMode": "", "SyslogIdentifier": "", "DevicePolicy": "",
 	"ExecStartPre": []ExecCommand{}, "ExecStart": []ExecCommand{}, "ExecStopPost": []ExecCommand{},
-	"ExecStartPost": []ExecCommand{}, "ExecStop": []ExecCommand{}, // lifecycle hooks
-	"RestartPreventExitStatus": ExitStatusSet{},
+	"ExecStartPost": []ExecCommand{}, "ExecStop": []ExecCommand{}, "RestartPreventExitStatus": ExitStatusSet{},
 	"KillSignal": int32(0), "OOMScoreAdjust": int32(0),
 	"SendSIGKILL": false, "Delegate": false, "CPUAccounting": false, "MemoryAccounting": false, "TasksAccounting": false,
 	"TimeoutStopUSec": uint64(0), "TimeoutStartUSec": uint64(0), "RestartUSec": uint64(0), "StartLimitIntervalUSec": uint64(0),
