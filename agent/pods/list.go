@@ -1,7 +1,6 @@
 package pods
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -19,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	bndl "github.com/berth-dev/berth/agent/bundle"
+	"github.com/berth-dev/berth/agent/volumes"
 	"github.com/berth-dev/berth/unitgen"
 )
 
@@ -433,69 +432,20 @@ func (r *Runtime) mounts() ([]HostMount, error) {
 		{filepath.Join(r.cfg.StateDir, "pods"), "pod"},
 		{filepath.Join(r.cfg.StateDir, "containers"), "container"},
 	}
-	all, err := mountTable()
+	all, err := volumes.MountTable()
 	if err != nil {
 		return nil, err
 	}
 	var out []HostMount
 	for _, m := range all {
 		for _, root := range roots {
-			rel, ok := strings.CutPrefix(m.path, filepath.Clean(root.dir)+"/")
+			rel, ok := strings.CutPrefix(m.Path, filepath.Clean(root.dir)+"/")
 			if !ok {
 				continue
 			}
 			key, _, _ := strings.Cut(rel, "/")
-			out = append(out, HostMount{Path: m.path, Kind: root.kind, Key: key, Type: m.fstype})
+			out = append(out, HostMount{Path: m.Path, Kind: root.kind, Key: key, Type: m.FSType})
 		}
 	}
 	return out, nil
-}
-
-type mountEntry struct{ path, fstype string }
-
-// mountTable reads /proc/self/mountinfo: field 5 is the mount point (with
-// space, tab, newline and backslash escaped as octal), the file system type
-// follows the " - " separator (proc(5)).
-func mountTable() ([]mountEntry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []mountEntry
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		e := mountEntry{path: unescapeMount(fields[4])}
-		for i, f := range fields {
-			if f == "-" && i+1 < len(fields) {
-				e.fstype = fields[i+1]
-				break
-			}
-		}
-		out = append(out, e)
-	}
-	return out, sc.Err()
-}
-
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

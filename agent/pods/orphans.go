@@ -154,14 +154,14 @@ func unmountBelow(dir string) error {
 		dir = r
 	}
 	below := func() ([]string, error) {
-		all, err := mountTable()
+		all, err := volumes.MountTable()
 		if err != nil {
 			return nil, err
 		}
 		var ps []string
 		for _, m := range all {
-			if m.path == dir || strings.HasPrefix(m.path, dir+"/") {
-				ps = append(ps, m.path)
+			if m.Path == dir || strings.HasPrefix(m.Path, dir+"/") {
+				ps = append(ps, m.Path)
 			}
 		}
 		// Deepest first: a mount stacked inside another goes before it.

@@ -18,16 +18,37 @@ import (
 // namespace of the calling thread (/proc/thread-self: a test may run on a
 // thread with a namespace of its own; in berthd it is the host's).
 func mountPoints(dir string) ([]string, error) {
-	f, err := os.Open("/proc/thread-self/mountinfo")
+	all, err := MountTable()
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	// mountinfo holds resolved paths: a state directory reached through a
 	// symlink must still find its mounts (or Teardown would remove through
 	// a pin).
 	dir = resolved(dir)
 	var out []string
+	for _, m := range all {
+		if m.Path == dir || strings.HasPrefix(m.Path, dir+"/") {
+			out = append(out, m.Path)
+		}
+	}
+	return out, nil
+}
+
+// MountInfo is one line of the mount table.
+type MountInfo struct{ Path, FSType string }
+
+// MountTable reads this thread's /proc/thread-self/mountinfo: field 5 is
+// the mount point (space, tab, newline and backslash escaped as octal), the
+// file system type follows the " - " separator (proc(5)). berth's one
+// mountinfo parser (agent/pods lists and removes pods' mounts with it).
+func MountTable() ([]MountInfo, error) {
+	f, err := os.Open("/proc/thread-self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []MountInfo
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
@@ -35,10 +56,14 @@ func mountPoints(dir string) ([]string, error) {
 		if len(fields) < 5 {
 			continue
 		}
-		mp := unescapeMountinfo(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
+		m := MountInfo{Path: unescapeMountinfo(fields[4])}
+		for i, f := range fields {
+			if f == "-" && i+1 < len(fields) {
+				m.FSType = fields[i+1]
+				break
+			}
 		}
+		out = append(out, m)
 	}
 	return out, sc.Err()
 }
@@ -50,7 +75,7 @@ func unescapeMountinfo(s string) string {
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
+		if s[i] == '\\' && i+4 <= len(s) {
 			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
 				b.WriteByte(byte(v))
 				i += 3
