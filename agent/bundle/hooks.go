@@ -138,7 +138,7 @@ var hookKinds = []string{HookPostStart, HookPreStop}
 
 func checkKind(kind string) error {
 	if kind != HookPostStart && kind != HookPreStop {
-		return fmt.Errorf("hook kind %q: not %s or %s", kind, HookPostStart, HookPreStop)
+		return fmt.Errorf("hook kind %q: not %s or %s", kind, HookPostStart, HookPreStop) // a caller's mistake, not input
 	}
 	return nil
 }

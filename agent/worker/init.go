@@ -12,10 +12,10 @@ import (
 // a regular one must complete (exit 0) before the next starts, a sidecar
 // (restartPolicy: Always) must have started (running, its startup probe
 // passed); the app containers start together once every init container
-// is through. systemd restarts a failed init container (Restart=
-// always with RestartPreventExitStatus=0, none under restartPolicy Never)
-// and a sidecar (always); the
-// worker only starts each step, from the status it has just computed.
+// is through. systemd restarts a failed init container (Restart=always
+// with RestartPreventExitStatus=0; none under restartPolicy Never) and a
+// sidecar (Restart=always); the worker only starts each step, from the
+// status it has just computed.
 
 func containerByName(pod *corev1.Pod, name string) *corev1.Container {
 	for _, c := range pods.AllContainers(pod) {
@@ -49,30 +49,41 @@ func statusByName(list []corev1.ContainerStatus, name string) *corev1.ContainerS
 }
 
 // nextStep is what may start now in a pod whose sandbox runs, given its
-// status as just computed and which containers have begun: the next init
-// container once the ones before it are through, else the app containers
-// that have not begun once every init container is. Nothing while an init
-// container runs, restarts or has failed.
+// status as just computed and which containers have begun: the init
+// container after the last one that began, once that one is through (a
+// regular one completed, a sidecar started), else the app containers that
+// have not begun once every init container is. As the kubelet's
+// computeInitContainerActions, only the last begun init container gates:
+// an earlier sidecar that crashes meanwhile is systemd's to restart and
+// holds nothing up. Nothing while that container runs, restarts or has
+// failed.
 func nextStep(pod *corev1.Pod, begun map[string]bool) []string {
-	for i := range pod.Spec.InitContainers {
-		c := &pod.Spec.InitContainers[i]
-		if !begun[c.Name] {
-			return []string{c.Name}
+	inits := pod.Spec.InitContainers
+	last := -1
+	for i := range inits {
+		if begun[inits[i].Name] {
+			last = i
 		}
+	}
+	if last < 0 && len(inits) > 0 {
+		return []string{inits[0].Name}
+	}
+	if last >= 0 {
+		c := &inits[last]
 		cs := statusByName(pod.Status.InitContainerStatuses, c.Name)
 		if cs == nil {
 			return nil
 		}
 		if pods.IsSidecar(c) {
-			if cs.State.Running != nil && cs.Started != nil && *cs.Started {
-				continue
+			if cs.State.Running == nil || cs.Started == nil || !*cs.Started {
+				return nil
 			}
+		} else if t := cs.State.Terminated; t == nil || t.ExitCode != 0 {
 			return nil
 		}
-		if t := cs.State.Terminated; t != nil && t.ExitCode == 0 {
-			continue
+		if last+1 < len(inits) {
+			return []string{inits[last+1].Name}
 		}
-		return nil
 	}
 	var out []string
 	for _, c := range pod.Spec.Containers {

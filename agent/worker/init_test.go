@@ -213,3 +213,46 @@ func TestSidecarsEndWithThePod(t *testing.T) {
 		t.Error("appsDone under restartPolicy Always")
 	}
 }
+
+// Only the last init container that began gates the next step: a sidecar
+// before it that crashes meanwhile is restarted by systemd and holds up
+// neither the next init container nor the app containers.
+func TestEarlierSidecarDoesNotGate(t *testing.T) {
+	pod := initPod(corev1.RestartPolicyAlways, false)
+	always := corev1.ContainerRestartPolicyAlways
+	pod.Spec.InitContainers = []corev1.Container{{Name: "side", Image: "busybox", RestartPolicy: &always}, {Name: "setup", Image: "busybox"}}
+	rts := map[string]*pods.ContainerStatus{
+		"side":  rt("side", "activating", true, exit(2), nil), // crash-looping
+		"setup": rt("setup", "", true, exit(0), nil),
+	}
+	if got := nextStep(status(pod, rts), begun(rts)); !reflect.DeepEqual(got, []string{"main"}) {
+		t.Fatalf("apps after setup completed, the earlier sidecar crash-looping: %v", got)
+	}
+	delete(rts, "setup")
+	rts["side"] = rt("side", "active", true, nil, exit(2))
+	if got := nextStep(status(pod, rts), begun(rts)); !reflect.DeepEqual(got, []string{"setup"}) {
+		t.Fatalf("setup after the sidecar started: %v", got)
+	}
+}
+
+// A regular init container that runs again (a new sandbox after its pause
+// died) keeps the pod Pending although its app container ran before; a
+// sidecar that restarts after the app started does not.
+func TestPhaseWhileInitRunsAgain(t *testing.T) {
+	pod := initPod(corev1.RestartPolicyAlways, true)
+	rts := map[string]*pods.ContainerStatus{
+		"setup": rt("setup", "active", true, nil, nil),
+		"main":  rt("main", "", false, exit(137), nil),
+	}
+	if st := status(pod, rts); st.Status.Phase != corev1.PodPending {
+		t.Errorf("regular init container running again: phase %s, want Pending", st.Status.Phase)
+	}
+	rts = map[string]*pods.ContainerStatus{
+		"setup": rt("setup", "", true, exit(0), nil),
+		"side":  rt("side", "activating", true, exit(1), nil),
+		"main":  rt("main", "active", false, nil, nil),
+	}
+	if st := status(pod, rts); st.Status.Phase != corev1.PodRunning || cond(st.Status, corev1.PodInitialized).Status != corev1.ConditionTrue {
+		t.Errorf("sidecar restarting after the app started: phase %s, Initialized %v", st.Status.Phase, cond(st.Status, corev1.PodInitialized).Status)
+	}
+}

@@ -207,7 +207,10 @@ func podDesc(pod *corev1.Pod) string {
 // not terminal yet: init is the statuses of the init containers, cs those
 // of the app containers.
 func podPhase(pod *corev1.Pod, init, cs []corev1.ContainerStatus) corev1.PodPhase {
-	pendingInit, failedInit := 0, 0
+	// Pending regular init containers keep the pod Pending; pending
+	// sidecars only until a regular container has started (a sidecar
+	// restarting later does not put the pod back).
+	pendingInit, pendingSidecars, failedInit := 0, 0, 0
 	var unknown, running, waiting, stopped, succeeded int
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
@@ -218,17 +221,17 @@ func podPhase(pod *corev1.Pod, init, cs []corev1.ContainerStatus) corev1.PodPhas
 				unknown++
 			case st.State.Running != nil:
 				if st.Started == nil || !*st.Started {
-					pendingInit++
+					pendingSidecars++
 				}
 				running++
 			case st.State.Terminated != nil:
 				// A sidecar that ended does not count for the phase.
 			case st.State.Waiting != nil && st.LastTerminationState.Terminated == nil:
-				pendingInit++
+				pendingSidecars++
 				waiting++
 			case st.State.Waiting != nil:
 			default:
-				pendingInit++
+				pendingSidecars++
 				unknown++
 			}
 			continue
@@ -248,6 +251,7 @@ func podPhase(pod *corev1.Pod, init, cs []corev1.ContainerStatus) corev1.PodPhas
 			pendingInit++
 		}
 	}
+	// The kubelet's HasAnyRegularContainerStarted: running or terminated.
 	anyStarted := false
 	for _, c := range cs {
 		switch {
@@ -263,7 +267,6 @@ func podPhase(pod *corev1.Pod, init, cs []corev1.ContainerStatus) corev1.PodPhas
 		case c.State.Waiting != nil:
 			if c.LastTerminationState.Terminated != nil {
 				stopped++
-				anyStarted = true
 			} else {
 				waiting++
 			}
@@ -276,7 +279,7 @@ func podPhase(pod *corev1.Pod, init, cs []corev1.ContainerStatus) corev1.PodPhas
 		return corev1.PodFailed
 	}
 	switch {
-	case pendingInit > 0 && !anyStarted, waiting > 0:
+	case pendingInit > 0, pendingSidecars > 0 && !anyStarted, waiting > 0:
 		return corev1.PodPending
 	case running > 0 && unknown == 0:
 		return corev1.PodRunning
@@ -378,8 +381,8 @@ func computeStatus(pod *corev1.Pod, in statusInput) corev1.PodStatus {
 		if !c.Ready {
 			unready = append(unready, c.Name)
 		}
-		if c.State.Running != nil || c.State.Terminated != nil || c.LastTerminationState.Terminated != nil {
-			anyStarted = true
+		if c.State.Running != nil || c.State.Terminated != nil {
+			anyStarted = true // HasAnyRegularContainerStarted
 		}
 	}
 	ready := func(t corev1.PodConditionType) corev1.PodCondition {

@@ -197,6 +197,7 @@ type podState struct {
 	waiting     map[string]*corev1.ContainerStateWaiting
 	announced   map[string]string // container → last InvocationID announced Started
 	begun       map[string]bool   // containers whose start began (the last status computed)
+	stopped     map[string]bool   // uid/sidecar: the pod's end stopped it (Killing recorded)
 	retry       *time.Timer
 	scheduled   bool // the Scheduled event is recorded
 }
@@ -346,7 +347,8 @@ func (w *Worker) set(pod *corev1.Pod) bool {
 	if p == nil {
 		p = &podState{ns: pod.Namespace, name: pod.Name, kick: make(chan struct{}, 1),
 			events: map[string]systemd.Event{}, pullBackoff: map[string]*backoff{}, pullErr: map[string]string{},
-			imageIDs: map[string]string{}, waiting: map[string]*corev1.ContainerStateWaiting{}, announced: map[string]string{}}
+			imageIDs: map[string]string{}, waiting: map[string]*corev1.ContainerStateWaiting{}, announced: map[string]string{},
+			stopped: map[string]bool{}}
 		w.pods[p.key()] = p
 		w.wg.Add(1)
 		go w.loop(p)
@@ -598,7 +600,12 @@ func (w *Worker) ensure(ctx context.Context, p *podState, pod *corev1.Pod, log h
 		// Succeeded or Failed.
 		if side := runningSidecars(stored); len(side) > 0 {
 			for _, name := range side {
-				w.event(events.ContainerRef(stored, name), corev1.EventTypeNormal, "Killing", "Stopping container "+name)
+				// Once per sidecar: a stop that must be retried is not
+				// announced again.
+				if k := string(stored.UID) + "/" + name; !p.stopped[k] {
+					p.stopped[k] = true
+					w.event(events.ContainerRef(stored, name), corev1.EventTypeNormal, "Killing", "Stopping container "+name)
+				}
 			}
 			if serr := w.cfg.Runtime.StopContainers(ctx, stored.Namespace, stored.Name, side); serr != nil {
 				return serr

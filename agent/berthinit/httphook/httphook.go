@@ -94,6 +94,18 @@ func Get(ctx context.Context, g *bndl.HTTPHandler, target Target) error {
 	return err
 }
 
+// maxAnswerHead bounds what is read of an answer: its status line and
+// headers (the body is not read).
+const maxAnswerHead = 1 << 20
+
+// clip cuts text of the answer quoted in an error to 256 bytes.
+func clip(s string) string {
+	if len(s) > 256 {
+		return s[:256] + "..."
+	}
+	return s
+}
+
 // errHTTPAnswer: a TLS handshake that got an HTTP answer (net/http's
 // "server gave HTTP response to HTTPS client").
 var errHTTPAnswer = errors.New("server gave HTTP response to HTTPS client")
@@ -175,18 +187,21 @@ func getOnce(ctx context.Context, dial func(context.Context, string, string) (ne
 	if _, err := io.WriteString(conn, b.String()); err != nil {
 		return "", err
 	}
-	br := bufio.NewReaderSize(conn, 4096)
+	// The pod's server is not trusted: what is read of its answer is
+	// bounded (net/http's client reads at most 10 MB of headers), and what
+	// of it reaches the failure record is cut short.
+	br := bufio.NewReaderSize(io.LimitReader(conn, maxAnswerHead), 4096)
 	status, err := br.ReadString('\n')
 	if err != nil {
 		return "", fmt.Errorf("malformed HTTP response: %w", err)
 	}
 	f := strings.Fields(status)
 	if len(f) < 2 || !strings.HasPrefix(f[0], "HTTP/") {
-		return "", fmt.Errorf("malformed HTTP response %q", strings.TrimSpace(status))
+		return "", fmt.Errorf("malformed HTTP response %q", clip(strings.TrimSpace(status)))
 	}
 	code, err := strconv.Atoi(f[1])
 	if err != nil {
-		return "", fmt.Errorf("malformed HTTP status code %q", f[1])
+		return "", fmt.Errorf("malformed HTTP status code %q", clip(f[1]))
 	}
 	var loc string
 	for n := 0; ; n++ {

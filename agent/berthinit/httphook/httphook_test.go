@@ -2,6 +2,7 @@ package httphook
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -109,5 +110,33 @@ func TestGet(t *testing.T) {
 	err = Get(context.Background(), &bndl.HTTPHandler{Scheme: "http", Host: "127.0.0.1", Port: addr.Port, Path: "/x"}, nil)
 	if want := `Get "http://127.0.0.1:` + strconv.Itoa(addr.Port) + `/x": dial tcp 127.0.0.1:`; err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("refused: %v, want %s…connection refused", err, want)
+	}
+}
+
+// A hostile pod's server that answers with an endless status line gets a
+// bounded read and a short error, not berth-hook's memory.
+func TestGetBoundsTheAnswer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		line := []byte("HTTP/1.1 " + strings.Repeat("9", 64<<10))
+		for range 64 { // 4 MiB without a newline, then hold the connection
+			if _, err := c.Write(line); err != nil {
+				return
+			}
+		}
+		buf := make([]byte, 1)
+		_, _ = c.Read(buf)
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	err = Get(context.Background(), &bndl.HTTPHandler{Scheme: "http", Host: "127.0.0.1", Port: port, Path: "/"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "malformed HTTP response") || len(err.Error()) > 1024 {
+		t.Fatalf("endless status line: %.300v (%d bytes)", err, len(fmt.Sprint(err)))
 	}
 }
