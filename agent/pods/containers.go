@@ -43,6 +43,16 @@ func containerNames(pod *corev1.Pod) ([]string, error) {
 	return names, validateContainers(names)
 }
 
+// ContainerByName is pod's init or app container of that name, or nil.
+func ContainerByName(pod *corev1.Pod, name string) *corev1.Container {
+	for _, c := range AllContainers(pod) {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
 // IsSidecar tells whether an init container is a sidecar: restartPolicy
 // Always, so it starts in the init sequence and runs for the pod's life.
 func IsSidecar(c *corev1.Container) bool {
@@ -159,20 +169,8 @@ func (r *Runtime) StopContainers(ctx context.Context, ns, name string, container
 	}
 	var errs []error
 	for _, c := range containers {
-		if _, err := d.bundle(c); err != nil {
-			return err
-		}
-		unit := unitgen.UnitName(ns, name, c)
-		if err := r.units.Stop(ctx, unit); err != nil && !errdefs.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("stop %s: %w", unit, err))
-			continue
-		}
-		if err := r.units.ResetFailed(ctx, unit); err != nil && !errdefs.IsNotFound(err) {
-			r.log.Warn("reset-failed after stop", "unit", unit, "error", err)
-		}
-		if pod != nil {
-			bundle, _ := d.bundle(c)
-			r.reportHookFailures(pod, c, bundle)
+		if _, err := r.stopContainer(ctx, d, pod, c); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
@@ -181,19 +179,42 @@ func (r *Runtime) StopContainers(ctx context.Context, ns, name string, container
 // removeContainer stops one container's unit and removes its bundle, so
 // that it counts as never started.
 func (r *Runtime) removeContainer(ctx context.Context, d podDirs, name string) error {
-	unit := unitgen.UnitName(d.ns, d.pod, name)
+	bundle, err := r.stopContainer(ctx, d, nil, name)
+	if err != nil {
+		return err
+	}
+	r.logMessages.Delete(bundle)
+	return os.RemoveAll(bundle)
+}
+
+// stopContainer stops one container's unit (within its grace period,
+// systemd's TimeoutStopSec), reports the hook failures the stop left (a
+// preStop hook's; pod nil: none reported) and returns its bundle.
+func (r *Runtime) stopContainer(ctx context.Context, d podDirs, pod *corev1.Pod, name string) (string, error) {
+	bundle, err := d.bundle(name)
+	if err != nil {
+		return "", err
+	}
+	if err := r.stopUnit(ctx, unitgen.UnitName(d.ns, d.pod, name)); err != nil {
+		return "", err
+	}
+	if pod != nil {
+		r.reportHookFailures(pod, name, bundle)
+	}
+	return bundle, nil
+}
+
+// stopUnit stops one of the pod's units and resets its failed state, so
+// that systemd forgets it. A unit that failed stays loaded until reset; a
+// reset that fails is reported, not returned: the stop has happened.
+func (r *Runtime) stopUnit(ctx context.Context, unit string) error {
 	if err := r.units.Stop(ctx, unit); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("stop %s: %w", unit, err)
 	}
 	if err := r.units.ResetFailed(ctx, unit); err != nil && !errdefs.IsNotFound(err) {
 		r.log.Warn("reset-failed after stop", "unit", unit, "error", err)
 	}
-	bundle, err := d.bundle(name)
-	if err != nil {
-		return err
-	}
-	r.logMessages.Delete(bundle)
-	return os.RemoveAll(bundle)
+	return nil
 }
 
 // stopOrder is the order a pod's containers stop in, as the kubelet's
@@ -215,6 +236,9 @@ func stopOrder(pod *corev1.Pod) []string {
 // once: a failed postStart (the unit failed its start) shows when the
 // status is read, a failed preStop when the container has been stopped.
 func (r *Runtime) reportHookFailures(pod *corev1.Pod, name, bundle string) {
+	if c := ContainerByName(pod, name); c == nil || c.Lifecycle == nil {
+		return // no hooks, no records: no file system calls on each status read
+	}
 	fs, err := bndl.TakeHookFailures(bundle)
 	if err != nil {
 		r.log.Warn("hook failure records", "pod", pod.Namespace+"/"+pod.Name, "container", name, "error", err)

@@ -64,13 +64,10 @@ func (r *Runtime) startPause(ctx context.Context, d podDirs, pod *corev1.Pod) er
 func (r *Runtime) stopPause(ctx context.Context, d podDirs) error {
 	unit := unitgen.PauseUnitName(d.ns, d.pod)
 	var errs []error
-	if err := r.units.Stop(ctx, unit); err != nil && !errdefs.IsNotFound(err) {
+	if err := r.stopUnit(ctx, unit); err != nil {
 		// The pin stays while the pause may still run: the next removal
 		// (or reconcile) tries again.
-		return fmt.Errorf("stop %s: %w", unit, err)
-	}
-	if err := r.units.ResetFailed(ctx, unit); err != nil && !errdefs.IsNotFound(err) {
-		r.log.Warn("reset-failed after stop", "unit", unit, "error", err)
+		return err
 	}
 	pin := filepath.Join(d.run, unitgen.PIDNSPin)
 	// EINVAL: not a mount point; ENOENT, ENOTDIR: nothing there.

@@ -648,23 +648,11 @@ func (r *Runtime) removePod(ctx context.Context, d podDirs) error {
 	var errs []error
 	if pod != nil {
 		for _, c := range stopOrder(pod) {
-			unit := unitgen.UnitName(d.ns, d.pod, c)
-			if err := r.units.Stop(ctx, unit); err != nil && !errdefs.IsNotFound(err) {
-				errs = append(errs, fmt.Errorf("stop %s: %w", unit, err))
-				continue
-			}
-			// A unit that failed stays loaded until reset; the removal
-			// goes on, but the leftover is reported.
-			if err := r.units.ResetFailed(ctx, unit); err != nil && !errdefs.IsNotFound(err) {
-				r.log.Warn("reset-failed after stop", "unit", unit, "error", err)
-			}
-			bundle, err := d.bundle(c)
+			bundle, err := r.stopContainer(ctx, d, pod, c)
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			// A preStop hook that failed while the unit stopped.
-			r.reportHookFailures(pod, c, bundle)
 			if err := os.RemoveAll(bundle); err != nil {
 				errs = append(errs, err)
 			}

@@ -17,15 +17,6 @@ import (
 // sidecar (Restart=always); the worker only starts each step, from the
 // status it has just computed.
 
-func containerByName(pod *corev1.Pod, name string) *corev1.Container {
-	for _, c := range pods.AllContainers(pod) {
-		if c.Name == name {
-			return c
-		}
-	}
-	return nil
-}
-
 // firstStep is what RunPod starts with the sandbox: the first init
 // container, or every app container of a pod without init containers.
 func firstStep(pod *corev1.Pod) []string {

@@ -162,7 +162,7 @@ func (w *Worker) podIs(pod *corev1.Pod) bool {
 // else SIGTERM. The image is looked up in the store by the imageID the
 // status names (best effort: an image gone from the store gives SIGTERM).
 func (w *Worker) stopSignal(pod *corev1.Pod, name string, log hclog.Logger) syscall.Signal {
-	ctr := containerByName(pod, name)
+	ctr := pods.ContainerByName(pod, name)
 	if ctr == nil {
 		return syscall.SIGTERM
 	}

@@ -673,7 +673,7 @@ func (w *Worker) runAgain(ctx context.Context, pod *corev1.Pod) (bool, string) {
 			failed = true
 		}
 		if s.Init && blocked == "" {
-			c := containerByName(pod, s.Name)
+			c := pods.ContainerByName(pod, s.Name)
 			if c != nil && (pods.IsSidecar(c) || t == nil || t.ExitCode != 0) {
 				blocked = s.Name
 			}
@@ -707,7 +707,7 @@ func (w *Worker) runAgain(ctx context.Context, pod *corev1.Pod) (bool, string) {
 func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hclog.Logger, step []string, sandbox bool) (bool, error) {
 	var ctrs []corev1.Container
 	for _, name := range step {
-		if c := containerByName(pod, name); c != nil {
+		if c := pods.ContainerByName(pod, name); c != nil {
 			ctrs = append(ctrs, *c)
 		}
 	}
