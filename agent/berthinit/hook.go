@@ -67,7 +67,7 @@ func HookMain(args []string) int {
 	}
 	h, err := bndl.ReadHooks(bundle)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "berth-hook %s %s: %v\n", args[0], bundle, err)
+		hookLog("berth-hook %s %s: %v", args[0], bundle, err)
 		return fail
 	}
 	var handler *bndl.Handler
@@ -85,7 +85,7 @@ func HookMain(args []string) int {
 	// running container.
 	mainPID := os.Getenv("MAINPID")
 	if kind == bndl.HookPreStop && mainPID == "" {
-		fmt.Fprintf(os.Stderr, "berth-hook prestop %s: the container's process has ended; no preStop hook\n", bundle)
+		hookLog("berth-hook prestop %s: the container's process has ended; no preStop hook", bundle)
 		return 0
 	}
 	if kind == bndl.HookPreStop && h.GracePeriodSeconds <= 0 {
@@ -115,12 +115,12 @@ func HookMain(args []string) int {
 	if errors.Is(context.Cause(ctx), errGraceOver) {
 		// As the kubelet: a preStop hook that outlasts the grace period is
 		// left behind (here: killed), not reported.
-		fmt.Fprintf(os.Stderr, "berth-hook %s %s: not completed within the grace period (%ds)\n", args[0], bundle, h.GracePeriodSeconds)
+		hookLog("berth-hook %s %s: not completed within the grace period (%ds)", args[0], bundle, h.GracePeriodSeconds)
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "berth-hook %s %s: %s\n", args[0], bundle, msg)
+	hookLog("berth-hook %s %s: %s", args[0], bundle, msg)
 	if werr := bndl.WriteHookFailure(bundle, kind, msg); werr != nil {
-		fmt.Fprintf(os.Stderr, "berth-hook %s %s: record the failure: %v\n", args[0], bundle, werr)
+		hookLog("berth-hook %s %s: record the failure: %v", args[0], bundle, werr)
 	}
 	if kind == bndl.HookPostStart && h.PreStop != nil {
 		// The kubelet kills a container whose postStart hook failed with
@@ -143,9 +143,9 @@ func preStopAfterFailure(bundle string, h *bndl.Hooks, mainPID string) int {
 	defer cancel()
 	r := &hookRun{bundle: bundle, hooks: h, mainPID: mainPID}
 	if msg, err := r.run(ctx, h.PreStop); err != nil && !errors.Is(context.Cause(ctx), errGraceOver) {
-		fmt.Fprintf(os.Stderr, "berth-hook prestop %s: %s\n", bundle, msg)
+		hookLog("berth-hook prestop %s: %s", bundle, msg)
 		if werr := bndl.WriteHookFailure(bundle, bndl.HookPreStop, msg); werr != nil {
-			fmt.Fprintf(os.Stderr, "berth-hook prestop %s: record the failure: %v\n", bundle, werr)
+			hookLog("berth-hook prestop %s: record the failure: %v", bundle, werr)
 		}
 	}
 	return 1
@@ -319,6 +319,24 @@ func (c *capped) Write(p []byte) (int, error) {
 }
 
 func (c *capped) String() string { return c.b.String() }
+
+// HookLog writes one of berth-hook's own messages (set by cmd/berth-hook
+// to go-systemd's journal.Send). A hook runs from the container's unit,
+// whose stdout and stderr are the container's log stream: a message printed
+// there would be read by `kubectl logs` as a line of the container, and
+// agent/logs keys a run by the PID of the stream that wrote it. Sent as a
+// native journal entry (_TRANSPORT=journal) it stays in the unit's journal
+// but out of the container's log. nil: stderr.
+var HookLog func(msg string)
+
+func hookLog(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if HookLog != nil {
+		HookLog(msg)
+		return
+	}
+	fmt.Fprintln(os.Stderr, msg)
+}
 
 // HTTPGet runs an httpGet hook (agent/berthinit/httphook.Get): set by
 // berth-hook, which links package net and crypto/tls; berth-init does not.

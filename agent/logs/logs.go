@@ -2,15 +2,27 @@
 // kubelet's PodLogOptions semantics, for `kubectl logs`.
 //
 // Every container is a systemd service (unitgen.UnitName) whose stdout and
-// stderr systemd hands to journald, so the output reaches the journal
-// whether berthd runs or not. One run of a container is one invocation of
-// its unit (systemd restarts a container by restarting the same unit, with
-// a new _SYSTEMD_INVOCATION_ID), and every entry carries the pod's UID
+// stderr systemd hands to journald as one stream, so the output reaches the
+// journal whether berthd runs or not. systemd restarts a container by
+// restarting the same unit, and every entry carries the pod's UID
 // (unitgen.PodUIDField, from LogExtraFields=), because a pod deleted and
-// recreated under the same name gets the same unit name. So a container's
-// current run is the entries with _SYSTEMD_UNIT=<unit>,
-// BERTH_POD_UID=<uid> and the newest invocation id, and `--previous` is
-// the invocation before it.
+// recreated under the same name gets the same unit name.
+//
+// One run of a container is one stream: the entries with
+// _TRANSPORT=stdout and the _PID of the process that connected it, the
+// unit's main process (systemd connects the stream in the forked child,
+// before exec). Not the run's _SYSTEMD_INVOCATION_ID: journald looks that up
+// when it first reads from the stream, and for a process that wrote and
+// exited at once it has been seen to file a run's lines under the run
+// before (systemd 252). The kernel gives a later run the same PID only
+// after pid_max PIDs have been handed out in between. The unit's other
+// processes (berth-hook: ExecStartPost=, ExecStop=) log natively
+// (_TRANSPORT=journal), so they are neither a run nor a line of one, as
+// hook output is not part of a container's log on the kubelet. So a
+// container's current run is the entries with _SYSTEMD_UNIT=<unit>,
+// BERTH_POD_UID=<uid>, _TRANSPORT=stdout and the unit's MainPID (when it
+// waits to restart or is gone: the newest entry's PID), and `--previous` is
+// the newest other PID before it.
 //
 // The journal is read with the node's own journalctl as a subprocess, not
 // go-systemd's sdjournal: sdjournal needs cgo and libsystemd, berthd is
@@ -97,7 +109,7 @@ func (j *Journal) ContainerLogs(ctx context.Context, pod *corev1.Pod, container 
 	}
 	unit := unitgen.UnitName(pod.Namespace, pod.Name, container)
 	base := []string{"journalctl", "--quiet", "--no-pager", "--all", "--output=json",
-		"--output-fields=MESSAGE,_LINE_BREAK," + fieldInvocation, "_SYSTEMD_UNIT=" + unit}
+		"--output-fields=MESSAGE,_LINE_BREAK," + fieldRun, "_SYSTEMD_UNIT=" + unit, "_TRANSPORT=stdout"}
 	if pod.UID != "" {
 		base = append(base, unitgen.PodUIDField+"="+string(pod.UID))
 	}
@@ -106,14 +118,14 @@ func (j *Journal) ContainerLogs(ctx context.Context, pod *corev1.Pod, container 
 	if err != nil {
 		return err
 	}
-	cur := st.invocation
+	cur := st.run
 	settled := st.active == "active" || st.active == "reloading" || st.active == "deactivating"
 	if cur == "" || !settled {
 		// The unit is gone (a container that exited for good is unloaded,
-		// CollectMode=inactive-or-failed), or waits to be restarted (its
-		// back-off; systemd may already count a new invocation that has
-		// written nothing): the current run is the last one that wrote.
-		last, err := j.lastInvocation(ctx, base)
+		// CollectMode=inactive-or-failed), or is between two runs (its
+		// back-off, MainPID 0), or starting: the current run is the last
+		// one that wrote.
+		last, err := j.lastRun(ctx, base)
 		if err != nil {
 			return err
 		}
@@ -123,7 +135,7 @@ func (j *Journal) ContainerLogs(ctx context.Context, pod *corev1.Pod, container 
 	}
 	inv := cur
 	switch {
-	case opts.Previous && st.invocation != "" && !settled:
+	case opts.Previous && st.load == "loaded" && !settled:
 		// Waiting to restart, as the kubelet's CrashLoopBackOff: its
 		// container is waiting and its last termination is the run that
 		// ended, which both the plain and the --previous request show
@@ -135,7 +147,7 @@ func (j *Journal) ContainerLogs(ctx context.Context, pod *corev1.Pod, container 
 		if cur == "" {
 			return PreviousNotFound(pod.Name, container)
 		}
-		if inv, err = j.invocationBefore(ctx, base, cur); err != nil {
+		if inv, err = j.runBefore(ctx, base, cur); err != nil {
 			return err
 		}
 		if inv == "" {
@@ -147,21 +159,22 @@ func (j *Journal) ContainerLogs(ctx context.Context, pod *corev1.Pod, container 
 	}
 
 	out := newOutput(w, opts)
-	sel := &selection{args: append(base, fieldInvocation+"="+inv), since: since(opts, time.Now())}
+	sel := &selection{args: append(base, fieldRun+"="+inv), since: since(opts, time.Now())}
 	if opts.TailLines != nil {
 		sel.tail = strconv.FormatInt(*opts.TailLines, 10)
 	}
 	if opts.TailLines != nil && *opts.TailLines == 0 && !opts.Follow {
 		return nil
 	}
-	if opts.Follow && !opts.Previous && inv == st.invocation && st.running() {
+	if opts.Follow && !opts.Previous && inv == st.run && st.running() {
 		return j.follow(ctx, unit, inv, sel, out)
 	}
 	_, err = j.read(ctx, sel, false, out.write)
 	return err
 }
 
-const fieldInvocation = "_SYSTEMD_INVOCATION_ID"
+// fieldRun tells runs apart: the PID of the stream's writer (see above).
+const fieldRun = "_PID"
 
 // selection is what a read of one run asks journalctl for.
 type selection struct {
@@ -215,7 +228,7 @@ type entry struct {
 	Realtime   string          `json:"__REALTIME_TIMESTAMP"` // µs since the epoch
 	Message    json.RawMessage `json:"MESSAGE"`
 	LineBreak  json.RawMessage `json:"_LINE_BREAK"`
-	Invocation json.RawMessage `json:"_SYSTEMD_INVOCATION_ID"`
+	Run        json.RawMessage `json:"_PID"`
 }
 
 func (e *entry) time() time.Time {
@@ -346,24 +359,24 @@ func (j *Journal) stream(parent context.Context, argv []string, fn func(*entry) 
 	return nil
 }
 
-// lastInvocation is the invocation of the newest entry of base's matches.
-func (j *Journal) lastInvocation(ctx context.Context, base []string) (string, error) {
+// lastRun is the run of the newest entry of base's matches.
+func (j *Journal) lastRun(ctx context.Context, base []string) (string, error) {
 	var inv string
 	argv := append(append([]string{}, base...), "--lines=1")
 	err := j.stream(ctx, argv, func(e *entry) (bool, error) {
-		inv = fieldString(e.Invocation)
+		inv = fieldString(e.Run)
 		return true, nil
 	})
 	return inv, err
 }
 
-// invocationBefore is the run before cur: the newest entry of another
-// invocation, read from the end (runs of a unit do not overlap).
-func (j *Journal) invocationBefore(ctx context.Context, base []string, cur string) (string, error) {
+// runBefore is the run before cur: the newest entry of another run, read
+// from the end (runs of a unit do not overlap).
+func (j *Journal) runBefore(ctx context.Context, base []string, cur string) (string, error) {
 	var inv string
-	argv := append(append([]string{}, base...), "--reverse", "--output-fields="+fieldInvocation)
+	argv := append(append([]string{}, base...), "--reverse", "--output-fields="+fieldRun)
 	err := j.stream(ctx, argv, func(e *entry) (bool, error) {
-		if id := fieldString(e.Invocation); id != "" && id != cur {
+		if id := fieldString(e.Run); id != "" && id != cur {
 			inv = id
 			return false, nil
 		}
@@ -375,10 +388,10 @@ func (j *Journal) invocationBefore(ctx context.Context, base []string, cur strin
 // unitState is what systemd says of a container's unit.
 type unitState struct {
 	load, active, sub string
-	invocation        string // the current (or last, while it waits to restart) run; "" when unloaded
+	run               string // the main process's PID, its stream's _PID; "" when none runs or the unit is unloaded
 }
 
-// running: the run of invocation can still write. deactivating is a stop
+// running: the run can still write. deactivating is a stop
 // in progress (the container handles SIGTERM); activating/auto-restart is
 // the wait between two runs.
 func (s unitState) running() bool {
@@ -392,7 +405,7 @@ func (s unitState) running() bool {
 }
 
 func (j *Journal) unitState(ctx context.Context, unit string) (unitState, error) {
-	cmd := j.cmd(ctx, "systemctl", "show", "--property=LoadState,ActiveState,SubState,InvocationID", "--", unit)
+	cmd := j.cmd(ctx, "systemctl", "show", "--property=LoadState,ActiveState,SubState,MainPID", "--", unit)
 	var stderr limitedBuffer
 	stderr.max = 4096
 	cmd.Stderr = &stderr
@@ -417,12 +430,14 @@ func parseShow(out string) unitState {
 			s.active = v
 		case "SubState":
 			s.sub = v
-		case "InvocationID":
-			s.invocation = v
+		case "MainPID":
+			if v != "0" {
+				s.run = v
+			}
 		}
 	}
 	if s.load != "loaded" {
-		s.invocation = ""
+		s.run = ""
 	}
 	return s
 }
@@ -482,7 +497,7 @@ func (j *Journal) watchRun(ctx context.Context, unit, inv string, ended chan<- s
 			}
 			return err
 		}
-		if st.invocation != inv || !st.running() {
+		if st.run != inv || !st.running() {
 			close(ended)
 			return nil
 		}

@@ -135,6 +135,16 @@ exec sleep 1000`
 				t.Fatal("the unit never waited to restart")
 			}
 		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				// What journald stored of the run, with every field: which
+				// of them it could attach decides which run a line is in.
+				out, _ := n.Run(context.Background(), "journalctl", "--no-pager", "-o", "json", "SYSLOG_IDENTIFIER=loop/app")
+				t.Logf("entries of loop/app:\n%s", out)
+				out, _ = n.Run(context.Background(), "systemctl", "show", "--property=ActiveState,SubState,InvocationID", unit)
+				t.Logf("unit:\n%s", out)
+			}
+		})
 		eventually(t, j, pod, "app", nil, equals("loop 1\n"))
 		// The kubelet's CrashLoopBackOff: the container waits, its last
 		// termination is the run that ended, and --previous shows it too.

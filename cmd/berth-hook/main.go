@@ -9,7 +9,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
+
+	"github.com/coreos/go-systemd/v22/journal"
 
 	"github.com/berth-dev/berth/agent/berthinit"
 	"github.com/berth-dev/berth/agent/berthinit/httphook"
@@ -19,6 +22,16 @@ import (
 func main() {
 	berthinit.HTTPGet = func(ctx context.Context, g *bndl.HTTPHandler, netns func() (int, bool, error)) error {
 		return httphook.Get(ctx, g, netns)
+	}
+	// The hook's own messages go to the journal natively, out of the
+	// container's log stream (berthinit.HookLog).
+	berthinit.HookLog = func(msg string) {
+		if journal.Enabled() {
+			if err := journal.Send(msg, journal.PriWarning, map[string]string{"SYSLOG_IDENTIFIER": "berth-hook"}); err == nil {
+				return
+			}
+		}
+		fmt.Fprintln(os.Stderr, msg)
 	}
 	os.Exit(berthinit.HookMain(os.Args[1:]))
 }
