@@ -506,3 +506,183 @@ func ContainerLimits(pod *corev1.Pod, c *corev1.Container, node NodeInfo) Limits
 	}
 	return l
 }
+
+// SliceLimits are the computed settings of a slice above the containers'
+// units: a pod's (PodLimits) or a QoS class's (QoSLimits). Zero means "not
+// set" for every field.
+type SliceLimits struct {
+	QOS                corev1.PodQOSClass
+	CPUShares          uint64 // cgroup v1 cpu.shares (systemd CPUShares=); 0 on cgroup v2
+	CPUWeight          uint64 // cgroup v2 cpu.weight (systemd CPUWeight=); 0 on cgroup v1
+	CPUQuotaPerSecUSec uint64 // µs of CPU time per second of wall time; 0 = no quota
+	MemoryMax          uint64 // bytes; 0 = unlimited
+	MemoryMin          uint64 // bytes; cgroup v2 only; 0 = none
+}
+
+// shares sets CPUShares or CPUWeight, whichever the node's cgroup version
+// uses, with the one shares→weight conversion berth uses everywhere
+// (SharesToWeight, docs/cgroups.md): a pod slice then weighs against a
+// Guaranteed pod's sibling QoS slices as its containers weigh against each
+// other. The kubelet's own pod and QoS cgroups used the linear formula
+// (kubernetes-semantics.md §5.3); berth's choice is §8's.
+func (l *SliceLimits) shares(s uint64, node NodeInfo) {
+	if node.CgroupV2 {
+		l.CPUWeight = SharesToWeight(s)
+	} else {
+		l.CPUShares = s
+	}
+}
+
+// PodLimits computes the settings of the pod's slice as the kubelet's
+// ResourceConfigForPod (pkg/kubelet/cm/helpers_linux.go) does for its pod
+// cgroup, with the pod's effective requests and limits of
+// k8s.io/component-helpers/resource PodRequests and PodLimits
+// (kubernetes-semantics.md §3.2, §5.5):
+//   - shares = MilliCPUToShares(pod cpu request): the sum over app
+//     containers and sidecars, or the largest init container plus the
+//     sidecars started before it if more, plus spec.overhead; every class
+//     but BestEffort, which gets the minimum, 2;
+//   - CPUQuotaPerSecUSec from the pod cpu limit (aggregated the same way,
+//     overhead added to a non-zero limit) for a Guaranteed pod, and for a
+//     Burstable one only when every container declares a non-zero cpu limit
+//     (an init container counting the sidecars started before it, as
+//     PodLimits hands them to ResourceConfigForPod's check; init
+//     containers count since kubernetes#103107): one unlimited container
+//     leaves the pod unlimited;
+//   - MemoryMax = the pod memory limit under the same rule;
+//   - MemoryMin = the pod memory request on cgroup v2 for Guaranteed and
+//     Burstable pods (the kubelet's MemoryQoS, berth's choice for
+//     containers too: docs/cgroups.md).
+//
+// Requests are read as the API server defaults them (request = limit when
+// only a limit is given), as ContainerLimits does. Pod-level resources
+// (KEP-2837), when set, replace the containers' cpu and memory values and
+// count as declared limits, as in ResourceConfigForPod.
+func PodLimits(pod *corev1.Pod, node NodeInfo) SliceLimits {
+	l := SliceLimits{QOS: PodQOS(pod)}
+	if l.QOS == corev1.PodQOSBestEffort {
+		l.shares(MinShares, node)
+		return l
+	}
+	cpuReq, memReq := podRequest(pod, corev1.ResourceCPU), podRequest(pod, corev1.ResourceMemory)
+	cpuLim, cpuDeclared := podLimit(pod, corev1.ResourceCPU)
+	memLim, memDeclared := podLimit(pod, corev1.ResourceMemory)
+	l.shares(MilliCPUToShares(cpuReq.MilliValue()), node)
+	guaranteed := l.QOS == corev1.PodQOSGuaranteed
+	if (guaranteed || cpuDeclared) && cpuLim.Sign() > 0 {
+		l.CPUQuotaPerSecUSec = QuotaToPerSecUSec(MilliCPUToQuota(cpuLim.MilliValue(), QuotaPeriod), QuotaPeriod)
+	}
+	if (guaranteed || memDeclared) && memLim.Sign() > 0 {
+		l.MemoryMax = uint64(memLim.Value())
+	}
+	if node.CgroupV2 && memReq.Sign() > 0 {
+		l.MemoryMin = uint64(memReq.Value())
+	}
+	return l
+}
+
+// QoSLimits are the settings of a QoS class's slice in a namespace
+// (the kubelet's qosContainerManagerImpl, kubernetes-semantics.md §5.5):
+// the BestEffort slice gets the minimum shares, 2, so that BestEffort pods
+// run on what the others leave. The kubelet also sets the Burstable
+// slice's shares from the sum of its pods' cpu requests, refreshed every
+// minute; berth leaves them at systemd's default (weight 100, 1024 shares:
+// one requested CPU) — docs/cgroups.md. Guaranteed pods have no QoS slice:
+// nothing is set.
+func QoSLimits(qos corev1.PodQOSClass, node NodeInfo) SliceLimits {
+	l := SliceLimits{QOS: qos}
+	if qos == corev1.PodQOSBestEffort {
+		l.shares(MinShares, node)
+	}
+	return l
+}
+
+// NamespaceCPUQuota is the CPUQuotaPerSecUSec of a namespace's cpu limit in
+// millicores (a ResourceQuota's limits.cpu, kubernetes-semantics.md §8):
+// the kubelet's quota of a 100 ms period scaled to a second, milli×1000,
+// never below the kernel's 1 ms per period; 0 (or less) gives 0, no limit.
+func NamespaceCPUQuota(milli int64) uint64 {
+	if milli <= 0 {
+		return 0
+	}
+	return QuotaToPerSecUSec(MilliCPUToQuota(milli, QuotaPeriod), QuotaPeriod)
+}
+
+// podRequest is the pod's effective request of one resource
+// (component-helpers PodRequests): the containers' aggregate, or the
+// pod-level request when the pod sets one (pod-level resources, defaulted
+// as the API server does), plus spec.overhead.
+func podRequest(pod *corev1.Pod, name corev1.ResourceName) resource.Quantity {
+	q, _ := aggregateContainerRequest(pod, name)
+	if hasPodLevel(pod, name) {
+		if pl, ok := podLevelRequests(pod)[name]; ok {
+			q = pl.DeepCopy()
+		}
+	}
+	if o, ok := pod.Spec.Overhead[name]; ok {
+		q.Add(o)
+	}
+	return q
+}
+
+// hasPodLevel reports whether pod-level resources name the resource
+// (component-helpers IsPodLevelResourcesSet, per resource).
+func hasPodLevel(pod *corev1.Pod, name corev1.ResourceName) bool {
+	r := pod.Spec.Resources
+	if r == nil {
+		return false
+	}
+	_, req := r.Requests[name]
+	_, lim := r.Limits[name]
+	return req || lim
+}
+
+// podLimit is the pod's effective limit of one resource (component-helpers
+// PodLimits, aggregateContainerResourcesByFn: app containers and sidecars
+// summed, or the largest init container with the sidecars started before
+// it if more; a pod-level limit instead when set; spec.overhead added to a
+// non-zero limit) and whether every container declares a non-zero limit of
+// it (ResourceConfigForPod's cpuLimitsDeclared/memoryLimitsDeclared, from
+// the lists PodLimits aggregates: an init container's own, plus the
+// sidecars before it). A pod-level limit counts as declared.
+func podLimit(pod *corev1.Pod, name corev1.ResourceName) (total resource.Quantity, declared bool) {
+	declared = true
+	check := func(q resource.Quantity) {
+		if q.IsZero() {
+			declared = false
+		}
+	}
+	for i := range pod.Spec.Containers {
+		q := pod.Spec.Containers[i].Resources.Limits[name]
+		check(q)
+		total.Add(q)
+	}
+	var sidecars, initMax resource.Quantity
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		q := c.Resources.Limits[name].DeepCopy()
+		if isRestartable(c) {
+			total.Add(q)
+			sidecars.Add(q)
+			q = sidecars.DeepCopy()
+		} else {
+			q.Add(sidecars)
+		}
+		check(q)
+		if q.Cmp(initMax) > 0 {
+			initMax = q
+		}
+	}
+	if initMax.Cmp(total) > 0 {
+		total = initMax
+	}
+	if r := pod.Spec.Resources; r != nil {
+		if pl, ok := r.Limits[name]; ok && !pl.IsZero() {
+			total, declared = pl.DeepCopy(), true
+		}
+	}
+	if o, ok := pod.Spec.Overhead[name]; ok && !total.IsZero() {
+		total.Add(o)
+	}
+	return total, declared
+}

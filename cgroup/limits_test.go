@@ -326,3 +326,137 @@ func TestContainerLimits(t *testing.T) {
 		})
 	}
 }
+
+// PodLimits is the kubelet's ResourceConfigForPod (kubernetes-semantics.md
+// §5.5) over the pod's effective requests and limits (§3.2).
+func TestPodLimits(t *testing.T) {
+	v1 := NodeInfo{MemoryCapacity: 4000 << 20, PidsLimit: 100}
+	v2 := NodeInfo{MemoryCapacity: 4000 << 20, PidsLimit: 100, CgroupV2: true}
+	mi := uint64(1 << 20)
+	withOverhead := func(p *corev1.Pod, o corev1.ResourceList) *corev1.Pod { p.Spec.Overhead = o; return p }
+	withPodLevel := func(p *corev1.Pod, req, lim corev1.ResourceList) *corev1.Pod {
+		p.Spec.Resources = &corev1.ResourceRequirements{Requests: req, Limits: lim}
+		return p
+	}
+	both := rl("cpu", "1", "memory", "256Mi")
+	for _, tc := range []struct {
+		name string
+		pod  *corev1.Pod
+		node NodeInfo
+		want SliceLimits
+	}{
+		{"best-effort v1: shares 2 only", podOf(ctr("a", nil, nil), ctr("b", nil, nil)), v1,
+			SliceLimits{QOS: corev1.PodQOSBestEffort, CPUShares: 2}},
+		{"best-effort v2: weight 1 only", podOf(ctr("a", nil, nil)), v2,
+			SliceLimits{QOS: corev1.PodQOSBestEffort, CPUWeight: 1}},
+		{"guaranteed v1: one container", podOf(ctr("a", nil, both)), v1,
+			SliceLimits{QOS: corev1.PodQOSGuaranteed, CPUShares: 1024, CPUQuotaPerSecUSec: 1000000, MemoryMax: 256 * mi}},
+		{"guaranteed v2: weight, memory.min = request", podOf(ctr("a", nil, both)), v2,
+			SliceLimits{QOS: corev1.PodQOSGuaranteed, CPUWeight: 100, CPUQuotaPerSecUSec: 1000000, MemoryMax: 256 * mi, MemoryMin: 256 * mi}},
+		{"guaranteed: two containers summed", podOf(ctr("a", nil, rl("cpu", "500m", "memory", "128Mi")), ctr("b", nil, rl("cpu", "1500m", "memory", "384Mi"))), v1,
+			SliceLimits{QOS: corev1.PodQOSGuaranteed, CPUShares: 2048, CPUQuotaPerSecUSec: 2000000, MemoryMax: 512 * mi}},
+		{"burstable: every container limited → quota and memory of the sums", podOf(
+			ctr("a", rl("cpu", "250m", "memory", "64Mi"), rl("cpu", "500m", "memory", "128Mi")),
+			ctr("b", rl("cpu", "250m", "memory", "64Mi"), rl("cpu", "500m", "memory", "128Mi"))), v1,
+			SliceLimits{QOS: corev1.PodQOSBurstable, CPUShares: 512, CPUQuotaPerSecUSec: 1000000, MemoryMax: 256 * mi}},
+		{"burstable: one container without cpu limit → no quota, memory still", podOf(
+			ctr("a", rl("cpu", "250m", "memory", "64Mi"), rl("cpu", "500m", "memory", "128Mi")),
+			ctr("b", rl("cpu", "250m", "memory", "64Mi"), rl("memory", "128Mi"))), v1,
+			SliceLimits{QOS: corev1.PodQOSBurstable, CPUShares: 512, MemoryMax: 256 * mi}},
+		{"burstable: one container without memory limit → no memory.max, quota still", podOf(
+			ctr("a", nil, rl("cpu", "500m", "memory", "128Mi")),
+			ctr("b", rl("memory", "64Mi"), rl("cpu", "500m"))), v2,
+			SliceLimits{QOS: corev1.PodQOSBurstable, CPUWeight: 100, CPUQuotaPerSecUSec: 1000000, MemoryMin: 192 * mi}},
+		{"burstable: a zero cpu limit is not a declared one", podOf(ctr("a", rl("cpu", "100m"), rl("cpu", "0", "memory", "64Mi"))), v1,
+			SliceLimits{QOS: corev1.PodQOSBurstable, CPUShares: 102, MemoryMax: 64 * mi}},
+		{"burstable: requests only, memory.min on v2", podOf(ctr("a", rl("cpu", "100m", "memory", "64Mi"), nil)), v2,
+			SliceLimits{QOS: corev1.PodQOSBurstable, CPUWeight: 17, MemoryMin: 64 * mi}},
+		{"burstable: requests only, no memory.min on v1", podOf(ctr("a", rl("cpu", "100m", "memory", "64Mi"), nil)), v1,
+			SliceLimits{QOS: corev1.PodQOSBurstable, CPUShares: 102}},
+		{"tiny limit: 1m gets the kernel's 1 ms per period", podOf(ctr("a", nil, rl("cpu", "1m"))), v1,
+			SliceLimits{QOS: corev1.PodQOSBurstable, CPUShares: 2, CPUQuotaPerSecUSec: 10000}},
+		{"init container larger than the app containers: its request and limit", withInit(
+			podOf(ctr("a", rl("cpu", "100m"), rl("cpu", "200m"))),
+			ctr("init", rl("cpu", "500m"), rl("cpu", "1"))), v1,
+			SliceLimits{QOS: corev1.PodQOSBurstable, CPUShares: 512, CPUQuotaPerSecUSec: 1000000}},
+		{"init container smaller: the app containers' sum", withInit(
+			podOf(ctr("a", rl("cpu", "300m"), rl("cpu", "600m")), ctr("b", rl("cpu", "300m"), rl("cpu", "600m"))),
+			ctr("init", rl("cpu", "500m"), rl("cpu", "1"))), v1,
+			SliceLimits{QOS: corev1.PodQOSBurstable, CPUShares: 614, CPUQuotaPerSecUSec: 1200000}},
+		{"init container without cpu limit: undeclared (kubernetes#103107)", withInit(
+			podOf(ctr("a", rl("cpu", "100m"), rl("cpu", "200m"))),
+			ctr("init", rl("cpu", "100m"), nil)), v1,
+			SliceLimits{QOS: corev1.PodQOSBurstable, CPUShares: 102}},
+		{"sidecar added to the app containers", withInit(
+			podOf(ctr("a", rl("cpu", "200m"), rl("cpu", "400m"))),
+			sidecar(ctr("side", rl("cpu", "300m"), rl("cpu", "600m")))), v1,
+			SliceLimits{QOS: corev1.PodQOSBurstable, CPUShares: 512, CPUQuotaPerSecUSec: 1000000}},
+		{"init container after a limited sidecar counts as declared", withInit(
+			podOf(ctr("a", rl("cpu", "200m"), rl("cpu", "400m"))),
+			sidecar(ctr("side", rl("cpu", "300m"), rl("cpu", "600m"))), ctr("init", rl("cpu", "100m"), nil)), v1,
+			SliceLimits{QOS: corev1.PodQOSBurstable, CPUShares: 512, CPUQuotaPerSecUSec: 1000000}},
+		{"overhead: added to requests, and to a non-zero limit", withOverhead(
+			podOf(ctr("a", nil, both)), rl("cpu", "250m", "memory", "32Mi")), v2,
+			SliceLimits{QOS: corev1.PodQOSGuaranteed, CPUWeight: 120, CPUQuotaPerSecUSec: 1250000, MemoryMax: 288 * mi, MemoryMin: 288 * mi}},
+		{"overhead: no limit stays no limit", withOverhead(
+			podOf(ctr("a", rl("cpu", "100m"), nil)), rl("cpu", "250m", "memory", "32Mi")), v1,
+			SliceLimits{QOS: corev1.PodQOSBurstable, CPUShares: 358}},
+		{"pod-level limits: declared although a container has none; requests defaulted from the containers'", withPodLevel(
+			podOf(ctr("a", rl("cpu", "100m"), nil)), nil, rl("cpu", "2", "memory", "1Gi")), v1,
+			SliceLimits{QOS: corev1.PodQOSBurstable, CPUShares: 102, CPUQuotaPerSecUSec: 2000000, MemoryMax: 1024 * mi}},
+		{"pod-level request replaces the containers'", withPodLevel(
+			podOf(ctr("a", rl("cpu", "100m"), nil)), rl("cpu", "1"), nil), v1,
+			SliceLimits{QOS: corev1.PodQOSBurstable, CPUShares: 1024}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := PodLimits(tc.pod, tc.node); got != tc.want {
+				t.Errorf("PodLimits =\n  %+v\nwant\n  %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestQoSLimits(t *testing.T) {
+	v1, v2 := NodeInfo{}, NodeInfo{CgroupV2: true}
+	for _, tc := range []struct {
+		name string
+		qos  corev1.PodQOSClass
+		node NodeInfo
+		want SliceLimits
+	}{
+		{"besteffort v1: shares 2", corev1.PodQOSBestEffort, v1, SliceLimits{QOS: corev1.PodQOSBestEffort, CPUShares: 2}},
+		{"besteffort v2: weight 1", corev1.PodQOSBestEffort, v2, SliceLimits{QOS: corev1.PodQOSBestEffort, CPUWeight: 1}},
+		{"burstable: systemd's default (static)", corev1.PodQOSBurstable, v2, SliceLimits{QOS: corev1.PodQOSBurstable}},
+		{"guaranteed: no slice, nothing", corev1.PodQOSGuaranteed, v1, SliceLimits{QOS: corev1.PodQOSGuaranteed}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := QoSLimits(tc.qos, tc.node); got != tc.want {
+				t.Errorf("QoSLimits = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestNamespaceCPUQuota(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		milli int64
+		want  uint64
+	}{
+		{"negative: no limit", -1, 0},
+		{"zero: no limit", 0, 0},
+		{"1m: kernel minimum 1 ms per 100 ms", 1, 10000},
+		{"min−1: 9m", 9, 10000},
+		{"min: 10m", 10, 10000},
+		{"min+1: 11m", 11, 11000},
+		{"500m", 500, 500000},
+		{"two CPUs", 2000, 2000000},
+		{"absurd: saturates below infinity", math.MaxInt64, math.MaxUint64 - 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := NamespaceCPUQuota(tc.milli); got != tc.want {
+				t.Errorf("NamespaceCPUQuota(%d) = %d, want %d", tc.milli, got, tc.want)
+			}
+		})
+	}
+}

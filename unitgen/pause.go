@@ -76,6 +76,10 @@ func PauseUnit(in PauseInput) (*Unit, error) {
 	if errs := NameErrors(pod.Namespace, pod.Name); len(errs) > 0 {
 		return nil, &InvalidError{Field: errs[0].Field, Detail: fmt.Sprintf("%q: %s", errs[0].BadValue, errs[0].Detail)}
 	}
+	slice, err := unitSlice(pod)
+	if err != nil {
+		return nil, err
+	}
 	var ps []Property
 	add := func(name string, v any, why string, args ...any) {
 		ps = append(ps, Property{Name: name, Value: v, Why: fmt.Sprintf(why, args...)})
@@ -84,7 +88,7 @@ func PauseUnit(in PauseInput) (*Unit, error) {
 	add("Description", fmt.Sprintf("berth pause of pod %s/%s (PID 1 of its shared process namespace)", pod.Namespace, pod.Name),
 		"shown by systemctl status: the pod whose process namespace this holds")
 	add("Documentation", []string{InstanceDoc(in.StateDir)}, "the state directory of the berth that made this unit (%s), as on container units: berthd's reconcile removes only units of its own state directory", path.Clean(in.StateDir))
-	add("Slice", SliceName(pod.Namespace), "the pod's namespace slice, with its containers (berth.slice/%s)", SliceName(pod.Namespace))
+	add("Slice", slice, "%s", sliceWhy(pod, slice))
 	add("Type", "forking", "berth-init pause clones the pause into a new PID namespace, pins the namespace, writes its PID and exits; systemd 252 cannot create a PID namespace itself")
 	add("PIDFile", path.Join(dir, PausePIDFile), "berth-init pause writes the pause's PID here, so MainPID is the namespace's PID 1")
 	add("ExecStart", []ExecCommand{{
@@ -100,7 +104,7 @@ func PauseUnit(in PauseInput) (*Unit, error) {
 	if pod.UID != "" {
 		add("LogExtraFields", JournalFields{PodUIDField + "=" + string(pod.UID)}, "every journal entry of the pause carries its pod's UID, as the containers' do")
 	}
-	return &Unit{Name: PauseUnitName(pod.Namespace, pod.Name), Slice: SliceName(pod.Namespace), Properties: ps}, nil
+	return &Unit{Name: PauseUnitName(pod.Namespace, pod.Name), Slice: slice, Properties: ps}, nil
 }
 
 // PauseUID is the uid and gid the pause runs as: the kubelet's pause image

@@ -27,7 +27,7 @@ func TestPauseUnit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.Name != "berth-default_web_POD.service" || u.Name != PauseUnitName("default", "web") || u.Slice != "berth-default.slice" {
+	if u.Name != "berth-default_web_POD.service" || u.Name != PauseUnitName("default", "web") || u.Slice != "berth-default-besteffort-pod1234.slice" {
 		t.Errorf("name %s, slice %s", u.Name, u.Slice)
 	}
 	if u.Spec != nil {
@@ -35,7 +35,7 @@ func TestPauseUnit(t *testing.T) {
 	}
 	want := map[string]any{
 		"Documentation":         []string{"file:///var/lib/berth"},
-		"Slice":                 "berth-default.slice",
+		"Slice":                 "berth-default-besteffort-pod1234.slice",
 		"Type":                  "forking",
 		"PIDFile":               "/run/berth/pods/default_web/pause.pid",
 		"ExecStart":             []ExecCommand{{Path: "/usr/libexec/berth/berth-init", Args: []string{"/usr/libexec/berth/berth-init", "pause", "/run/berth/pods/default_web"}}},

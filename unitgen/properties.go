@@ -49,7 +49,7 @@ func (g *gen) properties() ([]Property, error) {
 	add("Description", g.description(), "shown by systemctl status: namespace/pod/container and the image it runs")
 	stateDir := BundleStateDir(in.Paths.Bundle)
 	add("Documentation", []string{InstanceDoc(stateDir)}, "the state directory of the berth that made this unit (%s): berthd's reconcile removes only units of its own state directory, and leaves those of another berthd or `berthd --state-dir` on this host alone", stateDir)
-	add("Slice", SliceName(pod.Namespace), "one slice per namespace (berth.slice/%s) carries the namespace's quota", SliceName(pod.Namespace))
+	add("Slice", g.slice, "%s", sliceWhy(pod, g.slice))
 	add("Type", "forking", "stage-1 forks the workload into new PID+mount namespaces, writes its PID and exits; systemd 252 cannot create a PID namespace itself")
 	add("PIDFile", in.Paths.PIDFile, "stage-1 writes the workload's PID here, so MainPID is the container's PID 1")
 	if in.Options.VerifyImage {
@@ -142,6 +142,19 @@ func (g *gen) properties() ([]Property, error) {
 			"terminals of the container's devpts; DevicePolicy=closed already allows them in systemd 252 (src/core/cgroup.c), said here explicitly")
 	}
 	return ps, nil
+}
+
+// sliceWhy says where a pod's units go: the pod's slice, in its QoS
+// class's, in its namespace's (slices.go).
+func sliceWhy(pod *corev1.Pod, slice string) string {
+	if slice == SliceName(pod.Namespace) {
+		return fmt.Sprintf("a pod without a UID has no pod slice: the namespace's slice (berth.slice/%s)", slice)
+	}
+	var path []string
+	for s := slice; s != "-.slice"; s = ParentSlice(s) {
+		path = append([]string{s}, path...)
+	}
+	return fmt.Sprintf("the pod's slice, as the kubelet's pod cgroup (%s): its containers share the pod's limits, inside the namespace's", strings.Join(path, "/"))
 }
 
 // BundleStateDir is the state directory a bundle belongs to: bundles are

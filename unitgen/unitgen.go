@@ -110,7 +110,7 @@ type Options struct {
 // Unit is a generated transient service and the OCI spec for its stage-1.
 type Unit struct {
 	Name       string     // berth-<ns>_<pod>_<container>.service
-	Slice      string     // berth-<ns with '-' → '_'>.slice
+	Slice      string     // the pod's slice (PodSliceName; slices.go)
 	Properties []Property // in a stable order
 	Spec       *specs.Spec
 }
@@ -221,9 +221,10 @@ func shorten(s, id string, max int) string {
 // (berth-team-a.slice would live in berth-team.slice), so dashes of the
 // namespace become '_' exactly as the kubelet's cgroup driver ToSystemd() does;
 // '_' never occurs in a namespace name, so the mapping stays reversible.
-// The result lives in berth.slice.
+// The result lives in berth.slice; the namespace's QoS and pod slices live
+// in it (slices.go).
 func SliceName(namespace string) string {
-	return unitPrefix + strings.ReplaceAll(namespace, "-", "_") + ".slice"
+	return unitPrefix + sliceComponent(namespace) + sliceSuffix
 }
 
 // Property returns the named property of u.
@@ -262,7 +263,7 @@ func Generate(in Input) (*Unit, error) {
 		return nil, err
 	}
 	props = append(props, g.pauseDependencies()...)
-	return &Unit{Name: g.unitName, Slice: SliceName(in.Pod.Namespace), Properties: props, Spec: spec}, nil
+	return &Unit{Name: g.unitName, Slice: g.slice, Properties: props, Spec: spec}, nil
 }
 
 // gen holds what every part of the translation needs.
@@ -274,6 +275,7 @@ type gen struct {
 	isInit   bool
 	sc       effectiveSC
 	unitName string
+	slice    string // the pod's slice (unitSlice)
 }
 
 func newGen(in Input) (*gen, error) {
@@ -305,6 +307,11 @@ func newGen(in Input) (*gen, error) {
 		return nil, invalid(g.fp.Child("name"), "%q: %s", g.ctr.Name, strings.Join(errs, "; "))
 	}
 	g.unitName = UnitName(pod.Namespace, pod.Name, g.ctr.Name)
+	slice, err := unitSlice(pod)
+	if err != nil {
+		return nil, err
+	}
+	g.slice = slice
 
 	g.sc = effectiveSecurityContext(pod, g.ctr)
 	if err := g.checkUnsupported(); err != nil {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/uuid"
 
 	"github.com/berth-dev/berth/agent/pods"
 	"github.com/berth-dev/berth/agent/trust"
@@ -46,8 +48,26 @@ func (s Service) Load(ctx context.Context, r io.Reader, o LoadOptions) (*Loaded,
 // pod worker would start them now, touching nothing. The images must be in
 // the store (pulled): a unit depends on the image's config and its
 // /etc/passwd and /etc/group, which only the stored image has.
+//
+// The slices come first, as the runtime makes them before any unit
+// (namespace, QoS class, pod: the pod-level limits). A pod not created yet
+// has no UID, which names its slice: it gets one here, as a create would.
 func (s Service) Plan(_ context.Context, pod *corev1.Pod) (string, error) {
 	var b strings.Builder
+	pod = pod.DeepCopy()
+	uidNote := ""
+	if pod.UID == "" {
+		pod.UID = types.UID(uuid.NewUUID())
+		uidNote = ", which stands for the one the create assigns"
+	}
+	slices, err := s.Runtime.PlanSlices(pod)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(&b, "# slices of pod %s/%s, uid %s%s: each made before the pod's units, in its parent\n", pod.Namespace, pod.Name, pod.UID, uidNote)
+	for _, sl := range slices {
+		b.WriteString(sl.Render() + "\n")
+	}
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
 		// As the worker finds it (Local), not as `image rm` does: a name

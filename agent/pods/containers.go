@@ -140,6 +140,12 @@ func (r *Runtime) StartContainers(ctx context.Context, pod *corev1.Pod, images m
 	if err != nil {
 		return err
 	}
+	// Idempotent too: the slices exist since RunPod, unless this berthd
+	// came after one that did not make them (the new units would go into
+	// a slice systemd makes without the pod's limits).
+	if err := r.ensurePodSlices(ctx, pod); err != nil {
+		return err
+	}
 	ein, err := r.envInput(pod, func() error { return nil })
 	if err != nil {
 		return err

@@ -82,8 +82,9 @@ func (r *Runtime) RemoveBundle(key string) error {
 	return removeTree(dir)
 }
 
-// RemovePodDirs removes a pod's directories by key: its attachment to the
-// pod network, its run directory (namespaces unpinned first, pod files) and
+// RemovePodDirs removes a pod's directories by key: its pod slice (named
+// by its record, if readable), its attachment to the pod network, its run
+// directory (namespaces unpinned first, pod files) and
 // then its state directory, the record last. Its units must be stopped and
 // its bundles removed first.
 func (r *Runtime) RemovePodDirs(ctx context.Context, key string) error {
@@ -94,6 +95,10 @@ func (r *Runtime) RemovePodDirs(ctx context.Context, key string) error {
 	state, err := under(filepath.Join(r.cfg.StateDir, "pods"), key)
 	if err != nil {
 		return err
+	}
+	// Its units are stopped: its pod slice goes, named by its record.
+	if err := r.stopRecordedPodSlice(ctx, key, state); err != nil {
+		return fmt.Errorf("pod slice: %w", err)
 	}
 	// The record may be gone or corrupt: a host-network pod's empty
 	// detach is harmless, so no record is needed.

@@ -92,8 +92,9 @@ func TestPauseOrder(t *testing.T) {
 			stops = append(stops, s)
 		}
 	}
-	if len(stops) != 3 || stops[2] != pause {
-		t.Errorf("stops %v, want the pause last", stops)
+	// Then the pod's slice, empty (slices.go).
+	if len(stops) != 4 || stops[2] != pause || !strings.HasSuffix(stops[3], ".slice") {
+		t.Errorf("stops %v, want the pause last of the units, then the pod's slice", stops)
 	}
 	if l := f.leftovers(t); len(l) > 0 {
 		t.Errorf("left after remove: %v", l)

@@ -98,8 +98,13 @@ type Runtime struct {
 	units  Units
 	images Images
 	log    hclog.Logger
-	slices sync.Map    // slice names ensured by this process: one D-Bus round trip less per pod
+	slices sync.Map    // names of the namespace and QoS slices ensured by this process: D-Bus round trips less per pod
 	locks  *keyedMutex // one operation per pod at a time
+	// nsLimits are the namespaces' limits SetNamespaceLimits set
+	// (namespace → unitgen.NamespaceLimits); sliceLocks serialise their
+	// setting with the making of the namespace's slice (slices.go).
+	nsLimits   sync.Map
+	sliceLocks *keyedMutex
 	// logMessages caches FallbackToLogsOnError messages by bundle (the
 	// last ended run's): the journal is read once per ended run.
 	logMessages sync.Map
@@ -134,7 +139,7 @@ func New(cfg Config, units Units, images Images) *Runtime {
 	if cfg.NodeHostname == "" {
 		cfg.NodeHostname, _ = os.Hostname()
 	}
-	return &Runtime{cfg: cfg, units: units, images: images, log: cfg.Log.Named("pods"), locks: newKeyedMutex()}
+	return &Runtime{cfg: cfg, units: units, images: images, log: cfg.Log.Named("pods"), locks: newKeyedMutex(), sliceLocks: newKeyedMutex()}
 }
 
 // cleanupTimeout bounds the removal after a failed start: the longest grace
@@ -262,20 +267,17 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 			err = nerr
 		}
 	}()
+	// The pod's slices (namespace, QoS class, pod) before any of its
+	// units: each unit names the pod's slice, which systemd would
+	// otherwise make without the pod's limits (slices.go).
+	lap := stopwatch()
+	if err := r.ensurePodSlices(ctx, pod); err != nil {
+		return err
+	}
+	phases := []any{"volumes", volTook, "slices", lap()}
 	if err := r.startPause(ctx, d, pod); err != nil { // shareProcessNamespace: before any container (pidns.go)
 		return err
 	}
-	lap := stopwatch()
-	slice := unitgen.SliceName(pod.Namespace)
-	if err := r.ensureSlice(ctx, slice, []unitgen.Property{
-		{Name: "Description", Value: "berth namespace " + pod.Namespace, Why: "systemctl and systemd-cgtop name the namespace"},
-		{Name: "CPUAccounting", Value: true, Why: "per-namespace usage is reported"},
-		{Name: "MemoryAccounting", Value: true, Why: "per-namespace usage is reported"},
-		{Name: "TasksAccounting", Value: true, Why: "per-namespace usage is reported"},
-	}); err != nil {
-		return fmt.Errorf("namespace slice %s: %w", slice, err)
-	}
-	phases := []any{"volumes", volTook, "slice", lap()}
 	ein, err := r.envInput(pod, namespaces)
 	if err != nil {
 		return err
@@ -345,19 +347,6 @@ func (r *Runtime) startContainers(ctx context.Context, d podDirs, pod *corev1.Po
 		phases = append(phases, cp...)
 	}
 	return phases, nil
-}
-
-// ensureSlice makes the namespace's slice once per process. Should someone
-// stop it meanwhile, systemd recreates it implicitly when a unit names it.
-func (r *Runtime) ensureSlice(ctx context.Context, name string, props []unitgen.Property) error {
-	if _, ok := r.slices.Load(name); ok {
-		return nil
-	}
-	if err := r.units.EnsureSlice(ctx, name, props); err != nil {
-		return err
-	}
-	r.slices.Store(name, true)
-	return nil
 }
 
 // stopwatch returns a function giving the time since its previous call.
@@ -669,6 +658,11 @@ func (r *Runtime) removePod(ctx context.Context, d podDirs) error {
 	// next removal (or reconcile's GC) tries again.
 	if err := r.stopPause(ctx, d); err != nil { // after the containers, before the namespaces (pidns.go)
 		errs = append(errs, err)
+	} else if pod != nil {
+		// Empty now: its cgroup goes with it (slices.go).
+		if err := r.stopPodSlice(ctx, pod); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := r.detach(ctx, unitgen.PodKey(d.ns, d.pod), d.run, pod); err != nil {
 		errs = append(errs, err)

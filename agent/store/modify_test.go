@@ -142,3 +142,54 @@ func TestBookmark(t *testing.T) {
 	w.Stop()
 	w.Bookmark() // a stopped watch gets none, and does not panic
 }
+
+// ModifyEach changes several objects in one transaction: each its own
+// resourceVersion and event, in order; an unchanged one none; any error
+// undoes all.
+func TestModifyEach(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "state.db"), Options{})
+	for _, n := range []string{"a", "b", "c"} {
+		if err := s.Create(pods, newPod("default", n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w, err := s.Watch(ctx, pods, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newObj := func() Object { return &corev1.Pod{} }
+	err = s.ModifyEach(pods, "default", []string{"c", "b", "a"}, newObj, func(cur Object) (Decision, error) {
+		if cur.GetName() != "b" { // b stays as it is
+			cur.(*corev1.Pod).Spec.Containers[0].Image = "app:" + cur.GetName()
+		}
+		return Decision{}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"c@4", "a@5"} {
+		ev := <-w.Events()
+		if got := fmt.Sprintf("%s@%d", ev.Name, ev.ResourceVersion); got != want || ev.Type != Modified {
+			t.Errorf("event %s %s, want %s", ev.Type, got, want)
+		}
+	}
+	if rv, _ := s.ResourceVersion(); rv != 5 {
+		t.Errorf("resourceVersion %d after two changes from 3", rv)
+	}
+	// A missing object: nothing of the transaction is kept.
+	err = s.ModifyEach(pods, "default", []string{"a", "nope"}, newObj, func(cur Object) (Decision, error) {
+		cur.(*corev1.Pod).Spec.Containers[0].Image = "app:lost"
+		return Decision{}, nil
+	})
+	var a corev1.Pod
+	if !errdefs.IsNotFound(err) || s.Get(pods, "default", "a", &a) != nil || a.Spec.Containers[0].Image != "app:a" {
+		t.Errorf("failed transaction: %v, a's image %q", err, a.Spec.Containers[0].Image)
+	}
+	select {
+	case ev := <-w.Events():
+		t.Errorf("event of an undone transaction: %+v", ev)
+	default:
+	}
+}

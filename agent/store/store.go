@@ -398,74 +398,125 @@ func Finalized(obj metav1.Object) bool {
 // fn runs with the store locked: it must not call the store.
 func (s *Store) Modify(res Resource, ns, name string, obj Object, fn func(cur Object) (Decision, error)) (deleted bool, err error) {
 	err = s.write(res, func(b *bolt.Bucket, rv uint64) (*Event, error) {
-		k := key(ns, name)
-		// A copy: the event keeps it as Prev after the transaction, when
-		// bbolt's memory map no longer holds it.
-		old := bytes.Clone(b.Get(k))
-		if old == nil {
-			return nil, fmt.Errorf("%s %q: %w", res, name, errdefs.ErrNotFound)
-		}
-		if err := json.Unmarshal(old, obj); err != nil {
-			return nil, fmt.Errorf("%w: stored %s %q: %v", errdefs.ErrDataLoss, res, name, err)
-		}
-		var cur metav1.PartialObjectMetadata
-		if err := json.Unmarshal(old, &cur); err != nil {
-			return nil, fmt.Errorf("%w: stored %s %q: %v", errdefs.ErrDataLoss, res, name, err)
-		}
-		d, err := fn(obj)
-		if err != nil {
-			return nil, err
-		}
-		out := obj
-		if d.Replace != nil {
-			out = d.Replace
-		}
-		if out.GetName() != name || out.GetNamespace() != ns {
-			return nil, fmt.Errorf("%w: %s %q: an update may not rename an object", errdefs.ErrInvalidArgument, res, name)
-		}
-		if want := out.GetResourceVersion(); want != "" && want != cur.ResourceVersion {
-			return nil, fmt.Errorf("%s %q: %w", res, name, ErrModified)
-		}
-		out.SetUID(cur.UID)
-		out.SetCreationTimestamp(cur.CreationTimestamp)
-		gen := cur.Generation
-		if d.BumpGeneration {
-			gen++
-		}
-		out.SetGeneration(gen)
-		del := d.Delete || Finalized(out)
-		if !del {
-			// Unchanged: nothing to write, no new resourceVersion.
-			out.SetResourceVersion(cur.ResourceVersion)
-			same, err := json.Marshal(out)
-			if err != nil {
-				return nil, fmt.Errorf("encode %s %q: %w", res, name, err)
-			}
-			if string(same) == string(old) {
-				return nil, nil
-			}
-		}
-		out.SetResourceVersion(rvString(rv))
-		data, err := json.Marshal(out)
-		if err != nil {
-			return nil, fmt.Errorf("encode %s %q: %w", res, name, err)
-		}
-		if del {
-			deleted = true
-			if err := b.Delete(k); err != nil {
-				return nil, err
-			}
-			return &Event{Type: Deleted, Namespace: ns, Name: name, ResourceVersion: rv, Object: data, Prev: old}, nil
-		}
-		if err := b.Put(k, data); err != nil {
-			return nil, err
-		}
-		return &Event{Type: Modified, Namespace: ns, Name: name, ResourceVersion: rv, Object: data, Prev: old}, nil
+		ev, err := modifyIn(b, rv, res, ns, name, obj, fn)
+		deleted = ev != nil && ev.Type == Deleted
+		return ev, err
 	})
 	if err != nil {
 		deleted = false
 	}
 	return deleted, err
+}
+
+// ModifyEach is Modify of several objects of res in ns in one transaction
+// (one sync to disk instead of one per object): each name in turn, with a
+// new, empty object from newObj; the first error undoes them all. Each
+// change gets its own resourceVersion and event, in the order of names.
+func (s *Store) ModifyEach(res Resource, ns string, names []string, newObj func() Object, fn func(cur Object) (Decision, error)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var evs []Event
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		evs = evs[:0]
+		m := tx.Bucket(metaBucket)
+		var rv uint64
+		if v := m.Get(rvKey); v != nil {
+			rv = binary.BigEndian.Uint64(v)
+		}
+		b, err := tx.CreateBucketIfNotExists([]byte(res))
+		if err != nil {
+			return err
+		}
+		for _, name := range names {
+			ev, err := modifyIn(b, rv+1, res, ns, name, newObj(), fn)
+			if err != nil {
+				return err
+			}
+			if ev != nil {
+				rv++
+				evs = append(evs, *ev)
+			}
+		}
+		if len(evs) == 0 {
+			return nil
+		}
+		return m.Put(rvKey, u64(rv))
+	})
+	if err != nil {
+		return err
+	}
+	for _, ev := range evs {
+		ev.Resource = res
+		s.publish(ev)
+	}
+	return nil
+}
+
+// modifyIn is Modify's change of one object in bucket b with
+// resourceVersion rv; a nil event changed nothing.
+func modifyIn(b *bolt.Bucket, rv uint64, res Resource, ns, name string, obj Object, fn func(cur Object) (Decision, error)) (*Event, error) {
+	k := key(ns, name)
+	// A copy: the event keeps it as Prev after the transaction, when
+	// bbolt's memory map no longer holds it.
+	old := bytes.Clone(b.Get(k))
+	if old == nil {
+		return nil, fmt.Errorf("%s %q: %w", res, name, errdefs.ErrNotFound)
+	}
+	if err := json.Unmarshal(old, obj); err != nil {
+		return nil, fmt.Errorf("%w: stored %s %q: %v", errdefs.ErrDataLoss, res, name, err)
+	}
+	var cur metav1.PartialObjectMetadata
+	if err := json.Unmarshal(old, &cur); err != nil {
+		return nil, fmt.Errorf("%w: stored %s %q: %v", errdefs.ErrDataLoss, res, name, err)
+	}
+	d, err := fn(obj)
+	if err != nil {
+		return nil, err
+	}
+	out := obj
+	if d.Replace != nil {
+		out = d.Replace
+	}
+	if out.GetName() != name || out.GetNamespace() != ns {
+		return nil, fmt.Errorf("%w: %s %q: an update may not rename an object", errdefs.ErrInvalidArgument, res, name)
+	}
+	if want := out.GetResourceVersion(); want != "" && want != cur.ResourceVersion {
+		return nil, fmt.Errorf("%s %q: %w", res, name, ErrModified)
+	}
+	out.SetUID(cur.UID)
+	out.SetCreationTimestamp(cur.CreationTimestamp)
+	gen := cur.Generation
+	if d.BumpGeneration {
+		gen++
+	}
+	out.SetGeneration(gen)
+	del := d.Delete || Finalized(out)
+	if !del {
+		// Unchanged: nothing to write, no new resourceVersion.
+		out.SetResourceVersion(cur.ResourceVersion)
+		same, err := json.Marshal(out)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s %q: %w", res, name, err)
+		}
+		if string(same) == string(old) {
+			return nil, nil
+		}
+	}
+	out.SetResourceVersion(rvString(rv))
+	data, err := json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s %q: %w", res, name, err)
+	}
+	if del {
+		if err := b.Delete(k); err != nil {
+			return nil, err
+		}
+		return &Event{Type: Deleted, Namespace: ns, Name: name, ResourceVersion: rv, Object: data, Prev: old}, nil
+	}
+	if err := b.Put(k, data); err != nil {
+		return nil, err
+	}
+	return &Event{Type: Modified, Namespace: ns, Name: name, ResourceVersion: rv, Object: data, Prev: old}, nil
 }
 
 // FinishDeletion is the pod worker's last step of a graceful deletion (the

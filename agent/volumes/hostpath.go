@@ -35,11 +35,11 @@ func resolveExisting(p string) (string, error) {
 	}
 }
 
-// allowedPrefix is the longest configured prefix (its symlinks resolved)
-// that holds resolved; "" if none does.
-func (m *Manager) allowedPrefix(resolved string) string {
+// allowedPrefix is the longest of prefixes (its symlinks resolved) that
+// holds resolved; "" if none does.
+func allowedPrefix(prefixes []string, resolved string) string {
 	best := ""
-	for _, p := range m.cfg.HostPathPrefixes {
+	for _, p := range prefixes {
 		if !filepath.IsAbs(p) {
 			continue
 		}
@@ -77,8 +77,9 @@ func fileType(mode uint32) (string, error) {
 //
 //  1. the path (no ".." element, as the apiserver and the kubelet's SetUp
 //     require) is resolved with its symlinks, and the result must lie under
-//     a prefix of Config.HostPathPrefixes (berthd.yaml
-//     volumes.hostPathPrefixes), itself resolved;
+//     one of prefixes (Config.HostPathPrefixes, berthd.yaml
+//     volumes.hostPathPrefixes; for a claim's volume also
+//     Config.LocalPathRoot), itself resolved;
 //  2. the resolved path is then opened from the prefix with openat2
 //     RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS: if anything was swapped for a
 //     symlink since step 1, the open fails instead of following it;
@@ -88,7 +89,7 @@ func fileType(mode uint32) (string, error) {
 //
 // The caller pins the descriptor with a bind mount; the path is not used
 // again.
-func (m *Manager) openHostPath(hp *corev1.HostPathVolumeSource) (*os.File, error) {
+func (m *Manager) openHostPath(hp *corev1.HostPathVolumeSource, prefixes []string) (*os.File, error) {
 	p := hp.Path
 	for _, el := range strings.Split(p, "/") {
 		if el == ".." {
@@ -112,7 +113,7 @@ func (m *Manager) openHostPath(hp *corev1.HostPathVolumeSource) (*os.File, error
 	if err != nil {
 		return nil, fmt.Errorf("hostPath %s: %w", p, err)
 	}
-	prefix := m.allowedPrefix(resolved)
+	prefix := allowedPrefix(prefixes, resolved)
 	if prefix == "" {
 		return nil, fmt.Errorf("hostPath %s is not under a prefix berthd.yaml allows (volumes.hostPathPrefixes: %v): %w",
 			p, m.cfg.HostPathPrefixes, errdefs.ErrPermissionDenied)

@@ -129,6 +129,15 @@ func unmountAll(dir string) error {
 	return fmt.Errorf("mounts below %s keep reappearing", dir)
 }
 
+// RemoveTree is removeTree for other packages: agent/storage removes a
+// provisioned volume's directory with it.
+func RemoveTree(p string) error {
+	if !filepath.IsAbs(p) {
+		return fmt.Errorf("%q: not absolute", p)
+	}
+	return removeTree(filepath.Clean(p))
+}
+
 // removeTree unmounts everything below p and removes it. It refuses to
 // remove while any mount remains below p: RemoveAll through a hostPath pin
 // would delete the host's files.

@@ -1,6 +1,7 @@
 // Package volumes materialises a pod's volumes on the host as the kubelet's
 // volume plugins do (pkg/volume/{emptydir,configmap,secret,downwardapi,
-// projected,hostpath}) and turns each container's volumeMounts into the bind
+// projected,hostpath}, and persistentVolumeClaim volumes over the
+// volume the claim is bound to) and turns each container's volumeMounts into the bind
 // mounts berth-init makes (the kubelet's makeMounts, with subPath and
 // subPathExpr).
 //
@@ -13,6 +14,7 @@
 //	downward-api/<name>  AtomicWriter directory on a tmpfs (as the kubelet)
 //	projected/<name>     AtomicWriter directory on a tmpfs
 //	host-path/<name>     a bind mount pinning the checked hostPath inode
+//	pvc/<name>           a bind mount pinning the claim's volume's directory
 //	subpath/<ctr>/<i>    a bind mount pinning a checked subPath inode
 //
 // Nothing here depends on berthd's memory: Teardown works from the mount
@@ -46,6 +48,21 @@ type Config struct {
 	// NodeAllocatableMemory bounds memory-backed volumes (bytes; 0: no
 	// bound), as node allocatable does on the kubelet.
 	NodeAllocatableMemory int64
+	// Claims resolves persistentVolumeClaim volumes; nil: they wait
+	// (unavailable).
+	Claims ClaimSource
+	// LocalPathRoot is where berth's provisioner keeps volumes
+	// (agent/storage.Dir): a claim's hostPath volume may lie there as well
+	// as under HostPathPrefixes.
+	LocalPathRoot string
+}
+
+// ClaimSource reads the claims that pods' persistentVolumeClaim volumes
+// name and the volumes they are bound to, as the kubelet's volume manager
+// reads them from the API (agent/storage.ClaimSource reads the store).
+type ClaimSource interface {
+	PersistentVolumeClaim(ns, name string) (*corev1.PersistentVolumeClaim, error)
+	PersistentVolume(name string) (*corev1.PersistentVolume, error)
 }
 
 // Manager sets up and tears down pods' volumes. Its methods may run for
@@ -70,6 +87,9 @@ const (
 	DownwardAPI Kind = "downwardAPI"
 	Projected   Kind = "projected"
 	HostPath    Kind = "hostPath"
+	// PersistentVolumeClaim is a claim's bound volume: berth mounts volumes
+	// with a hostPath (or local) source.
+	PersistentVolumeClaim Kind = "persistentVolumeClaim"
 )
 
 // Volume is one materialised volume.
@@ -81,8 +101,11 @@ type Volume struct {
 	Path string
 	// ReadOnly is forced by the plugin: configMap, secret, downwardAPI and
 	// projected are always mounted read-only (the kubelet's fix for
-	// CVE-2017-1002102).
+	// CVE-2017-1002102); a persistentVolumeClaim volume by its readOnly.
 	ReadOnly bool
+	// claimed is the host directory of a persistentVolumeClaim volume's
+	// bound volume, resolved before its set-up.
+	claimed *corev1.HostPathVolumeSource
 }
 
 // atomic reports whether berth writes the volume's content through the
@@ -105,6 +128,7 @@ type Set struct {
 var kindDir = map[Kind]string{
 	EmptyDir: "empty-dir", ConfigMap: "configmap", Secret: "secret",
 	DownwardAPI: "downward-api", Projected: "projected", HostPath: "host-path",
+	PersistentVolumeClaim: "pvc",
 }
 
 func kindOf(v *corev1.Volume) (Kind, error) {
@@ -123,9 +147,9 @@ func kindOf(v *corev1.Volume) (Kind, error) {
 	case s.HostPath != nil:
 		return HostPath, nil
 	case s.PersistentVolumeClaim != nil:
-		return "", fmt.Errorf("volume %q: persistentVolumeClaim is not supported by berth yet: %w", v.Name, errdefs.ErrNotImplemented)
+		return PersistentVolumeClaim, nil
 	}
-	return "", fmt.Errorf("volume %q: this volume source is not supported by berth (emptyDir, configMap, secret, downwardAPI, projected, hostPath are): %w", v.Name, errdefs.ErrNotImplemented)
+	return "", fmt.Errorf("volume %q: this volume source is not supported by berth (emptyDir, configMap, secret, downwardAPI, projected, hostPath, persistentVolumeClaim are): %w", v.Name, errdefs.ErrNotImplemented)
 }
 
 func (s *Set) volDir(k Kind, name string) string { return filepath.Join(s.Dir, kindDir[k], name) }
@@ -183,6 +207,14 @@ func (m *Manager) Setup(pod *corev1.Pod, dir string, res ResourceResolver) (_ *S
 		if fresh {
 			undo = append(undo, vol.Path)
 		}
+		if k == PersistentVolumeClaim {
+			// The kubelet's desired-state populator: a claim that is not
+			// bound yet (or is going) makes the pod wait, with its words.
+			if vol.claimed, err = m.claimedVolume(pod, v.PersistentVolumeClaim, fresh); err != nil {
+				return nil, err
+			}
+			vol.ReadOnly = v.PersistentVolumeClaim.ReadOnly
+		}
 		if err := m.setupOne(pod, v, vol, fresh, res); err != nil {
 			return nil, fmt.Errorf("MountVolume.SetUp failed for volume %q : %w", v.Name, err)
 		}
@@ -213,7 +245,20 @@ func (m *Manager) setupOne(pod *corev1.Pod, v *corev1.Volume, vol *Volume, fresh
 		}
 		return nil
 	case HostPath:
-		f, err := m.openHostPath(v.HostPath)
+		f, err := m.openHostPath(v.HostPath, m.cfg.HostPathPrefixes)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return pin(f, vol.Path)
+	case PersistentVolumeClaim:
+		// hostPath's checks and pinning, with the provisioner's directory
+		// allowed besides the configured prefixes.
+		prefixes := m.cfg.HostPathPrefixes
+		if m.cfg.LocalPathRoot != "" {
+			prefixes = append(append([]string(nil), prefixes...), m.cfg.LocalPathRoot)
+		}
+		f, err := m.openHostPath(vol.claimed, prefixes)
 		if err != nil {
 			return err
 		}

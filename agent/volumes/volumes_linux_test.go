@@ -709,7 +709,7 @@ func TestDownwardAPIAndProjected(t *testing.T) {
 			{Path: "n", ResourceFieldRef: &corev1.ResourceFieldSelector{ContainerName: "ghost", Resource: "limits.cpu"}}}}}}, "container ghost not found"},
 		{corev1.Volume{Name: "x", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
 			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}}}}}}, "serviceAccountToken is not supported by berth yet"},
-		{corev1.Volume{Name: "x", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}}, "persistentVolumeClaim is not supported"},
+		{corev1.Volume{Name: "x", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}}, "no claim source"},
 	} {
 		_, err := m.Setup(newPod(c.v), podDir(t), res)
 		mustContain(t, err, c.want)

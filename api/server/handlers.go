@@ -329,6 +329,23 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 	// slow client reads the answer.
 	unlockPorts := sync.OnceFunc(unlock)
 	defer unlockPorts()
+	commit := func(bool) {}
+	if s.opts.Admission != nil {
+		if commit, err = s.opts.Admission.Validate(store.Resource(kindKey(k.group, k.resource)), obj, nil, opts.dryRun); err != nil {
+			s.writeStatus(w, toStatus(err, k.gr(), k.gk(), obj.GetName()), r)
+			return
+		}
+	}
+	// The namespace's admissions wait until the object is stored (or
+	// the dry run decided), as host ports do.
+	committed := false
+	done := func(stored bool) {
+		if !committed {
+			committed = true
+			commit(stored)
+		}
+	}
+	defer done(false)
 	if opts.dryRun {
 		if err := s.store.Get(store.Resource(k.resource), obj.GetNamespace(), obj.GetName(), k.new()); err == nil {
 			s.writeStatus(w, apierrors.NewAlreadyExists(k.gr(), obj.GetName()), r)
@@ -344,6 +361,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 		stored = k.toStored(obj)
 	}
 	err = s.store.Create(store.Resource(k.resource), stored)
+	done(err == nil)
 	unlockPorts()
 	if err != nil {
 		s.writeStatus(w, s.beingDeleted(k, obj, toStatus(err, k.gr(), k.gk(), obj.GetName())), r)
@@ -367,6 +385,13 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 // create would store.
 func (s *Server) prepareNew(k *kind, obj store.Object) error {
 	k.prepare(obj)
+	if s.opts.Admission != nil {
+		// Mutating admission after the API's defaults, before validation
+		// (the apiserver's order: LimitRanger's defaults are validated).
+		if err := s.opts.Admission.Mutate(store.Resource(kindKey(k.group, k.resource)), obj, nil); err != nil {
+			return err
+		}
+	}
 	if p, ok := obj.(*corev1.Pod); ok && p.Spec.NodeName == "" {
 		p.Spec.NodeName = s.nodeName()
 	}

@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/berth-dev/berth/agent/admission"
 	"github.com/berth-dev/berth/agent/store"
 )
 
@@ -37,7 +38,8 @@ func newHTTPServer(t *testing.T) (*Server, *store.Store, *httptest.Server) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	srv, err := New(st, Options{})
+	// Admission as berthd wires it: every create goes through it.
+	srv, err := New(st, Options{Admission: admission.New(st, admission.Options{})})
 	if err != nil {
 		t.Fatal(err)
 	}

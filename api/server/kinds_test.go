@@ -68,11 +68,16 @@ func TestStockKubectlAPIResources(t *testing.T) {
 		{"NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"},
 		{"configmaps", "cm", "v1", "true", "ConfigMap"},
 		{"events", "ev", "v1", "true", "Event"},
+		{"limitranges", "limits", "v1", "true", "LimitRange"},
 		{"namespaces", "ns", "v1", "false", "Namespace"},
 		{"nodes", "no", "v1", "false", "Node"},
+		{"persistentvolumeclaims", "pvc", "v1", "true", "PersistentVolumeClaim"},
+		{"persistentvolumes", "pv", "v1", "false", "PersistentVolume"},
 		{"pods", "po", "v1", "true", "Pod"},
+		{"resourcequotas", "quota", "v1", "true", "ResourceQuota"},
 		{"secrets", "v1", "true", "Secret"},
 		{"events", "ev", "events.k8s.io/v1", "true", "Event"},
+		{"storageclasses", "sc", "storage.k8s.io/v1", "false", "StorageClass"},
 	}
 	got := columns(out)
 	if len(got) != len(want) {
@@ -86,7 +91,7 @@ func TestStockKubectlAPIResources(t *testing.T) {
 	if out := k.ok("api-resources", "-o", "wide", "--api-group=events.k8s.io"); !strings.Contains(out, "create,delete,deletecollection,get,list,patch,update,watch") {
 		t.Errorf("events.k8s.io verbs:\n%s", out)
 	}
-	if out := k.ok("api-versions"); out != "events.k8s.io/v1\nv1\n" {
+	if out := k.ok("api-versions"); out != "events.k8s.io/v1\nstorage.k8s.io/v1\nv1\n" {
 		t.Errorf("api-versions: %q", out)
 	}
 }
@@ -297,8 +302,9 @@ func TestOpenAPIv3(t *testing.T) {
 	}
 	err = json.NewDecoder(resp.Body).Decode(&index)
 	resp.Body.Close()
-	if err != nil || len(index.Paths) != 2 || !strings.HasPrefix(index.Paths["api/v1"].ServerRelativeURL, "/openapi/v3/api/v1?hash=") ||
-		!strings.HasPrefix(index.Paths["apis/events.k8s.io/v1"].ServerRelativeURL, "/openapi/v3/apis/events.k8s.io/v1?hash=") {
+	if err != nil || len(index.Paths) != 3 || !strings.HasPrefix(index.Paths["api/v1"].ServerRelativeURL, "/openapi/v3/api/v1?hash=") ||
+		!strings.HasPrefix(index.Paths["apis/events.k8s.io/v1"].ServerRelativeURL, "/openapi/v3/apis/events.k8s.io/v1?hash=") ||
+		!strings.HasPrefix(index.Paths["apis/storage.k8s.io/v1"].ServerRelativeURL, "/openapi/v3/apis/storage.k8s.io/v1?hash=") {
 		t.Fatalf("index %+v, %v", index, err)
 	}
 	resp, err = http.Get(ts.URL + index.Paths["api/v1"].ServerRelativeURL)
@@ -371,13 +377,17 @@ func TestLegacyDiscovery(t *testing.T) {
 		names = append(names, r.Name+"="+strings.Join(r.Verbs, ","))
 	}
 	all := "create,delete,deletecollection,get,list,patch,update,watch"
-	want := []string{"configmaps=" + all, "events=" + all, "namespaces=" + all, "nodes=" + all, "pods=" + all, "pods/attach=create,get", "pods/exec=create,get", "pods/log=get", "pods/portforward=create,get", "pods/status=get,patch,update", "secrets=" + all}
+	want := []string{"configmaps=" + all, "events=" + all, "limitranges=" + all, "namespaces=" + all, "nodes=" + all,
+		"persistentvolumeclaims=" + all, "persistentvolumeclaims/status=get,patch,update", "persistentvolumes=" + all, "persistentvolumes/status=get,patch,update",
+		"pods=" + all, "pods/attach=create,get", "pods/exec=create,get", "pods/log=get", "pods/portforward=create,get", "pods/status=get,patch,update",
+		"resourcequotas=" + all, "resourcequotas/status=get,patch,update", "secrets=" + all}
 	if strings.Join(names, " ") != strings.Join(want, " ") || core.GroupVersion != "v1" {
 		t.Errorf("/api/v1: %v", names)
 	}
 	var groups metav1.APIGroupList
 	getJSON(t, ts.URL+"/apis", &groups)
-	if len(groups.Groups) != 1 || groups.Groups[0].Name != "events.k8s.io" || groups.Groups[0].PreferredVersion.GroupVersion != "events.k8s.io/v1" {
+	if len(groups.Groups) != 2 || groups.Groups[0].Name != "events.k8s.io" || groups.Groups[0].PreferredVersion.GroupVersion != "events.k8s.io/v1" ||
+		groups.Groups[1].Name != "storage.k8s.io" || groups.Groups[1].PreferredVersion.GroupVersion != "storage.k8s.io/v1" {
 		t.Errorf("/apis: %+v", groups)
 	}
 	var group metav1.APIGroup

@@ -6,7 +6,9 @@
 // It serves /version, the health checks, discovery (aggregated and legacy),
 // /openapi/v3 (api/openapi), and the kinds: Namespace, Pod (kinds_core.go),
 // ConfigMap, Secret (kinds_config.go), Event in core/v1 and events.k8s.io/v1
-// (kinds_events.go) and Node (kinds_node.go), each with the generic verbs
+// (kinds_events.go), Node (kinds_node.go), ResourceQuota, LimitRange
+// (kinds_quota.go), PersistentVolumeClaim, PersistentVolume and
+// StorageClass (kinds_storage.go), each with the generic verbs
 // (handlers.go and its neighbours), the apiserver's validation and field
 // selectors, and server-side Tables with kubectl's columns. docs/api.md
 // says what is served and how it differs from a cluster. Errors become
@@ -27,6 +29,7 @@ import (
 	apidiscoveryv2 "k8s.io/api/apidiscovery/v2"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -76,6 +79,33 @@ type Options struct {
 	// Streams serves pods/exec, pods/attach and pods/portforward
 	// (agent/streams.Service); nil: they answer 503.
 	Streams Streams
+	// Admission is the admission chain every create goes through
+	// (agent/admission.Admitter); nil: none (tests of other parts).
+	Admission Admission
+}
+
+// Admission is the agent's admission chain: LimitRanger and ResourceQuota
+// (agent/admission.Admitter provides it).
+type Admission interface {
+	// Mutate is mutating admission (LimitRanger's defaults) of a write of
+	// obj to res; old is nil for a create.
+	Mutate(res store.Resource, obj, old runtime.Object) error
+	// Validate is validating admission (LimitRanger, then ResourceQuota),
+	// after the object's own validation. commit must be called once the
+	// write is done, stored or not.
+	Validate(res store.Resource, obj, old runtime.Object, dryRun bool) (commit func(stored bool), err error)
+}
+
+// ResourceNames are the resources the API serves, as the store names them:
+// what a quota may count (count/<resource>).
+func (s *Server) ResourceNames() []store.Resource {
+	var out []store.Resource
+	for _, k := range s.order {
+		if k.namespaced && k.toStored == nil {
+			out = append(out, store.Resource(kindKey(k.group, k.resource)))
+		}
+	}
+	return out
 }
 
 // Server is the API's http.Handler.
@@ -107,7 +137,8 @@ func New(st Store, opts Options) (*Server, error) {
 		opts.Log = hclog.NewNullLogger()
 	}
 	s := &Server{store: st, log: opts.Log.Named("api"), opts: opts, kinds: map[string]*kind{}, nsKick: make(chan struct{}, 1)}
-	for _, k := range []*kind{namespaceKind(), podKind(), configMapKind(), secretKind(), eventKind(), nodeKind(), eventsV1Kind()} {
+	for _, k := range []*kind{namespaceKind(), podKind(), configMapKind(), secretKind(), eventKind(), nodeKind(), eventsV1Kind(),
+		resourceQuotaKind(), limitRangeKind(), persistentVolumeClaimKind(st), persistentVolumeKind(), storageClassKind()} {
 		if k.version == "" {
 			k.version = "v1"
 		}
@@ -144,7 +175,7 @@ func verbs(k *kind) []string {
 // apiScheme knows the Go types of the kinds served, for their list types.
 var apiScheme = func() *runtime.Scheme {
 	sch := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, eventsv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, eventsv1.AddToScheme, storagev1.AddToScheme} {
 		if err := add(sch); err != nil {
 			panic(err)
 		}

@@ -43,6 +43,7 @@ import (
 	"github.com/berth-dev/berth/agent/network"
 	"github.com/berth-dev/berth/agent/node"
 	"github.com/berth-dev/berth/agent/pods"
+	"github.com/berth-dev/berth/agent/storage"
 	"github.com/berth-dev/berth/agent/volumes"
 	"github.com/berth-dev/berth/agent/worker"
 	"github.com/berth-dev/berth/cgroup"
@@ -148,7 +149,13 @@ func (g *globals) open(ctx context.Context) (*env, error) {
 		if g.store != nil {
 			src = worker.VolumeSource{Store: g.store}
 		}
-		cfg.Volumes = volumes.New(volumes.Config{HostPathPrefixes: g.volumes.HostPathPrefixes, NodeAllocatableMemory: info.MemoryCapacity}, src)
+		vc := volumes.Config{HostPathPrefixes: g.volumes.HostPathPrefixes, NodeAllocatableMemory: info.MemoryCapacity,
+			LocalPathRoot: storage.Dir(g.stateDir)}
+		if g.store != nil {
+			// persistentVolumeClaim volumes: the claims and their volumes.
+			vc.Claims = storage.ClaimSource{Store: g.store}
+		}
+		cfg.Volumes = volumes.New(vc, src)
 		cfg.Objects, cfg.HostIP = src, g.hostIP
 		cfg.Logs = logs.New(nil)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/berth-dev/berth/agent/admission"
 	"github.com/berth-dev/berth/agent/config"
 	"github.com/berth-dev/berth/agent/events"
 	"github.com/berth-dev/berth/agent/images"
@@ -31,6 +32,7 @@ import (
 	"github.com/berth-dev/berth/agent/pods"
 	"github.com/berth-dev/berth/agent/probe"
 	"github.com/berth-dev/berth/agent/reconcile"
+	"github.com/berth-dev/berth/agent/storage"
 	"github.com/berth-dev/berth/agent/store"
 	"github.com/berth-dev/berth/agent/streams"
 	"github.com/berth-dev/berth/agent/worker"
@@ -140,10 +142,14 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	var agents sync.WaitGroup
 	// exec, attach and port-forward, for the API and for exec probes.
 	strm := streams.New(streams.Config{Init: g.initBinary(), StateDir: cfg.StateDir, RunDir: cfg.RunDir, Units: streams.DialSystemd(), Log: log.Named("streams")})
-	api, err := server.New(st, server.Options{Log: log.Named("api"), NodeName: cfg.NodeName, Logs: logs.New(nil), Streams: strm})
+	// Admission (LimitRanger, ResourceQuota) for every create, and the
+	// quota controller keeping quotas' status and namespaces' slices.
+	adm := admission.New(st, admission.Options{Log: log})
+	api, err := server.New(st, server.Options{Log: log.Named("api"), NodeName: cfg.NodeName, Logs: logs.New(nil), Streams: strm, Admission: adm})
 	if err != nil {
 		return err
 	}
+	adm.SetResources(api.ResourceNames())
 
 	var ca *pki.CA
 	if cfg.HTTPS.Enabled {
@@ -228,12 +234,19 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	if err := startAgents(ctx, agentDeps{Config: cfg, Store: st, Log: log, Open: func(ctx context.Context, rec pods.Recorder, hostIP string) (*env, error) {
 		g.recorder, g.store, g.hostIP = rec, st, hostIP
 		return g.open(ctx)
-	}, Failed: agentErr, FreshStore: fresh, Running: &agents, Exec: streams.Prober{S: strm}}); err != nil {
+	}, Failed: agentErr, FreshStore: fresh, Running: &agents, Exec: streams.Prober{S: strm}, Admission: adm}); err != nil {
 		stopRequests()
 		shutdown(servers, cfg.ShutdownTimeout, log)
 		os.Remove(cfg.Socket.Path)
 		return fmt.Errorf("start controllers: %w", err)
 	}
+	agents.Add(1)
+	go func() {
+		defer agents.Done()
+		if err := adm.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("quota controller", "error", err)
+		}
+	}()
 	// The namespace controller's deleter: empties and removes namespaces
 	// marked Terminating (resuming any a killed berthd left).
 	agents.Add(1)
@@ -337,6 +350,9 @@ type agentDeps struct {
 	// Running counts the agents' goroutines; serve waits for them before
 	// it closes the store.
 	Running *sync.WaitGroup
+	// Admission gets the runtime once systemd answers: namespaces' quota
+	// limits go to their slices.
+	Admission *admission.Admitter
 }
 
 // startAgents starts what acts on desired state: the node keeper, the
@@ -389,6 +405,15 @@ func startAgents(ctx context.Context, d agentDeps) error {
 			d.Log.Error("events", "error", err)
 		}
 	})
+	// PersistentVolumeClaims: the local-path provisioner and the PV
+	// controller's binding and reclaim; it needs no systemd.
+	pvc := storage.New(storage.Config{Store: d.Store, StateDir: d.Config.StateDir, NodeName: name, FreshStore: d.FreshStore,
+		Events: rec.WithComponent("persistentvolume-controller"), Log: d.Log.Named("storage")})
+	goAgent(func() {
+		if err := pvc.Run(ctx); err != nil && ctx.Err() == nil {
+			d.Log.Error("persistent volumes", "error", err)
+		}
+	})
 	goAgent(func() {
 		// The API serves whether or not systemd answers (kubectl works, pods
 		// wait): the runtime is opened, retrying with back-off, and only
@@ -405,6 +430,9 @@ func startAgents(ctx context.Context, d agentDeps) error {
 				return
 			case <-time.After(delay):
 			}
+		}
+		if d.Admission != nil {
+			d.Admission.SetSlices(e.rt)
 		}
 		rc := reconcile.New(reconcile.Config{Store: d.Store, Host: e.rt, Recorder: rec, NodeName: name,
 			Log: d.Log.Named("reconcile"), FreshStore: d.FreshStore})

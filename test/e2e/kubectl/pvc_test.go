@@ -1,0 +1,168 @@
+package kubectl
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+const pvcClaim = `apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: %s, namespace: pv}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 64Mi}}
+%s`
+
+// pvcPod is a pod of the signed image running cmd with the claim at /data.
+func pvcPod(name, image, claim, restart, cmd string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: pv}
+spec:
+  terminationGracePeriodSeconds: 1
+  restartPolicy: %s
+  volumes:
+  - name: data
+    persistentVolumeClaim: {claimName: %s}
+  containers:
+  - name: app
+    image: %s
+    command: [sh, -c, %q]
+    volumeMounts:
+    - {name: data, mountPath: /data}
+`, name, restart, claim, image, cmd)
+}
+
+// TestPersistentVolumeClaims is issue 11 §3 on a real node with the stock
+// kubectl: the default StorageClass local-path; a claim provisioned and
+// Bound (kubectl get pvc,pv); a pod writes to it, a later pod reads it,
+// also after berthd was SIGKILLed and came back; a pod whose claim does not
+// exist yet waits in ContainerCreating with FailedMount, then runs once the
+// claim is bound; a claim of an unknown class stays Pending with the PV
+// controller's warning; deleting a claim a pod uses leaves it Terminating
+// until the pod is gone; then reclaim policy Delete removes the volume and
+// its directory.
+func TestPersistentVolumeClaims(t *testing.T) {
+	t.Parallel() // a node of its own
+	e := newEnv(t)
+	k := e.stock()
+	img := e.signed.Ref
+
+	if out := k.must("get", "sc"); !regexp.MustCompile(`^NAME\s+PROVISIONER\s+RECLAIMPOLICY\s+VOLUMEBINDINGMODE\s+ALLOWVOLUMEEXPANSION\s+AGE\nlocal-path \(default\)\s+berth.dev/local-path\s+Delete\s+Immediate\s+false\s+\S+\n$`).MatchString(out) {
+		t.Errorf("get sc:\n%s", out)
+	}
+
+	k.must("create", "namespace", "pv")
+	e.write("/var/tmp/pvc-data.yaml", fmt.Sprintf(pvcClaim, "data", ""))
+	k.must("create", "-f", "/var/tmp/pvc-data.yaml")
+	k.eventually("the claim to be bound", func(s string) bool { return s == "Bound" }, "get", "pvc", "data", "-n", "pv", "-o", "jsonpath={.status.phase}")
+	vol := k.must("get", "pvc", "data", "-n", "pv", "-o", "jsonpath={.spec.volumeName}")
+	if !regexp.MustCompile(`^pvc-[0-9a-f-]{36}$`).MatchString(vol) {
+		t.Fatalf("volume name %q", vol)
+	}
+	dir := "/var/lib/berth/volumes/" + vol
+	out := k.must("get", "pvc,pv", "-n", "pv")
+	if !regexp.MustCompile(`(?m)^NAME\s+STATUS\s+VOLUME\s+CAPACITY\s+ACCESS MODES\s+STORAGECLASS\s+VOLUMEATTRIBUTESCLASS\s+AGE\n` +
+		`persistentvolumeclaim/data\s+Bound\s+` + vol + `\s+64Mi\s+RWO\s+local-path\s+<unset>\s+\S+\n\n` +
+		`NAME\s+CAPACITY\s+ACCESS MODES\s+RECLAIM POLICY\s+STATUS\s+CLAIM\s+STORAGECLASS\s+VOLUMEATTRIBUTESCLASS\s+REASON\s+AGE\n` +
+		`persistentvolume/` + vol + `\s+64Mi\s+RWO\s+Delete\s+Bound\s+pv/data\s+local-path\s+<unset>\s+\S+\n$`).MatchString(out) {
+		t.Errorf("get pvc,pv:\n%s", out)
+	}
+	if got := e.run("stat", "-c", "%a %F", dir); got != "777 directory\n" {
+		t.Errorf("volume directory: %q", got)
+	}
+
+	// A pod writes, ends and goes; the next one reads what it wrote.
+	e.write("/var/tmp/pvc-writer.yaml", pvcPod("writer", img, "data", "Never", "echo kept-$(cat /proc/sys/kernel/random/uuid) > /data/f"))
+	e.apply(k, "/namespaces/pv/pods/writer", "/var/tmp/pvc-writer.yaml")
+	k.eventually("writer to finish", func(s string) bool { return s == "Succeeded" }, "get", "pod", "writer", "-n", "pv", "-o", "jsonpath={.status.phase}")
+	written := strings.TrimSpace(e.run("cat", dir+"/f"))
+	if !strings.HasPrefix(written, "kept-") {
+		t.Fatalf("the writer's file on the host: %q", written)
+	}
+	k.del("/pods/writer", "pod", "writer", "-n", "pv")
+	e.write("/var/tmp/pvc-reader.yaml", pvcPod("reader", img, "data", "Always", "exec sleep 3600"))
+	e.apply(k, "/namespaces/pv/pods/reader", "/var/tmp/pvc-reader.yaml")
+	k.must("wait", "--for=condition=Ready", "pod/reader", "-n", "pv", "--timeout=120s")
+	if got := strings.TrimSpace(k.must("exec", "reader", "-n", "pv", "--", "cat", "/data/f")); got != written {
+		t.Errorf("the reader sees %q, the writer wrote %q", got, written)
+	}
+
+	// berthd dies and comes back: the claim stays bound to the same
+	// volume, the data is there, and the running pod still has it.
+	e.kill()
+	e.waitBerthd()
+	k.eventually("the claim after a restart", func(s string) bool { return s == "Bound "+vol }, "get", "pvc", "data", "-n", "pv", "-o", "jsonpath={.status.phase} {.spec.volumeName}")
+	if got := strings.TrimSpace(k.must("exec", "reader", "-n", "pv", "--", "cat", "/data/f")); got != written {
+		t.Errorf("after a restart the reader sees %q, want %q", got, written)
+	}
+	if out := k.must("get", "pv", "-o", "name"); out != "persistentvolume/"+vol+"\n" {
+		t.Errorf("volumes after a restart: %q", out)
+	}
+
+	// A pod whose claim does not exist yet waits, as the kubelet's pods
+	// wait for their volumes, and runs once the claim is bound.
+	e.write("/var/tmp/pvc-early.yaml", pvcPod("early", img, "later", "Always", "echo early > /data/e; exec sleep 3600"))
+	e.apply(k, "/namespaces/pv/pods/early", "/var/tmp/pvc-early.yaml")
+	k.eventually("early's FailedMount", regexp.MustCompile(`(?m)^FailedMount\s+persistentvolumeclaim "later" not found$`).MatchString,
+		"get", "events", "-n", "pv", "--field-selector", "involvedObject.name=early", "-o", "custom-columns=R:.reason,M:.message", "--no-headers")
+	if out := k.must("get", "pod", "early", "-n", "pv", "--no-headers"); !regexp.MustCompile(`^early\s+0/1\s+ContainerCreating\s`).MatchString(out) {
+		t.Errorf("a pod waiting for its claim: %q", out)
+	}
+	e.write("/var/tmp/pvc-later.yaml", fmt.Sprintf(pvcClaim, "later", ""))
+	k.must("create", "-f", "/var/tmp/pvc-later.yaml")
+	k.must("wait", "--for=condition=Ready", "pod/early", "-n", "pv", "--timeout=120s")
+
+	// A class that does not exist: Pending, with the PV controller's words.
+	e.write("/var/tmp/pvc-lost.yaml", fmt.Sprintf(pvcClaim, "nowhere", "  storageClassName: nope\n"))
+	k.must("create", "-f", "/var/tmp/pvc-lost.yaml")
+	k.eventually("the unknown class's warning", regexp.MustCompile(`(?m)^ProvisioningFailed\s+storageclass.storage.k8s.io "nope" not found$`).MatchString,
+		"get", "events", "-n", "pv", "--field-selector", "involvedObject.name=nowhere", "-o", "custom-columns=R:.reason,M:.message", "--no-headers")
+	if out := k.must("get", "pvc", "nowhere", "-n", "pv", "--no-headers"); !regexp.MustCompile(`^nowhere\s+Pending\s+nope\s+<unset>\s`).MatchString(out) {
+		t.Errorf("claim of an unknown class: %q", out)
+	}
+
+	// Deleting a claim a pod uses: Terminating until the pod is gone.
+	k.must("delete", "pvc", "data", "-n", "pv", "--wait=false")
+	time.Sleep(3 * time.Second) // a few of the controller's passes
+	if out := k.must("get", "pvc", "data", "-n", "pv", "--no-headers"); !regexp.MustCompile(`^data\s+Terminating\s+` + vol).MatchString(out) {
+		t.Errorf("a claim in use, deleted: %q", out)
+	}
+	if got := strings.TrimSpace(k.must("exec", "reader", "-n", "pv", "--", "cat", "/data/f")); got != written {
+		t.Errorf("the pod lost its data while its claim was Terminating: %q", got)
+	}
+	k.del("/pods/reader", "pod", "reader", "-n", "pv")
+	k.eventually("the claim to go", func(s string) bool { return !strings.Contains(s, "persistentvolumeclaim/data\n") }, "get", "pvc", "-n", "pv", "-o", "name")
+	k.eventually("its volume to go", func(s string) bool { return !strings.Contains(s, vol) }, "get", "pv", "-o", "name")
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(300 * time.Millisecond) {
+		if _, err := e.n.Run(t.Context(), "test", "-e", dir); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reclaim policy Delete left %s", dir)
+		}
+	}
+
+	// The namespace goes with its claims and volumes, leaving no mount.
+	if _, msg, err := k.kubectl("/api/v1/namespaces/", "delete", "namespace", "pv", "--timeout=180s"); err != nil {
+		t.Fatalf("delete namespace: %v\n%s", err, msg)
+	}
+	k.eventually("every volume to go", func(s string) bool { return s == "" }, "get", "pv", "-o", "name")
+	if m := e.run("sh", "-c", "grep -E '/var/lib/berth/(pods|volumes)' /proc/mounts || true"); strings.TrimSpace(m) != "" {
+		t.Errorf("mounts left:\n%s", m)
+	}
+	if left := e.run("sh", "-c", "ls -A /var/lib/berth/volumes"); strings.TrimSpace(left) != ".default-class" {
+		t.Errorf("volume directories left: %q", left)
+	}
+}
+
+// del is kubectl delete, which waits for the object and ends on its 404.
+func (c *client) del(allow404 string, args ...string) {
+	c.e.t.Helper()
+	if _, msg, err := c.kubectl(allow404, append([]string{"delete"}, args...)...); err != nil {
+		c.e.t.Fatalf("delete %s: %v\n%s", strings.Join(args, " "), err, msg)
+	}
+}
