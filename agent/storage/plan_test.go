@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/agent/volumes"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -276,7 +277,11 @@ func TestProjectQuota(t *testing.T) {
 		{"/srv/v", true, ""},
 		{"/srv/tmp/v", false, "project quotas need ext4 or xfs"},
 	} {
-		on, why := projectQuota(strings.NewReader(table), tc.dir)
+		mounts, err := volumes.ParseMountTable(strings.NewReader(table))
+		if err != nil {
+			t.Fatal(err)
+		}
+		on, why := projectQuota(mounts, tc.dir)
 		if on != tc.want || !strings.Contains(why, tc.why) {
 			t.Errorf("%s: %v %q, want %v %q", tc.dir, on, why, tc.want, tc.why)
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -36,20 +37,31 @@ func mountPoints(dir string) ([]string, error) {
 }
 
 // MountInfo is one line of the mount table.
-type MountInfo struct{ Path, FSType string }
+type MountInfo struct {
+	Path, FSType string
+	Source       string // the mount source (a device, or the file system's name)
+	SuperOptions string // the file system's own options (prjquota, ...)
+}
 
-// MountTable reads this thread's /proc/thread-self/mountinfo: field 5 is
-// the mount point (space, tab, newline and backslash escaped as octal), the
-// file system type follows the " - " separator (proc(5)). berth's one
-// mountinfo parser (agent/pods lists and removes pods' mounts with it).
+// MountTable reads this thread's /proc/thread-self/mountinfo. berth's one
+// mountinfo parser (agent/pods lists and removes pods' mounts with it;
+// agent/storage looks for project quotas).
 func MountTable() ([]MountInfo, error) {
 	f, err := os.Open("/proc/thread-self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	return ParseMountTable(f)
+}
+
+// ParseMountTable parses a mountinfo table (proc(5)): field 5 is the mount
+// point (space, tab, newline and backslash escaped as octal); after the
+// " - " separator come the file system type, the source and the super
+// options.
+func ParseMountTable(r io.Reader) ([]MountInfo, error) {
 	var out []MountInfo
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
@@ -60,6 +72,9 @@ func MountTable() ([]MountInfo, error) {
 		for i, f := range fields {
 			if f == "-" && i+1 < len(fields) {
 				m.FSType = fields[i+1]
+				if i+3 < len(fields) {
+					m.Source, m.SuperOptions = unescapeMountinfo(fields[i+2]), fields[i+3]
+				}
 				break
 			}
 		}

@@ -392,6 +392,9 @@ func (s *Server) prepareNew(k *kind, obj store.Object) error {
 			return err
 		}
 	}
+	if k.beforeCreate != nil {
+		k.beforeCreate(obj)
+	}
 	if p, ok := obj.(*corev1.Pod); ok && p.Spec.NodeName == "" {
 		p.Spec.NodeName = s.nodeName()
 	}

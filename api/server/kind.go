@@ -28,9 +28,12 @@ type kind struct {
 	decodeList func(data []byte) (store.Object, error)
 	// cache, when set, keeps decodeList's objects across lists
 	// (listCache): for the kinds listed often and as Tables.
-	cache    *listCache
-	prepare  func(obj store.Object) // defaults on create
-	validate func(obj store.Object) error
+	cache   *listCache
+	prepare func(obj store.Object) // defaults on create
+	// beforeCreate, when set, is the strategy's PrepareForCreate: it runs
+	// after mutating admission (rest.BeforeCreate), before validation.
+	beforeCreate func(obj store.Object)
+	validate     func(obj store.Object) error
 	// prepareUpdate and prepareStatus are the kind's strategy for an
 	// update of the object and of its status subresource
 	// (PrepareForUpdate): what the client may not change there is copied

@@ -89,8 +89,12 @@ func podKind() *kind {
 		p.TypeMeta = metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"}
 		defaultPod(p)
 		admitPod(p, nil)
+	}
+	k.beforeCreate = func(o store.Object) {
+		p := o.(*corev1.Pod)
 		// What the kubelet reports before it has looked at a new pod, with
-		// the QoS class the apiserver computes on create.
+		// the QoS class the apiserver computes on create: after mutating
+		// admission, so a LimitRange's defaults count.
 		p.Status = corev1.PodStatus{Phase: corev1.PodPending, QOSClass: qos.ComputePodQOS(p)}
 	}
 	k.prepareUpdate = func(o, old store.Object) {

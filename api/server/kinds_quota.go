@@ -29,7 +29,9 @@ func resourceQuotaKind() *kind {
 		// server's (admission computes it).
 		q.Status = corev1.ResourceQuotaStatus{}
 	}
-	k.validate = func(o store.Object) error { return fieldErrs(admission.ValidateResourceQuota(o.(*corev1.ResourceQuota))) }
+	k.validate = func(o store.Object) error {
+		return fieldErrs(admission.ValidateResourceQuota(o.(*corev1.ResourceQuota)))
+	}
 	k.validateUpdate = func(o, _ store.Object) error {
 		return fieldErrs(admission.ValidateResourceQuota(o.(*corev1.ResourceQuota)))
 	}

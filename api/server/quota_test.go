@@ -60,8 +60,8 @@ spec:
 `))
 	k.ok("create", "-f", bare)
 	got := k.ok("get", "pod", "bare", "-o",
-		`jsonpath={.metadata.annotations.kubernetes\.io/limit-ranger}|{.spec.containers[0].resources.requests.cpu} {.spec.containers[0].resources.requests.memory} {.spec.containers[0].resources.limits.cpu} {.spec.containers[0].resources.limits.memory}`)
-	if want := "LimitRanger plugin set: cpu, memory request for container app; cpu, memory limit for container app|250m 128Mi 500m 256Mi"; got != want {
+		`jsonpath={.metadata.annotations.kubernetes\.io/limit-ranger}|{.spec.containers[0].resources.requests.cpu} {.spec.containers[0].resources.requests.memory} {.spec.containers[0].resources.limits.cpu} {.spec.containers[0].resources.limits.memory}|{.status.qosClass}`)
+	if want := "LimitRanger plugin set: cpu, memory request for container app; cpu, memory limit for container app|250m 128Mi 500m 256Mi|Burstable"; got != want {
 		t.Errorf("bare after the LimitRange:\n got %q\nwant %q", got, want)
 	}
 	if out := k.ok("describe", "quota", "compute"); !strings.Contains(out, `Resource         Used   Hard
