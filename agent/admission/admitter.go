@@ -238,41 +238,36 @@ func (a *Admitter) writeStatus(ns, name string, hard, used corev1.ResourceList) 
 	return err
 }
 
-// limitRanges are the namespace's LimitRanges by name (upstream: cache
-// order).
+// limitRanges are the namespace's LimitRanges by name (upstream: its
+// cache's order).
 func (a *Admitter) limitRanges(ns string) ([]corev1.LimitRange, error) {
-	var out []corev1.LimitRange
-	_, err := a.st.List("limitranges", ns, func(data []byte) error {
-		var lr corev1.LimitRange
-		if err := json.Unmarshal(data, &lr); err != nil {
-			return err
-		}
-		out = append(out, lr)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list limitranges of %s: %w", ns, err)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	return listByName[corev1.LimitRange](a.st, "limitranges", ns)
 }
 
-// quotas are the namespace's ResourceQuotas by name (upstream: cache
+// quotas are the namespace's ResourceQuotas by name (upstream: its cache's
 // order).
 func (a *Admitter) quotas(ns string) ([]corev1.ResourceQuota, error) {
-	var out []corev1.ResourceQuota
-	_, err := a.st.List("resourcequotas", ns, func(data []byte) error {
-		var q corev1.ResourceQuota
-		if err := json.Unmarshal(data, &q); err != nil {
+	return listByName[corev1.ResourceQuota](a.st, "resourcequotas", ns)
+}
+
+// listByName decodes the namespace's objects of res, sorted by name.
+func listByName[T any, P interface {
+	*T
+	GetName() string
+}](st Store, res store.Resource, ns string) ([]T, error) {
+	var out []T
+	_, err := st.List(res, ns, func(data []byte) error {
+		var v T
+		if err := json.Unmarshal(data, &v); err != nil {
 			return err
 		}
-		out = append(out, q)
+		out = append(out, v)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list resourcequotas of %s: %w", ns, err)
+		return nil, fmt.Errorf("list %s of %s: %w", res, ns, err)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	sort.Slice(out, func(i, j int) bool { return P(&out[i]).GetName() < P(&out[j]).GetName() })
 	return out, nil
 }
 
@@ -327,11 +322,14 @@ func (a *Admitter) markDirty(ns string) {
 // slice. It returns when ctx is done.
 func (a *Admitter) Run(ctx context.Context) error {
 	for _, res := range append([]store.Resource{"resourcequotas"}, a.opts.Resources...) {
-		w, err := a.st.Watch(ctx, res, "", 0)
+		err := store.Follow(ctx, a.st, res, func(ev store.Event) {
+			if ev.Namespace != "" && changesUsage(ev) {
+				a.markDirty(ev.Namespace)
+			}
+		}, a.resyncAll)
 		if err != nil {
-			return fmt.Errorf("quota controller: watch %s: %w", res, err)
+			return fmt.Errorf("quota controller: %w", err)
 		}
-		go a.follow(ctx, res, w)
 	}
 	a.resyncAll()
 	tick := time.NewTicker(a.opts.Resync)
@@ -359,35 +357,6 @@ func (a *Admitter) Run(ctx context.Context) error {
 			}
 			a.sync(ctx, ns)
 		}
-	}
-}
-
-// follow marks the namespace of every change to res dirty; a watch that
-// ends (too slow, or the store closed) is opened again after a full
-// resync, as an informer relists.
-func (a *Admitter) follow(ctx context.Context, res store.Resource, w *store.Watch) {
-	for {
-		for ev := range w.Events() {
-			if ev.Namespace != "" && changesUsage(ev) {
-				a.markDirty(ev.Namespace)
-			}
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		a.log.Debug("quota controller: watch ended", "resource", res, "error", w.Err())
-		var err error
-		for {
-			if w, err = a.st.Watch(ctx, res, "", 0); err == nil {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-		}
-		a.resyncAll()
 	}
 }
 

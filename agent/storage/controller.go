@@ -107,11 +107,16 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.log.Error("default StorageClass", "error", err)
 	}
 	for _, res := range []store.Resource{Claims, Volumes, Classes, Pods} {
-		w, err := c.cfg.Store.Watch(ctx, res, "", 0)
+		// Every change pokes a pass (pods only while a claim waits for
+		// its pods); a pass after a lost watch catches up.
+		err := store.Follow(ctx, c.cfg.Store, res, func(store.Event) {
+			if res != Pods || c.waiting.Load() {
+				c.poke()
+			}
+		}, c.poke)
 		if err != nil {
-			return fmt.Errorf("persistent volumes: watch %s: %w", res, err)
+			return fmt.Errorf("persistent volumes: %w", err)
 		}
-		go c.follow(ctx, res, w)
 	}
 	tick := time.NewTicker(c.cfg.Resync)
 	defer tick.Stop()
@@ -132,36 +137,6 @@ func (c *Controller) poke() {
 	select {
 	case c.kick <- struct{}{}:
 	default:
-	}
-}
-
-// follow pokes a pass for every change to res (pods only while a claim
-// waits for its pods); a watch that ends is opened again, then a pass
-// catches up, as an informer relists.
-func (c *Controller) follow(ctx context.Context, res store.Resource, w *store.Watch) {
-	for {
-		for ev := range w.Events() {
-			if ev.Type == store.Bookmark || res == Pods && !c.waiting.Load() {
-				continue
-			}
-			c.poke()
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		c.log.Debug("persistent volumes: watch ended", "resource", res, "error", w.Err())
-		for {
-			var err error
-			if w, err = c.cfg.Store.Watch(ctx, res, "", 0); err == nil {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-		}
-		c.poke()
 	}
 }
 

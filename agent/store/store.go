@@ -803,3 +803,46 @@ func (o *anyObject) MarshalJSON() ([]byte, error) {
 	m["metadata"] = md
 	return json.Marshal(m)
 }
+
+// Watcher opens watches (*Store does).
+type Watcher interface {
+	Watch(ctx context.Context, res Resource, ns string, from uint64) (*Watch, error)
+}
+
+// Follow hands every change to res in all namespaces, from now on, to fn
+// (in a goroutine of its own) until ctx is done, as a controller's informer
+// does. A watch that ends (its watcher fell behind: ErrWatchTooSlow) is
+// opened again, a second apart while that fails, and resync is called
+// then: the changes in between are not delivered, so the follower looks at
+// the whole state again, as an informer relists. Only the first watch's
+// error is returned.
+func Follow(ctx context.Context, st Watcher, res Resource, fn func(Event), resync func()) error {
+	w, err := st.Watch(ctx, res, "", 0)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", res, err)
+	}
+	go func() {
+		for {
+			for ev := range w.Events() {
+				if ev.Type != Bookmark {
+					fn(ev)
+				}
+			}
+			for {
+				if ctx.Err() != nil {
+					return
+				}
+				if w, err = st.Watch(ctx, res, "", 0); err == nil {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+			}
+			resync()
+		}
+	}()
+	return nil
+}

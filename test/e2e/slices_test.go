@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/agent/pods"
 	"github.com/berth-dev/berth/cgroup"
@@ -153,6 +155,21 @@ func TestSlices(t *testing.T) {
 			}
 		}
 	}
+	// daemon-reload, bounded: a reload that does not return is a failure
+	// with systemd's state in the log, not a hung test.
+	reload := func(when string) {
+		t.Helper()
+		rctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		defer cancel()
+		start := time.Now()
+		out, err := e.n.Run(rctx, "timeout", "60", "systemctl", "daemon-reload")
+		t.Logf("%s: daemon-reload took %v", when, time.Since(start).Round(time.Millisecond))
+		if err != nil {
+			st, _ := e.n.Run(rctx, "timeout", "10", "systemctl", "status", "--no-pager", "berth-default.slice")
+			jobs, _ := e.n.Run(rctx, "timeout", "10", "systemctl", "list-jobs", "--no-pager")
+			t.Fatalf("%s: daemon-reload: %v %s\nslice:\n%s\njobs:\n%s", when, err, out, st, jobs)
+		}
+	}
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -171,7 +188,7 @@ func TestSlices(t *testing.T) {
 	// drop-ins next to its unit file, /run/systemd/transient/<unit>.d/
 	// 50-<setting>.conf (logged here), which daemon-reload reads again.
 	t.Logf("systemctl cat berth-default.slice:\n%s", e.run("systemctl", "cat", "berth-default.slice"))
-	e.run("systemctl", "daemon-reload")
+	reload("limited")
 	checkNS("after daemon-reload", limited)
 	for prop, want := range map[string]string{"CPUQuotaPerSecUSec": "1.500000s", "MemoryMax": strconv.Itoa(512 * mi)} {
 		if got := e.show("berth-default.slice", prop); got != want {
@@ -188,7 +205,7 @@ func TestSlices(t *testing.T) {
 		unlimited = nsFiles("max", unlimitedV1)
 	}
 	checkNS("lifted", unlimited)
-	e.run("systemctl", "daemon-reload")
+	reload("lifted")
 	checkNS("lifted, after daemon-reload", unlimited)
 	for _, prop := range []string{"CPUQuotaPerSecUSec", "MemoryMax"} {
 		if got := e.show("berth-default.slice", prop); got != "infinity" {
