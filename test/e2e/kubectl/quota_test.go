@@ -49,6 +49,14 @@ func (e *env) cgroupFile(unit, controller, v1, v2 string) string {
 	return strings.TrimSpace(out)
 }
 
+// sliceLimits is what systemd says of a slice's memory and CPU limits.
+func (e *env) sliceLimits(slice string) string {
+	e.t.Helper()
+	mem := strings.TrimSpace(e.run("systemctl", "show", "-P", "MemoryMax", slice))
+	cpu := strings.TrimSpace(e.run("systemctl", "show", "-P", "CPUQuotaPerSecUSec", slice))
+	return "MemoryMax=" + mem + " CPUQuotaPerSecUSec=" + cpu
+}
+
 // TestResourceQuota is issue 11's admission and kernel scenario on a real
 // node with the stock kubectl: a pods quota refuses the third pod with the
 // apiserver's words and gives usage back on delete; a compute quota
@@ -197,7 +205,7 @@ spec:
 	// its slice's MemoryMax: once both of its pods allocate, the kernel
 	// OOM-kills one of them inside the slice; the neighbour keeps running.
 	hold := `while [ ! -e /tmp/go ]; do sleep 0.2; done; awk 'BEGIN { s = sprintf("%41943040s", ""); system("sleep 3600") }'`
-	for _, p := range []struct{ ns, name string }{{"tight", "a"}, {"tight", "b"}, {"neighbour", "n"}} {
+	for _, p := range []struct{ ns, name string }{{"tight", "a"}, {"tight", "b"}, {"neighbour", "nb"}} {
 		if p.name != "b" {
 			k.must("create", "namespace", p.ns)
 		}
@@ -208,8 +216,8 @@ spec:
 	e.write("/var/tmp/tight-q.yaml", "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: mem, namespace: tight}\nspec:\n  hard: {limits.memory: 64Mi, limits.cpu: \"1\"}\n")
 	k.must("create", "-f", "/var/tmp/tight-q.yaml")
 	for deadline := 0; ; deadline++ {
-		props := e.run("systemctl", "show", "-p", "MemoryMax,CPUQuotaPerSecUSec", "berth-tight.slice")
-		if props == "MemoryMax=67108864\nCPUQuotaPerSecUSec=1s\n" {
+		props := e.sliceLimits("berth-tight.slice")
+		if props == "MemoryMax=67108864 CPUQuotaPerSecUSec=1s" {
 			break
 		}
 		if deadline == 100 {
@@ -217,7 +225,7 @@ spec:
 		}
 		e.run("sleep", "0.3")
 	}
-	for _, p := range []struct{ ns, name string }{{"tight", "a"}, {"tight", "b"}, {"neighbour", "n"}} {
+	for _, p := range []struct{ ns, name string }{{"tight", "a"}, {"tight", "b"}, {"neighbour", "nb"}} {
 		k.must("exec", p.name, "-n", p.ns, "--", "touch", "/tmp/go")
 	}
 	phases := `jsonpath={range .items[*]}{.metadata.name}={.status.phase}/{.status.containerStatuses[0].state.terminated.reason} {end}`
@@ -225,15 +233,17 @@ spec:
 		return strings.Count(s, "=Failed/OOMKilled") == 1 && strings.Count(s, "=Running/") == 1
 	}, "get", "pods", "-n", "tight", "-o", phases)
 	t.Logf("tight: %s", out)
-	if st := k.must("get", "pod", "n", "-n", "neighbour", "-o", "jsonpath={.status.phase} {.status.containerStatuses[0].restartCount}"); st != "Running 0" {
+	if st := k.must("get", "pod", "nb", "-n", "neighbour", "-o", "jsonpath={.status.phase} {.status.containerStatuses[0].restartCount}"); st != "Running 0" {
 		t.Errorf("the neighbour was touched: %q", st)
 	}
 
 	// A quota deleted: its slice's limits go with it.
-	k.must("delete", "quota", "mem", "-n", "tight")
+	if _, msg, err := k.kubectl("/resourcequotas/mem", "delete", "quota", "mem", "-n", "tight"); err != nil {
+		t.Fatalf("delete quota: %v %s", err, msg)
+	}
 	for deadline := 0; ; deadline++ {
-		props := e.run("systemctl", "show", "-p", "MemoryMax,CPUQuotaPerSecUSec", "berth-tight.slice")
-		if props == "MemoryMax=infinity\nCPUQuotaPerSecUSec=infinity\n" {
+		props := e.sliceLimits("berth-tight.slice")
+		if props == "MemoryMax=infinity CPUQuotaPerSecUSec=infinity" {
 			break
 		}
 		if deadline == 100 {
