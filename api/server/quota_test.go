@@ -96,4 +96,17 @@ requests.memory  128Mi  1Gi`) {
 	if out := k.ok("get", "quota", "compute", "-o", "jsonpath={.status.used.pods}"); out != "2" {
 		t.Errorf("pods used after the refusals: %q", out)
 	}
+
+	// Claims: a storage quota and a LimitRange of type PersistentVolumeClaim.
+	k.ok("create", "namespace", "claims")
+	k.ok("create", "-f", file("storage-quota.yaml", "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: storage, namespace: claims}\nspec:\n  hard: {requests.storage: 1Gi, persistentvolumeclaims: \"2\"}\n"))
+	k.ok("create", "-f", file("claim-limits.yaml", "apiVersion: v1\nkind: LimitRange\nmetadata: {name: claims, namespace: claims}\nspec:\n  limits:\n  - type: PersistentVolumeClaim\n    max: {storage: 5Gi}\n"))
+	claim := func(name, size string) string {
+		return file(name+".yaml", "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: "+name+", namespace: claims}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: "+size+"}}\n")
+	}
+	k.ok("create", "-f", claim("small", "512Mi"))
+	large := claim("large", "1Gi")
+	refused(large, `Error from server (Forbidden): error when creating "`+large+`": persistentvolumeclaims "large" is forbidden: exceeded quota: storage, requested: requests.storage=1Gi, used: requests.storage=512Mi, limited: requests.storage=1Gi`)
+	huge := claim("huge", "6Gi")
+	refused(huge, `Error from server (Forbidden): error when creating "`+huge+`": persistentvolumeclaims "huge" is forbidden: maximum storage usage per PersistentVolumeClaim is 5Gi, but request is 6Gi`)
 }
