@@ -8,21 +8,22 @@
 // (unitgen.PodUIDField, from LogExtraFields=), because a pod deleted and
 // recreated under the same name gets the same unit name.
 //
-// One run of a container is one stream: the entries with
-// _TRANSPORT=stdout and the _PID of the process that connected it, the
-// unit's main process (systemd connects the stream in the forked child,
-// before exec). Not the run's _SYSTEMD_INVOCATION_ID: journald looks that up
-// when it first reads from the stream, and for a process that wrote and
-// exited at once it has been seen to file a run's lines under the run
-// before (systemd 252). The kernel gives a later run the same PID only
-// after pid_max PIDs have been handed out in between. The unit's other
-// processes (berth-hook: ExecStartPost=, ExecStop=) log natively
-// (_TRANSPORT=journal), so they are neither a run nor a line of one, as
-// hook output is not part of a container's log on the kubelet. So a
-// container's current run is the entries with _SYSTEMD_UNIT=<unit>,
-// BERTH_POD_UID=<uid>, _TRANSPORT=stdout and the unit's MainPID (when it
-// waits to restart or is gone: the newest entry's PID), and `--previous` is
-// the newest other PID before it.
+// One run of a container is one stdout stream, which systemd connects for
+// the process it starts and every process of the container inherits: the
+// entries with _TRANSPORT=stdout and one _STREAM_ID. The run a stream
+// belongs to is the _SYSTEMD_INVOCATION_ID journald gives its entries; but
+// journald looks that up when it first reads from the stream, and for a
+// process that wrote and exited at once it has been seen to file a run's
+// lines under the run before (systemd 252). So a run is told apart from the
+// one before by its stream, and the invocation only names the stream of the
+// unit that runs now. The unit's other processes (berth-hook:
+// ExecStartPost=, ExecStop=) log natively (_TRANSPORT=journal), so they are
+// neither a run nor a line of one, as hook output is not part of a
+// container's log on the kubelet. So a container's current run is the
+// entries with _SYSTEMD_UNIT=<unit>, BERTH_POD_UID=<uid>, _TRANSPORT=stdout
+// and the _STREAM_ID of the newest entry of the unit's current invocation
+// (when it waits to restart or is gone: of the newest entry), and
+// `--previous` is the newest other stream before it.
 //
 // The journal is read with the node's own journalctl as a subprocess, not
 // go-systemd's sdjournal: sdjournal needs cgo and libsystemd, berthd is
@@ -39,6 +40,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -118,24 +120,24 @@ func (j *Journal) ContainerLogs(ctx context.Context, pod *corev1.Pod, container 
 	if err != nil {
 		return err
 	}
-	cur := st.run
-	settled := st.active == "active" || st.active == "reloading" || st.active == "deactivating"
-	if cur == "" || !settled {
-		// The unit is gone (a container that exited for good is unloaded,
-		// CollectMode=inactive-or-failed), or is between two runs (its
-		// back-off, MainPID 0), or starting: the current run is the last
-		// one that wrote.
-		last, err := j.lastRun(ctx, base)
-		if err != nil {
-			return err
-		}
-		if last != "" || cur == "" {
-			cur = last
-		}
+	running := st.invocation != "" && st.running()
+	// cur is the current run's stream: for a unit that runs (or starts),
+	// the one its invocation wrote ("" while it has written nothing); for
+	// one that is gone (a container that exited for good is unloaded,
+	// CollectMode=inactive-or-failed) or between two runs (its back-off),
+	// the last one that wrote.
+	var cur string
+	if running {
+		cur, err = j.lastRun(ctx, append(slices.Clone(base), fieldInvocation+"="+st.invocation))
+	} else {
+		cur, err = j.lastRun(ctx, base)
+	}
+	if err != nil {
+		return err
 	}
 	inv := cur
 	switch {
-	case opts.Previous && st.load == "loaded" && !settled:
+	case opts.Previous && st.invocation != "" && !running:
 		// Waiting to restart, as the kubelet's CrashLoopBackOff: its
 		// container is waiting and its last termination is the run that
 		// ended, which both the plain and the --previous request show
@@ -144,9 +146,11 @@ func (j *Journal) ContainerLogs(ctx context.Context, pod *corev1.Pod, container 
 			return PreviousNotFound(pod.Name, container)
 		}
 	case opts.Previous:
-		if cur == "" {
+		if cur == "" && !running {
 			return PreviousNotFound(pod.Name, container)
 		}
+		// The newest other stream (any, while the current run has
+		// written nothing).
 		if inv, err = j.runBefore(ctx, base, cur); err != nil {
 			return err
 		}
@@ -154,27 +158,37 @@ func (j *Journal) ContainerLogs(ctx context.Context, pod *corev1.Pod, container 
 			return PreviousNotFound(pod.Name, container)
 		}
 	}
-	if inv == "" {
+	follow := opts.Follow && !opts.Previous && running
+	if inv == "" && !follow {
 		return nil
 	}
 
 	out := newOutput(w, opts)
-	sel := &selection{args: append(base, fieldRun+"="+inv), since: since(opts, time.Now())}
+	match := fieldRun + "=" + inv
+	if inv == "" {
+		// Following a run that has written nothing yet: its stream is
+		// not known, its invocation is.
+		match = fieldInvocation + "=" + st.invocation
+	}
+	sel := &selection{args: append(base, match), since: since(opts, time.Now())}
 	if opts.TailLines != nil {
 		sel.tail = strconv.FormatInt(*opts.TailLines, 10)
 	}
 	if opts.TailLines != nil && *opts.TailLines == 0 && !opts.Follow {
 		return nil
 	}
-	if opts.Follow && !opts.Previous && inv == st.run && st.running() {
-		return j.follow(ctx, unit, inv, sel, out)
+	if follow {
+		return j.follow(ctx, unit, st.invocation, sel, out)
 	}
 	_, err = j.read(ctx, sel, false, out.write)
 	return err
 }
 
-// fieldRun tells runs apart: the PID of the stream's writer (see above).
-const fieldRun = "_PID"
+// fieldRun tells runs apart (see above).
+const (
+	fieldRun        = "_STREAM_ID"
+	fieldInvocation = "_SYSTEMD_INVOCATION_ID"
+)
 
 // selection is what a read of one run asks journalctl for.
 type selection struct {
@@ -224,11 +238,11 @@ func since(opts *corev1.PodLogOptions, now time.Time) time.Time {
 
 // entry is one journal entry as `journalctl -o json` prints it.
 type entry struct {
-	Cursor     string          `json:"__CURSOR"`
-	Realtime   string          `json:"__REALTIME_TIMESTAMP"` // µs since the epoch
-	Message    json.RawMessage `json:"MESSAGE"`
-	LineBreak  json.RawMessage `json:"_LINE_BREAK"`
-	Run        json.RawMessage `json:"_PID"`
+	Cursor    string          `json:"__CURSOR"`
+	Realtime  string          `json:"__REALTIME_TIMESTAMP"` // µs since the epoch
+	Message   json.RawMessage `json:"MESSAGE"`
+	LineBreak json.RawMessage `json:"_LINE_BREAK"`
+	Run       json.RawMessage `json:"_STREAM_ID"`
 }
 
 func (e *entry) time() time.Time {
@@ -388,10 +402,10 @@ func (j *Journal) runBefore(ctx context.Context, base []string, cur string) (str
 // unitState is what systemd says of a container's unit.
 type unitState struct {
 	load, active, sub string
-	run               string // the main process's PID, its stream's _PID; "" when none runs or the unit is unloaded
+	invocation        string // the current (or last, while it waits to restart) run; "" when unloaded
 }
 
-// running: the run can still write. deactivating is a stop
+// running: the run of invocation can still write. deactivating is a stop
 // in progress (the container handles SIGTERM); activating/auto-restart is
 // the wait between two runs.
 func (s unitState) running() bool {
@@ -405,7 +419,7 @@ func (s unitState) running() bool {
 }
 
 func (j *Journal) unitState(ctx context.Context, unit string) (unitState, error) {
-	cmd := j.cmd(ctx, "systemctl", "show", "--property=LoadState,ActiveState,SubState,MainPID", "--", unit)
+	cmd := j.cmd(ctx, "systemctl", "show", "--property=LoadState,ActiveState,SubState,InvocationID", "--", unit)
 	var stderr limitedBuffer
 	stderr.max = 4096
 	cmd.Stderr = &stderr
@@ -430,14 +444,12 @@ func parseShow(out string) unitState {
 			s.active = v
 		case "SubState":
 			s.sub = v
-		case "MainPID":
-			if v != "0" {
-				s.run = v
-			}
+		case "InvocationID":
+			s.invocation = v
 		}
 	}
 	if s.load != "loaded" {
-		s.run = ""
+		s.invocation = ""
 	}
 	return s
 }
@@ -497,7 +509,7 @@ func (j *Journal) watchRun(ctx context.Context, unit, inv string, ended chan<- s
 			}
 			return err
 		}
-		if st.run != inv || !st.running() {
+		if st.invocation != inv || !st.running() {
 			close(ended)
 			return nil
 		}

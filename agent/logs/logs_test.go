@@ -66,19 +66,18 @@ func TestOutput(t *testing.T) {
 func TestParseShow(t *testing.T) {
 	for _, tc := range []struct {
 		out     string
-		run     string
+		inv     string
 		running bool
 	}{
-		{"LoadState=loaded\nActiveState=active\nSubState=running\nMainPID=42\n", "42", true},
-		{"LoadState=loaded\nActiveState=deactivating\nSubState=stop-sigterm\nMainPID=42\n", "42", true},
-		{"LoadState=loaded\nActiveState=activating\nSubState=auto-restart\nMainPID=0\n", "", false},
-		{"LoadState=loaded\nActiveState=activating\nSubState=start\nMainPID=42\n", "42", true},
-		{"LoadState=loaded\nActiveState=failed\nSubState=failed\nMainPID=0\n", "", false},
-		{"LoadState=not-found\nActiveState=inactive\nSubState=dead\nMainPID=0\n", "", false},
-		{"LoadState=not-found\nActiveState=inactive\nSubState=dead\nMainPID=7\n", "", false},
+		{"LoadState=loaded\nActiveState=active\nSubState=running\nInvocationID=abc\n", "abc", true},
+		{"LoadState=loaded\nActiveState=deactivating\nSubState=stop-sigterm\nInvocationID=abc\n", "abc", true},
+		{"LoadState=loaded\nActiveState=activating\nSubState=auto-restart\nInvocationID=abc\n", "abc", false},
+		{"LoadState=loaded\nActiveState=activating\nSubState=start\nInvocationID=abc\n", "abc", true},
+		{"LoadState=loaded\nActiveState=failed\nSubState=failed\nInvocationID=abc\n", "abc", false},
+		{"LoadState=not-found\nActiveState=inactive\nSubState=dead\nInvocationID=\n", "", false},
 	} {
 		s := parseShow(tc.out)
-		if s.run != tc.run || s.running() != tc.running {
+		if s.invocation != tc.inv || s.running() != tc.running {
 			t.Errorf("%q: %+v running=%v", tc.out, s, s.running())
 		}
 	}
