@@ -23,6 +23,7 @@ type Limits struct {
 	CPUQuotaPerSecUSec uint64 // CPU time per second of wall time, µs (systemd CPUQuotaPerSecUSec=); 0 = no quota
 	MemoryMax          uint64 // bytes; 0 = unlimited
 	MemoryMin          uint64 // bytes; cgroup v2 only; 0 = none
+	MemoryHigh         uint64 // bytes; cgroup v2 only; 0 = none (the kernel's max)
 	TasksMax           uint64 // 0 = unlimited
 	OOMScoreAdjust     int
 }
@@ -464,6 +465,8 @@ func remainingPodMemoryPerContainer(pod *corev1.Pod) int64 {
 //   - MemoryMax = the memory limit in bytes;
 //   - MemoryMin = the memory request, on cgroup v2 only and only for
 //     Guaranteed and Burstable pods (MemoryQoS);
+//   - MemoryHigh, on cgroup v2, where the memory request differs from the
+//     limit: MemoryQoS's throttling point (MemoryHighFor);
 //   - TasksMax = node.PidsLimit when positive;
 //   - OOMScoreAdjust per OOMScoreAdjust, QOS per PodQOS.
 //
@@ -501,10 +504,46 @@ func ContainerLimits(pod *corev1.Pod, c *corev1.Container, node NodeInfo) Limits
 			l.MemoryMin = uint64(memReq.Value())
 		}
 	}
+	if node.CgroupV2 {
+		memReq, memLim := reqs[corev1.ResourceMemory], c.Resources.Limits[corev1.ResourceMemory]
+		l.MemoryHigh = MemoryHighFor(memReq.Value(), memLim.Value(), node.MemoryCapacity)
+	}
 	if node.PidsLimit > 0 {
 		l.TasksMax = uint64(node.PidsLimit)
 	}
 	return l
+}
+
+// MemoryThrottlingFactor is the kubelet's default memoryThrottlingFactor
+// (KubeletConfiguration, MemoryQoS).
+const MemoryThrottlingFactor = 0.9
+
+// pageSize is the granularity memory.high is rounded down to.
+const pageSize = 4096
+
+// MemoryHighFor is the kubelet's MemoryQoS memory.high of a container
+// (generateLinuxContainerResources, since Kubernetes 1.27):
+// floor((request + 0.9 × (limit, or the node's allocatable memory without
+// a limit, − request)) / page size) × page size, set only where the request
+// differs from the limit (never for Guaranteed containers) and only above
+// the request; 0: not set. berth reserves nothing, so allocatable is the
+// node's memory.
+func MemoryHighFor(request, limit, allocatable int64) uint64 {
+	if request == limit {
+		return 0
+	}
+	top := limit
+	if top == 0 {
+		top = allocatable
+	}
+	if top <= 0 {
+		return 0
+	}
+	high := int64(math.Floor((float64(request)+(float64(top)-float64(request))*MemoryThrottlingFactor)/pageSize)) * pageSize
+	if high <= request {
+		return 0
+	}
+	return uint64(high)
 }
 
 // SliceLimits are the computed settings of a slice above the containers'

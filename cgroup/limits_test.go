@@ -298,7 +298,7 @@ func TestContainerLimits(t *testing.T) {
 		{"burstable v1", podOf(ctr("a", rl("cpu", "250m", "memory", "400Mi"), rl("cpu", "500m", "memory", "800Mi"))), v1,
 			Limits{QOS: corev1.PodQOSBurstable, CPUShares: 256, CPUQuotaPerSecUSec: 500000, MemoryMax: 800 * mi, TasksMax: 100, OOMScoreAdjust: 900}},
 		{"burstable v2: weight and memory.min", podOf(ctr("a", rl("cpu", "250m", "memory", "400Mi"), rl("cpu", "500m", "memory", "800Mi"))), v2,
-			Limits{QOS: corev1.PodQOSBurstable, CPUWeight: 35, CPUQuotaPerSecUSec: 500000, MemoryMax: 800 * mi, MemoryMin: 400 * mi, TasksMax: 100, OOMScoreAdjust: 900}},
+			Limits{QOS: corev1.PodQOSBurstable, CPUWeight: 35, CPUQuotaPerSecUSec: 500000, MemoryMax: 800 * mi, MemoryMin: 400 * mi, MemoryHigh: 760 * mi, TasksMax: 100, OOMScoreAdjust: 900}},
 		{"guaranteed from limits only v1", podOf(ctr("a", nil, rl("cpu", "1", "memory", "256Mi"))), v1,
 			Limits{QOS: corev1.PodQOSGuaranteed, CPUShares: 1024, CPUQuotaPerSecUSec: 1000000, MemoryMax: 256 * mi, TasksMax: 100, OOMScoreAdjust: -997}},
 		{"guaranteed from limits only v2", podOf(ctr("a", nil, rl("cpu", "1", "memory", "256Mi"))), v2,
@@ -312,7 +312,7 @@ func TestContainerLimits(t *testing.T) {
 		{"1m limit gets the kernel's minimum quota", podOf(ctr("a", nil, rl("cpu", "1m"))), v1,
 			Limits{QOS: corev1.PodQOSBurstable, CPUShares: 2, CPUQuotaPerSecUSec: 10000, TasksMax: 100, OOMScoreAdjust: 999}},
 		{"memory request only on v2, no pids limit", podOf(ctr("a", rl("memory", "400Mi"), nil)), NodeInfo{MemoryCapacity: capacity, CgroupV2: true},
-			Limits{QOS: corev1.PodQOSBurstable, CPUWeight: 1, MemoryMin: 400 * mi, OOMScoreAdjust: 900}},
+			Limits{QOS: corev1.PodQOSBurstable, CPUWeight: 1, MemoryMin: 400 * mi, MemoryHigh: 3640 * mi, OOMScoreAdjust: 900}},
 		{"negative pids limit means unlimited", podOf(ctr("a", nil, nil)), NodeInfo{MemoryCapacity: capacity, PidsLimit: -1},
 			Limits{QOS: corev1.PodQOSBestEffort, CPUShares: 2, OOMScoreAdjust: 1000}},
 		{"fractional memory rounds up to whole bytes", podOf(ctr("a", nil, rl("memory", "1500m"))), v1,
@@ -458,5 +458,30 @@ func TestNamespaceCPUQuota(t *testing.T) {
 				t.Errorf("NamespaceCPUQuota(%d) = %d, want %d", tc.milli, got, tc.want)
 			}
 		})
+	}
+}
+
+// MemoryQoS's memory.high (kubelet generateLinuxContainerResources):
+// 90% of the way from request to limit (or allocatable), page-aligned
+// down, never for request == limit, only above the request.
+func TestMemoryHighFor(t *testing.T) {
+	const mi = 1 << 20
+	for _, tc := range []struct {
+		name                        string
+		request, limit, allocatable int64
+		want                        uint64
+	}{
+		{"guaranteed: request == limit", 64 * mi, 64 * mi, 1 << 30, 0},
+		{"besteffort: neither", 0, 0, 1 << 30, 0},
+		{"request and limit", 64 * mi, 128 * mi, 1 << 30, 64*mi + 64*mi*9/10/4096*4096},
+		{"limit only below request+page: nothing above request", 4096 * 10, 4096*10 + 4096, 1 << 30, 0},
+		{"limit one page above request+page/0.9", 4096 * 10, 4096*10 + 4096*2, 1 << 30, 4096 * 11},
+		{"no limit: allocatable", 64 * mi, 0, 1 << 30, uint64(64*mi + (1<<30-64*mi)*9/10/4096*4096)},
+		{"no limit, no allocatable", 64 * mi, 0, 0, 0},
+		{"no request, a limit", 0, 100 * mi, 1 << 30, 90 * mi / 4096 * 4096},
+	} {
+		if got := MemoryHighFor(tc.request, tc.limit, tc.allocatable); got != tc.want {
+			t.Errorf("%s: MemoryHighFor(%d, %d, %d) = %d, want %d", tc.name, tc.request, tc.limit, tc.allocatable, got, tc.want)
+		}
 	}
 }

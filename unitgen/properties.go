@@ -124,6 +124,9 @@ func (g *gen) properties() ([]Property, error) {
 	if in.Options.CgroupV2 && lim.MemoryMin > 0 {
 		add("MemoryMin", lim.MemoryMin, "memory request protected from reclaim (Kubernetes MemoryQoS, cgroup v2 only)")
 	}
+	if in.Options.CgroupV2 && lim.MemoryHigh > 0 {
+		add("MemoryHigh", lim.MemoryHigh, "reclaim pressure from 90%% of the way from request to limit (Kubernetes MemoryQoS memory.high, cgroup v2 only)")
+	}
 	if lim.TasksMax > 0 {
 		add("TasksMax", lim.TasksMax, "per-container pids limit of the node")
 	}

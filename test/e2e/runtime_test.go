@@ -113,7 +113,9 @@ func TestLimitsInCgroupFiles(t *testing.T) {
 			{"unified", "cpu.max", "50000 100000"}, // 500m × 100 ms period
 			{"unified", "memory.max", "134217728"}, // limit
 			{"unified", "memory.min", "67108864"},  // request (MemoryQoS)
-			{"unified", "pids.max", "4096"},        // berthd --pids-limit default
+			// MemoryQoS: 64Mi + 0.9 × (128Mi − 64Mi), page-aligned down.
+			{"unified", "memory.high", "127504384"},
+			{"unified", "pids.max", "4096"}, // berthd --pids-limit default
 		}
 	}
 	for _, c := range files {
@@ -155,6 +157,7 @@ func TestLimitsInCgroupFiles(t *testing.T) {
 			{"unified", "cpu.max", "100000 100000"},
 			{"unified", "memory.max", "268435456"},
 			{"unified", "memory.min", "268435456"},
+			{"unified", "memory.high", "max"}, // request == limit: none
 		}
 	}
 	for _, c := range files {
