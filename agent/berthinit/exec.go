@@ -27,11 +27,14 @@ import (
 //	berth-init → berthd  "ready <pid>"    the container is found and checked;
 //	                                      attach me (PID pid, in systemd's PID
 //	                                      namespace) to its unit now
-//	berthd → berth-init  "go"             attached: go on (anything else, or
+//	berthd → berth-init  "go [<rows> <cols>]"
+//	                                      attached: go on (anything else, or
 //	                                      EOF, ends berth-init with 125); the
 //	                                      packet may carry three fds
 //	                                      (SCM_RIGHTS), the command's stdin,
-//	                                      stdout and stderr
+//	                                      stdout and stderr; with --tty, the
+//	                                      terminal's size before the command
+//	                                      starts (the client's first resize)
 
 //	berth-init → berthd  "pid <n>"        the command runs as host PID n; with
 //	                                      --tty the packet carries the pty's
@@ -71,6 +74,7 @@ const execUsage = "usage: berth-init exec [--tty] [--control-stdin] <bundle> <un
 // execArgs is the command line of `berth-init exec`.
 type execArgs struct {
 	tty    bool
+	size   *unix.Winsize // the terminal's first size (from "go"); nil: none
 	ctlFd  int
 	bundle string
 	unit   string
@@ -345,7 +349,11 @@ func execInContainer(a *execArgs, ctl *control) (int, error) {
 		return 0, fmt.Errorf("report ready: %w", err)
 	}
 	msg, fds, err := ctl.recv()
-	if err != nil || msg != ExecGo || (len(fds) != 0 && len(fds) != 3) {
+	word, size, _ := strings.Cut(msg, " ")
+	if err == nil && size != "" {
+		a.size, err = parseWinsize(size)
+	}
+	if err != nil || word != ExecGo || (len(fds) != 0 && len(fds) != 3) {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
@@ -541,6 +549,16 @@ func confineAndStart(a *execArgs, spec *specs.Spec, t *target, caps capSets, scf
 		if master, slave, err = openPTY(); err != nil {
 			return nil, -1, err
 		}
+		if a.size != nil {
+			// The client's size before the command starts: a program that
+			// asks at once (stty size, a shell's first prompt) sees it, not
+			// 0x0 until the first resize arrives.
+			if err := unix.IoctlSetWinsize(master, unix.TIOCSWINSZ, a.size); err != nil {
+				unix.Close(master)
+				unix.Close(slave)
+				return nil, -1, fmt.Errorf("terminal size: %w", err)
+			}
+		}
 		if !hasEnv(env, "TERM") {
 			// As `docker exec -t` does: a terminal without TERM leaves
 			// most programs guessing.
@@ -621,4 +639,15 @@ func openPTY() (master, slave int, err error) {
 		return -1, -1, fmt.Errorf("open the pty's slave (TIOCGPTPEER): %w", errno)
 	}
 	return master, int(fd), nil
+}
+
+// parseWinsize reads "<rows> <cols>" of a "go" message.
+func parseWinsize(s string) (*unix.Winsize, error) {
+	r, c, ok := strings.Cut(s, " ")
+	rows, err1 := strconv.ParseUint(r, 10, 16)
+	cols, err2 := strconv.ParseUint(c, 10, 16)
+	if !ok || err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("terminal size %q: want <rows> <cols>", s)
+	}
+	return &unix.Winsize{Row: uint16(rows), Col: uint16(cols)}, nil
 }

@@ -129,7 +129,18 @@ func (s *Service) Exec(ctx context.Context, pod *corev1.Pod, ctr string, cmd []s
 			}
 		}
 	}
-	if err := sendControl(ours, protoGo, st.childFds()); err != nil {
+	goMsg := protoGo
+	if o.TTY && o.Resize != nil {
+		// The client's first size goes with "go", so that berth-init sets
+		// it on the terminal before the command starts: kubectl sends it
+		// as soon as the stream is up, but only after the command could
+		// already have asked (stty size, a shell's first prompt) and
+		// found 0x0.
+		if sz, ok := firstSize(ctx, o.Resize, firstSizeWait); ok {
+			goMsg += fmt.Sprintf(" %d %d", sz.Height, sz.Width)
+		}
+	}
+	if err := sendControl(ours, goMsg, st.childFds()); err != nil {
 		return fmt.Errorf("berth-init exec: %w", err)
 	}
 	st.closeChildEnds()
@@ -255,6 +266,25 @@ func (s *Service) ready(ctx context.Context, ctl *os.File, unit string) error {
 		return fmt.Errorf("join the container's cgroup: %w", err)
 	}
 	return nil
+}
+
+// firstSizeWait bounds the wait for a tty client's first size: a client
+// that sends none (it has no terminal of its own) gets its command after
+// it, with the terminal's default 0x0.
+const firstSizeWait = 2 * time.Second
+
+// firstSize takes the client's first terminal size from sizes, waiting at
+// most wait.
+func firstSize(ctx context.Context, sizes <-chan remotecommand.TerminalSize, wait time.Duration) (remotecommand.TerminalSize, bool) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case sz, ok := <-sizes:
+		return sz, ok
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return remotecommand.TerminalSize{}, false
 }
 
 func resize(ctx context.Context, master *os.File, sizes <-chan remotecommand.TerminalSize) {
