@@ -142,76 +142,133 @@ func (a *Admitter) Mutate(res store.Resource, obj, old runtime.Object) error {
 	return nil
 }
 
-// Validate is the validating admission of a write of obj of res (old nil:
-// a create), after the object's own validation: LimitRanger's Validate,
-// then ResourceQuota. On success the namespace's admissions stay
-// serialised until commit, which the caller must call once the write is
-// done (stored says it was; a dry run never commits usage).
+// Validate is the validating admission of a create of obj of res, after
+// the object's own validation: LimitRanger's Validate, then
+// ResourceQuota. On success the namespace's admissions stay serialised
+// until commit, which the caller must call once the write is done (stored
+// says it was; a dry run never commits usage). old is for callers that
+// hold an old object outside the store's write; updates go through Update.
 func (a *Admitter) Validate(res store.Resource, obj, old runtime.Object, dryRun bool) (commit func(stored bool), err error) {
 	mo, ok := obj.(store.Object)
 	if !ok || mo.GetNamespace() == "" {
 		return func(bool) {}, nil
 	}
 	ns := mo.GetNamespace()
-	ranges, err := a.limitRanges(ns)
-	if err != nil {
-		return nil, err
-	}
-	if old == nil {
-		if err := CheckLimits(obj, ranges); err != nil {
-			return nil, err
-		}
-	}
-	gr := GroupResourceOf(res)
 	lock := a.nsLock(ns)
 	lock.Lock()
-	unlock := sync.OnceFunc(lock.Unlock)
-	quotas, err := a.quotas(ns)
-	if err != nil {
-		unlock()
+	w := &write{a: a, ns: ns, unlock: sync.OnceFunc(lock.Unlock)}
+	if err := w.validate(res, obj, old); err != nil {
+		w.unlock()
 		return nil, err
+	}
+	return func(stored bool) { w.done(stored && !dryRun) }, nil
+}
+
+// Update starts the admission of one update in namespace ns (the
+// apiserver's admission of an UPDATE, run by its registry inside the
+// object's guaranteed update): the namespace's admissions are serialised
+// from now until done. validate runs inside the store's write of the
+// object, with the stored object as old, and may run more than once;
+// the last run's outcome is what done(stored) commits. The namespace's lock is taken
+// here, before the caller's store write, never inside it: creates take it
+// before theirs too, so the two orders cannot deadlock.
+func (a *Admitter) Update(ns string) (validate func(res store.Resource, obj, old runtime.Object) error, done func(stored bool)) {
+	if ns == "" {
+		return func(store.Resource, runtime.Object, runtime.Object) error { return nil }, func(bool) {}
+	}
+	lock := a.nsLock(ns)
+	lock.Lock()
+	w := &write{a: a, ns: ns, unlock: sync.OnceFunc(lock.Unlock)}
+	return w.validate, w.done
+}
+
+// write is one admitted write in a namespace whose lock it holds.
+type write struct {
+	a      *Admitter
+	ns     string
+	unlock func()
+	// From the last validate: quotas as read, their new usage, and whether
+	// obj was a ResourceQuota (its status is the controller's to redo).
+	quotas  []corev1.ResourceQuota
+	used    map[string]corev1.ResourceList
+	isQuota bool
+}
+
+// validate is LimitRanger's Validate then ResourceQuota for one write of
+// obj (old nil: a create). Upstream's LimitRanger (SupportsAttributes)
+// checks pods on create only, their containers being immutable, and
+// claims on create and update; the quota evaluators charge an update of a
+// claim or a service the growth of its usage (Check).
+func (w *write) validate(res store.Resource, obj, old runtime.Object) error {
+	w.quotas, w.used, w.isQuota = nil, nil, false
+	a := w.a
+	_, isPod := obj.(*corev1.Pod)
+	if old == nil || !isPod {
+		ranges, err := a.limitRanges(w.ns)
+		if err != nil {
+			return err
+		}
+		if err := CheckLimits(obj, ranges); err != nil {
+			return err
+		}
+	}
+	quotas, err := a.quotas(w.ns)
+	if err != nil {
+		return err
 	}
 	if q, ok := obj.(*corev1.ResourceQuota); ok {
-		// A new or changed quota's status, at once (the apiserver leaves it
-		// to the quota controller; until it runs every check against the
-		// quota fails with "status unknown"): hard from spec, used counted.
-		a.status(q)
+		w.isQuota = true
+		if old == nil {
+			// A new quota's status, at once (the apiserver leaves it to
+			// the quota controller; until it runs every check against the
+			// quota fails with "status unknown"): hard from spec, used
+			// counted. A changed quota keeps its stored status (the
+			// strategy's PrepareForUpdate) until the controller's pass
+			// that done asks for.
+			a.status(q)
+		}
 	}
-	used, err := Check(quotas, gr, obj, old, a.opts.Now())
+	used, err := Check(quotas, GroupResourceOf(res), obj, old, a.opts.Now())
 	if err != nil {
-		unlock()
-		return nil, err
+		return err
 	}
-	return func(stored bool) {
-		defer unlock()
-		if !stored || dryRun {
-			return
+	w.quotas, w.used = quotas, used
+	return nil
+}
+
+// done commits the last validate's usage if the write was stored, and
+// releases the namespace.
+func (w *write) done(stored bool) {
+	defer w.unlock()
+	if !stored {
+		return
+	}
+	a, ns := w.a, w.ns
+	// Every changed quota in one transaction: one sync to disk per
+	// admission, not one per quota.
+	var names []string
+	for _, q := range w.quotas {
+		if _, ok := w.used[q.Name]; ok {
+			names = append(names, q.Name)
 		}
-		// Every changed quota in one transaction: one sync to disk per
-		// admission, not one per quota.
-		var names []string
-		for _, q := range quotas {
-			if _, ok := used[q.Name]; ok {
-				names = append(names, q.Name)
-			}
-		}
-		if len(names) > 0 {
-			err := a.st.ModifyEach("resourcequotas", ns, names, func() store.Object { return &corev1.ResourceQuota{} }, func(cur store.Object) (store.Decision, error) {
-				cur.(*corev1.ResourceQuota).Status.Used = used[cur.GetName()]
-				return store.Decision{}, nil
-			})
-			if err != nil {
-				// The controller recalculates them from the store.
-				a.log.Warn("quota status after admission", "namespace", ns, "quotas", names, "error", err)
-				a.markDirty(ns)
-			}
-		}
-		if _, ok := obj.(*corev1.ResourceQuota); ok {
-			// Its own status was counted before it was stored: a quota
-			// on resourcequotas counts itself too.
+	}
+	if len(names) > 0 {
+		err := a.st.ModifyEach("resourcequotas", ns, names, func() store.Object { return &corev1.ResourceQuota{} }, func(cur store.Object) (store.Decision, error) {
+			cur.(*corev1.ResourceQuota).Status.Used = w.used[cur.GetName()]
+			return store.Decision{}, nil
+		})
+		if err != nil {
+			// The controller recalculates them from the store.
+			a.log.Warn("quota status after admission", "namespace", ns, "quotas", names, "error", err)
 			a.markDirty(ns)
 		}
-	}, nil
+	}
+	if w.isQuota {
+		// A new quota's status was counted before it was stored (a quota
+		// on resourcequotas counts itself too); a changed one's hard
+		// follows its spec.
+		a.markDirty(ns)
+	}
 }
 
 // status sets q's status from its spec and the namespace's objects.

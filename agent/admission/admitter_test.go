@@ -299,3 +299,107 @@ func TestChangesUsage(t *testing.T) {
 		}
 	}
 }
+
+func testClaim(ns, name, size string) *corev1.PersistentVolumeClaim {
+	return &corev1.PersistentVolumeClaim{
+		TypeMeta:   metav1.TypeMeta{Kind: "PersistentVolumeClaim", APIVersion: "v1"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)}},
+		},
+	}
+}
+
+// resize is what the API's update does around the store: Update's lock
+// before the write, its validate inside it, done after.
+func resize(a *Admitter, st *store.Store, ns, name, size string) error {
+	validate, done := a.Update(ns)
+	_, err := st.Modify("persistentvolumeclaims", ns, name, &corev1.PersistentVolumeClaim{}, func(cur store.Object) (store.Decision, error) {
+		old := cur.DeepCopyObject().(*corev1.PersistentVolumeClaim)
+		c := cur.(*corev1.PersistentVolumeClaim)
+		c.Spec.Resources.Requests[corev1.ResourceStorage] = resource.MustParse(size)
+		if err := validate("persistentvolumeclaims", c, old); err != nil {
+			return store.Decision{}, err
+		}
+		return store.Decision{Replace: c}, nil
+	})
+	done(err == nil)
+	return err
+}
+
+// Updates are serialised with creates: claims growing while others are
+// created never take a storage quota past its hard limit, each is charged
+// its growth, and a refused resize charges nothing. A LimitRange's
+// maximum holds on a resize, and a pod's update is not charged.
+func TestUpdatesFitTheQuota(t *testing.T) {
+	st := openStore(t)
+	a := New(st, Options{})
+	if err := create(a, st, "resourcequotas", testQuota("ns", "storage", corev1.ResourceList{corev1.ResourceRequestsStorage: resource.MustParse("10Gi")})); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if err := create(a, st, "persistentvolumeclaims", testClaim("ns", fmt.Sprintf("c%d", i), "1Gi")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 4Gi used, 6Gi left: four resizes by 2Gi and four 1Gi creates race
+	// (14Gi asked for); whatever wins, the total stays within 10Gi.
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range 4 {
+		wg.Add(2)
+		go func() { defer wg.Done(); errs[i] = resize(a, st, "ns", fmt.Sprintf("c%d", i), "3Gi") }()
+		go func() {
+			defer wg.Done()
+			errs[4+i] = create(a, st, "persistentvolumeclaims", testClaim("ns", fmt.Sprintf("n%d", i), "1Gi"))
+		}()
+	}
+	wg.Wait()
+	want := resource.MustParse("4Gi")
+	for i, err := range errs {
+		switch {
+		case err == nil && i < 4:
+			want.Add(resource.MustParse("2Gi"))
+		case err == nil:
+			want.Add(resource.MustParse("1Gi"))
+		case !errdefs.IsPermissionDenied(err):
+			t.Errorf("write %d: %v, want admitted or forbidden", i, err)
+		}
+	}
+	used := quotaStatus(t, st, "ns", "storage").Used[corev1.ResourceRequestsStorage]
+	if used.Cmp(want) != 0 || used.Cmp(resource.MustParse("10Gi")) > 0 {
+		t.Errorf("requests.storage used %s after the race, admitted writes add up to %s (hard 10Gi)", used.String(), want.String())
+	}
+	// What was stored adds up to what is charged.
+	var total resource.Quantity
+	if _, err := st.List("persistentvolumeclaims", "ns", func(b []byte) error {
+		var c corev1.PersistentVolumeClaim
+		if err := json.Unmarshal(b, &c); err != nil {
+			return err
+		}
+		total.Add(c.Spec.Resources.Requests[corev1.ResourceStorage])
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if total.Cmp(used) != 0 {
+		t.Errorf("claims' requests add up to %s, the quota charges %s", total.String(), used.String())
+	}
+
+	if err := create(a, st, "limitranges", &corev1.LimitRange{
+		TypeMeta:   metav1.TypeMeta{Kind: "LimitRange", APIVersion: "v1"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "max"},
+		Spec: corev1.LimitRangeSpec{Limits: []corev1.LimitRangeItem{{Type: corev1.LimitTypePersistentVolumeClaim,
+			Max: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("4Gi")}}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := resize(a, st, "ns", "c0", "5Gi")
+	if want := "maximum storage usage per PersistentVolumeClaim is 4Gi, but request is 5Gi"; err == nil || err.Error() != want {
+		t.Errorf("resize over the LimitRange: %v, want %q", err, want)
+	}
+	if got := quotaStatus(t, st, "ns", "storage").Used[corev1.ResourceRequestsStorage]; got.Cmp(used) != 0 {
+		t.Errorf("requests.storage used %s after a refused resize, want %s", got.String(), used.String())
+	}
+}

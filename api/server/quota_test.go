@@ -109,4 +109,43 @@ requests.memory  128Mi  1Gi`) {
 	refused(large, `Error from server (Forbidden): error when creating "`+large+`": persistentvolumeclaims "large" is forbidden: exceeded quota: storage, requested: requests.storage=1Gi, used: requests.storage=512Mi, limited: requests.storage=1Gi`)
 	huge := claim("huge", "6Gi")
 	refused(huge, `Error from server (Forbidden): error when creating "`+huge+`": persistentvolumeclaims "huge" is forbidden: maximum storage usage per PersistentVolumeClaim is 5Gi, but request is 6Gi`)
+
+	// Updates are admitted too: a bound claim of a class that allows
+	// expansion grows within its quota and its LimitRange, and is charged
+	// the growth (upstream's quota evaluator on UPDATE).
+	k.ok("create", "-f", file("expandable.yaml", "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: expandable}\nprovisioner: berth.dev/local-path\nallowVolumeExpansion: true\n"))
+	k.ok("create", "-f", file("grow.yaml", "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: grow, namespace: claims}\nspec:\n  storageClassName: expandable\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 256Mi}}\n"))
+	k.ok("-n", "claims", "patch", "pvc", "grow", "--subresource=status", "--type=merge", "-p", `{"status":{"phase":"Bound","capacity":{"storage":"256Mi"}}}`)
+	used := func() string {
+		return k.ok("-n", "claims", "get", "quota", "storage", "-o", "jsonpath={.status.used.requests\\.storage}")
+	}
+	if got := used(); got != "768Mi" {
+		t.Errorf("requests.storage used before the resize: %q, want 768Mi", got)
+	}
+	resize := func(size string) string {
+		return `{"spec":{"resources":{"requests":{"storage":"` + size + `"}}}}`
+	}
+	k.ok("-n", "claims", "patch", "pvc", "grow", "--dry-run=server", "-p", resize("512Mi"))
+	if got := used(); got != "768Mi" {
+		t.Errorf("requests.storage used after a dry-run resize: %q, want 768Mi", got)
+	}
+	k.ok("-n", "claims", "patch", "pvc", "grow", "-p", resize("512Mi"))
+	if got := used(); got != "1Gi" {
+		t.Errorf("requests.storage used after a resize to 512Mi: %q, want 1Gi", got)
+	}
+	patchRefused := func(size, want string) {
+		t.Helper()
+		lines := strings.Split(strings.TrimSpace(k.fails("", "-n", "claims", "patch", "pvc", "grow", "-p", resize(size))), "\n")
+		if got := lines[len(lines)-1]; got != want {
+			t.Errorf("resize to %s:\n got %q\nwant %q", size, got, want)
+		}
+	}
+	patchRefused("768Mi", `Error from server (Forbidden): persistentvolumeclaims "grow" is forbidden: exceeded quota: storage, requested: requests.storage=256Mi, used: requests.storage=1Gi, limited: requests.storage=1Gi`)
+	patchRefused("6Gi", `Error from server (Forbidden): persistentvolumeclaims "grow" is forbidden: maximum storage usage per PersistentVolumeClaim is 5Gi, but request is 6Gi`)
+	if got := used(); got != "1Gi" {
+		t.Errorf("requests.storage used after refused resizes: %q, want 1Gi", got)
+	}
+	if got := k.ok("-n", "claims", "get", "pvc", "grow", "-o", "jsonpath={.spec.resources.requests.storage}"); got != "512Mi" {
+		t.Errorf("claim's request after refused resizes: %q, want 512Mi", got)
+	}
 }

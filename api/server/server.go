@@ -79,7 +79,7 @@ type Options struct {
 	// Streams serves pods/exec, pods/attach and pods/portforward
 	// (agent/streams.Service); nil: they answer 503.
 	Streams Streams
-	// Admission is the admission chain every create goes through
+	// Admission is the admission chain every create and update goes through
 	// (agent/admission.Admitter); nil: none (tests of other parts).
 	Admission Admission
 }
@@ -90,10 +90,15 @@ type Admission interface {
 	// Mutate is mutating admission (LimitRanger's defaults) of a write of
 	// obj to res; old is nil for a create.
 	Mutate(res store.Resource, obj, old runtime.Object) error
-	// Validate is validating admission (LimitRanger, then ResourceQuota),
-	// after the object's own validation. commit must be called once the
-	// write is done, stored or not.
+	// Validate is validating admission (LimitRanger, then ResourceQuota)
+	// of a create, after the object's own validation. commit must be
+	// called once the write is done, stored or not.
 	Validate(res store.Resource, obj, old runtime.Object, dryRun bool) (commit func(stored bool), err error)
+	// Update starts validating admission of an update in namespace ns:
+	// validate runs inside the store's write, after the object's own
+	// validation, with the stored object as old; done must be called once
+	// the write is done, stored or not.
+	Update(ns string) (validate func(res store.Resource, obj, old runtime.Object) error, done func(stored bool))
 }
 
 // ResourceNames are the resources the API serves, as the store names them:

@@ -231,8 +231,26 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, k *kind, ns, nam
 // the new object is a precondition (409 when stale); none is an
 // unconditional update. An update that takes the last finalizer of an
 // object being deleted removes it.
+//
+// Admission sees the update after validation, as the apiserver's registry
+// runs it inside its guaranteed update (ResourceQuota charges a claim's
+// growth; LimitRanger checks a claim's new size). Subresources are not
+// admitted: upstream's LimitRanger and ResourceQuota ignore them.
 func (s *Server) replace(k *kind, ns, name, sub string, dryRun bool, change func(cur store.Object) (store.Object, error)) (store.Object, error) {
 	var out store.Object
+	admit := func(store.Resource, runtime.Object, runtime.Object) error { return nil }
+	done := func(bool) {}
+	if s.opts.Admission != nil && k.namespaced && sub == "" {
+		// The namespace's admissions wait for this write, as for a
+		// create; taken before the store's write, never inside it.
+		admit, done = s.opts.Admission.Update(ns)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			done(false)
+		}
+	}()
 	_, err := s.modify(k, ns, name, func(cur store.Object) (store.Decision, error) {
 		old := cur.DeepCopyObject().(store.Object)
 		obj, err := change(cur)
@@ -281,6 +299,9 @@ func (s *Server) replace(k *kind, ns, name, sub string, dryRun bool, change func
 				return store.Decision{}, err
 			}
 		}
+		if err := admit(store.Resource(kindKey(k.group, k.resource)), obj, old); err != nil {
+			return store.Decision{}, err
+		}
 		bump := sub == "" && specChanged(obj, old)
 		if dryRun {
 			if obj.GetResourceVersion() != old.GetResourceVersion() {
@@ -295,6 +316,8 @@ func (s *Server) replace(k *kind, ns, name, sub string, dryRun bool, change func
 		out = obj
 		return store.Decision{Replace: obj, BumpGeneration: bump}, nil
 	})
+	committed = true
+	done(err == nil)
 	if errors.Is(err, errDryRun) {
 		return out, nil
 	}
