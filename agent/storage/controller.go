@@ -67,7 +67,7 @@ type Controller struct {
 	log  hclog.Logger
 	dir  string
 	kick chan struct{}
-	// waiting: some claim being deleted waits for its pods, so pod changes
+	// waiting: a pass depends on pods (waitsForPods), so pod changes
 	// matter (set by each pass).
 	waiting atomic.Bool
 	// reported is the last Event per claim uid, so that a pass repeating a
@@ -196,13 +196,7 @@ func (c *Controller) Sync() error {
 	if err != nil {
 		return err
 	}
-	waiting := false
-	for _, cl := range st.claims {
-		if cl.DeletionTimestamp != nil && hasFinalizer(cl, PVCProtectionFinalizer) {
-			waiting = true
-		}
-	}
-	c.waiting.Store(waiting)
+	c.waiting.Store(waitsForPods(st))
 	c.forget(st.claims)
 	var errs []error
 	for _, a := range plan(st) {

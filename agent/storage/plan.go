@@ -7,6 +7,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // state is one consistent look at what the controller decides on.
@@ -130,6 +132,8 @@ func plan(st *state) []action {
 	// Volumes a claim's action binds in this pass: the volumes' pass
 	// leaves their phase to it.
 	binding := map[string]bool{}
+	// Available volumes a claim takes in this pass: no other claim may.
+	taken := map[string]bool{}
 
 	for _, c := range sortedClaims(st.claims) {
 		if c.DeletionTimestamp != nil {
@@ -155,6 +159,23 @@ func plan(st *state) []action {
 				out = append(out, action{op: opBind, claim: c, volume: v})
 				binding[v.Name] = true
 			default:
+				class := st.classes[ClaimClass(c)]
+				if class != nil && class.VolumeBindingMode != nil && *class.VolumeBindingMode == storagev1.VolumeBindingWaitForFirstConsumer &&
+					!used[key{c.Namespace, c.Name}] {
+					// syncUnboundClaim with delayBinding: neither an
+					// available volume nor provisioning until a pod uses
+					// the claim (the scheduler's part on a cluster).
+					out = append(out, action{op: opEvent, claim: c, eventType: corev1.EventTypeNormal, reason: "WaitForFirstConsumer",
+						message: "waiting for first consumer to be created before binding"})
+					continue
+				}
+				if v := bestMatch(c, st.volumes, taken); v != nil {
+					// A volume an administrator made, before any
+					// provisioning (findBestMatchForClaim).
+					out = append(out, action{op: opBind, claim: c, volume: v})
+					binding[v.Name], taken[v.Name] = true, true
+					continue
+				}
 				out = append(out, planUnbound(c, st.classes, def)...)
 			}
 			continue
@@ -240,8 +261,10 @@ func planUnbound(c *corev1.PersistentVolumeClaim, classes map[string]*storagev1.
 		if c.Spec.StorageClassName == nil && !beta && def != nil {
 			return []action{{op: opDefaultClass, claim: c, class: def}}
 		}
-		// Waits for a volume of no class (berth matches none).
-		return nil
+		// Waits for an administrator's volume of no class (the PV
+		// controller's words).
+		return []action{{op: opEvent, claim: c, eventType: corev1.EventTypeNormal, reason: "FailedBinding",
+			message: "no persistent volumes available for this claim and no storage class is set"}}
 	}
 	sc := classes[name]
 	fail := func(msg string) []action {
@@ -261,6 +284,56 @@ func planUnbound(c *corev1.PersistentVolumeClaim, classes map[string]*storagev1.
 		return fail(fmt.Sprintf("%s provides only volumeMode Filesystem", Provisioner))
 	}
 	return []action{{op: opProvision, claim: c, class: sc}}
+}
+
+// bestMatch is the PV controller's findBestMatchForClaim for a claim
+// without a volume (pv_controller.go, FindMatchingVolume in
+// component-helpers/storage/volume): the smallest Available volume not
+// bound to any claim, not being deleted and not taken in this pass, of the
+// claim's class, volume mode and capacity, with every access mode the
+// claim asks for and the labels its selector wants; volumes of equal size
+// by name (upstream: its cache's order). nil if none.
+func bestMatch(c *corev1.PersistentVolumeClaim, volumes []*corev1.PersistentVolume, taken map[string]bool) *corev1.PersistentVolume {
+	var sel labels.Selector
+	if c.Spec.Selector != nil {
+		s, err := metav1.LabelSelectorAsSelector(c.Spec.Selector)
+		if err != nil {
+			return nil // upstream: "error creating internal label selector"
+		}
+		sel = s
+	}
+	var best *corev1.PersistentVolume
+	for _, v := range sorted(volumes) {
+		if v.DeletionTimestamp != nil || v.Spec.ClaimRef != nil || taken[v.Name] || v.Status.Phase != corev1.VolumeAvailable {
+			continue
+		}
+		if sel != nil && !sel.Matches(labels.Set(v.Labels)) {
+			continue
+		}
+		if satisfies(v, c) != "" {
+			continue
+		}
+		if best == nil || best.Spec.Capacity.Storage().Cmp(*v.Spec.Capacity.Storage()) > 0 {
+			best = v
+		}
+	}
+	return best
+}
+
+// waitsForPods tells whether a pass depends on pods: a claim being
+// deleted waits until no pod uses it, an unbound claim of a
+// WaitForFirstConsumer class until one does.
+func waitsForPods(st *state) bool {
+	for _, c := range st.claims {
+		if c.DeletionTimestamp != nil && hasFinalizer(c, PVCProtectionFinalizer) {
+			return true
+		}
+		if class := st.classes[ClaimClass(c)]; c.DeletionTimestamp == nil && c.Spec.VolumeName == "" && class != nil &&
+			class.VolumeBindingMode != nil && *class.VolumeBindingMode == storagev1.VolumeBindingWaitForFirstConsumer {
+			return true
+		}
+	}
+	return false
 }
 
 // satisfies is checkVolumeSatisfyClaim in short: "" if v can serve c, else

@@ -64,6 +64,21 @@ func pod(claimName string, phase corev1.PodPhase) *corev1.Pod {
 	}
 }
 
+// static is a volume an administrator made: Available, no claim.
+func static(name, size, class string) *corev1.PersistentVolume {
+	return &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("pv-" + name)},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)},
+			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			PersistentVolumeSource:        corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/srv/" + name}},
+			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
+			StorageClassName:              class,
+		},
+		Status: corev1.PersistentVolumeStatus{Phase: corev1.VolumeAvailable},
+	}
+}
+
 func classes(cs ...*storagev1.StorageClass) map[string]*storagev1.StorageClass {
 	m := map[string]*storagev1.StorageClass{}
 	for _, c := range cs {
@@ -84,6 +99,9 @@ func TestPlan(t *testing.T) {
 	local := NewDefaultClass()
 	other := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "ebs"}, Provisioner: "ebs.csi.aws.com"}
 	boundClaim, boundVol := bound(claim("a"))
+	wffc := NewDefaultClass()
+	wffc.Name, wffc.Annotations = "wffc", nil
+	wffc.VolumeBindingMode = ptr(storagev1.VolumeBindingWaitForFirstConsumer)
 	for _, tc := range []struct {
 		name string
 		st   state
@@ -105,9 +123,51 @@ func TestPlan(t *testing.T) {
 		{"no class and a default exists: given the default (retroactive)",
 			state{classes: classes(local), claims: []*corev1.PersistentVolumeClaim{claim("a", func(c *corev1.PersistentVolumeClaim) { c.Spec.StorageClassName = nil })}},
 			[]string{"defaultClass claim ns/a"}},
-		{`class "" (explicitly none): waits for a volume of no class`,
-			state{classes: classes(local), claims: []*corev1.PersistentVolumeClaim{claim("a", func(c *corev1.PersistentVolumeClaim) { c.Spec.StorageClassName = ptr("") })}},
-			nil},
+		{`class "" (explicitly none) and no volume of no class: the PV controller's FailedBinding`,
+			state{classes: classes(local), claims: []*corev1.PersistentVolumeClaim{claim("a", func(c *corev1.PersistentVolumeClaim) { c.Spec.StorageClassName = ptr("") })},
+				volumes: []*corev1.PersistentVolume{static("local-1", "5Gi", DefaultClassName)}},
+			[]string{"event claim ns/a FailedBinding: no persistent volumes available for this claim and no storage class is set"}},
+		{`class "": the smallest Available volume of no class that fits is bound`,
+			state{classes: classes(local), claims: []*corev1.PersistentVolumeClaim{claim("a", func(c *corev1.PersistentVolumeClaim) { c.Spec.StorageClassName = ptr("") })},
+				volumes: []*corev1.PersistentVolume{static("big", "5Gi", ""), static("small", "512Mi", ""), static("fits", "2Gi", ""), static("exact", "1Gi", ""),
+					func() *corev1.PersistentVolume {
+						v := static("released", "1Gi", "")
+						v.Spec.ClaimRef = &corev1.ObjectReference{Namespace: "ns", Name: "gone", UID: "uid-gone"}
+						v.Status.Phase = corev1.VolumeReleased
+						return v
+					}()}},
+			[]string{"bind claim ns/a volume exact"}},
+		{"an Available volume of the claim's class is bound before provisioning",
+			state{classes: classes(local), claims: []*corev1.PersistentVolumeClaim{claim("a")},
+				volumes: []*corev1.PersistentVolume{static("pre", "1Gi", DefaultClassName)}},
+			[]string{"bind claim ns/a volume pre"}},
+		{"a volume without an access mode the claim asks for is not bound: provisioned",
+			state{classes: classes(local), claims: []*corev1.PersistentVolumeClaim{claim("a", func(c *corev1.PersistentVolumeClaim) {
+				c.Spec.AccessModes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce, corev1.ReadOnlyMany}
+			})}, volumes: []*corev1.PersistentVolume{static("pre", "1Gi", DefaultClassName)}},
+			[]string{"provision claim ns/a"}},
+		{"a selector picks volumes by label",
+			state{classes: classes(local), claims: []*corev1.PersistentVolumeClaim{claim("a", func(c *corev1.PersistentVolumeClaim) {
+				c.Spec.StorageClassName = ptr("")
+				c.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"disk": "ssd"}}
+			})}, volumes: []*corev1.PersistentVolume{static("hdd", "1Gi", ""), func() *corev1.PersistentVolume {
+				v := static("ssd", "2Gi", "")
+				v.Labels = map[string]string{"disk": "ssd"}
+				return v
+			}()}},
+			[]string{"bind claim ns/a volume ssd"}},
+		{"two claims, one volume: the first by name gets it, the other is provisioned",
+			state{classes: classes(local), claims: []*corev1.PersistentVolumeClaim{claim("b"), claim("a")},
+				volumes: []*corev1.PersistentVolume{static("pre", "1Gi", DefaultClassName)}},
+			[]string{"bind claim ns/a volume pre", "provision claim ns/b"}},
+		{"WaitForFirstConsumer without a pod: waits",
+			state{classes: classes(wffc), claims: []*corev1.PersistentVolumeClaim{claim("a", func(c *corev1.PersistentVolumeClaim) { c.Spec.StorageClassName = ptr("wffc") })},
+				pods: []*corev1.Pod{pod("b", corev1.PodRunning)}},
+			[]string{"event claim ns/a WaitForFirstConsumer: waiting for first consumer to be created before binding"}},
+		{"WaitForFirstConsumer with a pod: provisioned",
+			state{classes: classes(wffc), claims: []*corev1.PersistentVolumeClaim{claim("a", func(c *corev1.PersistentVolumeClaim) { c.Spec.StorageClassName = ptr("wffc") })},
+				pods: []*corev1.Pod{pod("a", corev1.PodPending)}},
+			[]string{"provision claim ns/a"}},
 		{"a selector cannot be provisioned",
 			state{classes: classes(local), claims: []*corev1.PersistentVolumeClaim{claim("a", func(c *corev1.PersistentVolumeClaim) {
 				c.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"a": "b"}}

@@ -125,6 +125,44 @@ func TestPersistentVolumeClaims(t *testing.T) {
 		t.Errorf("claim of an unknown class: %q", out)
 	}
 
+	// An administrator's volume: a claim of no class binds the smallest
+	// that fits, as the PV controller binds it; Retain keeps it, and its
+	// directory, after the claim.
+	e.run("mkdir", "-p", "/srv/static-big", "/srv/static-small")
+	for _, v := range []struct{ name, size string }{{"static-big", "1Gi"}, {"static-small", "128Mi"}} {
+		e.write("/var/tmp/"+v.name+".yaml", fmt.Sprintf("apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: %s}\nspec:\n  capacity: {storage: %s}\n  accessModes: [ReadWriteOnce]\n  persistentVolumeReclaimPolicy: Retain\n  storageClassName: \"\"\n  hostPath: {path: /srv/%s}\n", v.name, v.size, v.name))
+		k.must("create", "-f", "/var/tmp/"+v.name+".yaml")
+	}
+	k.eventually("the volumes to be Available", func(s string) bool { return s == "Available Available" }, "get", "pv", "static-big", "static-small", "-o", "jsonpath={.items[*].status.phase}")
+	e.write("/var/tmp/pvc-manual.yaml", fmt.Sprintf(pvcClaim, "manual", "  storageClassName: \"\"\n"))
+	k.must("create", "-f", "/var/tmp/pvc-manual.yaml")
+	k.eventually("the claim of no class to bind", func(s string) bool { return s == "Bound static-small" }, "get", "pvc", "manual", "-n", "pv", "-o", "jsonpath={.status.phase} {.spec.volumeName}")
+	if out := k.must("get", "pv", "static-small", "--no-headers"); !regexp.MustCompile(`^static-small\s+128Mi\s+RWO\s+Retain\s+Bound\s+pv/manual\s+<unset>\s+\S+$`).MatchString(strings.TrimSpace(out)) {
+		t.Errorf("get pv static-small: %q", out)
+	}
+	// No volume left for a second one: the PV controller's words.
+	e.write("/var/tmp/pvc-manual2.yaml", strings.Replace(fmt.Sprintf(pvcClaim, "manual2", "  storageClassName: \"\"\n"), "64Mi", "2Gi", 1))
+	k.must("create", "-f", "/var/tmp/pvc-manual2.yaml")
+	k.eventually("FailedBinding", regexp.MustCompile(`(?m)^FailedBinding\s+no persistent volumes available for this claim and no storage class is set$`).MatchString,
+		"get", "events", "-n", "pv", "--field-selector", "involvedObject.name=manual2", "-o", "custom-columns=R:.reason,M:.message", "--no-headers")
+
+	// A class that binds on first use: Pending until a pod uses the claim.
+	e.write("/var/tmp/sc-lazy.yaml", "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: lazy}\nprovisioner: berth.dev/local-path\nvolumeBindingMode: WaitForFirstConsumer\n")
+	k.must("create", "-f", "/var/tmp/sc-lazy.yaml")
+	e.write("/var/tmp/pvc-lazy.yaml", fmt.Sprintf(pvcClaim, "lazy", "  storageClassName: lazy\n"))
+	k.must("create", "-f", "/var/tmp/pvc-lazy.yaml")
+	k.eventually("WaitForFirstConsumer", regexp.MustCompile(`(?m)^WaitForFirstConsumer\s+waiting for first consumer to be created before binding$`).MatchString,
+		"get", "events", "-n", "pv", "--field-selector", "involvedObject.name=lazy", "-o", "custom-columns=R:.reason,M:.message", "--no-headers")
+	if got := k.must("get", "pvc", "lazy", "-n", "pv", "-o", "jsonpath={.status.phase}"); got != "Pending" {
+		t.Errorf("a WaitForFirstConsumer claim without a pod: %q", got)
+	}
+	e.write("/var/tmp/pvc-lazy-user.yaml", pvcPod("lazy-user", img, "lazy", "Never", "echo used > /data/u"))
+	e.apply(k, "/namespaces/pv/pods/lazy-user", "/var/tmp/pvc-lazy-user.yaml")
+	k.eventually("the lazy claim's pod to finish", func(s string) bool { return s == "Succeeded" }, "get", "pod", "lazy-user", "-n", "pv", "-o", "jsonpath={.status.phase}")
+	if got := k.must("get", "pvc", "lazy", "-n", "pv", "-o", "jsonpath={.status.phase}"); got != "Bound" {
+		t.Errorf("a WaitForFirstConsumer claim once a pod used it: %q", got)
+	}
+
 	// Deleting a claim a pod uses: Terminating until the pod is gone.
 	k.must("delete", "pvc", "data", "-n", "pv", "--wait=false")
 	time.Sleep(3 * time.Second) // a few of the controller's passes
@@ -150,7 +188,14 @@ func TestPersistentVolumeClaims(t *testing.T) {
 	if _, msg, err := k.kubectl("/api/v1/namespaces/", "delete", "namespace", "pv", "--timeout=180s"); err != nil {
 		t.Fatalf("delete namespace: %v\n%s", err, msg)
 	}
-	k.eventually("every volume to go", func(s string) bool { return s == "" }, "get", "pv", "-o", "name")
+	k.eventually("every provisioned volume to go", func(s string) bool { return s == "persistentvolume/static-big\npersistentvolume/static-small\n" }, "get", "pv", "-o", "name")
+	if got := k.must("get", "pv", "static-small", "-o", "jsonpath={.status.phase}"); got != "Released" {
+		t.Errorf("a Retain volume after its claim went: %q, want Released", got)
+	}
+	k.del("/api/v1/persistentvolumes/", "pv", "static-big", "static-small")
+	if got := e.run("stat", "-c", "%F", "/srv/static-small"); got != "directory\n" {
+		t.Errorf("an administrator's volume directory after its volume went: %q", got)
+	}
 	if m := e.run("sh", "-c", "grep -E '/var/lib/berth/(pods|volumes)' /proc/mounts || true"); strings.TrimSpace(m) != "" {
 		t.Errorf("mounts left:\n%s", m)
 	}
