@@ -403,3 +403,37 @@ func TestUpdatesFitTheQuota(t *testing.T) {
 		t.Errorf("requests.storage used %s after a refused resize, want %s", got.String(), used.String())
 	}
 }
+
+// What berthd's controllers create (Events) is admitted as a client's
+// create: a count/events quota holds for them and is charged.
+func TestAdmittedStoreCountsEvents(t *testing.T) {
+	st := openStore(t)
+	a := New(st, Options{})
+	if err := create(a, st, "resourcequotas", testQuota("ns", "events", corev1.ResourceList{"count/events": resource.MustParse("2")})); err != nil {
+		t.Fatal(err)
+	}
+	as := AdmittedStore{Store: st, A: a}
+	event := func(name string) *corev1.Event {
+		return &corev1.Event{TypeMeta: metav1.TypeMeta{Kind: "Event", APIVersion: "v1"}, ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name},
+			InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: "ns", Name: "p"}, Reason: "Started"}
+	}
+	for _, name := range []string{"e1", "e2"} {
+		if err := as.Create("events", event(name)); err != nil {
+			t.Fatalf("event %s within the quota: %v", name, err)
+		}
+	}
+	err := as.Create("events", event("e3"))
+	if want := "exceeded quota: events, requested: count/events=1, used: count/events=2, limited: count/events=2"; err == nil || err.Error() != want {
+		t.Errorf("third event: %v, want %q", err, want)
+	}
+	if err := st.Get("events", "ns", "e3", &corev1.Event{}); !errdefs.IsNotFound(err) {
+		t.Errorf("a refused event was stored: %v", err)
+	}
+	if got := quotaStatus(t, st, "ns", "events").Used["count/events"]; got.String() != "2" {
+		t.Errorf("count/events used %s, want 2", got.String())
+	}
+	// Without an admitter it is the store's create.
+	if err := (AdmittedStore{Store: st}).Create("events", event("e4")); err != nil {
+		t.Errorf("create without admission: %v", err)
+	}
+}

@@ -399,7 +399,8 @@ func startAgents(ctx context.Context, d agentDeps) error {
 			break
 		}
 	}
-	rec := events.New(events.Config{Store: d.Store, Host: name, Log: d.Log.Named("events")})
+	// Events count against a namespace's quota as the kubelet's do.
+	rec := events.New(events.Config{Store: admission.AdmittedStore{Store: d.Store, A: d.Admission}, Host: name, Log: d.Log.Named("events")})
 	goAgent(func() {
 		if err := rec.Run(ctx); err != nil && ctx.Err() == nil {
 			d.Log.Error("events", "error", err)

@@ -151,7 +151,7 @@ spec:
 
 	// An object-count quota on configmaps.
 	k.must("create", "namespace", "objects")
-	e.write("/var/tmp/objects.yaml", "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: objects, namespace: objects}\nspec:\n  hard: {configmaps: \"2\", count/secrets: \"1\"}\n")
+	e.write("/var/tmp/objects.yaml", "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: objects, namespace: objects}\nspec:\n  hard: {configmaps: \"2\", count/secrets: \"1\", count/events: \"1\"}\n")
 	k.must("create", "-f", "/var/tmp/objects.yaml")
 	k.must("create", "configmap", "c1", "-n", "objects")
 	k.must("create", "configmap", "c2", "-n", "objects")
@@ -159,6 +159,18 @@ spec:
 		!strings.HasSuffix("\n"+strings.TrimSpace(msg), "\n"+`error: failed to create configmap: configmaps "c3" is forbidden: exceeded quota: objects, requested: configmaps=1, used: configmaps=2, limited: configmaps=2`) {
 		t.Errorf("third configmap: %v %q", err, msg)
 	}
+	// berthd's own Events are admitted as the kubelet's are: a pod's
+	// first one fits count/events, the rest are refused (and logged).
+	e.write("/var/tmp/objects-pod.yaml", podYAML("objects", "noisy", img, sleep, ""))
+	k.must("create", "-f", "/var/tmp/objects-pod.yaml")
+	k.must("wait", "--for=condition=Ready", "pod/noisy", "-n", "objects", "--timeout=120s")
+	if out := k.must("get", "events", "-n", "objects", "-o", "name"); strings.Count(out, "\n") != 1 {
+		t.Errorf("events under count/events: \"1\":\n%s", out)
+	}
+	if got := k.must("get", "quota", "objects", "-n", "objects", "-o", "jsonpath={.status.used.count/events}"); got != "1" {
+		t.Errorf("count/events used: %q, want 1", got)
+	}
+	k.must("delete", "pod", "noisy", "-n", "objects", "--wait=false")
 
 	// A LimitRange: its defaults in the pod and in the unit's cgroup; its
 	// max refuses.
