@@ -123,9 +123,14 @@ func TestPauseSharesPIDNamespace(t *testing.T) {
 	if a.Ino != b.Ino || a.Dev != b.Dev {
 		t.Errorf("the pin is not the pause's PID namespace")
 	}
-	// Privileges are dropped after the pin; not dumpable is the last step:
-	// then the files of /proc/<pid> (not the directory) belong to root.
+	// Privileges are dropped after the pin, no_new_privs after the uid.
+	// Not dumpable is no sign that the drop is over: the kernel clears
+	// dumpable itself (to fs.suid_dumpable, 0) when setresuid changes the
+	// euid, before no_new_privs is set; CI once read NoNewPrivs 0 in that
+	// window. Not dumpable: the files of /proc/<pid> (not the directory)
+	// belong to root.
 	waitStatus(t, pause, "Uid", "65535\t65535\t65535\t65535")
+	waitStatus(t, pause, "NoNewPrivs", "1")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var pst unix.Stat_t
