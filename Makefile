@@ -48,7 +48,7 @@ test-v1:
 # a hung VM is diagnosed and stopped after 8 minutes without output, and the
 # packages it had not finished get one more VM; all of it within 45 minutes,
 # so that make test ends within CI's 90.
-V2_PKGS := ./cgroup ./cgroup/own ./test/node ./unitgen/systemd ./agent/berthinit ./test/e2e
+V2_PKGS := ./cgroup ./cgroup/own ./test/node ./unitgen/systemd ./agent/berthinit ./agent/storage ./test/e2e
 test-v2:
 	@[ "$$(id -u)" = 0 ] || { echo "make test runs as root (namespaces, mounts, cgroups)"; exit 1; }
 	hack/v2vm.sh -timeout 20m -vmtimeout 45m -stall 8m $(V2_PKGS)

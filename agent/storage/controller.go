@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -67,6 +68,10 @@ type Controller struct {
 	log  hclog.Logger
 	dir  string
 	kick chan struct{}
+	// quota: dir's filesystem enforces project quotas, and each volume
+	// berth provisions is held to its capacity (projquota.go); why not.
+	quota    bool
+	quotaWhy string
 	// waiting: a pass depends on pods (waitsForPods), so pod changes
 	// matter (set by each pass).
 	waiting atomic.Bool
@@ -87,7 +92,9 @@ func New(cfg Config) *Controller {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Controller{cfg: cfg, log: cfg.Log, dir: Dir(cfg.StateDir), kick: make(chan struct{}, 1), reported: map[types.UID]string{}}
+	c := &Controller{cfg: cfg, log: cfg.Log, dir: Dir(cfg.StateDir), kick: make(chan struct{}, 1), reported: map[types.UID]string{}}
+	c.quota, c.quotaWhy = ProjectQuota(c.dir)
+	return c
 }
 
 // markerFile records that berthd has made the default StorageClass once:
@@ -100,8 +107,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		return fmt.Errorf("persistent volumes: %w", err)
 	}
-	if on, why := ProjectQuota(c.dir); !on {
-		c.log.Info("persistent volumes' capacity is counted by quota but not enforced on disk", "dir", c.dir, "reason", why)
+	if c.quota {
+		c.log.Info("persistent volumes are held to their capacity by project quotas", "dir", c.dir)
+	} else {
+		c.log.Info("persistent volumes' capacity is counted by quota but not enforced on disk", "dir", c.dir, "reason", c.quotaWhy)
 	}
 	if err := c.EnsureDefaultClass(); err != nil {
 		c.log.Error("default StorageClass", "error", err)
@@ -336,6 +345,8 @@ func (c *Controller) apply(a action) error {
 	case opEvent:
 		c.event(a.claim, a.eventType, a.reason, a.message)
 		return nil
+	case opExpand:
+		return c.expand(a.claim, a.volume)
 	}
 	return fmt.Errorf("unknown action %d", a.op)
 }
@@ -422,6 +433,13 @@ func (c *Controller) provision(cl *corev1.PersistentVolumeClaim, sc *storagev1.S
 		}
 	}
 	if err := os.Chmod(dir, 0o777); err != nil {
+		return err
+	}
+	if err := c.limit(dir, requestOf(cl)); err != nil {
+		if made {
+			os.Remove(dir)
+		}
+		c.event(cl, corev1.EventTypeWarning, "ProvisioningFailed", fmt.Sprintf("failed to provision volume with StorageClass %q: %v", sc.Name, err))
 		return err
 	}
 	v := c.newVolume(cl, sc, name, dir)
@@ -545,8 +563,40 @@ func (c *Controller) removeDir(v *corev1.PersistentVolume) error {
 	if v.Spec.HostPath == nil || filepath.Clean(v.Spec.HostPath.Path) != want {
 		return fmt.Errorf("volume %s: not removing %v: not a directory berth provisioned (%s): %w", v.Name, v.Spec.HostPath, want, errdefs.ErrFailedPrecondition)
 	}
+	// Its project's limit goes with it: read before, cleared after.
+	var id uint32
+	if c.quota {
+		var err error
+		if id, err = ProjectID(want); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("volume %s: %w", v.Name, err)
+		}
+	}
 	if err := volumes.RemoveTree(want); err != nil {
 		return fmt.Errorf("remove %s: %w", want, err)
 	}
+	if id != 0 {
+		if err := unlimit(c.dir, id); err != nil {
+			return fmt.Errorf("volume %s: clear project %d's quota: %w", v.Name, id, err)
+		}
+	}
+	return nil
+}
+
+// limit holds a volume's directory, which berth provisioned, to size
+// where the filesystem enforces project quotas; elsewhere its capacity is
+// what ResourceQuota counts and nothing more.
+func (c *Controller) limit(dir string, size resource.Quantity) error {
+	if !c.quota {
+		return nil
+	}
+	used, err := projectIDsInUse(c.dir)
+	if err != nil {
+		return fmt.Errorf("project quota: %w", err)
+	}
+	id, err := limitDir(dir, size.Value(), used)
+	if err != nil {
+		return fmt.Errorf("project quota: %w", err)
+	}
+	c.log.Debug("project quota", "dir", dir, "project", id, "bytes", size.Value())
 	return nil
 }

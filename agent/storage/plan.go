@@ -50,11 +50,14 @@ const (
 	opReleaseVolume
 	// opEvent records an Event on the claim.
 	opEvent
+	// opExpand grows a provisioned volume to its bound claim's larger
+	// request: its capacity (and project quota), then the claim's status.
+	opExpand
 )
 
 func (o op) String() string {
 	return [...]string{"defaultClass", "provision", "bind", "claimLost", "releaseClaim",
-		"volumePhase", "deleteVolume", "releaseVolume", "event"}[o]
+		"volumePhase", "deleteVolume", "releaseVolume", "event", "expand"}[o]
 }
 
 // action is one step of a pass.
@@ -206,6 +209,11 @@ func plan(st *state) []action {
 				out = append(out, action{op: opClaimLost, claim: c, eventType: corev1.EventTypeWarning, reason: "ClaimMisbound",
 					message: "Two claims are bound to the same volume, this one is bound incorrectly"})
 			}
+		case ref.UID != "" && provisionedHere(v) && grows(c, v, st.classes):
+			// The external resizer's part: a bound claim asks for more
+			// than its volume has, in a class that allows it.
+			out = append(out, action{op: opExpand, claim: c, volume: v})
+			binding[v.Name] = true
 		case ref.UID == "" || !claimStatusMatches(c, v):
 			out = append(out, action{op: opBind, claim: c, volume: v})
 			binding[v.Name] = true
@@ -318,6 +326,18 @@ func bestMatch(c *corev1.PersistentVolumeClaim, volumes []*corev1.PersistentVolu
 		}
 	}
 	return best
+}
+
+// grows tells whether bound claim c asks for more than its volume v has
+// and its class allows expansion (the admission plugin let the request
+// grow only then; a class changed since is not trusted with it).
+func grows(c *corev1.PersistentVolumeClaim, v *corev1.PersistentVolume, classes map[string]*storagev1.StorageClass) bool {
+	want, have := requestOf(c), v.Spec.Capacity[corev1.ResourceStorage]
+	if want.Cmp(have) <= 0 {
+		return false
+	}
+	sc := classes[ClaimClass(c)]
+	return sc != nil && sc.AllowVolumeExpansion != nil && *sc.AllowVolumeExpansion
 }
 
 // waitsForPods tells whether a pass depends on pods: a claim being

@@ -64,6 +64,14 @@ func pod(claimName string, phase corev1.PodPhase) *corev1.Pod {
 	}
 }
 
+// grown is bound claim c of class, asking for size.
+func grown(c *corev1.PersistentVolumeClaim, size, class string) *corev1.PersistentVolumeClaim {
+	c = c.DeepCopy()
+	c.Spec.StorageClassName = &class
+	c.Spec.Resources.Requests = corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)}
+	return c
+}
+
 // static is a volume an administrator made: Available, no claim.
 func static(name, size, class string) *corev1.PersistentVolume {
 	return &corev1.PersistentVolume{
@@ -99,6 +107,9 @@ func TestPlan(t *testing.T) {
 	local := NewDefaultClass()
 	other := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "ebs"}, Provisioner: "ebs.csi.aws.com"}
 	boundClaim, boundVol := bound(claim("a"))
+	expandable := NewDefaultClass()
+	expandable.Name, expandable.Annotations = "expandable", nil
+	expandable.AllowVolumeExpansion = ptr(true)
 	wffc := NewDefaultClass()
 	wffc.Name, wffc.Annotations = "wffc", nil
 	wffc.VolumeBindingMode = ptr(storagev1.VolumeBindingWaitForFirstConsumer)
@@ -173,6 +184,22 @@ func TestPlan(t *testing.T) {
 				c.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"a": "b"}}
 			})}},
 			[]string{"event claim ns/a ProvisioningFailed: claim Selector is not supported"}},
+		{"bound claim asking for more in a class that allows expansion: expanded",
+			state{classes: classes(expandable), claims: []*corev1.PersistentVolumeClaim{grown(boundClaim, "2Gi", "expandable")}, volumes: []*corev1.PersistentVolume{boundVol}},
+			[]string{"expand claim ns/a volume pvc-uid-a"}},
+		{"bound claim asking for more in a class that does not allow it: left",
+			state{classes: classes(local), claims: []*corev1.PersistentVolumeClaim{grown(boundClaim, "2Gi", DefaultClassName)}, volumes: []*corev1.PersistentVolume{boundVol}},
+			nil},
+		{"bound claim asking for what its volume has: nothing to expand",
+			state{classes: classes(expandable), claims: []*corev1.PersistentVolumeClaim{grown(boundClaim, "1Gi", "expandable")}, volumes: []*corev1.PersistentVolume{boundVol}},
+			nil},
+		{"an administrator's volume is never expanded",
+			state{classes: classes(expandable), claims: []*corev1.PersistentVolumeClaim{grown(boundClaim, "2Gi", "expandable")}, volumes: []*corev1.PersistentVolume{func() *corev1.PersistentVolume {
+				v := boundVol.DeepCopy()
+				v.Annotations = nil
+				return v
+			}()}},
+			nil},
 		{"bound both ways: nothing to do",
 			state{classes: classes(local), claims: []*corev1.PersistentVolumeClaim{boundClaim}, volumes: []*corev1.PersistentVolume{boundVol}},
 			nil},

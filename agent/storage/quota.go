@@ -15,10 +15,9 @@ import (
 // provisioners rely on. If not, why: a volume's capacity is then what
 // ResourceQuota counts (requests.storage) and nothing more.
 //
-// berth does not set project quotas yet even where they are on: no
-// machine it is tested on can mount one (their kernels lack CONFIG_QUOTA,
-// so ext4 refuses the quota feature, and xfs has no quota without
-// CONFIG_XFS_QUOTA); docs/berthd.md says so.
+// Where they are on, the controller holds each volume it provisions to
+// its capacity with one (projquota.go). A kernel without CONFIG_QUOTA
+// (this project's CI host) refuses the mount option; Debian's has it.
 func ProjectQuota(dir string) (bool, string) {
 	table, err := volumes.MountTable()
 	if err != nil {

@@ -163,6 +163,27 @@ func TestPersistentVolumeClaims(t *testing.T) {
 		t.Errorf("a WaitForFirstConsumer claim once a pod used it: %q", got)
 	}
 
+	// A class that allows expansion: a bound claim grows (the resize
+	// admitted, then carried out as the external resizer does).
+	e.write("/var/tmp/sc-grow.yaml", "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: grow}\nprovisioner: berth.dev/local-path\nallowVolumeExpansion: true\n")
+	k.must("create", "-f", "/var/tmp/sc-grow.yaml")
+	e.write("/var/tmp/pvc-grow.yaml", fmt.Sprintf(pvcClaim, "grow", "  storageClassName: grow\n"))
+	k.must("create", "-f", "/var/tmp/pvc-grow.yaml")
+	k.eventually("the expandable claim to be bound", func(s string) bool { return s == "Bound" }, "get", "pvc", "grow", "-n", "pv", "-o", "jsonpath={.status.phase}")
+	k.must("patch", "pvc", "grow", "-n", "pv", "-p", `{"spec":{"resources":{"requests":{"storage":"128Mi"}}}}`)
+	k.eventually("the claim to grow", func(s string) bool { return s == "128Mi 128Mi" }, "get", "pvc", "grow", "-n", "pv", "-o", "jsonpath={.status.capacity.storage} {.status.allocatedResources.storage}")
+	growVol := k.must("get", "pvc", "grow", "-n", "pv", "-o", "jsonpath={.spec.volumeName}")
+	if got := k.must("get", "pv", growVol, "-o", "jsonpath={.spec.capacity.storage}"); got != "128Mi" {
+		t.Errorf("the grown claim's volume: %q, want 128Mi", got)
+	}
+	k.eventually("VolumeResizeSuccessful", regexp.MustCompile(`(?m)^VolumeResizeSuccessful\s+Resize volume succeeded$`).MatchString,
+		"get", "events", "-n", "pv", "--field-selector", "involvedObject.name=grow", "-o", "custom-columns=R:.reason,M:.message", "--no-headers")
+	// local-path does not allow it: refused with the admission plugin's words.
+	if _, msg, err := k.kubectl("", "patch", "pvc", "later", "-n", "pv", "-p", `{"spec":{"resources":{"requests":{"storage":"128Mi"}}}}`); err == nil ||
+		!strings.Contains(msg, `Error from server (Forbidden): persistentvolumeclaims "later" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize`) {
+		t.Errorf("resize of a local-path claim: %v %q", err, msg)
+	}
+
 	// Deleting a claim a pod uses: Terminating until the pod is gone.
 	k.must("delete", "pvc", "data", "-n", "pv", "--wait=false")
 	time.Sleep(3 * time.Second) // a few of the controller's passes
