@@ -620,20 +620,89 @@ func PodLimits(pod *corev1.Pod, node NodeInfo) SliceLimits {
 	return l
 }
 
-// QoSLimits are the settings of a QoS class's slice in a namespace
-// (the kubelet's qosContainerManagerImpl, kubernetes-semantics.md §5.5):
-// the BestEffort slice gets the minimum shares, 2, so that BestEffort pods
-// run on what the others leave. The kubelet also sets the Burstable
-// slice's shares from the sum of its pods' cpu requests, refreshed every
-// minute; berth leaves them at systemd's default (weight 100, 1024 shares:
-// one requested CPU) — docs/cgroups.md. Guaranteed pods have no QoS slice:
-// nothing is set.
-func QoSLimits(qos corev1.PodQOSClass, node NodeInfo) SliceLimits {
+// Requests are effective cpu and memory requests, of one pod
+// (PodRequests) or summed over pods (Add): what a QoS class's and a
+// namespace's slices are weighed and protected by.
+type Requests struct {
+	CPUMilli    int64
+	MemoryBytes int64
+}
+
+// Add sums r and o.
+func (r Requests) Add(o Requests) Requests {
+	return Requests{CPUMilli: r.CPUMilli + o.CPUMilli, MemoryBytes: r.MemoryBytes + o.MemoryBytes}
+}
+
+// PodRequests are the pod's effective requests as its slice gets them
+// (PodLimits: the containers' aggregate with the init-container rule, or
+// the pod-level request, plus overhead); zero for a BestEffort pod.
+func PodRequests(pod *corev1.Pod) Requests {
+	if PodQOS(pod) == corev1.PodQOSBestEffort {
+		return Requests{}
+	}
+	cpu, mem := podRequest(pod, corev1.ResourceCPU), podRequest(pod, corev1.ResourceMemory)
+	return Requests{CPUMilli: cpu.MilliValue(), MemoryBytes: mem.Value()}
+}
+
+// QoSLimits are the settings of a QoS class's slice in a namespace, sum
+// being the requests of the class's pods there (the kubelet's
+// qosContainerManagerImpl, kubernetes-semantics.md §5.5):
+//   - BestEffort: the minimum shares, 2, so that BestEffort pods run on
+//     what the others leave;
+//   - Burstable: shares = MilliCPUToShares(Σ cpu requests), so that the
+//     class weighs against the namespace's Guaranteed pods as its pods'
+//     own slices would; on cgroup v2 MemoryMin = Σ memory requests (the
+//     kubelet's MemoryQoS), without which a pod's memory.min would be
+//     bounded by an unprotected parent;
+//   - Guaranteed pods have no QoS slice: nothing is set.
+func QoSLimits(qos corev1.PodQOSClass, sum Requests, node NodeInfo) SliceLimits {
 	l := SliceLimits{QOS: qos}
-	if qos == corev1.PodQOSBestEffort {
+	switch qos {
+	case corev1.PodQOSBestEffort:
 		l.shares(MinShares, node)
+	case corev1.PodQOSBurstable:
+		l.shares(MilliCPUToShares(sum.CPUMilli), node)
+		if node.CgroupV2 && sum.MemoryBytes > 0 {
+			l.MemoryMin = uint64(sum.MemoryBytes)
+		}
 	}
 	return l
+}
+
+// NamespaceShares are the settings a namespace's slice takes from its
+// pods' summed requests, berth's level between the kubelet's kubepods and
+// its QoS cgroups: shares = MilliCPUToShares(Σ cpu requests), so that
+// namespaces weigh against each other in berth.slice by what their pods
+// request, as pods do in one kubepods; on cgroup v2 MemoryMin = Σ memory
+// requests, the protection its QoS and pod slices draw on (kubepods'
+// memory.min in MemoryQoS).
+func NamespaceShares(sum Requests, node NodeInfo) SliceLimits {
+	var l SliceLimits
+	l.shares(MilliCPUToShares(sum.CPUMilli), node)
+	if node.CgroupV2 && sum.MemoryBytes > 0 {
+		l.MemoryMin = uint64(sum.MemoryBytes)
+	}
+	return l
+}
+
+// EvictionReserve is the memory the kubelet keeps from pods by default:
+// its hard eviction threshold memory.available<100Mi, with no system or
+// kube reserve, makes a node's allocatable memory its capacity less this.
+const EvictionReserve = 100 << 20
+
+// RootMemoryMin is the MemoryMin of the slice above every namespace's:
+// every pod's memory requests (sum), but never more than the node's
+// allocatable memory (its capacity less EvictionReserve). The scheduler
+// keeps a cluster's kubepods there by admitting no pod beyond it; berth has
+// no scheduler, and requests summing to more than the machine would
+// otherwise shield the pods from all reclaim and leave the rest of the
+// system to the OOM killer. Below it the kernel shares the protection out
+// in proportion to the namespaces' own. 0 with an unknown capacity.
+func RootMemoryMin(sum int64, node NodeInfo) uint64 {
+	if sum <= 0 || node.MemoryCapacity <= EvictionReserve {
+		return 0
+	}
+	return uint64(min(sum, node.MemoryCapacity-EvictionReserve))
 }
 
 // NamespaceCPUQuota is the CPUQuotaPerSecUSec of a namespace's cpu limit in

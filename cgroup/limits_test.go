@@ -418,22 +418,59 @@ func TestPodLimits(t *testing.T) {
 
 func TestQoSLimits(t *testing.T) {
 	v1, v2 := NodeInfo{}, NodeInfo{CgroupV2: true}
+	sum := Requests{CPUMilli: 700, MemoryBytes: 192 << 20}
 	for _, tc := range []struct {
 		name string
 		qos  corev1.PodQOSClass
+		sum  Requests
 		node NodeInfo
 		want SliceLimits
 	}{
-		{"besteffort v1: shares 2", corev1.PodQOSBestEffort, v1, SliceLimits{QOS: corev1.PodQOSBestEffort, CPUShares: 2}},
-		{"besteffort v2: weight 1", corev1.PodQOSBestEffort, v2, SliceLimits{QOS: corev1.PodQOSBestEffort, CPUWeight: 1}},
-		{"burstable: systemd's default (static)", corev1.PodQOSBurstable, v2, SliceLimits{QOS: corev1.PodQOSBurstable}},
-		{"guaranteed: no slice, nothing", corev1.PodQOSGuaranteed, v1, SliceLimits{QOS: corev1.PodQOSGuaranteed}},
+		{"besteffort v1: shares 2", corev1.PodQOSBestEffort, Requests{}, v1, SliceLimits{QOS: corev1.PodQOSBestEffort, CPUShares: 2}},
+		{"besteffort v2: weight 1, whatever the sum", corev1.PodQOSBestEffort, sum, v2, SliceLimits{QOS: corev1.PodQOSBestEffort, CPUWeight: 1}},
+		{"burstable v1: the summed cpu requests, no memory.min", corev1.PodQOSBurstable, sum, v1, SliceLimits{QOS: corev1.PodQOSBurstable, CPUShares: 716}},
+		{"burstable v2: weight of the sum, memory.min the summed memory requests", corev1.PodQOSBurstable, sum, v2,
+			SliceLimits{QOS: corev1.PodQOSBurstable, CPUWeight: SharesToWeight(716), MemoryMin: 192 << 20}},
+		{"burstable without pods: the minimum, no protection", corev1.PodQOSBurstable, Requests{}, v2, SliceLimits{QOS: corev1.PodQOSBurstable, CPUWeight: 1}},
+		{"guaranteed: no slice, nothing", corev1.PodQOSGuaranteed, sum, v1, SliceLimits{QOS: corev1.PodQOSGuaranteed}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := QoSLimits(tc.qos, tc.node); got != tc.want {
+			if got := QoSLimits(tc.qos, tc.sum, tc.node); got != tc.want {
 				t.Errorf("QoSLimits = %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// A namespace's slice weighs and protects by all its pods' requests.
+func TestNamespaceShares(t *testing.T) {
+	if got, want := NamespaceShares(Requests{CPUMilli: 1500, MemoryBytes: 1 << 30}, NodeInfo{}), (SliceLimits{CPUShares: 1536}); got != want {
+		t.Errorf("v1: %+v, want %+v", got, want)
+	}
+	if got, want := NamespaceShares(Requests{CPUMilli: 1500, MemoryBytes: 1 << 30}, NodeInfo{CgroupV2: true}), (SliceLimits{CPUWeight: SharesToWeight(1536), MemoryMin: 1 << 30}); got != want {
+		t.Errorf("v2: %+v, want %+v", got, want)
+	}
+	if got, want := NamespaceShares(Requests{}, NodeInfo{CgroupV2: true}), (SliceLimits{CPUWeight: 1}); got != want {
+		t.Errorf("no requests: %+v, want %+v", got, want)
+	}
+}
+
+// PodRequests are what PodLimits weighs the pod slice by: the init
+// container rule and overhead included, nothing for BestEffort.
+func TestPodRequests(t *testing.T) {
+	rl := func(cpu, mem string) corev1.ResourceRequirements {
+		return corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(mem)}}
+	}
+	pod := &corev1.Pod{Spec: corev1.PodSpec{
+		InitContainers: []corev1.Container{{Name: "i", Resources: rl("2", "64Mi")}},
+		Containers:     []corev1.Container{{Name: "a", Resources: rl("100m", "32Mi")}, {Name: "b", Resources: rl("100m", "32Mi")}},
+		Overhead:       corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("1Mi")},
+	}}
+	if got, want := PodRequests(pod), (Requests{CPUMilli: 2010, MemoryBytes: 65 << 20}); got != want {
+		t.Errorf("PodRequests = %+v, want %+v (the init container's larger request, plus overhead)", got, want)
+	}
+	if got := PodRequests(&corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "a"}}}}); got != (Requests{}) {
+		t.Errorf("BestEffort: %+v", got)
 	}
 }
 
@@ -482,6 +519,26 @@ func TestMemoryHighFor(t *testing.T) {
 	} {
 		if got := MemoryHighFor(tc.request, tc.limit, tc.allocatable); got != tc.want {
 			t.Errorf("%s: MemoryHighFor(%d, %d, %d) = %d, want %d", tc.name, tc.request, tc.limit, tc.allocatable, got, tc.want)
+		}
+	}
+}
+
+// The root slice protects the pods' requests up to the node's allocatable
+// memory, never beyond.
+func TestRootMemoryMin(t *testing.T) {
+	node := NodeInfo{MemoryCapacity: 1 << 30}
+	for _, tc := range []struct {
+		sum  int64
+		node NodeInfo
+		want uint64
+	}{
+		{256 << 20, node, 256 << 20},
+		{4 << 30, node, 1<<30 - EvictionReserve},
+		{0, node, 0},
+		{256 << 20, NodeInfo{}, 0},
+	} {
+		if got := RootMemoryMin(tc.sum, tc.node); got != tc.want {
+			t.Errorf("RootMemoryMin(%d, capacity %d) = %d, want %d", tc.sum, tc.node.MemoryCapacity, got, tc.want)
 		}
 	}
 }

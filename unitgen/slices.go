@@ -17,10 +17,10 @@ import (
 // (pkg/kubelet/cm/cgroup_manager_linux.go, kubernetes-semantics.md §5.2),
 // with one namespace slice where the kubelet has kubepods.slice:
 //
-//	berth.slice/
-//	  berth-<ns>.slice/                      namespace: its ResourceQuota's limits (Runtime.SetNamespaceLimits)
+//	berth.slice/                             MemoryMin: every namespace's
+//	  berth-<ns>.slice/                      namespace: its ResourceQuota's limits (Runtime.SetNamespaceLimits), its pods' summed requests
 //	    berth-<ns>-pod<uid>.slice/           a Guaranteed pod
-//	    berth-<ns>-burstable.slice/
+//	    berth-<ns>-burstable.slice/          its pods' summed requests
 //	      berth-<ns>-burstable-pod<uid>.slice/
 //	    berth-<ns>-besteffort.slice/
 //	      berth-<ns>-besteffort-pod<uid>.slice/
@@ -153,6 +153,9 @@ type SlicesInput struct {
 	// Namespace is what the runtime knows of the namespace's limits; nil:
 	// nothing (the slice keeps whatever it has).
 	Namespace *NamespaceLimits
+	// NamespaceShare is cgroup.NamespaceShares of the namespace's pods'
+	// requests, this pod's included; nil: nothing said.
+	NamespaceShare *cgroup.SliceLimits
 	CgroupV2  bool
 }
 
@@ -176,7 +179,7 @@ func PodSlices(in SlicesInput) ([]Slice, error) {
 	if in.PodLimits.QOS != qos || in.QoSLimits.QOS != qos {
 		return nil, fmt.Errorf("unitgen: SlicesInput's limits are for QoS classes %q and %q, the pod's is %q", in.PodLimits.QOS, in.QoSLimits.QOS, qos)
 	}
-	out := []Slice{{Name: SliceName(pod.Namespace), Properties: NamespaceSliceProperties(pod.Namespace, in.Namespace)}}
+	out := []Slice{{Name: SliceName(pod.Namespace), Properties: NamespaceSliceProperties(pod.Namespace, in.Namespace, in.NamespaceShare, in.CgroupV2)}}
 	if q := QoSSliceName(pod.Namespace, qos); q != "" {
 		out = append(out, Slice{Name: q, Properties: QoSSliceProperties(pod.Namespace, in.QoSLimits, in.CgroupV2)})
 	}
@@ -195,13 +198,19 @@ func accounting(what string) []Property {
 }
 
 // NamespaceSliceProperties are the properties of a namespace's slice.
+// With share (nil: unknown, left as the slice has them), its weight and
+// memory protection from its pods' summed requests (cgroup.NamespaceShares).
 // With limits (nil: unknown, left as the slice has them), the namespace's
 // cpu and memory ceilings, or infinity for none, so that lifting a limit
 // takes it off a slice that has it (EnsureSlice sets them live on an
 // existing slice).
-func NamespaceSliceProperties(namespace string, lim *NamespaceLimits) []Property {
+func NamespaceSliceProperties(namespace string, lim *NamespaceLimits, share *cgroup.SliceLimits, cgroupV2 bool) []Property {
 	ps := []Property{{Name: "Description", Value: "berth namespace " + namespace, Why: "shown by systemctl status and systemd-cgtop: the namespace whose pods the slice holds"}}
 	ps = append(ps, accounting("namespace's pods")...)
+	if share != nil {
+		ps = append(ps, cpuShares(*share, cgroupV2, "the namespace's pods' summed cpu requests: namespaces weigh against each other in berth.slice as pods do in the kubelet's kubepods")...)
+		ps = append(ps, memoryMin(share.MemoryMin, cgroupV2, "the namespace's pods' summed memory requests, which its QoS and pod slices' memory.min draw on (the kernel bounds a child's protection by its parent's; MemoryQoS's kubepods)")...)
+	}
 	if lim == nil {
 		return ps
 	}
@@ -226,7 +235,35 @@ func QoSSliceProperties(namespace string, lim cgroup.SliceLimits, cgroupV2 bool)
 	ps := []Property{{Name: "Description", Value: fmt.Sprintf("berth namespace %s, QoS class %s", namespace, lim.QOS),
 		Why: "shown by systemctl status and systemd-cgtop: the namespace's pods of one QoS class"}}
 	ps = append(ps, accounting("class's pods")...)
+	if lim.QOS == corev1.PodQOSBurstable {
+		ps = append(ps, cpuShares(lim, cgroupV2, "the class's pods' summed cpu requests, as the kubelet's burstable cgroup (the minimum with none)")...)
+		return append(ps, memoryMin(lim.MemoryMin, cgroupV2, "the class's pods' summed memory requests, which their pod slices' memory.min draw on (MemoryQoS's burstable cgroup)")...)
+	}
 	return append(ps, cpuShares(lim, cgroupV2, "BestEffort pods run on what the others leave: the minimum share, as the kubelet's besteffort cgroup")...)
+}
+
+// RootSlice holds every namespace's slice.
+const RootSlice = "berth.slice"
+
+// RootSliceProperties are what berth sets on RootSlice, which systemd
+// makes implicitly with the first namespace slice: on cgroup v2 MemoryMin
+// of every pod's memory requests, the protection the namespace slices draw
+// on (the root cgroup's children are not bounded by a parent); nothing on
+// v1.
+func RootSliceProperties(bytes uint64, cgroupV2 bool) []Property {
+	if !cgroupV2 {
+		return nil
+	}
+	return memoryMin(bytes, true, "every namespace's pods' summed memory requests, which the namespace slices' memory.min draw on")
+}
+
+// memoryMin is MemoryMin, 0 included: a protection taken off when the
+// pods that asked for it go. cgroup v2 only.
+func memoryMin(bytes uint64, cgroupV2 bool, why string) []Property {
+	if !cgroupV2 {
+		return nil
+	}
+	return []Property{{Name: "MemoryMin", Value: bytes, Why: why + "; cgroup v2 only"}}
 }
 
 // PodSliceProperties are the properties of a pod's slice, lim from

@@ -155,8 +155,10 @@ func rr(req, lim map[corev1.ResourceName]string) corev1.ResourceRequirements {
 func slicesOf(t *testing.T, pod *corev1.Pod, ns *NamespaceLimits, v2 bool) []Slice {
 	t.Helper()
 	node := cgroup.NodeInfo{MemoryCapacity: 4 << 30, CgroupV2: v2}
-	q := cgroup.PodQOS(pod)
-	ss, err := PodSlices(SlicesInput{Pod: pod, PodLimits: cgroup.PodLimits(pod, node), QoSLimits: cgroup.QoSLimits(q, node), Namespace: ns, CgroupV2: v2})
+	// The pod alone in its namespace: the sums are its own requests.
+	q, sum := cgroup.PodQOS(pod), cgroup.PodRequests(pod)
+	share := cgroup.NamespaceShares(sum, node)
+	ss, err := PodSlices(SlicesInput{Pod: pod, PodLimits: cgroup.PodLimits(pod, node), QoSLimits: cgroup.QoSLimits(q, sum, node), Namespace: ns, NamespaceShare: &share, CgroupV2: v2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,35 +199,35 @@ func TestPodSlices(t *testing.T) {
 		{"guaranteed v1: no QoS slice; shares, quota, memory on the pod slice",
 			slicePod("shop", testUID, rr(nil, cpuMem("500m", "128Mi")), rr(nil, cpuMem("1500m", "128Mi"))), nil, false,
 			want{[]string{"berth-shop.slice", "berth-shop-podab_cd.slice"},
-				[]string{"", "CPUShares=2048 CPUQuotaPerSecUSec=2000000 CPUQuotaPeriodUSec=100000 MemoryMax=268435456"}}},
+				[]string{"CPUShares=2048", "CPUShares=2048 CPUQuotaPerSecUSec=2000000 CPUQuotaPeriodUSec=100000 MemoryMax=268435456"}}},
 		{"guaranteed v2: weight and memory.min",
 			slicePod("shop", testUID, rr(nil, cpuMem("1", "256Mi"))), nil, true,
 			want{[]string{"berth-shop.slice", "berth-shop-podab_cd.slice"},
-				[]string{"", "CPUWeight=100 CPUQuotaPerSecUSec=1000000 CPUQuotaPeriodUSec=100000 MemoryMax=268435456 MemoryMin=268435456"}}},
-		{"burstable, every container limited: the pod's sums; burstable slice left at systemd's default",
+				[]string{"CPUWeight=100 MemoryMin=268435456", "CPUWeight=100 CPUQuotaPerSecUSec=1000000 CPUQuotaPeriodUSec=100000 MemoryMax=268435456 MemoryMin=268435456"}}},
+		{"burstable, every container limited: the pod's sums; the burstable and namespace slices weigh its request",
 			slicePod("shop", testUID, rr(cpuMem("250m", "64Mi"), cpuMem("500m", "128Mi"))), nil, false,
 			want{[]string{"berth-shop.slice", "berth-shop-burstable.slice", "berth-shop-burstable-podab_cd.slice"},
-				[]string{"", "", "CPUShares=256 CPUQuotaPerSecUSec=500000 CPUQuotaPeriodUSec=100000 MemoryMax=134217728"}}},
-		{"burstable, one container unlimited: shares only (v2: and memory.min)",
+				[]string{"CPUShares=256", "CPUShares=256", "CPUShares=256 CPUQuotaPerSecUSec=500000 CPUQuotaPeriodUSec=100000 MemoryMax=134217728"}}},
+		{"burstable, one container unlimited: shares only (v2: and memory.min, on every slice above too)",
 			slicePod("shop", testUID, rr(cpuMem("250m", "64Mi"), cpuMem("500m", "128Mi")), rr(nil, nil)), nil, true,
 			want{[]string{"berth-shop.slice", "berth-shop-burstable.slice", "berth-shop-burstable-podab_cd.slice"},
-				[]string{"", "", "CPUWeight=35 MemoryMin=67108864"}}},
+				[]string{"CPUWeight=35 MemoryMin=67108864", "CPUWeight=35 MemoryMin=67108864", "CPUWeight=35 MemoryMin=67108864"}}},
 		{"besteffort v1: shares 2 on the class and the pod",
 			slicePod("shop", testUID), nil, false,
 			want{[]string{"berth-shop.slice", "berth-shop-besteffort.slice", "berth-shop-besteffort-podab_cd.slice"},
-				[]string{"", "CPUShares=2", "CPUShares=2"}}},
+				[]string{"CPUShares=2", "CPUShares=2", "CPUShares=2"}}},
 		{"besteffort v2: weight 1 on the class and the pod",
 			slicePod("shop", testUID), nil, true,
 			want{[]string{"berth-shop.slice", "berth-shop-besteffort.slice", "berth-shop-besteffort-podab_cd.slice"},
-				[]string{"", "CPUWeight=1", "CPUWeight=1"}}},
+				[]string{"CPUWeight=1 MemoryMin=0", "CPUWeight=1", "CPUWeight=1"}}},
 		{"namespace limits known: on the namespace slice",
 			slicePod("shop", testUID), &NamespaceLimits{CPUMilli: 2000, MemoryBytes: 1 << 30}, false,
 			want{[]string{"berth-shop.slice", "berth-shop-besteffort.slice", "berth-shop-besteffort-podab_cd.slice"},
-				[]string{"CPUQuotaPerSecUSec=2000000 CPUQuotaPeriodUSec=100000 MemoryMax=1073741824", "CPUShares=2", "CPUShares=2"}}},
+				[]string{"CPUShares=2 CPUQuotaPerSecUSec=2000000 CPUQuotaPeriodUSec=100000 MemoryMax=1073741824", "CPUShares=2", "CPUShares=2"}}},
 		{"namespace limits known to be none: infinity lifts earlier ones",
 			slicePod("shop", testUID), &NamespaceLimits{}, false,
 			want{[]string{"berth-shop.slice", "berth-shop-besteffort.slice", "berth-shop-besteffort-podab_cd.slice"},
-				[]string{"CPUQuotaPerSecUSec=infinity MemoryMax=infinity", "CPUShares=2", "CPUShares=2"}}},
+				[]string{"CPUShares=2 CPUQuotaPerSecUSec=infinity MemoryMax=infinity", "CPUShares=2", "CPUShares=2"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ss := slicesOf(t, tc.pod, tc.ns, tc.v2)
@@ -269,7 +271,7 @@ func TestNamespaceSliceLimits(t *testing.T) {
 		{"largest memory", &NamespaceLimits{MemoryBytes: math.MaxInt64}, "CPUQuotaPerSecUSec=infinity MemoryMax=9223372036854775807"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ps := NamespaceSliceProperties("shop", tc.lim)
+			ps := NamespaceSliceProperties("shop", tc.lim, nil, true)
 			if got := props(Slice{Properties: ps}); got != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
@@ -284,7 +286,7 @@ func TestPodSlicesRefuses(t *testing.T) {
 	node := cgroup.NodeInfo{}
 	ok := slicePod("shop", testUID)
 	lim := cgroup.PodLimits(ok, node)
-	qos := cgroup.QoSLimits(lim.QOS, node)
+	qos := cgroup.QoSLimits(lim.QOS, cgroup.PodRequests(ok), node)
 	for _, tc := range []struct {
 		name    string
 		in      SlicesInput
@@ -372,5 +374,25 @@ func TestSlicesRender(t *testing.T) {
 				t.Errorf("Render differs from %s (run `go test ./unitgen -update` and review the diff):\n%s", golden, b.String())
 			}
 		})
+	}
+}
+
+// The root slice protects every namespace's requests on cgroup v2 and has
+// nothing to say on v1; 0 takes an earlier protection off.
+func TestRootSliceProperties(t *testing.T) {
+	if got := props(Slice{Properties: RootSliceProperties(3<<20, true)}); got != "MemoryMin=3145728" {
+		t.Errorf("v2: %q", got)
+	}
+	if got := props(Slice{Properties: RootSliceProperties(0, true)}); got != "MemoryMin=0" {
+		t.Errorf("v2, no requests: %q", got)
+	}
+	if ps := RootSliceProperties(3<<20, false); len(ps) != 0 {
+		t.Errorf("v1: %v", ps)
+	}
+	for _, e := range dbusTypeErrors(&Unit{Name: RootSlice, Properties: RootSliceProperties(1, true)}) {
+		t.Error(e)
+	}
+	if ParentSlice(SliceName("shop")) != RootSlice {
+		t.Errorf("a namespace slice is not in %s", RootSlice)
 	}
 }

@@ -100,6 +100,9 @@ func (r *Runtime) RemovePodDirs(ctx context.Context, key string) error {
 	if err := r.stopRecordedPodSlice(ctx, key, state); err != nil {
 		return fmt.Errorf("pod slice: %w", err)
 	}
+	if err := r.updateSums(ctx, key, nil); err != nil {
+		return fmt.Errorf("slices' sums: %w", err)
+	}
 	// The record may be gone or corrupt: a host-network pod's empty
 	// detach is harmless, so no record is needed.
 	if err := r.detach(ctx, key, run, nil); err != nil {

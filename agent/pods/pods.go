@@ -105,6 +105,9 @@ type Runtime struct {
 	// setting with the making of the namespace's slice (slices.go).
 	nsLimits   sync.Map
 	sliceLocks *keyedMutex
+	// sums are the running pods' requests, which the namespace, QoS and
+	// root slices are weighed and protected by (slices.go).
+	sums requestSums
 	// logMessages caches FallbackToLogsOnError messages by bundle (the
 	// last ended run's): the journal is read once per ended run.
 	logMessages sync.Map
@@ -272,6 +275,11 @@ func (r *Runtime) RunPod(ctx context.Context, pod *corev1.Pod, images map[string
 	// otherwise make without the pod's limits (slices.go).
 	lap := stopwatch()
 	if err := r.ensurePodSlices(ctx, pod); err != nil {
+		return err
+	}
+	// The namespace's, its QoS class's and berth.slice's sums, now with
+	// this pod's requests.
+	if err := r.updateSums(ctx, unitgen.PodKey(pod.Namespace, pod.Name), pod); err != nil {
 		return err
 	}
 	phases := []any{"volumes", volTook, "slices", lap()}
@@ -659,8 +667,11 @@ func (r *Runtime) removePod(ctx context.Context, d podDirs) error {
 	if err := r.stopPause(ctx, d); err != nil { // after the containers, before the namespaces (pidns.go)
 		errs = append(errs, err)
 	} else if pod != nil {
-		// Empty now: its cgroup goes with it (slices.go).
+		// Empty now: its cgroup goes with it, its requests from the sums
+		// (slices.go).
 		if err := r.stopPodSlice(ctx, pod); err != nil {
+			errs = append(errs, err)
+		} else if err := r.updateSums(ctx, unitgen.PodKey(d.ns, d.pod), nil); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/containerd/errdefs"
 	corev1 "k8s.io/api/core/v1"
@@ -73,7 +74,9 @@ func (r *Runtime) SetNamespaceLimits(ctx context.Context, namespace string, cpuM
 			return nil
 		}
 	}
-	if err := r.units.EnsureSlice(ctx, name, unitgen.NamespaceSliceProperties(namespace, &lim)); err != nil {
+	// The sums are not touched: updateSums sets them (and takes this lock
+	// after its own, never the other way round).
+	if err := r.units.EnsureSlice(ctx, name, unitgen.NamespaceSliceProperties(namespace, &lim, nil, r.cfg.Node.CgroupV2)); err != nil {
 		return fmt.Errorf("namespace slice %s: %w", name, err)
 	}
 	r.slices.Store(name, true)
@@ -92,15 +95,19 @@ func (r *Runtime) namespaceLimits(namespace string) *unitgen.NamespaceLimits {
 	return &lim
 }
 
-// podSlices are the slices of pod (which has its UID), parent first.
+// podSlices are the slices of pod (which has its UID), parent first, with
+// the sums of its namespace's running pods and itself.
 func (r *Runtime) podSlices(pod *corev1.Pod) ([]unitgen.Slice, error) {
 	podLim := cgroup.PodLimits(pod, r.cfg.Node)
+	nsSum, qosSum, _ := r.sumsWith(pod.Namespace, unitgen.PodKey(pod.Namespace, pod.Name), pod)
+	share := cgroup.NamespaceShares(nsSum, r.cfg.Node)
 	return unitgen.PodSlices(unitgen.SlicesInput{
-		Pod:       pod,
-		PodLimits: podLim,
-		QoSLimits: cgroup.QoSLimits(podLim.QOS, r.cfg.Node),
-		Namespace: r.namespaceLimits(pod.Namespace),
-		CgroupV2:  r.cfg.Node.CgroupV2,
+		Pod:            pod,
+		PodLimits:      podLim,
+		QoSLimits:      cgroup.QoSLimits(podLim.QOS, qosSum[podLim.QOS], r.cfg.Node),
+		Namespace:      r.namespaceLimits(pod.Namespace),
+		NamespaceShare: &share,
+		CgroupV2:       r.cfg.Node.CgroupV2,
 	})
 }
 
@@ -152,7 +159,8 @@ func (r *Runtime) ensureNamespaceSlice(ctx context.Context, namespace string) er
 		return err
 	}
 	defer unlock()
-	return r.ensureSlice(ctx, name, unitgen.NamespaceSliceProperties(namespace, r.namespaceLimits(namespace)))
+	// The sums follow at once (updateSums).
+	return r.ensureSlice(ctx, name, unitgen.NamespaceSliceProperties(namespace, r.namespaceLimits(namespace), nil, r.cfg.Node.CgroupV2))
 }
 
 // ensureSlice makes a slice once per process. Should someone stop it
@@ -214,5 +222,154 @@ func (r *Runtime) stopRecordedPodSlice(ctx context.Context, key, stateDir string
 		}
 		return err
 	}
+	return nil
+}
+
+// The slices above the pods are weighed and protected by what their pods
+// request, as the kubelet's QoS cgroups are (kubernetes-semantics.md §5.5,
+// docs/cgroups.md): the Burstable slice by its pods' summed cpu and
+// memory requests, the namespace slice by all its pods' (berth's level
+// between kubepods and the QoS cgroups), berth.slice on cgroup v2 by every
+// pod's memory requests, up to the node's allocatable memory
+// (cgroup.RootMemoryMin). Without the memory sums a pod's MemoryMin would
+// protect nothing against pressure from outside its pod slice: the kernel
+// bounds a cgroup's protection by its ancestors'. The kubelet refreshes
+// its sums every minute and on pod changes; berth on each pod's start and
+// removal, the only times they change (requests are immutable), so they
+// are never stale. A pod counts from its start until its removal, also
+// when its containers have ended (the kubelet counts active pods).
+
+// requestSums are the running pods' requests by pod key, seeded from the
+// pod records on first use (a restarted berthd finds the pods that kept
+// running), then kept by RunPod and the removals.
+type requestSums struct {
+	mu     sync.Mutex
+	seeded bool
+	pods   map[string]podShare
+}
+
+// podShare is what one pod adds to the sums.
+type podShare struct {
+	ns  string
+	qos corev1.PodQOSClass
+	req cgroup.Requests
+}
+
+func shareOf(pod *corev1.Pod) podShare {
+	return podShare{ns: pod.Namespace, qos: cgroup.PodQOS(pod), req: cgroup.PodRequests(pod)}
+}
+
+// seedSums reads every pod record (r.sums.mu held). A record that cannot
+// be read, or names another pod than its key, is left out, as
+// stopRecordedPodSlice leaves it.
+func (r *Runtime) seedSums() {
+	if r.sums.seeded {
+		return
+	}
+	r.sums.pods = map[string]podShare{}
+	r.sums.seeded = true
+	root := filepath.Join(r.cfg.StateDir, "pods")
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			r.log.Warn("pod records unreadable: the slices' sums start from none", "error", err)
+		}
+		return
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(root, e.Name(), podRecord))
+		if err != nil {
+			continue // a pod being made or removed: its start or removal updates the sums
+		}
+		var pod corev1.Pod
+		if err := json.Unmarshal(b, &pod); err != nil || unitgen.PodKey(pod.Namespace, pod.Name) != e.Name() {
+			r.log.Warn("pod record left out of the slices' sums", "key", e.Name())
+			continue
+		}
+		r.sums.pods[e.Name()] = shareOf(&pod)
+	}
+}
+
+// sumsWith is the sums of namespace ns, by QoS class and in all, and the
+// memory requests of every namespace, with pod (nil: none) counted under
+// key.
+func (r *Runtime) sumsWith(ns, key string, pod *corev1.Pod) (cgroup.Requests, map[corev1.PodQOSClass]cgroup.Requests, int64) {
+	r.sums.mu.Lock()
+	defer r.sums.mu.Unlock()
+	r.seedSums()
+	return r.sumsLocked(ns, key, pod)
+}
+
+func (r *Runtime) sumsLocked(ns, key string, pod *corev1.Pod) (cgroup.Requests, map[corev1.PodQOSClass]cgroup.Requests, int64) {
+	var nsSum cgroup.Requests
+	byQoS := map[corev1.PodQOSClass]cgroup.Requests{}
+	var total int64
+	add := func(s podShare) {
+		total += s.req.MemoryBytes
+		if s.ns == ns {
+			nsSum = nsSum.Add(s.req)
+			byQoS[s.qos] = byQoS[s.qos].Add(s.req)
+		}
+	}
+	for k, s := range r.sums.pods {
+		if pod == nil || k != key {
+			add(s)
+		}
+	}
+	if pod != nil {
+		add(shareOf(pod))
+	}
+	return nsSum, byQoS, total
+}
+
+// updateSums counts pod under key (nil: drops key's pod) and sets the
+// new sums live on its namespace's slice, its Burstable slice (when the
+// pod is or was Burstable, or the class has pods) and, on cgroup v2,
+// berth.slice. A key not counted and not given is nothing to do.
+func (r *Runtime) updateSums(ctx context.Context, key string, pod *corev1.Pod) error {
+	r.sums.mu.Lock()
+	defer r.sums.mu.Unlock()
+	r.seedSums()
+	var changed podShare
+	if pod != nil {
+		changed = shareOf(pod)
+		r.sums.pods[key] = changed
+	} else {
+		s, ok := r.sums.pods[key]
+		if !ok {
+			return nil
+		}
+		changed = s
+		delete(r.sums.pods, key)
+	}
+	ns := changed.ns
+	nsSum, byQoS, total := r.sumsLocked(ns, "", nil)
+	node := r.cfg.Node
+	share := cgroup.NamespaceShares(nsSum, node)
+	// Under the namespace's lock, with its limits: a SetNamespaceLimits
+	// meanwhile is neither lost nor overwritten.
+	unlock, err := r.sliceLocks.Lock(ctx, ns)
+	if err != nil {
+		return err
+	}
+	name := unitgen.SliceName(ns)
+	err = r.units.EnsureSlice(ctx, name, unitgen.NamespaceSliceProperties(ns, r.namespaceLimits(ns), &share, node.CgroupV2))
+	unlock()
+	if err != nil {
+		return fmt.Errorf("namespace slice %s: %w", name, err)
+	}
+	if _, has := byQoS[corev1.PodQOSBurstable]; has || changed.qos == corev1.PodQOSBurstable {
+		name := unitgen.QoSSliceName(ns, corev1.PodQOSBurstable)
+		lim := cgroup.QoSLimits(corev1.PodQOSBurstable, byQoS[corev1.PodQOSBurstable], node)
+		if err := r.units.EnsureSlice(ctx, name, unitgen.QoSSliceProperties(ns, lim, node.CgroupV2)); err != nil {
+			return fmt.Errorf("QoS slice %s: %w", name, err)
+		}
+	}
+	if node.CgroupV2 {
+		if err := r.units.EnsureSlice(ctx, unitgen.RootSlice, unitgen.RootSliceProperties(cgroup.RootMemoryMin(total, node), true)); err != nil {
+			return fmt.Errorf("slice %s: %w", unitgen.RootSlice, err)
+		}
+	}
+	r.log.Debug("slices' sums", "namespace", ns, "cpuMilli", nsSum.CPUMilli, "memoryBytes", nsSum.MemoryBytes, "allMemoryBytes", total)
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/unitgen"
 )
 
@@ -133,13 +134,14 @@ func TestPodSlicesMadeAndRemoved(t *testing.T) {
 			order = append(order, c)
 		}
 	}
+	// The namespace and QoS slices are made once per process; the
+	// namespace's is given its new sums after each pod slice.
 	want := []string{
-		"slice berth-default.slice", "slice berth-default-pod1111_2222.slice",
+		"slice berth-default.slice", "slice berth-default-pod1111_2222.slice", "slice berth-default.slice",
 		"start berth-default_guaranteed_app.service", "start berth-default_guaranteed_side.service",
-		"slice berth-default-besteffort.slice", "slice berth-default-besteffort-pod3333_4444.slice",
+		"slice berth-default-besteffort.slice", "slice berth-default-besteffort-pod3333_4444.slice", "slice berth-default.slice",
 		"start berth-default_besteffort_app.service",
-		// The namespace and QoS slices once per process.
-		"slice berth-default-besteffort-pod5555_6666.slice",
+		"slice berth-default-besteffort-pod5555_6666.slice", "slice berth-default.slice",
 		"start berth-default_besteffort2_app.service",
 	}
 	if strings.Join(order, "\n") != strings.Join(want, "\n") {
@@ -163,6 +165,7 @@ func TestPodSlicesMadeAndRemoved(t *testing.T) {
 		{"berth-default-besteffort-pod3333_4444.slice", "CPUShares", "2"},
 		{"berth-default-besteffort-pod3333_4444.slice", "MemoryMax", ""},
 		{"berth-default.slice", "CPUQuotaPerSecUSec", ""}, // no limits known: none said
+		{"berth-default.slice", "CPUShares", "1024"},      // the Guaranteed pod's 2×500m; BestEffort adds nothing
 	} {
 		if got := su.prop(c.slice, c.prop); got != c.want {
 			t.Errorf("%s %s = %q, want %q", c.slice, c.prop, got, c.want)
@@ -174,8 +177,12 @@ func TestPodSlicesMadeAndRemoved(t *testing.T) {
 	f.units.mu.Unlock()
 	must(t, f.rt.RemovePod(ctx, "default", "guaranteed"))
 	stops := su.calls()
-	if len(stops) != 4 || stops[3] != "stop berth-default-pod1111_2222.slice" { // app, side, the pause (none here), the slice
-		t.Errorf("removal %v, want the units, then the pod's slice", stops)
+	// app, side, the pause (none here), the slice, the namespace's sums
+	if len(stops) != 5 || stops[3] != "stop berth-default-pod1111_2222.slice" || stops[4] != "slice berth-default.slice" {
+		t.Errorf("removal %v, want the units, then the pod's slice, then the namespace's sums", stops)
+	}
+	if got := su.prop("berth-default.slice", "CPUShares"); got != "2" {
+		t.Errorf("namespace slice's CPUShares %s after its only pod with requests went, want the minimum 2", got)
 	}
 	if su.active["berth-default-pod1111_2222.slice"] || !su.active["berth-default.slice"] || !su.active["berth-default-besteffort.slice"] {
 		t.Errorf("slices left: %v, want the namespace's and the class's only", su.active)
@@ -240,14 +247,17 @@ func TestSetNamespaceLimits(t *testing.T) {
 	if got, got2 := su.prop("berth-team_a.slice", "CPUQuotaPerSecUSec"), su.prop("berth-team_a.slice", "MemoryMax"); got != "500000" || got2 != fmt.Sprint(uint64(1<<64-1)) {
 		t.Errorf("team-a changed: CPUQuotaPerSecUSec %q, MemoryMax %q (want infinity)", got, got2)
 	}
-	// A pod of the namespace finds the slice made: not made again, limits
-	// kept.
+	// A pod of the namespace finds the slice made: given its sums, with
+	// the limits kept.
 	pod, imgs := f.pod("web", "app")
 	pod.Namespace = "team-a"
 	before := ensures("berth-team_a.slice")
 	must(t, f.rt.RunPod(ctx, pod, imgs))
-	if n := ensures("berth-team_a.slice"); n != before {
-		t.Errorf("RunPod ensured the namespace slice again (%d → %d)", before, n)
+	if n := ensures("berth-team_a.slice"); n != before+1 {
+		t.Errorf("RunPod set the namespace slice %d times, want once (its sums)", n-before)
+	}
+	if got, got2 := su.prop("berth-team_a.slice", "CPUQuotaPerSecUSec"), su.prop("berth-team_a.slice", "CPUShares"); got != "500000" || got2 != "2" {
+		t.Errorf("team-a with a pod: CPUQuotaPerSecUSec %q (want the limit kept), CPUShares %q", got, got2)
 	}
 	// Lifted on a running slice: infinity for both.
 	must(t, f.rt.SetNamespaceLimits(ctx, "team-a", 0, 0))
@@ -321,5 +331,104 @@ func TestRemovePodDirsStopsPodSlice(t *testing.T) {
 	}
 	if l := f.leftovers(t); len(l) > 0 {
 		t.Errorf("left: %v", l)
+	}
+}
+
+// The Burstable, namespace and root slices carry their pods' summed
+// requests (cgroup v2 here: weights and MemoryMin), updated on each start
+// and removal; a restarted runtime finds the running pods' requests in
+// their records; an orphan's removal takes its requests off too.
+func TestSlicesSums(t *testing.T) {
+	f := newFixture(t)
+	su := newSliceUnits(f.units)
+	f.rt.units = su
+	f.rt.cfg.Node.CgroupV2 = true
+	f.rt.cfg.Node.MemoryCapacity = 4 << 30
+	ctx := context.Background()
+	requesting := func(name, cpu, mem string) (*corev1.Pod, map[string]PodImage) {
+		pod, imgs := f.pod(name, "app")
+		pod.Spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(mem)}
+		return pod, imgs
+	}
+	weight := func(milli int64) string { return fmt.Sprint(cgroup.SharesToWeight(cgroup.MilliCPUToShares(milli))) }
+	check := func(when string, want map[[2]string]string) {
+		t.Helper()
+		for k, w := range want {
+			if got := su.prop(k[0], k[1]); got != w {
+				t.Errorf("%s: %s %s = %q, want %q", when, k[0], k[1], got, w)
+			}
+		}
+	}
+	const mi = 1 << 20
+	a, ai := requesting("a", "100m", "32Mi")
+	b, bi := requesting("b", "200m", "64Mi")
+	g, gi := f.pod("g", "app")
+	limited(g, "1", "128Mi")
+	other, oi := requesting("o", "1", "16Mi")
+	other.Namespace = "other"
+	for _, p := range []struct {
+		pod  *corev1.Pod
+		imgs map[string]PodImage
+	}{{a, ai}, {b, bi}, {g, gi}, {other, oi}} {
+		must(t, f.rt.RunPod(ctx, p.pod, p.imgs))
+	}
+	check("four pods", map[[2]string]string{
+		{"berth-default-burstable.slice", "CPUWeight"}: weight(300),
+		{"berth-default-burstable.slice", "MemoryMin"}: fmt.Sprint(96 * mi),
+		{"berth-default.slice", "CPUWeight"}:           weight(1300),
+		{"berth-default.slice", "MemoryMin"}:           fmt.Sprint(224 * mi),
+		{"berth-other.slice", "CPUWeight"}:             weight(1000),
+		{"berth-other.slice", "MemoryMin"}:             fmt.Sprint(16 * mi),
+		{"berth.slice", "MemoryMin"}:                   fmt.Sprint(240 * mi),
+	})
+
+	must(t, f.rt.RemovePod(ctx, "default", "b"))
+	check("b removed", map[[2]string]string{
+		{"berth-default-burstable.slice", "CPUWeight"}: weight(100),
+		{"berth-default-burstable.slice", "MemoryMin"}: fmt.Sprint(32 * mi),
+		{"berth-default.slice", "MemoryMin"}:           fmt.Sprint(160 * mi),
+		{"berth.slice", "MemoryMin"}:                   fmt.Sprint(176 * mi),
+	})
+
+	// berthd restarted: a new runtime over the same state counts the
+	// pods that kept running when the next one starts.
+	rt := New(f.rt.cfg, su, f.images)
+	f.rt = rt
+	c, ci := requesting("c", "50m", "8Mi")
+	must(t, rt.RunPod(ctx, c, ci))
+	check("after a restart", map[[2]string]string{
+		{"berth-default-burstable.slice", "CPUWeight"}: weight(150),
+		{"berth-default-burstable.slice", "MemoryMin"}: fmt.Sprint(40 * mi),
+		{"berth.slice", "MemoryMin"}:                   fmt.Sprint(184 * mi),
+	})
+	// The last Burstable pods go, one as reconcile removes an orphan: the
+	// class is back to the minimum and protects nothing.
+	must(t, rt.RemovePod(ctx, "default", "c"))
+	must(t, su.Stop(ctx, "berth-default_a_app.service"))
+	must(t, rt.RemoveBundle("default_a_app"))
+	must(t, rt.RemovePodDirs(ctx, "default_a"))
+	check("no Burstable pod left", map[[2]string]string{
+		{"berth-default-burstable.slice", "CPUWeight"}: "1",
+		{"berth-default-burstable.slice", "MemoryMin"}: "0",
+		{"berth-default.slice", "CPUWeight"}:           weight(1000),
+		{"berth-default.slice", "MemoryMin"}:           fmt.Sprint(128 * mi),
+		{"berth.slice", "MemoryMin"}:                   fmt.Sprint(144 * mi),
+	})
+	// berth plan shows the sums a new pod would bring.
+	d, _ := requesting("d", "500m", "1Mi")
+	d.UID = "dddd"
+	ss, err := rt.PlanSlices(d)
+	must(t, err)
+	for _, s := range ss {
+		if s.Name == "berth-default-burstable.slice" {
+			if p, _ := s.Property("CPUWeight"); fmt.Sprint(p.Value) != weight(500) {
+				t.Errorf("plan: burstable CPUWeight %v, want %s", p.Value, weight(500))
+			}
+		}
+	}
+	must(t, rt.RemovePod(ctx, "default", "g"))
+	must(t, rt.RemovePod(ctx, "other", "o"))
+	if l := f.leftovers(t); len(l) > 0 {
+		t.Errorf("left after remove: %v", l)
 	}
 }

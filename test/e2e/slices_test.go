@@ -106,10 +106,41 @@ func TestSlices(t *testing.T) {
 		t.Errorf("%s cpu.shares = %s, want 2", be, got)
 	}
 
+	// The Burstable and namespace slices weigh (and on v2 protect) by
+	// their pods' summed requests, berth.slice protects every pod's: each
+	// `berthd pod` command is a new process, which finds the pods already
+	// running in their records. Gua requests 500m/128Mi, bur 200m/64Mi.
+	bu, ns := "/berth.slice/berth-default.slice/berth-default-burstable.slice", "/berth.slice/berth-default.slice"
+	sums := func(when string, burstMilli, nsMilli, burstMem, nsMem int64) {
+		t.Helper()
+		want := map[[2]string]string{}
+		if v2 {
+			weight := func(m int64) string { return strconv.FormatUint(cgroup.SharesToWeight(cgroup.MilliCPUToShares(m)), 10) }
+			want[[2]string{bu, "cpu.weight"}] = weight(burstMilli)
+			want[[2]string{ns, "cpu.weight"}] = weight(nsMilli)
+			want[[2]string{bu, "memory.min"}] = strconv.FormatInt(burstMem, 10)
+			want[[2]string{ns, "memory.min"}] = strconv.FormatInt(nsMem, 10)
+			want[[2]string{"/berth.slice", "memory.min"}] = strconv.FormatInt(nsMem, 10)
+		} else {
+			want[[2]string{bu, "cpu.shares"}] = strconv.FormatUint(cgroup.MilliCPUToShares(burstMilli), 10)
+			want[[2]string{ns, "cpu.shares"}] = strconv.FormatUint(cgroup.MilliCPUToShares(nsMilli), 10)
+		}
+		for k, w := range want {
+			if got := e.readCgroup(controller(k[1]), k[0], k[1]); got != w {
+				t.Errorf("%s: %s of %s = %s, want %s", when, k[1], k[0], got, w)
+			} else {
+				t.Logf("%s: %s %s = %s", when, k[0], k[1], got)
+			}
+		}
+	}
+	sums("three pods", 200, 700, 64*mi, 192*mi)
+
 	// Deleting a pod stops its slice: no cgroup of it is left, in any
 	// hierarchy.
 	gone := cases[1]
 	e.run("berthd", "pod", "rm", "default/"+gone.name)
+	// Its requests leave the sums: no Burstable pod is left.
+	sums("the Burstable pod removed", 0, 500, 0, 128*mi)
 	if s := e.show(gone.slice, "ActiveState"); s == "active" {
 		t.Errorf("%s still active after pod rm", gone.slice)
 	}
@@ -190,6 +221,7 @@ func TestSlices(t *testing.T) {
 	t.Logf("systemctl cat berth-default.slice:\n%s", e.run("systemctl", "cat", "berth-default.slice"))
 	reload("limited")
 	checkNS("after daemon-reload", limited)
+	sums("after daemon-reload", 0, 500, 0, 128*mi) // berth.slice's too, not a transient unit
 	for prop, want := range map[string]string{"CPUQuotaPerSecUSec": "1.500000s", "MemoryMax": strconv.Itoa(512 * mi)} {
 		if got := e.show("berth-default.slice", prop); got != want {
 			t.Errorf("after daemon-reload: berth-default.slice %s=%s, want %s", prop, got, want)
