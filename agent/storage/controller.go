@@ -551,6 +551,9 @@ func (c *Controller) bind(cl *corev1.PersistentVolumeClaim, v *corev1.Persistent
 		for k, q := range bound.Spec.Capacity {
 			x.Status.Capacity[k] = q
 		}
+		// The volume has what the claim asks for (else the plan would
+		// expand it): no resize is in progress.
+		x.Status.AllocatedResourceStatuses = nil
 		return true
 	})
 }

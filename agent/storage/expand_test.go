@@ -65,6 +65,28 @@ func TestExpand(t *testing.T) {
 		t.Errorf("a pass after the resize: %v", *ev)
 	}
 
+	// A crash after the volume grew, before the claim's status did: the
+	// next pass finishes the claim's side.
+	if _, err := st.Modify(Volumes, "", cl.Spec.VolumeName, &corev1.PersistentVolume{}, func(cur store.Object) (store.Decision, error) {
+		cur.(*corev1.PersistentVolume).Spec.Capacity[corev1.ResourceStorage] = resource.MustParse("3584Mi")
+		return store.Decision{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ask("3584Mi")
+	if _, err := st.Modify(Claims, "ns", "a", &corev1.PersistentVolumeClaim{}, func(cur store.Object) (store.Decision, error) {
+		cur.(*corev1.PersistentVolumeClaim).Status.AllocatedResourceStatuses = map[corev1.ResourceName]corev1.ClaimResourceStatus{
+			corev1.ResourceStorage: corev1.PersistentVolumeClaimControllerResizeInProgress}
+		return store.Decision{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pass(t, c)
+	cl = getClaim(t, st, "a")
+	if got := cl.Status.Capacity[corev1.ResourceStorage]; got.String() != "3584Mi" || cl.Status.AllocatedResourceStatuses != nil {
+		t.Errorf("after a cut-short resize: capacity %s, statuses %v; want 3584Mi and none", got.String(), cl.Status.AllocatedResourceStatuses)
+	}
+
 	// The class stops allowing it: a further request is left alone.
 	if _, err := st.Modify(Classes, "", "expandable", &storagev1.StorageClass{}, func(cur store.Object) (store.Decision, error) {
 		cur.(*storagev1.StorageClass).AllowVolumeExpansion = ptr(false)
@@ -77,7 +99,7 @@ func TestExpand(t *testing.T) {
 	if err := st.Get(Volumes, "", cl.Spec.VolumeName, &v); err != nil {
 		t.Fatal(err)
 	}
-	if got := v.Spec.Capacity[corev1.ResourceStorage]; got.String() != "3Gi" {
-		t.Errorf("volume capacity %s after its class stopped allowing expansion, want 3Gi", got.String())
+	if got := v.Spec.Capacity[corev1.ResourceStorage]; got.String() != "3584Mi" {
+		t.Errorf("volume capacity %s after its class stopped allowing expansion, want 3584Mi", got.String())
 	}
 }

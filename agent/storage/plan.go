@@ -401,7 +401,10 @@ func claimStatusMatches(c *corev1.PersistentVolumeClaim, v *corev1.PersistentVol
 		}
 	}
 	have, want := c.Status.Capacity[corev1.ResourceStorage], v.Spec.Capacity[corev1.ResourceStorage]
-	return have.Cmp(want) == 0 && c.Annotations[AnnBindCompleted] == "yes"
+	// A resize status left without a growth pending (grows, checked
+	// first) is an expansion a crash cut short after the volume grew: the
+	// bind finishes it.
+	return have.Cmp(want) == 0 && c.Annotations[AnnBindCompleted] == "yes" && len(c.Status.AllocatedResourceStatuses) == 0
 }
 
 // provisionedHere tells whether berth's provisioner made v: only such
