@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -31,7 +33,7 @@ var protobufCodec = func() runtime.Decoder {
 	sch := runtime.NewScheme()
 	// events.k8s.io/v1 too: client-go's typed clients send the group's
 	// DeleteOptions in it.
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, eventsv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, eventsv1.AddToScheme, appsv1.AddToScheme, autoscalingv1.AddToScheme} {
 		if err := add(sch); err != nil {
 			panic(err)
 		}
@@ -51,6 +53,8 @@ func (s *Server) serveKind(w http.ResponseWriter, r *http.Request, k *kind, ns, 
 		s.podLog(w, r, k, ns, name)
 	case k.resource == "pods" && isStreamSubresource(sub):
 		s.podStream(w, r, k, ns, name, sub)
+	case sub == "scale":
+		s.serveScale(w, r, k, ns, name)
 	case r.Method == http.MethodGet && name != "":
 		s.get(w, r, k, ns, name)
 	case r.Method == http.MethodGet && (q.Get("watch") == "true" || q.Get("watch") == "1"):
@@ -277,38 +281,68 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 		s.writeStatus(w, se, r)
 		return
 	}
+	out, se := s.createObject(k, ns, obj, opts.dryRun)
+	if se != nil {
+		s.writeStatus(w, se, r)
+		return
+	}
+	addWarnings(w, warnings)
+	writeJSON(w, http.StatusCreated, out)
+}
+
+// maxGenerateNameAttempts is how often a create with generateName tries
+// another name when the one it made exists (the apiserver's
+// RetryGenerateName, GA in 1.32: 8 attempts).
+const maxGenerateNameAttempts = 8
+
+// createObject is a create of a decoded object into namespace ns (the
+// URL's): the apiserver's NamespaceLifecycle, generateName, what only the
+// server sets, the kind's defaults, admission, validation, and the store.
+// It answers the stored object (on a dry run: what would be stored).
+func (s *Server) createObject(k *kind, ns string, obj store.Object, dryRun bool) (store.Object, *apierrors.StatusError) {
 	if k.namespaced {
 		if obj.GetNamespace() == "" {
 			obj.SetNamespace(ns)
 		}
 		if obj.GetNamespace() != ns {
-			s.writeStatus(w, apierrors.NewBadRequest("the namespace of the provided object does not match the namespace sent on the request"), r)
-			return
+			return nil, apierrors.NewBadRequest("the namespace of the provided object does not match the namespace sent on the request")
 		}
 		// The apiserver's NamespaceLifecycle admission: the namespace
 		// exists and is not being deleted.
 		nsObj := s.kinds["namespaces"].new()
 		if err := s.store.Get("namespaces", "", ns, nsObj); err != nil {
-			s.writeStatus(w, toStatus(err, s.kinds["namespaces"].gr(), s.kinds["namespaces"].gk(), ns), r)
-			return
+			return nil, toStatus(err, s.kinds["namespaces"].gr(), s.kinds["namespaces"].gk(), ns)
 		}
 		if se := refuseInTerminating(k, nsObj, obj.GetName()); se != nil {
-			s.writeStatus(w, se, r)
-			return
+			return nil, se
 		}
 	}
 	if !k.namespaced {
 		obj.SetNamespace("") // rest.BeforeCreate
 	}
-	if obj.GetName() == "" && obj.GetGenerateName() != "" {
-		// names.SimpleNameGenerator: the base, at most 58 characters, and
-		// 5 random ones.
-		base := obj.GetGenerateName()
-		if len(base) > 58 {
-			base = base[:58]
+	generated := obj.GetName() == "" && obj.GetGenerateName() != ""
+	for attempt := 1; ; attempt++ {
+		try := obj
+		if generated {
+			// names.SimpleNameGenerator: the base, at most 58
+			// characters, and 5 random ones; another on a collision.
+			try = obj.DeepCopyObject().(store.Object)
+			base := obj.GetGenerateName()
+			if len(base) > 58 {
+				base = base[:58]
+			}
+			try.SetName(base + utilrand.String(5))
 		}
-		obj.SetName(base + utilrand.String(5))
+		out, se := s.createOne(k, try, dryRun)
+		if se != nil && generated && apierrors.IsAlreadyExists(se) && attempt < maxGenerateNameAttempts {
+			continue
+		}
+		return out, se
 	}
+}
+
+// createOne is createObject's part for one name.
+func (s *Server) createOne(k *kind, obj store.Object, dryRun bool) (store.Object, *apierrors.StatusError) {
 	// What only the server sets (rest.BeforeCreate), then the kind's
 	// defaults.
 	obj.SetUID("")
@@ -317,13 +351,11 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 	obj.SetDeletionGracePeriodSeconds(nil)
 	obj.SetGeneration(0)
 	if err := s.prepareNew(k, obj); err != nil {
-		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), obj.GetName()), r)
-		return
+		return nil, toStatus(err, k.gr(), k.gk(), obj.GetName())
 	}
 	unlock, err := s.admitHostPorts(obj)
 	if err != nil {
-		s.writeStatus(w, toStatus(err, k.gr(), k.gk(), obj.GetName()), r)
-		return
+		return nil, toStatus(err, k.gr(), k.gk(), obj.GetName())
 	}
 	// Held until the pod is stored (or the dry run decided), not while a
 	// slow client reads the answer.
@@ -331,9 +363,8 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 	defer unlockPorts()
 	commit := func(bool) {}
 	if s.opts.Admission != nil {
-		if commit, err = s.opts.Admission.Validate(store.Resource(kindKey(k.group, k.resource)), obj, nil, opts.dryRun); err != nil {
-			s.writeStatus(w, toStatus(err, k.gr(), k.gk(), obj.GetName()), r)
-			return
+		if commit, err = s.opts.Admission.Validate(store.Resource(kindKey(k.group, k.resource)), obj, nil, dryRun); err != nil {
+			return nil, toStatus(err, k.gr(), k.gk(), obj.GetName())
 		}
 	}
 	// The namespace's admissions wait until the object is stored (or
@@ -346,15 +377,12 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 		}
 	}
 	defer done(false)
-	if opts.dryRun {
+	if dryRun {
 		if err := s.store.Get(store.Resource(k.resource), obj.GetNamespace(), obj.GetName(), k.new()); err == nil {
-			s.writeStatus(w, apierrors.NewAlreadyExists(k.gr(), obj.GetName()), r)
-			return
+			return nil, apierrors.NewAlreadyExists(k.gr(), obj.GetName())
 		}
 		obj.SetResourceVersion("")
-		addWarnings(w, warnings)
-		writeJSON(w, http.StatusCreated, obj)
-		return
+		return obj, nil
 	}
 	stored := obj
 	if k.toStored != nil {
@@ -364,18 +392,15 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, k *kind, ns stri
 	done(err == nil)
 	unlockPorts()
 	if err != nil {
-		s.writeStatus(w, s.beingDeleted(k, obj, toStatus(err, k.gr(), k.gk(), obj.GetName())), r)
-		return
+		return nil, s.beingDeleted(k, obj, toStatus(err, k.gr(), k.gk(), obj.GetName()))
 	}
 	if se := s.recheckNamespace(k, stored); se != nil {
-		s.writeStatus(w, se, r)
-		return
+		return nil, se
 	}
 	if k.fromStored != nil {
 		k.fromStored(stored, obj)
 	}
-	addWarnings(w, warnings)
-	writeJSON(w, http.StatusCreated, obj)
+	return obj, nil
 }
 
 // prepareNew is what a create does to a new object after the request's

@@ -57,9 +57,12 @@ type kind struct {
 	// resourceVersion, ...). nil: stored as served.
 	toStored   func(obj store.Object) store.Object
 	fromStored func(stored, obj store.Object)
-	fields     func(obj store.Object) fields.Set // for field selectors
-	columns    []metav1.TableColumnDefinition
-	cells      func(obj store.Object) []any
+	// annotationsBumpGeneration: a change of the annotations is a new
+	// generation as a change of the spec is (Deployments).
+	annotationsBumpGeneration bool
+	fields                    func(obj store.Object) fields.Set // for field selectors
+	columns                   []metav1.TableColumnDefinition
+	cells                     func(obj store.Object) []any
 }
 
 func schemaGR(group, resource string) schema.GroupResource {

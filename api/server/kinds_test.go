@@ -76,6 +76,8 @@ func TestStockKubectlAPIResources(t *testing.T) {
 		{"pods", "po", "v1", "true", "Pod"},
 		{"resourcequotas", "quota", "v1", "true", "ResourceQuota"},
 		{"secrets", "v1", "true", "Secret"},
+		{"deployments", "deploy", "apps/v1", "true", "Deployment"},
+		{"replicasets", "rs", "apps/v1", "true", "ReplicaSet"},
 		{"events", "ev", "events.k8s.io/v1", "true", "Event"},
 		{"storageclasses", "sc", "storage.k8s.io/v1", "false", "StorageClass"},
 	}
@@ -91,7 +93,7 @@ func TestStockKubectlAPIResources(t *testing.T) {
 	if out := k.ok("api-resources", "-o", "wide", "--api-group=events.k8s.io"); !strings.Contains(out, "create,delete,deletecollection,get,list,patch,update,watch") {
 		t.Errorf("events.k8s.io verbs:\n%s", out)
 	}
-	if out := k.ok("api-versions"); out != "events.k8s.io/v1\nstorage.k8s.io/v1\nv1\n" {
+	if out := k.ok("api-versions"); out != "apps/v1\nevents.k8s.io/v1\nstorage.k8s.io/v1\nv1\n" {
 		t.Errorf("api-versions: %q", out)
 	}
 }
@@ -302,7 +304,7 @@ func TestOpenAPIv3(t *testing.T) {
 	}
 	err = json.NewDecoder(resp.Body).Decode(&index)
 	resp.Body.Close()
-	if err != nil || len(index.Paths) != 3 || !strings.HasPrefix(index.Paths["api/v1"].ServerRelativeURL, "/openapi/v3/api/v1?hash=") ||
+	if err != nil || len(index.Paths) != 4 || !strings.HasPrefix(index.Paths["apis/apps/v1"].ServerRelativeURL, "/openapi/v3/apis/apps/v1?hash=") || !strings.HasPrefix(index.Paths["api/v1"].ServerRelativeURL, "/openapi/v3/api/v1?hash=") ||
 		!strings.HasPrefix(index.Paths["apis/events.k8s.io/v1"].ServerRelativeURL, "/openapi/v3/apis/events.k8s.io/v1?hash=") ||
 		!strings.HasPrefix(index.Paths["apis/storage.k8s.io/v1"].ServerRelativeURL, "/openapi/v3/apis/storage.k8s.io/v1?hash=") {
 		t.Fatalf("index %+v, %v", index, err)
@@ -346,7 +348,7 @@ func TestOpenAPIv3(t *testing.T) {
 	if resp.StatusCode != 301 || resp.Header.Get("Location") != index.Paths["api/v1"].ServerRelativeURL {
 		t.Errorf("stale hash: %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	if code, _ := do(t, http.MethodGet, ts.URL+"/openapi/v3/apis/apps/v1", "", ""); code != 404 {
+	if code, _ := do(t, http.MethodGet, ts.URL+"/openapi/v3/apis/batch/v1", "", ""); code != 404 {
 		t.Errorf("unknown group-version: %d", code)
 	}
 }
@@ -386,8 +388,10 @@ func TestLegacyDiscovery(t *testing.T) {
 	}
 	var groups metav1.APIGroupList
 	getJSON(t, ts.URL+"/apis", &groups)
-	if len(groups.Groups) != 2 || groups.Groups[0].Name != "events.k8s.io" || groups.Groups[0].PreferredVersion.GroupVersion != "events.k8s.io/v1" ||
-		groups.Groups[1].Name != "storage.k8s.io" || groups.Groups[1].PreferredVersion.GroupVersion != "storage.k8s.io/v1" {
+	// The apiserver's order: apps before events.k8s.io and storage.k8s.io.
+	if len(groups.Groups) != 3 || groups.Groups[0].Name != "apps" || groups.Groups[0].PreferredVersion.GroupVersion != "apps/v1" ||
+		groups.Groups[1].Name != "events.k8s.io" || groups.Groups[1].PreferredVersion.GroupVersion != "events.k8s.io/v1" ||
+		groups.Groups[2].Name != "storage.k8s.io" || groups.Groups[2].PreferredVersion.GroupVersion != "storage.k8s.io/v1" {
 		t.Errorf("/apis: %+v", groups)
 	}
 	var group metav1.APIGroup
@@ -399,7 +403,19 @@ func TestLegacyDiscovery(t *testing.T) {
 	if len(ev.APIResources) != 1 || ev.APIResources[0].Name != "events" || strings.Join(ev.APIResources[0].Verbs, ",") != all || !ev.APIResources[0].Namespaced {
 		t.Errorf("/apis/events.k8s.io/v1: %+v", ev)
 	}
-	for _, path := range []string{"/apis/apps", "/apis/apps/v1", "/apis/events.k8s.io/v2", "/apis/events.k8s.io/v1/pods", "/api/v1/nodes/a/b/c", "/api/v1/pods/web"} {
+	// The scale subresource is autoscaling/v1's Scale, as kubectl's scale
+	// client looks it up.
+	var apps metav1.APIResourceList
+	getJSON(t, ts.URL+"/apis/apps/v1", &apps)
+	var appsNames []string
+	for _, r := range apps.APIResources {
+		appsNames = append(appsNames, r.Name+"="+r.Group+"/"+r.Version+"/"+r.Kind)
+	}
+	if got := strings.Join(appsNames, " "); got != "deployments=//Deployment deployments/scale=autoscaling/v1/Scale deployments/status=//Deployment "+
+		"replicasets=//ReplicaSet replicasets/scale=autoscaling/v1/Scale replicasets/status=//ReplicaSet" {
+		t.Errorf("/apis/apps/v1: %s", got)
+	}
+	for _, path := range []string{"/apis/apps/v2", "/apis/batch/v1", "/apis/events.k8s.io/v2", "/apis/events.k8s.io/v1/pods", "/api/v1/nodes/a/b/c", "/api/v1/pods/web"} {
 		if code := getJSON(t, ts.URL+path, nil); code != 404 {
 			t.Errorf("%s: %d, want 404", path, code)
 		}

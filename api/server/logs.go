@@ -311,13 +311,15 @@ func subresourceVerbs(sub string) []string {
 }
 
 // objectSubresources are the subresources that are the kind's object, which
-// OpenAPI describes with its schema (status); a log is text and the
-// streaming ones are no object either.
+// OpenAPI describes with its schema (status); a log is text, the streaming
+// ones are no object either, and a scale is another kind (autoscaling/v1
+// Scale), which the documents do not describe yet: kubectl scale does not
+// read them.
 func objectSubresources(subs []string) []string {
 	var out []string
 	for _, s := range subs {
 		switch s {
-		case "log", "exec", "attach", "portforward":
+		case "log", "exec", "attach", "portforward", "scale":
 		default:
 			out = append(out, s)
 		}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	apidiscoveryv2 "k8s.io/api/apidiscovery/v2"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	storagev1 "k8s.io/api/storage/v1"
@@ -142,7 +143,7 @@ func New(st Store, opts Options) (*Server, error) {
 		opts.Log = hclog.NewNullLogger()
 	}
 	s := &Server{store: st, log: opts.Log.Named("api"), opts: opts, kinds: map[string]*kind{}, nsKick: make(chan struct{}, 1)}
-	for _, k := range []*kind{namespaceKind(), podKind(), configMapKind(), secretKind(), eventKind(), nodeKind(), eventsV1Kind(),
+	for _, k := range []*kind{namespaceKind(), podKind(), configMapKind(), secretKind(), eventKind(), nodeKind(), deploymentKind(), replicaSetKind(), eventsV1Kind(),
 		resourceQuotaKind(), limitRangeKind(), persistentVolumeClaimKind(st), persistentVolumeKind(), storageClassKind()} {
 		if k.version == "" {
 			k.version = "v1"
@@ -180,7 +181,7 @@ func verbs(k *kind) []string {
 // apiScheme knows the Go types of the kinds served, for their list types.
 var apiScheme = func() *runtime.Scheme {
 	sch := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, eventsv1.AddToScheme, storagev1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, eventsv1.AddToScheme, storagev1.AddToScheme, appsv1.AddToScheme} {
 		if err := add(sch); err != nil {
 			panic(err)
 		}
@@ -308,9 +309,11 @@ func (s *Server) discovery(w http.ResponseWriter, group, version string) {
 			Verbs: verbs(k), ShortNames: k.shortNames, Categories: k.categories,
 		})
 		for _, sub := range k.subresources {
-			list.APIResources = append(list.APIResources, metav1.APIResource{
-				Name: k.resource + "/" + sub, Namespaced: k.namespaced, Kind: k.kind, Verbs: subresourceVerbs(sub),
-			})
+			res := metav1.APIResource{Name: k.resource + "/" + sub, Namespaced: k.namespaced, Kind: k.kind, Verbs: subresourceVerbs(sub)}
+			if sub == "scale" {
+				res.Group, res.Version, res.Kind = scaleSubresource.Group, scaleSubresource.Version, scaleSubresource.Kind
+			}
+			list.APIResources = append(list.APIResources, res)
 		}
 	}
 	sort.Slice(list.APIResources, func(i, j int) bool { return list.APIResources[i].Name < list.APIResources[j].Name })
@@ -364,7 +367,11 @@ func (s *Server) aggregated(w http.ResponseWriter, root string) {
 			rd := apidiscoveryv2.APIResourceDiscovery{Resource: k.resource, ResponseKind: gvk, Scope: scope, SingularResource: k.singular,
 				Verbs: verbs(k), ShortNames: k.shortNames, Categories: k.categories}
 			for _, sub := range k.subresources {
-				rd.Subresources = append(rd.Subresources, apidiscoveryv2.APISubresourceDiscovery{Subresource: sub, ResponseKind: gvk, Verbs: subresourceVerbs(sub)})
+				kind := gvk
+				if sub == "scale" {
+					kind = &metav1.GroupVersionKind{Group: scaleSubresource.Group, Version: scaleSubresource.Version, Kind: scaleSubresource.Kind}
+				}
+				rd.Subresources = append(rd.Subresources, apidiscoveryv2.APISubresourceDiscovery{Subresource: sub, ResponseKind: kind, Verbs: subresourceVerbs(sub)})
 			}
 			version.Resources = append(version.Resources, rd)
 		}

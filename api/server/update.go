@@ -302,7 +302,9 @@ func (s *Server) replace(k *kind, ns, name, sub string, dryRun bool, change func
 		if err := admit(store.Resource(kindKey(k.group, k.resource)), obj, old); err != nil {
 			return store.Decision{}, err
 		}
-		bump := sub == "" && specChanged(obj, old)
+		// The scale subresource changes the spec as an update does.
+		bump := (sub == "" || sub == "scale") && (specChanged(obj, old) ||
+			k.annotationsBumpGeneration && !apiequality.Semantic.DeepEqual(obj.GetAnnotations(), old.GetAnnotations()))
 		if dryRun {
 			if obj.GetResourceVersion() != old.GetResourceVersion() {
 				return store.Decision{}, store.ErrModified
