@@ -25,6 +25,7 @@ import (
 
 	"github.com/berth-dev/berth/agent/admission"
 	"github.com/berth-dev/berth/agent/config"
+	"github.com/berth-dev/berth/agent/controllers/replicaset"
 	"github.com/berth-dev/berth/agent/events"
 	"github.com/berth-dev/berth/agent/images"
 	"github.com/berth-dev/berth/agent/logs"
@@ -234,7 +235,7 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	if err := startAgents(ctx, agentDeps{Config: cfg, Store: st, Log: log, Open: func(ctx context.Context, rec pods.Recorder, hostIP string) (*env, error) {
 		g.recorder, g.store, g.hostIP = rec, st, hostIP
 		return g.open(ctx)
-	}, Failed: agentErr, FreshStore: fresh, Running: &agents, Exec: streams.Prober{S: strm}, Admission: adm}); err != nil {
+	}, Failed: agentErr, FreshStore: fresh, Running: &agents, Exec: streams.Prober{S: strm}, Admission: adm, API: api}); err != nil {
 		stopRequests()
 		shutdown(servers, cfg.ShutdownTimeout, log)
 		os.Remove(cfg.Socket.Path)
@@ -353,6 +354,8 @@ type agentDeps struct {
 	// Admission gets the runtime once systemd answers: namespaces' quota
 	// limits go to their slices.
 	Admission *admission.Admitter
+	// API is the API's create and delete for the controllers.
+	API *server.Server
 }
 
 // startAgents starts what acts on desired state: the node keeper, the
@@ -413,6 +416,14 @@ func startAgents(ctx context.Context, d agentDeps) error {
 	goAgent(func() {
 		if err := pvc.Run(ctx); err != nil && ctx.Err() == nil {
 			d.Log.Error("persistent volumes", "error", err)
+		}
+	})
+	// ReplicaSets: their pods, made through the API as the
+	// kube-controller-manager's are.
+	rsc := replicaset.New(replicaset.Config{Store: d.Store, API: d.API, Events: rec.WithComponent("replicaset-controller"), Log: d.Log.Named("replicasets")})
+	goAgent(func() {
+		if err := rsc.Run(ctx); err != nil && ctx.Err() == nil {
+			d.Log.Error("replicasets", "error", err)
 		}
 	})
 	goAgent(func() {
