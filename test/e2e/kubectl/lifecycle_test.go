@@ -15,7 +15,11 @@ import (
 //   - badhook: its postStart hook fails: the kubelet's event, and the
 //     container is killed and restarted.
 //   - httphook: its postStart httpGet hook (a named port, the pod's
-//     address) calls a CGI script of the workload's own httpd.
+//     address) calls a CGI script of the pod's httpd, a sidecar whose
+//     startup probe holds the container back until it listens (a server
+//     the container starts itself races its own postStart hook, on a
+//     cluster too: CI lost that race under load), which touches a file
+//     of their shared emptyDir.
 //   - livehook: fails its liveness probe; berthd runs its preStop hook
 //     before the stop signal, as the kubelet does for that kill too.
 //   - shared: shareProcessNamespace: each container sees the other's
@@ -62,23 +66,34 @@ metadata:
   namespace: life
 spec:
   terminationGracePeriodSeconds: 2
+  volumes: [{name: shared, emptyDir: {}}]
+  initContainers:
+  - name: web
+    image: %[1]s
+    restartPolicy: Always
+    ports:
+    - name: web
+      containerPort: 8080
+    startupProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+    volumeMounts: [{name: shared, mountPath: /shared}]
+    command:
+    - sh
+    - -c
+    - |
+      mkdir -p /tmp/www/cgi-bin
+      printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\ntouch /shared/hooked\necho ok\n' > /tmp/www/cgi-bin/hook
+      chmod 755 /tmp/www/cgi-bin/hook
+      exec httpd -f -p 8080 -h /tmp/www
   containers:
   - name: c
     image: %[1]s
     ports:
     - name: web
       containerPort: 8080
-    command:
-    - sh
-    - -c
-    - |
-      mkdir -p /tmp/www/cgi-bin
-      printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\ntouch /tmp/hooked\necho ok\n' > /tmp/www/cgi-bin/hook
-      chmod 755 /tmp/www/cgi-bin/hook
-      httpd -p 8080 -h /tmp/www
-      while [ ! -f /tmp/hooked ]; do sleep 0.1; done
-      echo saw http hook
-      exec sleep 3600
+    volumeMounts: [{name: shared, mountPath: /shared}]
+    command: [sh, -c, 'while [ ! -f /shared/hooked ]; do sleep 0.1; done; echo saw http hook; exec sleep 3600']
     lifecycle:
       postStart:
         httpGet:
