@@ -282,20 +282,30 @@ func podLevelRequests(pod *corev1.Pod) corev1.ResourceList {
 // non-restartable init container plus the sidecars started before it.
 // found reports whether some container requests the resource at all.
 func aggregateContainerRequest(pod *corev1.Pod, name corev1.ResourceName) (total resource.Quantity, found bool) {
-	get := func(c *corev1.Container) resource.Quantity {
+	total = aggregate(pod, func(c *corev1.Container) resource.Quantity {
 		q, ok := defaultedRequests(c)[name]
-		if ok {
-			found = true
-		}
+		found = found || ok
 		return q
-	}
+	}, func(resource.Quantity) {})
+	return total, found
+}
+
+// aggregate is component-helpers' aggregateContainerResourcesByFn for one
+// resource, get reading it from a container: the app containers and the
+// sidecars summed, or the largest init container with the sidecars
+// started before it, if more. each sees every value the aggregate weighs:
+// an app container's own, an init container's with those sidecars.
+func aggregate(pod *corev1.Pod, get func(*corev1.Container) resource.Quantity, each func(resource.Quantity)) resource.Quantity {
+	var total resource.Quantity
 	for i := range pod.Spec.Containers {
-		total.Add(get(&pod.Spec.Containers[i]))
+		q := get(&pod.Spec.Containers[i]).DeepCopy()
+		each(q)
+		total.Add(q)
 	}
 	var sidecars, initMax resource.Quantity
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
-		q := get(c)
+		q := get(c).DeepCopy()
 		if isRestartable(c) {
 			total.Add(q)
 			sidecars.Add(q)
@@ -303,6 +313,7 @@ func aggregateContainerRequest(pod *corev1.Pod, name corev1.ResourceName) (total
 		} else {
 			q.Add(sidecars)
 		}
+		each(q)
 		if q.Cmp(initMax) > 0 {
 			initMax = q
 		}
@@ -310,7 +321,7 @@ func aggregateContainerRequest(pod *corev1.Pod, name corev1.ResourceName) (total
 	if initMax.Cmp(total) > 0 {
 		total = initMax
 	}
-	return total, found
+	return total
 }
 
 func isRestartable(c *corev1.Container) bool {
@@ -755,35 +766,8 @@ func hasPodLevel(pod *corev1.Pod, name corev1.ResourceName) bool {
 // sidecars before it). A pod-level limit counts as declared.
 func podLimit(pod *corev1.Pod, name corev1.ResourceName) (total resource.Quantity, declared bool) {
 	declared = true
-	check := func(q resource.Quantity) {
-		if q.IsZero() {
-			declared = false
-		}
-	}
-	for i := range pod.Spec.Containers {
-		q := pod.Spec.Containers[i].Resources.Limits[name]
-		check(q)
-		total.Add(q)
-	}
-	var sidecars, initMax resource.Quantity
-	for i := range pod.Spec.InitContainers {
-		c := &pod.Spec.InitContainers[i]
-		q := c.Resources.Limits[name].DeepCopy()
-		if isRestartable(c) {
-			total.Add(q)
-			sidecars.Add(q)
-			q = sidecars.DeepCopy()
-		} else {
-			q.Add(sidecars)
-		}
-		check(q)
-		if q.Cmp(initMax) > 0 {
-			initMax = q
-		}
-	}
-	if initMax.Cmp(total) > 0 {
-		total = initMax
-	}
+	total = aggregate(pod, func(c *corev1.Container) resource.Quantity { return c.Resources.Limits[name] },
+		func(q resource.Quantity) { declared = declared && !q.IsZero() })
 	if r := pod.Spec.Resources; r != nil {
 		if pl, ok := r.Limits[name]; ok && !pl.IsZero() {
 			total, declared = pl.DeepCopy(), true
