@@ -25,6 +25,7 @@ import (
 
 	"github.com/berth-dev/berth/agent/admission"
 	"github.com/berth-dev/berth/agent/config"
+	"github.com/berth-dev/berth/agent/controllers/deployment"
 	"github.com/berth-dev/berth/agent/controllers/replicaset"
 	"github.com/berth-dev/berth/agent/events"
 	"github.com/berth-dev/berth/agent/images"
@@ -424,6 +425,13 @@ func startAgents(ctx context.Context, d agentDeps) error {
 	goAgent(func() {
 		if err := rsc.Run(ctx); err != nil && ctx.Err() == nil {
 			d.Log.Error("replicasets", "error", err)
+		}
+	})
+	// Deployments: their ReplicaSets, rolled out by their strategy.
+	dc := deployment.New(deployment.Config{Store: d.Store, API: d.API, Events: rec.WithComponent("deployment-controller"), Log: d.Log.Named("deployments")})
+	goAgent(func() {
+		if err := dc.Run(ctx); err != nil && ctx.Err() == nil {
+			d.Log.Error("deployments", "error", err)
 		}
 	})
 	goAgent(func() {

@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/berth-dev/berth/agent/controllers/loop"
 	"github.com/berth-dev/berth/agent/store"
 )
 
@@ -76,7 +77,7 @@ const (
 type Controller struct {
 	cfg  Config
 	log  hclog.Logger
-	kick chan struct{}
+	loop *loop.Loop
 	mu   sync.Mutex // one pass at a time (Sync may be called by tests)
 }
 
@@ -91,38 +92,14 @@ func New(cfg Config) *Controller {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Controller{cfg: cfg, log: cfg.Log, kick: make(chan struct{}, 1)}
+	return &Controller{cfg: cfg, log: cfg.Log, loop: loop.New()}
 }
 
 // Run follows ReplicaSets and pods and makes a pass for each change (and
 // every Resync) until ctx ends. A pass decides from what is stored only:
 // a berthd killed in the middle of one carries on from there.
 func (c *Controller) Run(ctx context.Context) error {
-	for _, res := range []store.Resource{replicaSets, pods} {
-		if err := store.Follow(ctx, c.cfg.Store, res, func(store.Event) { c.poke() }, c.poke); err != nil {
-			return fmt.Errorf("replicasets: %w", err)
-		}
-	}
-	tick := time.NewTicker(c.cfg.Resync)
-	defer tick.Stop()
-	for {
-		if err := c.Sync(ctx); err != nil && ctx.Err() == nil {
-			c.log.Warn("replicasets pass", "error", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		case <-c.kick:
-		}
-	}
-}
-
-func (c *Controller) poke() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
+	return c.loop.Run(ctx, c.cfg.Store, []store.Resource{replicaSets, pods}, c.cfg.Resync, c.log, c.Sync)
 }
 
 // Sync makes one pass over every ReplicaSet and the pods.
@@ -179,7 +156,7 @@ func (c *Controller) Sync(ctx context.Context) error {
 	}
 	if wake > 0 {
 		// A pod becomes available minReadySeconds after it became ready.
-		time.AfterFunc(wake, c.poke)
+		c.loop.After(wake)
 	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,131 @@
+package kubectl
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// deployYAML is a Deployment of the signed image sleeping, selecting
+// app=<name>; note is an environment variable, a template change.
+func deployYAML(ns, name, image, strategy, note string, replicas int) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: %[2]s, namespace: %[1]s}
+spec:
+  replicas: %[5]d
+  selector: {matchLabels: {app: %[2]s}}
+  strategy: %[4]s
+  template:
+    metadata: {labels: {app: %[2]s}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: %[3]s
+        command: [sleep, "3600"]
+        env: [{name: NOTE, value: %[6]q}]
+`, ns, name, image, strategy, replicas, note)
+}
+
+// TestDeployments: the Deployment controller on a real node with the
+// stock kubectl: a Deployment's ReplicaSet named <deployment>-<hash>, its
+// pods <replicaset>-<5>, kubectl rollout status finishing; a template
+// change rolled out to a second ReplicaSet (revision 2) while the first is
+// scaled to 0, with upstream's events; rollout history and undo; scale;
+// Recreate; deleting the Deployment takes its ReplicaSets and pods.
+func TestDeployments(t *testing.T) {
+	t.Parallel() // a node of its own
+	e := newEnv(t)
+	k := e.stock()
+	img := e.signed.Ref
+	k.must("create", "namespace", "dep")
+	e.write("/var/tmp/web1.yaml", deployYAML("dep", "web", img, "{}", "one", 3))
+	e.write("/var/tmp/web2.yaml", deployYAML("dep", "web", img, "{}", "two", 3))
+	k.must("create", "-f", "/var/tmp/web1.yaml")
+	if out, msg, err := k.kubectl("", "rollout", "status", "deployment/web", "-n", "dep", "--timeout=2m"); err != nil || !strings.Contains(out, `deployment "web" successfully rolled out`) {
+		t.Fatalf("rollout status: %v\n%s%s", err, out, msg)
+	}
+	rs1 := strings.TrimSpace(k.must("get", "rs", "-n", "dep", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}"))
+	if !regexp.MustCompile(`^web-[bcdfghjklmnpqrstvwxz2456789]+$`).MatchString(rs1) {
+		t.Errorf("replicaset name %q", rs1)
+	}
+	hash := strings.TrimPrefix(rs1, "web-")
+	if got := k.must("get", "rs", rs1, "-n", "dep", "-o", `jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name} {.metadata.annotations.deployment\.kubernetes\.io/revision} {.spec.selector.matchLabels.pod-template-hash} {.spec.replicas}`); got != "Deployment/web 1 "+hash+" 3" {
+		t.Errorf("replicaset %s: %q", rs1, got)
+	}
+	pods := activePods(k, "dep", "app=web")
+	if len(pods) != 3 || !podName(rs1).MatchString(pods[0]) {
+		t.Errorf("pods %v, want 3 named %s-<5>", pods, rs1)
+	}
+	got := k.must("get", "deploy", "web", "-n", "dep", "-o", `jsonpath={.status.replicas} {.status.updatedReplicas} {.status.readyReplicas} {.status.availableReplicas} {.status.observedGeneration} {.metadata.annotations.deployment\.kubernetes\.io/revision}`)
+	if got != "3 3 3 3 1 1" {
+		t.Errorf("status: %q", got)
+	}
+	conds := k.must("get", "deploy", "web", "-n", "dep", "-o", `jsonpath={range .status.conditions[*]}{.type}={.status}/{.reason}: {.message}{"\n"}{end}`)
+	for _, want := range []string{"Available=True/MinimumReplicasAvailable: Deployment has minimum availability.",
+		`Progressing=True/NewReplicaSetAvailable: ReplicaSet "` + rs1 + `" has successfully progressed.`} {
+		if !strings.Contains(conds, want) {
+			t.Errorf("conditions:\n%s\nlack %s", conds, want)
+		}
+	}
+	if out := k.must("get", "deploy", "-n", "dep"); !regexp.MustCompile(`(?m)^web\s+3/3\s+3\s+3\s+\S+$`).MatchString(out) {
+		t.Errorf("get deploy:\n%s", out)
+	}
+
+	// A new template: a second ReplicaSet, revision 2, the first scaled
+	// to 0 within maxSurge and maxUnavailable (25% of 3: 1 and 0).
+	k.must("apply", "-f", "/var/tmp/web2.yaml")
+	if out, msg, err := k.kubectl("", "rollout", "status", "deployment/web", "-n", "dep", "--timeout=2m"); err != nil || !strings.Contains(out, `deployment "web" successfully rolled out`) {
+		t.Fatalf("rollout status after the change: %v\n%s%s", err, out, msg)
+	}
+	sets := k.must("get", "rs", "-n", "dep", "-o", `jsonpath={range .items[*]}{.metadata.name} {.spec.replicas} {.metadata.annotations.deployment\.kubernetes\.io/revision}{"\n"}{end}`)
+	if !strings.Contains(sets, rs1+" 0 1\n") || !regexp.MustCompile(`(?m)^web-\S+ 3 2$`).MatchString(sets) {
+		t.Errorf("replicasets after the rollout:\n%s", sets)
+	}
+	for _, p := range activePods(k, "dep", "app=web") {
+		if env := k.must("get", "pod", p, "-n", "dep", "-o", "jsonpath={.spec.containers[0].env[0].value}"); env != "two" {
+			t.Errorf("pod %s runs the old template (%s)", p, env)
+		}
+	}
+	ev := k.must("get", "events", "-n", "dep", "--field-selector", "involvedObject.kind=Deployment", "-o", `jsonpath={range .items[*]}{.source.component}: {.message}{"\n"}{end}`)
+	for _, want := range []string{"deployment-controller: Scaled up replica set " + rs1 + " to 3",
+		"deployment-controller: Scaled down replica set " + rs1 + " to 2 from 3"} {
+		if !strings.Contains(ev, want) {
+			t.Errorf("events:\n%s\nlack %s", ev, want)
+		}
+	}
+	if out := k.must("rollout", "history", "deployment/web", "-n", "dep"); !regexp.MustCompile(`(?m)^1\s+<none>\n2\s+<none>`).MatchString(out) {
+		t.Errorf("rollout history:\n%s", out)
+	}
+	// Undo: the first template again, as revision 3.
+	k.must("rollout", "undo", "deployment/web", "-n", "dep")
+	k.must("rollout", "status", "deployment/web", "-n", "dep", "--timeout=2m")
+	if got := k.must("get", "rs", rs1, "-n", "dep", "-o", `jsonpath={.spec.replicas} {.metadata.annotations.deployment\.kubernetes\.io/revision}`); got != "3 3" {
+		t.Errorf("after undo, %s: %q, want 3 replicas at revision 3", rs1, got)
+	}
+
+	// Scale: the ReplicaSet follows.
+	k.must("scale", "deployment", "web", "-n", "dep", "--replicas=1")
+	k.eventually("scaled to 1", func(s string) bool { return s == "1 1" },
+		"get", "deploy", "web", "-n", "dep", "-o", "jsonpath={.status.replicas} {.status.availableReplicas}")
+
+	// Recreate: the old pods go before the new ones come.
+	e.write("/var/tmp/re1.yaml", deployYAML("dep", "re", img, "{type: Recreate}", "one", 2))
+	e.write("/var/tmp/re2.yaml", deployYAML("dep", "re", img, "{type: Recreate}", "two", 2))
+	k.must("create", "-f", "/var/tmp/re1.yaml")
+	k.must("rollout", "status", "deployment/re", "-n", "dep", "--timeout=2m")
+	k.must("apply", "-f", "/var/tmp/re2.yaml")
+	k.must("rollout", "status", "deployment/re", "-n", "dep", "--timeout=2m")
+	if got := k.must("get", "deploy", "re", "-n", "dep", "-o", "jsonpath={.status.updatedReplicas} {.status.availableReplicas}"); got != "2 2" {
+		t.Errorf("recreate: %q", got)
+	}
+
+	// Deleting a Deployment takes its ReplicaSets and their pods.
+	if _, msg, err := k.kubectl("/deployments/web", "delete", "deployment", "web", "-n", "dep"); err != nil {
+		t.Fatalf("delete: %v %s", err, msg)
+	}
+	k.eventually("web's replicasets and pods gone", func(s string) bool { return strings.TrimSpace(s) == "" },
+		"get", "rs,pods", "-n", "dep", "-l", "app=web", "-o", "name")
+}
