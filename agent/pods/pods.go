@@ -770,13 +770,16 @@ func (r *Runtime) PodStatus(ctx context.Context, ns, name string) ([]ContainerSt
 			exit = &e
 		}
 		switch {
-		case st != nil && st.ActiveState == "active":
+		case st != nil && st.ActiveState == "active" && (exit == nil || ranBefore(exit, st)):
 			cs.Ready, cs.Started = true, ptr(true)
 			cs.State.Running = &corev1.ContainerStateRunning{}
 			if exit != nil {
 				cs.LastTerminationState.Terminated = terminated(exit)
 			}
 		case exit != nil:
+			// Also a unit still active whose workload has ended: stage-1
+			// writes the record, then exits.
+
 			cs.State.Terminated = terminated(exit)
 		default:
 			reason := "ContainerCreating"
@@ -788,6 +791,15 @@ func (r *Runtime) PodStatus(ctx context.Context, ns, name string) ([]ContainerSt
 		out = append(out, cs)
 	}
 	return out, nil
+}
+
+// ranBefore tells whether exit is the record of a run before the unit's
+// current one: stage-1 writes it as its workload ends, before the unit
+// leaves active, so that a record newer than the current main process is
+// this run's own (the container has ended, not restarted). An unknown start
+// keeps the older reading.
+func ranBefore(exit *bndl.ExitStatus, st *UnitState) bool {
+	return st.ExecMainStart.IsZero() || exit.FinishedAt.Before(st.ExecMainStart)
 }
 
 // unknownExitCode is what containerd reports when it cannot tell a task's

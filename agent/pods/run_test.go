@@ -38,6 +38,8 @@ type fakeUnits struct {
 	start   func(name string) error // nil: success
 	block   chan struct{}           // if set, Start waits for it after the release
 	inStart chan string             // if set, told when Start holds the release
+	// mainStart is every running unit's ExecMainStart.
+	mainStart time.Time
 }
 
 func newFakeUnits() *fakeUnits { return &fakeUnits{started: map[string]bool{}} }
@@ -103,7 +105,7 @@ func (f *fakeUnits) Status(ctx context.Context, name string) (*UnitState, error)
 	if !f.started[name] {
 		return nil, fmt.Errorf("unit %s: %w", name, errdefs.ErrNotFound)
 	}
-	return &UnitState{ActiveState: "active", SubState: "running", MainPID: 42}, nil
+	return &UnitState{ActiveState: "active", SubState: "running", MainPID: 42, ExecMainStart: f.mainStart}, nil
 }
 
 // fakeImages is an image store with one layer directory and meta in memory.
@@ -237,6 +239,35 @@ func TestRunPodAndRemove(t *testing.T) {
 	}
 	if err := f.rt.RemovePod(context.Background(), "default", "web.v1"); !errdefs.IsNotFound(err) {
 		t.Errorf("second remove: %v, want not-found", err)
+	}
+}
+
+// An exit record older than the running instance is the last run's
+// (lastState); one newer is this run's own, written by stage-1 before the
+// unit leaves active: the container has ended, and it is not running with
+// its own end as its last state (what TestInitContainers' retry pod once
+// reported).
+func TestStatusOfAnEndingRun(t *testing.T) {
+	f := newFixture(t)
+	pod, imgs := f.pod("web", "app")
+	must(t, f.rt.RunPod(context.Background(), pod, imgs))
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	f.units.mu.Lock()
+	f.units.mainStart = t0
+	f.units.mu.Unlock()
+	b := filepath.Join(f.state, "containers", "default_web_app")
+
+	must(t, bndl.WriteExit(b, bndl.ExitStatus{ExitCode: 1, Reason: bndl.ReasonError, FinishedAt: t0.Add(-time.Second)}))
+	sts, err := f.rt.PodStatus(context.Background(), "default", "web")
+	if err != nil || sts[0].State.Running == nil || sts[0].LastTerminationState.Terminated == nil || sts[0].LastTerminationState.Terminated.ExitCode != 1 {
+		t.Fatalf("after an earlier run: %+v, %v", sts, err)
+	}
+
+	must(t, bndl.WriteExit(b, bndl.ExitStatus{ExitCode: 0, Reason: bndl.ReasonCompleted, FinishedAt: t0.Add(time.Second)}))
+	sts, err = f.rt.PodStatus(context.Background(), "default", "web")
+	if err != nil || sts[0].State.Running != nil || sts[0].LastTerminationState.Terminated != nil ||
+		sts[0].State.Terminated == nil || sts[0].State.Terminated.ExitCode != 0 {
+		t.Fatalf("after this run ended: %+v, %v", sts, err)
 	}
 }
 

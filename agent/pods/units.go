@@ -2,6 +2,7 @@ package pods
 
 import (
 	"context"
+	"time"
 
 	"github.com/berth-dev/berth/unitgen"
 	"github.com/berth-dev/berth/unitgen/systemd"
@@ -26,6 +27,10 @@ type UnitState struct {
 	MainPID      uint32
 	ControlGroup string
 	NRestarts    uint32
+	// ExecMainStart: when the running instance's main process (stage-1)
+	// started; it tells an exit record of the run before it from one of
+	// this run, which stage-1 writes before the unit leaves active.
+	ExecMainStart time.Time
 }
 
 // SystemdUnits is Units over a connection to systemd.
@@ -41,6 +46,7 @@ func (u systemdUnits) Status(ctx context.Context, name string) (*UnitState, erro
 	return &UnitState{
 		ActiveState: st.ActiveState, SubState: st.SubState, Result: st.Result,
 		MainPID: st.MainPID, ControlGroup: st.ControlGroup, NRestarts: st.NRestarts,
+		ExecMainStart: st.ExecMainStart,
 	}, nil
 }
 

@@ -111,7 +111,9 @@ func containerStatus(pod *corev1.Pod, in containerInput, prev *corev1.ContainerS
 		cs.LastTerminationState = corev1.ContainerState{Terminated: withStart(t, in.Unit, prev, true)}
 	}
 	switch {
-	case rt.ActiveState == "active" || rt.ActiveState == "reloading" || (rt.ActiveState == "deactivating" && rt.MainPID != 0):
+	case (rt.ActiveState == "active" && rt.State.Terminated == nil) || rt.ActiveState == "reloading" || (rt.ActiveState == "deactivating" && rt.MainPID != 0):
+		// An active unit whose workload has ended (its exit record written,
+		// stage-1 not yet gone: pods' ranBefore) is terminated below.
 		started := in.Unit.ExecMainStart
 		if started.IsZero() {
 			started = in.Unit.ActiveEnter

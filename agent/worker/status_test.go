@@ -149,6 +149,31 @@ func TestCrashLoopBackOff(t *testing.T) {
 	}
 }
 
+// A unit still active whose workload has ended (pods reports the run's
+// own exit record as terminated): the container has ended; the last
+// termination written before (the crash before the restart) stays.
+func TestEndedWhileUnitActive(t *testing.T) {
+	pod := testPod(corev1.RestartPolicyOnFailure)
+	crash := &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", FinishedAt: metav1.NewTime(t0.Add(-5 * time.Second))}
+	prev := &corev1.ContainerStatus{Name: "main", RestartCount: 1, LastTerminationState: corev1.ContainerState{Terminated: crash}}
+	rs := &pods.ContainerStatus{Unit: "berth-default_web_main.service", ActiveState: "active", SubState: "running"}
+	rs.Name = "main"
+	rs.State.Terminated = &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", FinishedAt: metav1.NewTime(t0)}
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{*prev}
+	st := computeStatus(pod, statusInput{Sandbox: true, Now: t0, Containers: []containerInput{{Spec: pod.Spec.Containers[0],
+		Runtime: rs, Unit: unitTimes{NRestarts: 1, ExecMainStart: t0.Add(-time.Second)}}}})
+	cs := st.ContainerStatuses[0]
+	if cs.State.Running != nil || cs.State.Terminated == nil || cs.State.Terminated.ExitCode != 0 {
+		t.Fatalf("state %+v", cs.State)
+	}
+	if cs.LastTerminationState.Terminated == nil || cs.LastTerminationState.Terminated.ExitCode != 1 || cs.RestartCount != 1 {
+		t.Errorf("last state %+v, restarts %d", cs.LastTerminationState, cs.RestartCount)
+	}
+	if st.Phase != corev1.PodSucceeded {
+		t.Errorf("phase %s", st.Phase)
+	}
+}
+
 // A pull refused by the trust policy: CRI-O's reason, the pod Pending.
 func TestWaitingOverride(t *testing.T) {
 	pod := testPod(corev1.RestartPolicyAlways)
