@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -83,6 +84,34 @@ type Network struct {
 	// from. When it names only systemd-resolved's stub (127.0.0.53, which
 	// a pod cannot reach), /run/systemd/resolve/resolv.conf is used.
 	ResolvConf string `yaml:"resolvConf"`
+	// ServiceCIDR is the IPv4 range Services' cluster IPs are allocated
+	// from (the apiserver's --service-cluster-ip-range).
+	ServiceCIDR string `yaml:"serviceCIDR"`
+	// NodePortRange is the range NodePort Services' ports are allocated
+	// from, "first-last" (the apiserver's --service-node-port-range).
+	NodePortRange string `yaml:"nodePortRange"`
+}
+
+// ServiceRange parses ServiceCIDR: an IPv4 range from /8 to /30.
+func (n Network) ServiceRange() (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(n.ServiceCIDR)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR range", n.ServiceCIDR)
+	}
+	if !p.Addr().Is4() || p.Bits() < 8 || p.Bits() > 30 {
+		return netip.Prefix{}, fmt.Errorf("%q: want an IPv4 range from /8 to /30", n.ServiceCIDR)
+	}
+	return p.Masked(), nil
+}
+
+// NodePorts parses NodePortRange into its first port and its size.
+func (n Network) NodePorts() (base, size int, err error) {
+	var first, last int
+	if _, err := fmt.Sscanf(n.NodePortRange, "%d-%d", &first, &last); err != nil || fmt.Sprintf("%d-%d", first, last) != n.NodePortRange ||
+		first < 1 || last > 65535 || last < first {
+		return 0, 0, fmt.Errorf("%q is not a port range first-last within 1-65535", n.NodePortRange)
+	}
+	return first, last - first + 1, nil
 }
 
 // Socket is the Unix socket's placement and permissions.
@@ -123,6 +152,8 @@ func Default() Config {
 			CNIConfDir:    "/etc/berth/cni",
 			CNIPluginDirs: []string{"/usr/lib/cni", "/opt/cni/bin"},
 			ResolvConf:    "/etc/resolv.conf",
+			ServiceCIDR:   "10.86.0.0/16",
+			NodePortRange: "30000-32767",
 		},
 		Volumes: Volumes{HostPathPrefixes: []string{}},
 	}
@@ -195,6 +226,12 @@ func (c *Config) Validate() error {
 	}
 	if p := c.Network.ResolvConf; p != "" && !strings.HasPrefix(p, "/") {
 		return bad("network.resolvConf", "%q is not an absolute path", p)
+	}
+	if _, err := c.Network.ServiceRange(); err != nil {
+		return bad("network.serviceCIDR", "%v", err)
+	}
+	if _, _, err := c.Network.NodePorts(); err != nil {
+		return bad("network.nodePortRange", "%v", err)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return bad("shutdownTimeout", "%v is not positive", c.ShutdownTimeout)

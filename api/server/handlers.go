@@ -350,6 +350,19 @@ func (s *Server) createOne(k *kind, obj store.Object, dryRun bool) (store.Object
 	obj.SetDeletionTimestamp(nil)
 	obj.SetDeletionGracePeriodSeconds(nil)
 	obj.SetGeneration(0)
+	if svc, ok := obj.(*corev1.Service); ok {
+		// The service REST's BeginCreate: allocated before validation,
+		// held until stored.
+		k.prepare(obj)
+		used, unlock, err := s.beginServiceAlloc(svc.Namespace, svc.Name)
+		if err != nil {
+			return nil, toStatus(err, k.gr(), k.gk(), obj.GetName())
+		}
+		defer unlock()
+		if err := s.svcRanges.allocateService(svc, nil, used); err != nil {
+			return nil, toStatus(err, k.gr(), k.gk(), obj.GetName())
+		}
+	}
 	if err := s.prepareNew(k, obj); err != nil {
 		return nil, toStatus(err, k.gr(), k.gk(), obj.GetName())
 	}

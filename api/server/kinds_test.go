@@ -67,6 +67,7 @@ func TestStockKubectlAPIResources(t *testing.T) {
 	want := [][]string{
 		{"NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"},
 		{"configmaps", "cm", "v1", "true", "ConfigMap"},
+		{"endpoints", "ep", "v1", "true", "Endpoints"},
 		{"events", "ev", "v1", "true", "Event"},
 		{"limitranges", "limits", "v1", "true", "LimitRange"},
 		{"namespaces", "ns", "v1", "false", "Namespace"},
@@ -76,8 +77,10 @@ func TestStockKubectlAPIResources(t *testing.T) {
 		{"pods", "po", "v1", "true", "Pod"},
 		{"resourcequotas", "quota", "v1", "true", "ResourceQuota"},
 		{"secrets", "v1", "true", "Secret"},
+		{"services", "svc", "v1", "true", "Service"},
 		{"deployments", "deploy", "apps/v1", "true", "Deployment"},
 		{"replicasets", "rs", "apps/v1", "true", "ReplicaSet"},
+		{"endpointslices", "discovery.k8s.io/v1", "true", "EndpointSlice"},
 		{"events", "ev", "events.k8s.io/v1", "true", "Event"},
 		{"storageclasses", "sc", "storage.k8s.io/v1", "false", "StorageClass"},
 	}
@@ -93,7 +96,7 @@ func TestStockKubectlAPIResources(t *testing.T) {
 	if out := k.ok("api-resources", "-o", "wide", "--api-group=events.k8s.io"); !strings.Contains(out, "create,delete,deletecollection,get,list,patch,update,watch") {
 		t.Errorf("events.k8s.io verbs:\n%s", out)
 	}
-	if out := k.ok("api-versions"); out != "apps/v1\nevents.k8s.io/v1\nstorage.k8s.io/v1\nv1\n" {
+	if out := k.ok("api-versions"); out != "apps/v1\ndiscovery.k8s.io/v1\nevents.k8s.io/v1\nstorage.k8s.io/v1\nv1\n" {
 		t.Errorf("api-versions: %q", out)
 	}
 }
@@ -304,7 +307,7 @@ func TestOpenAPIv3(t *testing.T) {
 	}
 	err = json.NewDecoder(resp.Body).Decode(&index)
 	resp.Body.Close()
-	if err != nil || len(index.Paths) != 4 || !strings.HasPrefix(index.Paths["apis/apps/v1"].ServerRelativeURL, "/openapi/v3/apis/apps/v1?hash=") || !strings.HasPrefix(index.Paths["api/v1"].ServerRelativeURL, "/openapi/v3/api/v1?hash=") ||
+	if err != nil || len(index.Paths) != 5 || !strings.HasPrefix(index.Paths["apis/discovery.k8s.io/v1"].ServerRelativeURL, "/openapi/v3/apis/discovery.k8s.io/v1?hash=") || !strings.HasPrefix(index.Paths["apis/apps/v1"].ServerRelativeURL, "/openapi/v3/apis/apps/v1?hash=") || !strings.HasPrefix(index.Paths["api/v1"].ServerRelativeURL, "/openapi/v3/api/v1?hash=") ||
 		!strings.HasPrefix(index.Paths["apis/events.k8s.io/v1"].ServerRelativeURL, "/openapi/v3/apis/events.k8s.io/v1?hash=") ||
 		!strings.HasPrefix(index.Paths["apis/storage.k8s.io/v1"].ServerRelativeURL, "/openapi/v3/apis/storage.k8s.io/v1?hash=") {
 		t.Fatalf("index %+v, %v", index, err)
@@ -379,17 +382,19 @@ func TestLegacyDiscovery(t *testing.T) {
 		names = append(names, r.Name+"="+strings.Join(r.Verbs, ","))
 	}
 	all := "create,delete,deletecollection,get,list,patch,update,watch"
-	want := []string{"configmaps=" + all, "events=" + all, "limitranges=" + all, "namespaces=" + all, "nodes=" + all,
+	want := []string{"configmaps=" + all, "endpoints=" + all, "events=" + all, "limitranges=" + all, "namespaces=" + all, "nodes=" + all,
 		"persistentvolumeclaims=" + all, "persistentvolumeclaims/status=get,patch,update", "persistentvolumes=" + all, "persistentvolumes/status=get,patch,update",
 		"pods=" + all, "pods/attach=create,get", "pods/exec=create,get", "pods/log=get", "pods/portforward=create,get", "pods/status=get,patch,update",
-		"resourcequotas=" + all, "resourcequotas/status=get,patch,update", "secrets=" + all}
+		"resourcequotas=" + all, "resourcequotas/status=get,patch,update", "secrets=" + all, "services=" + all, "services/status=get,patch,update"}
 	if strings.Join(names, " ") != strings.Join(want, " ") || core.GroupVersion != "v1" {
 		t.Errorf("/api/v1: %v", names)
 	}
 	var groups metav1.APIGroupList
 	getJSON(t, ts.URL+"/apis", &groups)
-	// The apiserver's order: apps before events.k8s.io and storage.k8s.io.
-	if len(groups.Groups) != 3 || groups.Groups[0].Name != "apps" || groups.Groups[0].PreferredVersion.GroupVersion != "apps/v1" ||
+	// The apiserver's order: apps before events.k8s.io, storage.k8s.io and
+	// discovery.k8s.io (their priorities in the apiserver's
+	// apiVersionPriorities).
+	if len(groups.Groups) != 4 || groups.Groups[3].Name != "discovery.k8s.io" || groups.Groups[0].Name != "apps" || groups.Groups[0].PreferredVersion.GroupVersion != "apps/v1" ||
 		groups.Groups[1].Name != "events.k8s.io" || groups.Groups[1].PreferredVersion.GroupVersion != "events.k8s.io/v1" ||
 		groups.Groups[2].Name != "storage.k8s.io" || groups.Groups[2].PreferredVersion.GroupVersion != "storage.k8s.io/v1" {
 		t.Errorf("/apis: %+v", groups)

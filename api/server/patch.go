@@ -148,8 +148,12 @@ func applyPatch(pt types.PatchType, orig, patch []byte, obj store.Object, fv str
 		if err != nil {
 			return nil, apierrors.NewBadRequest(err.Error())
 		}
+		// Decoded as the patch is (integers kept as int64, as the
+		// apiserver's patcher does): a merge key that is a number (a
+		// Service's port, a container's containerPort) must compare
+		// equal in both, or a $patch: delete of it matches nothing.
 		var origMap map[string]any
-		if err := json.Unmarshal(orig, &origMap); err != nil {
+		if err := sigsjson.UnmarshalCaseSensitivePreserveInts(orig, &origMap); err != nil {
 			return nil, err
 		}
 		schemaRef, err := strategicpatch.NewPatchMetaFromStruct(obj)

@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	goruntime "runtime"
 	"sort"
 	"strings"
@@ -29,6 +30,7 @@ import (
 	apidiscoveryv2 "k8s.io/api/apidiscovery/v2"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -83,6 +85,11 @@ type Options struct {
 	// Admission is the admission chain every create and update goes through
 	// (agent/admission.Admitter); nil: none (tests of other parts).
 	Admission Admission
+	// ServiceCIDR is the IPv4 range Services' cluster IPs come from
+	// (default DefaultServiceCIDR); NodePortBase and NodePortSize the
+	// node ports' (default 30000 and 2768: 30000-32767).
+	ServiceCIDR                netip.Prefix
+	NodePortBase, NodePortSize int
 }
 
 // Admission is the agent's admission chain: LimitRanger and ResourceQuota
@@ -125,6 +132,10 @@ type Server struct {
 	nsKick  chan struct{} // a namespace was marked for deletion (RunNamespaces)
 	// hostPortMu serialises creates of pods with host ports (admitHostPorts).
 	hostPortMu sync.Mutex
+	// serviceMu serialises Services' allocations (servicealloc.go);
+	// svcRanges are the ranges they come from.
+	serviceMu sync.Mutex
+	svcRanges serviceRanges
 }
 
 // kindKey names a kind in Server.kinds: the resource for the core group
@@ -143,8 +154,22 @@ func New(st Store, opts Options) (*Server, error) {
 		opts.Log = hclog.NewNullLogger()
 	}
 	s := &Server{store: st, log: opts.Log.Named("api"), opts: opts, kinds: map[string]*kind{}, nsKick: make(chan struct{}, 1)}
+	s.svcRanges = serviceRanges{cidr: opts.ServiceCIDR, portBase: opts.NodePortBase, portSize: opts.NodePortSize}
+	if !s.svcRanges.cidr.IsValid() {
+		s.svcRanges.cidr = DefaultServiceCIDR
+	}
+	if s.svcRanges.portBase == 0 {
+		s.svcRanges.portBase, s.svcRanges.portSize = DefaultNodePortBase, DefaultNodePortSize
+	}
+	if c := s.svcRanges.cidr; !c.Addr().Is4() || c.Bits() > 30 || c.Bits() < 8 {
+		return nil, fmt.Errorf("service range %s: want an IPv4 range from /8 to /30", c)
+	}
+	if b, n := s.svcRanges.portBase, s.svcRanges.portSize; b < 1 || n < 1 || b+n-1 > 65535 {
+		return nil, fmt.Errorf("node port range %d-%d: out of 1-65535", b, b+n-1)
+	}
 	for _, k := range []*kind{namespaceKind(), podKind(), configMapKind(), secretKind(), eventKind(), nodeKind(), deploymentKind(), replicaSetKind(), eventsV1Kind(),
-		resourceQuotaKind(), limitRangeKind(), persistentVolumeClaimKind(st), persistentVolumeKind(), storageClassKind()} {
+		resourceQuotaKind(), limitRangeKind(), persistentVolumeClaimKind(st), persistentVolumeKind(), storageClassKind(),
+		serviceKind(), endpointsKind(), endpointSliceKind()} {
 		if k.version == "" {
 			k.version = "v1"
 		}
@@ -181,7 +206,7 @@ func verbs(k *kind) []string {
 // apiScheme knows the Go types of the kinds served, for their list types.
 var apiScheme = func() *runtime.Scheme {
 	sch := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, eventsv1.AddToScheme, storagev1.AddToScheme, appsv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, eventsv1.AddToScheme, storagev1.AddToScheme, appsv1.AddToScheme, discoveryv1.AddToScheme} {
 		if err := add(sch); err != nil {
 			panic(err)
 		}

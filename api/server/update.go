@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
@@ -251,6 +252,17 @@ func (s *Server) replace(k *kind, ns, name, sub string, dryRun bool, change func
 			done(false)
 		}
 	}()
+	var used *serviceAllocs
+	if k.resource == "services" && k.group == "" && sub == "" {
+		// Taken before the store's write, as admission's: the other
+		// Services are read outside it.
+		var unlock func()
+		var err error
+		if used, unlock, err = s.beginServiceAlloc(ns, name); err != nil {
+			return nil, err
+		}
+		defer unlock()
+	}
 	_, err := s.modify(k, ns, name, func(cur store.Object) (store.Decision, error) {
 		old := cur.DeepCopyObject().(store.Object)
 		obj, err := change(cur)
@@ -284,6 +296,11 @@ func (s *Server) replace(k *kind, ns, name, sub string, dryRun bool, change func
 			prepare(obj, old)
 		} else {
 			genericPrepareUpdate(obj, old, sub == "status")
+		}
+		if used != nil {
+			if err := s.svcRanges.allocateService(obj.(*corev1.Service), old.(*corev1.Service), used); err != nil {
+				return store.Decision{}, err
+			}
 		}
 		errs := apivalidation.ValidateObjectMetaAccessorUpdate(obj, old, field.NewPath("metadata"))
 		if len(errs) > 0 {

@@ -147,7 +147,16 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	// Admission (LimitRanger, ResourceQuota) for every create, and the
 	// quota controller keeping quotas' status and namespaces' slices.
 	adm := admission.New(st, admission.Options{Log: log})
-	api, err := server.New(st, server.Options{Log: log.Named("api"), NodeName: cfg.NodeName, Logs: logs.New(nil), Streams: strm, Admission: adm})
+	svcRange, err := cfg.Network.ServiceRange()
+	if err != nil {
+		return err
+	}
+	portBase, portSize, err := cfg.Network.NodePorts()
+	if err != nil {
+		return err
+	}
+	api, err := server.New(st, server.Options{Log: log.Named("api"), NodeName: cfg.NodeName, Logs: logs.New(nil), Streams: strm, Admission: adm,
+		ServiceCIDR: svcRange, NodePortBase: portBase, NodePortSize: portSize})
 	if err != nil {
 		return err
 	}
