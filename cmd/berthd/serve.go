@@ -26,6 +26,7 @@ import (
 	"github.com/berth-dev/berth/agent/admission"
 	"github.com/berth-dev/berth/agent/config"
 	"github.com/berth-dev/berth/agent/controllers/deployment"
+	"github.com/berth-dev/berth/agent/controllers/endpoints"
 	"github.com/berth-dev/berth/agent/controllers/replicaset"
 	"github.com/berth-dev/berth/agent/events"
 	"github.com/berth-dev/berth/agent/images"
@@ -441,6 +442,14 @@ func startAgents(ctx context.Context, d agentDeps) error {
 	goAgent(func() {
 		if err := dc.Run(ctx); err != nil && ctx.Err() == nil {
 			d.Log.Error("deployments", "error", err)
+		}
+	})
+	// Services: their EndpointSlices and Endpoints, from the pods they
+	// select.
+	epc := endpoints.New(endpoints.Config{Store: d.Store, API: d.API, Log: d.Log.Named("endpoints")})
+	goAgent(func() {
+		if err := epc.Run(ctx); err != nil && ctx.Err() == nil {
+			d.Log.Error("endpoints", "error", err)
 		}
 	})
 	goAgent(func() {
