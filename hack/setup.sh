@@ -12,9 +12,10 @@ command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 # podman: peers in the benchmarks; qemu-system-x86, linux-image-amd64, cpio:
 # the cgroup v2 tier (hack/v2vm.sh boots Debian's kernel with cgroup v2 only);
 # containernetworking-plugins, iptables: the pod network (CNI bridge,
-# host-local, portmap, firewall).
+# host-local, portmap, firewall); nftables: Services' forwarding (the nft
+# that sigs.k8s.io/knftables drives).
 pkgs=(busybox-static util-linux systemd dbus iproute2 procps docker-registry skopeo umoci podman
-	qemu-system-x86 linux-image-amd64 cpio containernetworking-plugins iptables)
+	qemu-system-x86 linux-image-amd64 cpio containernetworking-plugins iptables nftables)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

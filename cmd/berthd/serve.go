@@ -27,6 +27,7 @@ import (
 	"github.com/berth-dev/berth/agent/config"
 	"github.com/berth-dev/berth/agent/controllers/deployment"
 	"github.com/berth-dev/berth/agent/controllers/endpoints"
+	"github.com/berth-dev/berth/agent/proxy"
 	"github.com/berth-dev/berth/agent/controllers/replicaset"
 	"github.com/berth-dev/berth/agent/events"
 	"github.com/berth-dev/berth/agent/images"
@@ -452,6 +453,19 @@ func startAgents(ctx context.Context, d agentDeps) error {
 			d.Log.Error("endpoints", "error", err)
 		}
 	})
+	// Services' forwarding in the kernel (nftables); it stays programmed
+	// when berthd stops.
+	if svcRange, err := d.Config.Network.ServiceRange(); err == nil {
+		if px, err := proxy.New(proxy.Config{Store: d.Store, Routes: proxy.LoopbackRoutes{}, ServiceCIDR: svcRange, Log: d.Log.Named("proxy")}); err != nil {
+			d.Log.Error("Services will not forward", "error", err)
+		} else {
+			goAgent(func() {
+				if err := px.Run(ctx); err != nil && ctx.Err() == nil {
+					d.Log.Error("proxy", "error", err)
+				}
+			})
+		}
+	}
 	goAgent(func() {
 		// The API serves whether or not systemd answers (kubectl works, pods
 		// wait): the runtime is opened, retrying with back-off, and only

@@ -1,0 +1,471 @@
+// Package proxy is the node's kube-proxy: it programs every Service's
+// forwarding into the kernel with nftables (sigs.k8s.io/knftables, the
+// library of kube-proxy's nftables mode), one table, one atomic
+// transaction per change, from the Services and EndpointSlices in the
+// store. No berth process is in the data path: the rules keep forwarding
+// while berthd is stopped, and established connections keep the backend
+// conntrack gave them when the rules change (a blue/green switch moves new
+// connections only).
+//
+// The table (ip berth) is laid out as kube-proxy's:
+//
+//	nat-prerouting, nat-output  → services: cluster IP . protocol . port
+//	                               vmap @service-ips; node ports on the
+//	                               node's own addresses vmap @service-nodeports
+//	svc-<hash>-<ns>/<name>/<proto>/<port>
+//	                            → masquerade mark, session affinity, then
+//	                               numgen random mod N over its endpoints
+//	ep-<hash>-<ns>/<name>/<proto>/<port>__<ip>/<port>
+//	                            → dnat to the endpoint
+//	filter-input, -forward, -output
+//	                            → new connections to a Service without
+//	                               endpoints rejected (@no-endpoint-*)
+//	nat-postrouting             → masquerade what was marked
+//
+// Service traffic is masqueraded (kube-proxy's masqueradeAll): berth's
+// bridge network does not pass bridged traffic through netfilter (no
+// br_netfilter), so a reply from a backend on the same bridge as its
+// client would otherwise skip the reverse translation; with it, a pod
+// reaching its own Service (hairpin) works too. Backends see the bridge's
+// address as the client's.
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"sigs.k8s.io/knftables"
+
+	"github.com/berth-dev/berth/agent/controllers/loop"
+	"github.com/berth-dev/berth/agent/store"
+)
+
+// Store is what the proxier reads of agent/store.
+type Store interface {
+	List(res store.Resource, ns string, fn func(data []byte) error) (uint64, error)
+	Watch(ctx context.Context, res store.Resource, ns string, from uint64) (*store.Watch, error)
+}
+
+var _ Store = (*store.Store)(nil)
+
+// Routes puts the Service range where the node's own connections can
+// reach it (routes.go); nil: nothing (tests with a fake).
+type Routes interface {
+	Ensure(cidr netip.Prefix) error
+	Remove(cidr netip.Prefix) error
+}
+
+// Config configures the proxier.
+type Config struct {
+	Store Store
+	// NFT is the table's interface (nil: the real nft on the table
+	// "berth", family ip).
+	NFT knftables.Interface
+	// Routes routes the Service range (nil: none).
+	Routes      Routes
+	ServiceCIDR netip.Prefix
+	Log         hclog.Logger
+	// Resync is the period of a full pass without any change (default 30 s).
+	Resync time.Duration
+}
+
+// Table is the nftables table berth's Service rules live in.
+const Table = "berth"
+
+const (
+	services       store.Resource = "services"
+	endpointSlices store.Resource = "endpointslices"
+
+	// masqMark is the packet mark bit of connections to masquerade
+	// (kube-proxy's 0x4000).
+	masqMark = "0x4000"
+
+	serviceIPsMap      = "service-ips"
+	serviceNodePorts   = "service-nodeports"
+	noEndpointServices = "no-endpoint-services"
+	noEndpointNodePort = "no-endpoint-nodeports"
+)
+
+// Proxier programs the table.
+type Proxier struct {
+	cfg  Config
+	nft  knftables.Interface
+	log  hclog.Logger
+	loop *loop.Loop
+	mu   sync.Mutex
+	// last is the ruleset last written, to skip an unchanged pass
+	// (until a resync, which rewrites it whatever happened to the table).
+	last   string
+	lastAt time.Time
+}
+
+// New returns a proxier; Run starts it.
+func New(cfg Config) (*Proxier, error) {
+	if cfg.Log == nil {
+		cfg.Log = hclog.NewNullLogger()
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 30 * time.Second
+	}
+	nft := cfg.NFT
+	if nft == nil {
+		var err error
+		if nft, err = knftables.New(knftables.IPv4Family, Table); err != nil {
+			return nil, fmt.Errorf("nftables: %w", err)
+		}
+	}
+	return &Proxier{cfg: cfg, nft: nft, log: cfg.Log, loop: loop.New()}, nil
+}
+
+// Run follows Services and EndpointSlices and programs the table after
+// each change until ctx ends. The table stays when it ends: forwarding
+// goes on without berthd.
+func (p *Proxier) Run(ctx context.Context) error {
+	if p.cfg.Routes != nil {
+		if err := p.cfg.Routes.Ensure(p.cfg.ServiceCIDR); err != nil {
+			p.log.Warn("route for the service range", "error", err)
+		}
+	}
+	return p.loop.Run(ctx, p.cfg.Store, []store.Resource{services, endpointSlices}, p.cfg.Resync, p.log, p.Sync)
+}
+
+// Cleanup removes the table and the route: what `berthd cleanup` and the
+// tests' teardown call, never a stop of berthd.
+func (p *Proxier) Cleanup(ctx context.Context) error {
+	tx := p.nft.NewTransaction()
+	tx.Add(&knftables.Table{})
+	tx.Delete(&knftables.Table{})
+	err := p.nft.Run(ctx, tx)
+	if p.cfg.Routes != nil {
+		err = errors.Join(err, p.cfg.Routes.Remove(p.cfg.ServiceCIDR))
+	}
+	return err
+}
+
+// servicePort is one port of one Service, with the endpoints traffic to
+// it goes to.
+type servicePort struct {
+	ns, name, portName string
+	proto              corev1.Protocol
+	clusterIP          string // "" for none
+	port, nodePort     int32
+	affinity           time.Duration // ClientIP session affinity; 0: none
+	endpoints          []endpoint
+}
+
+type endpoint struct {
+	ip   string
+	port int32
+}
+
+func (sp *servicePort) id() string {
+	return fmt.Sprintf("%s/%s/%s/%s", sp.ns, sp.name, strings.ToLower(string(sp.proto)), sp.portName)
+}
+
+// chainName is kube-proxy's servicePortChainName: a hash for uniqueness,
+// the readable rest for people.
+func chainName(prefix, id string) string {
+	h := sha256.Sum256([]byte(id))
+	return prefix + "-" + base32.StdEncoding.EncodeToString(h[:])[:8] + "-" + id
+}
+
+func (sp *servicePort) chain() string { return chainName("svc", sp.id()) }
+
+func (sp *servicePort) epChain(e endpoint) string {
+	return chainName("ep", sp.id()+"__"+e.ip+"/"+strconv.Itoa(int(e.port)))
+}
+
+func (sp *servicePort) affinitySet(e endpoint) string {
+	return chainName("affinity", sp.id()+"__"+e.ip+"/"+strconv.Itoa(int(e.port)))
+}
+
+// Sync programs the table from what is stored now.
+func (p *Proxier) Sync(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ports, err := p.read()
+	if err != nil {
+		return err
+	}
+	sig, _ := json.Marshal(ports)
+	if string(sig) == p.last && time.Since(p.lastAt) < p.cfg.Resync {
+		return nil
+	}
+	existing := map[string]bool{}
+	sets := map[string]bool{}
+	for typ, into := range map[string]map[string]bool{"chains": existing, "sets": sets} {
+		names, err := p.nft.List(ctx, typ)
+		if err != nil && !knftables.IsNotFound(err) {
+			return fmt.Errorf("list %s: %w", typ, err)
+		}
+		for _, n := range names {
+			into[n] = true
+		}
+	}
+	tx := p.nft.NewTransaction()
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("berth: Services (agent/proxy)")})
+	needed := map[string]bool{}
+	neededSets := map[string]bool{}
+	chain := func(c *knftables.Chain) {
+		needed[c.Name] = true
+		tx.Add(c)
+		tx.Flush(c)
+	}
+	rule := func(ch string, parts ...string) {
+		tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat(toAny(parts)...)})
+	}
+	// Stale chains are flushed before anything refers anew, and deleted
+	// at the end, once nothing jumps to them.
+	for n := range existing {
+		if !p.static(n) {
+			tx.Flush(&knftables.Chain{Name: n})
+		}
+	}
+	base := func(name string, typ knftables.BaseChainType, hook knftables.BaseChainHook, prio knftables.BaseChainPriority) {
+		chain(&knftables.Chain{Name: name, Type: &typ, Hook: &hook, Priority: &prio})
+	}
+	base("nat-prerouting", knftables.NATType, knftables.PreroutingHook, knftables.DNATPriority)
+	base("nat-output", knftables.NATType, knftables.OutputHook, knftables.DNATPriority)
+	base("nat-postrouting", knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority)
+	filterPrio := knftables.BaseChainPriority("filter - 10")
+	base("filter-input", knftables.FilterType, knftables.InputHook, filterPrio)
+	base("filter-forward", knftables.FilterType, knftables.ForwardHook, filterPrio)
+	base("filter-output", knftables.FilterType, knftables.OutputHook, filterPrio)
+	for _, c := range []string{"services", "masquerading", "mark-for-masquerade", "endpoints-check", "reject-chain"} {
+		chain(&knftables.Chain{Name: c})
+	}
+	for _, m := range []*knftables.Map{
+		{Name: serviceIPsMap, Type: "ipv4_addr . inet_proto . inet_service : verdict"},
+		{Name: serviceNodePorts, Type: "inet_proto . inet_service : verdict"},
+		{Name: noEndpointServices, Type: "ipv4_addr . inet_proto . inet_service : verdict"},
+		{Name: noEndpointNodePort, Type: "inet_proto . inet_service : verdict"},
+	} {
+		tx.Add(m)
+		tx.Flush(m)
+	}
+	rule("nat-prerouting", "jump services")
+	rule("nat-output", "jump services")
+	rule("nat-postrouting", "jump masquerading")
+	rule("masquerading", "meta mark &", masqMark, "== 0 return")
+	rule("masquerading", "meta mark set meta mark ^", masqMark)
+	rule("masquerading", "masquerade fully-random")
+	rule("mark-for-masquerade", "meta mark set meta mark |", masqMark)
+	rule("services", "ip daddr . meta l4proto . th dport vmap @", serviceIPsMap)
+	// Node ports on the node's own addresses (not loopback: a DNAT of
+	// 127.0.0.1 would need route_localnet, as kube-proxy's nftables mode
+	// says too).
+	rule("services", "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @", serviceNodePorts)
+	for _, c := range []string{"filter-input", "filter-forward", "filter-output"} {
+		rule(c, "ct state new jump endpoints-check")
+	}
+	rule("endpoints-check", "ip daddr . meta l4proto . th dport vmap @", noEndpointServices)
+	rule("endpoints-check", "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @", noEndpointNodePort)
+	// A TCP reset for TCP: the node's own connections (routed by lo, see
+	// LoopbackRoutes) ignore the ICMP unreachable plain reject sends, and
+	// would wait for their timeout.
+	rule("reject-chain", "meta l4proto tcp reject with tcp reset")
+	rule("reject-chain", "reject")
+
+	for _, sp := range ports {
+		proto := strings.ToLower(string(sp.proto))
+		if len(sp.endpoints) == 0 {
+			if sp.clusterIP != "" {
+				tx.Add(&knftables.Element{Map: noEndpointServices, Key: []string{sp.clusterIP, proto, strconv.Itoa(int(sp.port))}, Value: []string{"goto reject-chain"}})
+			}
+			if sp.nodePort != 0 {
+				tx.Add(&knftables.Element{Map: noEndpointNodePort, Key: []string{proto, strconv.Itoa(int(sp.nodePort))}, Value: []string{"goto reject-chain"}})
+			}
+			continue
+		}
+		svc := sp.chain()
+		chain(&knftables.Chain{Name: svc, Comment: knftables.PtrTo(sp.id())})
+		rule(svc, "jump mark-for-masquerade")
+		var vmap []string
+		for i, e := range sp.endpoints {
+			ep := sp.epChain(e)
+			chain(&knftables.Chain{Name: ep})
+			if sp.affinity > 0 {
+				set := sp.affinitySet(e)
+				neededSets[set] = true
+				// Added, never flushed: the clients stick across syncs.
+				tx.Add(&knftables.Set{Name: set, Type: "ipv4_addr", Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag},
+					Timeout: knftables.PtrTo(sp.affinity)})
+				rule(svc, "ip saddr @", set, "goto", ep)
+				rule(ep, "update @", set, "{ ip saddr }")
+			}
+			rule(ep, "meta l4proto", proto, "dnat to", e.ip+":"+strconv.Itoa(int(e.port)))
+			vmap = append(vmap, fmt.Sprintf("%d : goto %s", i, ep))
+		}
+		rule(svc, "numgen random mod", strconv.Itoa(len(sp.endpoints)), "vmap {", strings.Join(vmap, ", "), "}")
+		if sp.clusterIP != "" {
+			tx.Add(&knftables.Element{Map: serviceIPsMap, Key: []string{sp.clusterIP, proto, strconv.Itoa(int(sp.port))}, Value: []string{"goto " + svc}})
+		}
+		if sp.nodePort != 0 {
+			tx.Add(&knftables.Element{Map: serviceNodePorts, Key: []string{proto, strconv.Itoa(int(sp.nodePort))}, Value: []string{"goto " + svc}})
+		}
+	}
+	for n := range existing {
+		if !needed[n] {
+			tx.Delete(&knftables.Chain{Name: n})
+		}
+	}
+	for n := range sets {
+		if !neededSets[n] {
+			tx.Delete(&knftables.Set{Name: n})
+		}
+	}
+	if err := p.nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("program the table: %w", err)
+	}
+	p.last, p.lastAt = string(sig), time.Now()
+	return nil
+}
+
+// static: one of the chains every sync writes (flushing them before is
+// needless).
+func (p *Proxier) static(name string) bool {
+	return !strings.HasPrefix(name, "svc-") && !strings.HasPrefix(name, "ep-")
+}
+
+func toAny(s []string) []any {
+	out := make([]any, len(s))
+	for i, x := range s {
+		out[i] = x
+	}
+	return out
+}
+
+// read lists the Services and their slices into service ports with the
+// endpoints their traffic goes to, in a stable order.
+func (p *Proxier) read() ([]*servicePort, error) {
+	var svcs []*corev1.Service
+	if _, err := p.cfg.Store.List(services, "", func(b []byte) error {
+		var s corev1.Service
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		svcs = append(svcs, &s)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list services: %w", err)
+	}
+	slices := map[string][]*discoveryv1.EndpointSlice{}
+	if _, err := p.cfg.Store.List(endpointSlices, "", func(b []byte) error {
+		var es discoveryv1.EndpointSlice
+		if err := json.Unmarshal(b, &es); err != nil {
+			return err
+		}
+		if es.AddressType == discoveryv1.AddressTypeIPv4 {
+			key := es.Namespace + "/" + es.Labels[discoveryv1.LabelServiceName]
+			slices[key] = append(slices[key], &es)
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list endpointslices: %w", err)
+	}
+	var out []*servicePort
+	for _, s := range svcs {
+		out = append(out, servicePorts(s, slices[s.Namespace+"/"+s.Name])...)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id() < out[j].id() })
+	return out, nil
+}
+
+// servicePorts is what one Service asks of the data path: a port each,
+// with its endpoints as kube-proxy's CategorizeEndpoints picks them: the
+// ready ones; when none is ready, the serving ones that are terminating
+// (traffic keeps flowing to pods draining for their grace period); none:
+// rejected. On one node, externalTrafficPolicy and internalTrafficPolicy
+// Local pick the same endpoints as Cluster (every endpoint is local).
+func servicePorts(s *corev1.Service, slices []*discoveryv1.EndpointSlice) []*servicePort {
+	if s.Spec.Type == corev1.ServiceTypeExternalName {
+		return nil
+	}
+	cip := s.Spec.ClusterIP
+	if cip == corev1.ClusterIPNone {
+		cip = "" // headless: DNS answers with the pods, nothing to forward
+	} else if a, err := netip.ParseAddr(cip); err != nil || !a.Is4() {
+		cip = ""
+	}
+	var affinity time.Duration
+	if s.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
+		affinity = time.Duration(corev1.DefaultClientIPServiceAffinitySeconds) * time.Second
+		if c := s.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+			affinity = time.Duration(*c.ClientIP.TimeoutSeconds) * time.Second
+		}
+	}
+	var out []*servicePort
+	for _, port := range s.Spec.Ports {
+		sp := &servicePort{ns: s.Namespace, name: s.Name, portName: port.Name, proto: port.Protocol, clusterIP: cip,
+			port: port.Port, nodePort: port.NodePort, affinity: affinity}
+		if sp.clusterIP == "" && sp.nodePort == 0 {
+			continue
+		}
+		var ready, terminating []endpoint
+		seen := map[endpoint]bool{}
+		for _, es := range slices {
+			var num int32
+			found := false
+			for _, ep := range es.Ports {
+				if ep.Port != nil && (ep.Name == nil && port.Name == "" || ep.Name != nil && *ep.Name == port.Name) &&
+					(ep.Protocol == nil && port.Protocol == corev1.ProtocolTCP || ep.Protocol != nil && *ep.Protocol == port.Protocol) {
+					num, found = *ep.Port, true
+				}
+			}
+			if !found {
+				continue
+			}
+			for _, e := range es.Endpoints {
+				if len(e.Addresses) == 0 {
+					continue
+				}
+				x := endpoint{ip: e.Addresses[0], port: num}
+				if seen[x] {
+					continue
+				}
+				seen[x] = true
+				c := e.Conditions
+				switch {
+				case c.Ready == nil || *c.Ready:
+					ready = append(ready, x)
+				case c.Serving != nil && *c.Serving && c.Terminating != nil && *c.Terminating:
+					terminating = append(terminating, x)
+				}
+			}
+		}
+		sp.endpoints = ready
+		if len(ready) == 0 {
+			sp.endpoints = terminating
+		}
+		sort.Slice(sp.endpoints, func(i, j int) bool {
+			if sp.endpoints[i].ip != sp.endpoints[j].ip {
+				return sp.endpoints[i].ip < sp.endpoints[j].ip
+			}
+			return sp.endpoints[i].port < sp.endpoints[j].port
+		})
+		out = append(out, sp)
+	}
+	return out
+}
+
+// MarshalJSON lets Sync compare what it would write with what it wrote.
+func (sp *servicePort) MarshalJSON() ([]byte, error) {
+	return json.Marshal([]any{sp.id(), sp.clusterIP, sp.port, sp.nodePort, sp.affinity, sp.endpoints})
+}
+
+func (e endpoint) MarshalJSON() ([]byte, error) {
+	return json.Marshal(e.ip + ":" + strconv.Itoa(int(e.port)))
+}
