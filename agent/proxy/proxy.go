@@ -263,16 +263,16 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	rule("masquerading", "meta mark set meta mark ^", masqMark)
 	rule("masquerading", "masquerade fully-random")
 	rule("mark-for-masquerade", "meta mark set meta mark |", masqMark)
-	rule("services", "ip daddr . meta l4proto . th dport vmap @", serviceIPsMap)
+	rule("services", "ip daddr . meta l4proto . th dport vmap @"+serviceIPsMap)
 	// Node ports on the node's own addresses (not loopback: a DNAT of
 	// 127.0.0.1 would need route_localnet, as kube-proxy's nftables mode
 	// says too).
-	rule("services", "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @", serviceNodePorts)
+	rule("services", "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @"+serviceNodePorts)
 	for _, c := range []string{"filter-input", "filter-forward", "filter-output"} {
 		rule(c, "ct state new jump endpoints-check")
 	}
-	rule("endpoints-check", "ip daddr . meta l4proto . th dport vmap @", noEndpointServices)
-	rule("endpoints-check", "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @", noEndpointNodePort)
+	rule("endpoints-check", "ip daddr . meta l4proto . th dport vmap @"+noEndpointServices)
+	rule("endpoints-check", "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @"+noEndpointNodePort)
 	// A TCP reset for TCP: the node's own connections (routed by lo, see
 	// LoopbackRoutes) ignore the ICMP unreachable plain reject sends, and
 	// would wait for their timeout.
@@ -303,13 +303,16 @@ func (p *Proxier) Sync(ctx context.Context) error {
 				// Added, never flushed: the clients stick across syncs.
 				tx.Add(&knftables.Set{Name: set, Type: "ipv4_addr", Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag},
 					Timeout: knftables.PtrTo(sp.affinity)})
-				rule(svc, "ip saddr @", set, "goto", ep)
-				rule(ep, "update @", set, "{ ip saddr }")
+				rule(svc, "ip saddr @"+set, "goto", ep)
+				rule(ep, "update @"+set, "{ ip saddr }")
 			}
 			rule(ep, "meta l4proto", proto, "dnat to", e.ip+":"+strconv.Itoa(int(e.port)))
-			vmap = append(vmap, fmt.Sprintf("%d : goto %s", i, ep))
+			if i > 0 {
+				vmap = append(vmap, ",") // a word of its own: "<chain>," would name another chain
+			}
+			vmap = append(vmap, strconv.Itoa(i), ":", "goto", ep)
 		}
-		rule(svc, "numgen random mod", strconv.Itoa(len(sp.endpoints)), "vmap {", strings.Join(vmap, ", "), "}")
+		rule(svc, append(append([]string{"numgen random mod", strconv.Itoa(len(sp.endpoints)), "vmap {"}, vmap...), "}")...)
 		if sp.clusterIP != "" {
 			tx.Add(&knftables.Element{Map: serviceIPsMap, Key: []string{sp.clusterIP, proto, strconv.Itoa(int(sp.port))}, Value: []string{"goto " + svc}})
 		}
