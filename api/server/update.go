@@ -239,6 +239,18 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, k *kind, ns, nam
 // admitted: upstream's LimitRanger and ResourceQuota ignore them.
 func (s *Server) replace(k *kind, ns, name, sub string, dryRun bool, change func(cur store.Object) (store.Object, error)) (store.Object, error) {
 	var out store.Object
+	var used *serviceAllocs
+	if k.resource == "services" && k.group == "" && sub == "" {
+		// Taken before the store's write, and before admission's
+		// namespace lock as a create takes them (createOne): the other
+		// Services are read outside the write.
+		var unlock func()
+		var err error
+		if used, unlock, err = s.beginServiceAlloc(ns, name); err != nil {
+			return nil, err
+		}
+		defer unlock()
+	}
 	admit := func(store.Resource, runtime.Object, runtime.Object) error { return nil }
 	done := func(bool) {}
 	if s.opts.Admission != nil && k.namespaced && sub == "" {
@@ -252,17 +264,6 @@ func (s *Server) replace(k *kind, ns, name, sub string, dryRun bool, change func
 			done(false)
 		}
 	}()
-	var used *serviceAllocs
-	if k.resource == "services" && k.group == "" && sub == "" {
-		// Taken before the store's write, as admission's: the other
-		// Services are read outside it.
-		var unlock func()
-		var err error
-		if used, unlock, err = s.beginServiceAlloc(ns, name); err != nil {
-			return nil, err
-		}
-		defer unlock()
-	}
 	_, err := s.modify(k, ns, name, func(cur store.Object) (store.Decision, error) {
 		old := cur.DeepCopyObject().(store.Object)
 		obj, err := change(cur)
