@@ -80,9 +80,10 @@ type Network struct {
 	// CNIPluginDirs are searched for CNI plugins.
 	CNIPluginDirs []string `yaml:"cniPluginDirs"`
 	// ResolvConf is the node's resolver configuration pods with dnsPolicy
-	// Default (and, until berth serves cluster DNS, ClusterFirst) start
-	// from. When it names only systemd-resolved's stub (127.0.0.53, which
-	// a pod cannot reach), /run/systemd/resolve/resolv.conf is used.
+	// Default start from, and where the cluster DNS forwards names outside
+	// the cluster domain to. When it names only systemd-resolved's stub
+	// (127.0.0.53, which a pod cannot reach),
+	// /run/systemd/resolve/resolv.conf is used.
 	ResolvConf string `yaml:"resolvConf"`
 	// ServiceCIDR is the IPv4 range Services' cluster IPs are allocated
 	// from (the apiserver's --service-cluster-ip-range).
@@ -90,6 +91,27 @@ type Network struct {
 	// NodePortRange is the range NodePort Services' ports are allocated
 	// from, "first-last" (the apiserver's --service-node-port-range).
 	NodePortRange string `yaml:"nodePortRange"`
+	// ClusterDNS is the address of the node's cluster DNS, inside
+	// ServiceCIDR and never given to a Service: pods with dnsPolicy
+	// ClusterFirst resolve Services' names there (the kubelet's
+	// --cluster-dns). Empty: no cluster DNS; such pods use the node's
+	// resolvers, with the kubelet's MissingClusterDNS warning.
+	ClusterDNS string `yaml:"clusterDNS"`
+}
+
+// ClusterDNSAddr parses ClusterDNS; the zero Addr when it is empty.
+func (n Network) ClusterDNSAddr() (netip.Addr, error) {
+	if n.ClusterDNS == "" {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(n.ClusterDNS)
+	if err != nil || !a.Is4() {
+		return netip.Addr{}, fmt.Errorf("%q is not an IPv4 address", n.ClusterDNS)
+	}
+	if p, err := n.ServiceRange(); err == nil && (!p.Contains(a) || a == p.Addr()) {
+		return netip.Addr{}, fmt.Errorf("%s is not an address of serviceCIDR %s", a, p)
+	}
+	return a, nil
 }
 
 // ServiceRange parses ServiceCIDR: an IPv4 range from /8 to /30.
@@ -154,6 +176,7 @@ func Default() Config {
 			ResolvConf:    "/etc/resolv.conf",
 			ServiceCIDR:   "10.86.0.0/16",
 			NodePortRange: "30000-32767",
+			ClusterDNS:    "10.86.0.10",
 		},
 		Volumes: Volumes{HostPathPrefixes: []string{}},
 	}
@@ -229,6 +252,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.Network.ServiceRange(); err != nil {
 		return bad("network.serviceCIDR", "%v", err)
+	}
+	if _, err := c.Network.ClusterDNSAddr(); err != nil {
+		return bad("network.clusterDNS", "%v", err)
 	}
 	if _, _, err := c.Network.NodePorts(); err != nil {
 		return bad("network.nodePortRange", "%v", err)

@@ -14,9 +14,9 @@ import (
 // --cluster-domain and --resolv-conf.
 type DNS struct {
 	// ClusterDNS are the cluster DNS servers pods with dnsPolicy
-	// ClusterFirst use. Empty until berthd serves Service names (the
-	// Services work fills it); until then such pods fall back to Default
-	// with the kubelet's MissingClusterDNS warning.
+	// ClusterFirst use (network.clusterDNS, served by agent/dns). Empty:
+	// such pods fall back to Default with the kubelet's MissingClusterDNS
+	// warning.
 	ClusterDNS []string
 	// ClusterDomain is the cluster's DNS domain ("cluster.local").
 	ClusterDomain string

@@ -90,6 +90,9 @@ type Options struct {
 	// node ports' (default 30000 and 2768: 30000-32767).
 	ServiceCIDR                netip.Prefix
 	NodePortBase, NodePortSize int
+	// ReservedServiceIPs are addresses of the range no Service gets (the
+	// cluster DNS's).
+	ReservedServiceIPs []netip.Addr
 }
 
 // Admission is the agent's admission chain: LimitRanger and ResourceQuota
@@ -154,7 +157,7 @@ func New(st Store, opts Options) (*Server, error) {
 		opts.Log = hclog.NewNullLogger()
 	}
 	s := &Server{store: st, log: opts.Log.Named("api"), opts: opts, kinds: map[string]*kind{}, nsKick: make(chan struct{}, 1)}
-	s.svcRanges = serviceRanges{cidr: opts.ServiceCIDR, portBase: opts.NodePortBase, portSize: opts.NodePortSize}
+	s.svcRanges = serviceRanges{cidr: opts.ServiceCIDR, portBase: opts.NodePortBase, portSize: opts.NodePortSize, reserved: opts.ReservedServiceIPs}
 	if !s.svcRanges.cidr.IsValid() {
 		s.svcRanges.cidr = DefaultServiceCIDR
 	}

@@ -36,6 +36,7 @@ var (
 type serviceRanges struct {
 	cidr               netip.Prefix
 	portBase, portSize int
+	reserved           []netip.Addr // never allocated, nor given when asked for
 }
 
 func (r serviceRanges) portRange() string {
@@ -54,6 +55,9 @@ type serviceAllocs struct {
 func (s *Server) beginServiceAlloc(ns, name string) (*serviceAllocs, func(), error) {
 	s.serviceMu.Lock()
 	used := &serviceAllocs{ips: map[netip.Addr]bool{}, ports: map[int32]bool{}}
+	for _, a := range s.svcRanges.reserved {
+		used.ips[a] = true
+	}
 	_, err := s.store.List(store.Resource("services"), "", func(data []byte) error {
 		var svc corev1.Service
 		if err := json.Unmarshal(data, &svc); err != nil {

@@ -143,6 +143,10 @@ func (g *globals) open(ctx context.Context) (*env, error) {
 		if g.network.ResolvConf != "" {
 			cfg.DNS.ResolvConf = network.HostResolvConf(g.network.ResolvConf)
 		}
+		if a, err := g.network.ClusterDNSAddr(); err == nil && a.IsValid() {
+			// serve runs the cluster DNS there (agent/dns).
+			cfg.DNS.ClusterDNS = []string{a.String()}
+		}
 	}
 	if g.volumes != nil {
 		var src volumes.Source

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"os/user"
@@ -28,9 +29,11 @@ import (
 	"github.com/berth-dev/berth/agent/controllers/deployment"
 	"github.com/berth-dev/berth/agent/controllers/endpoints"
 	"github.com/berth-dev/berth/agent/controllers/replicaset"
+	"github.com/berth-dev/berth/agent/dns"
 	"github.com/berth-dev/berth/agent/events"
 	"github.com/berth-dev/berth/agent/images"
 	"github.com/berth-dev/berth/agent/logs"
+	"github.com/berth-dev/berth/agent/network"
 	"github.com/berth-dev/berth/agent/node"
 	"github.com/berth-dev/berth/agent/pods"
 	"github.com/berth-dev/berth/agent/probe"
@@ -43,6 +46,7 @@ import (
 	"github.com/berth-dev/berth/api/authz"
 	"github.com/berth-dev/berth/api/pki"
 	"github.com/berth-dev/berth/api/server"
+	"github.com/berth-dev/berth/unitgen"
 	"github.com/berth-dev/berth/unitgen/systemd"
 )
 
@@ -157,8 +161,16 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
+	dnsAddr, err := cfg.Network.ClusterDNSAddr()
+	if err != nil {
+		return err
+	}
+	var reserved []netip.Addr
+	if dnsAddr.IsValid() {
+		reserved = append(reserved, dnsAddr)
+	}
 	api, err := server.New(st, server.Options{Log: log.Named("api"), NodeName: cfg.NodeName, Logs: logs.New(nil), Streams: strm, Admission: adm,
-		ServiceCIDR: svcRange, NodePortBase: portBase, NodePortSize: portSize})
+		ServiceCIDR: svcRange, NodePortBase: portBase, NodePortSize: portSize, ReservedServiceIPs: reserved})
 	if err != nil {
 		return err
 	}
@@ -453,6 +465,25 @@ func startAgents(ctx context.Context, d agentDeps) error {
 			d.Log.Error("endpoints", "error", err)
 		}
 	})
+	// The cluster DNS, on its address held by lo.
+	if a, err := d.Config.Network.ClusterDNSAddr(); err == nil && a.IsValid() {
+		var upstream []string
+		if p := d.Config.Network.ResolvConf; p != "" {
+			if b, err := os.ReadFile(network.HostResolvConf(p)); err == nil {
+				upstream = dns.Upstream(b, a.String())
+			}
+		}
+		if err := dns.HoldAddress(a); err != nil {
+			d.Log.Error("cluster DNS", "error", err)
+		} else {
+			srv := dns.New(dns.Config{Store: d.Store, Domain: unitgen.ClusterDomain, Addr: net.JoinHostPort(a.String(), "53"), Upstream: upstream, Log: d.Log.Named("dns")})
+			goAgent(func() {
+				if err := srv.Run(ctx); err != nil && ctx.Err() == nil {
+					d.Log.Error("cluster DNS", "error", err)
+				}
+			})
+		}
+	}
 	// Services' forwarding in the kernel (nftables); it stays programmed
 	// when berthd stops.
 	if svcRange, err := d.Config.Network.ServiceRange(); err == nil {

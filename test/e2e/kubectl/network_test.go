@@ -138,7 +138,11 @@ func TestPodNetwork(t *testing.T) {
 		"# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n",
 		ip + "\tweb\n",
 		"\n# Entries added by HostAliases.\n192.0.2.7\tdb\tdb.internal\n",
-		"search example.test", // the node's searches, then the pod's
+		// The cluster's searches, the node's, then the pod's; the cluster
+		// DNS (agent/dns); the pod's ndots over the kubelet's 5.
+		"search net.svc.cluster.local svc.cluster.local cluster.local ",
+		"example.test\n",
+		"nameserver 10.86.0.10\n",
 		"options ndots:2",
 	} {
 		if !strings.Contains(webLog, want) {
@@ -148,9 +152,10 @@ func TestPodNetwork(t *testing.T) {
 	if hostLog := e.journal("hostweb/web", "Kubernetes-managed"); !strings.Contains(hostLog, "# Kubernetes-managed hosts file (host network).\n") {
 		t.Errorf("hostweb's /etc/hosts is not the node's:\n%s", hostLog)
 	}
-	// dnsPolicy ClusterFirst without cluster DNS: the kubelet's warning.
-	if out := k.must("get", "events", "-n", "net", "--field-selector", "involvedObject.name=web"); !strings.Contains(out, "MissingClusterDNS") {
-		t.Errorf("no MissingClusterDNS event:\n%s", out)
+	// dnsPolicy ClusterFirst with the node's cluster DNS: no
+	// MissingClusterDNS warning.
+	if out := k.must("get", "events", "-n", "net", "--field-selector", "involvedObject.name=web"); strings.Contains(out, "MissingClusterDNS") {
+		t.Errorf("MissingClusterDNS with a cluster DNS:\n%s", out)
 	}
 
 	// Pod to pod by IP.

@@ -42,6 +42,14 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {name: greens, namespace: fwd}
+spec:
+  clusterIP: None
+  selector: {app: web, version: green}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Service
 metadata: {name: empty, namespace: fwd}
 spec:
   selector: {app: nothing}
@@ -118,6 +126,22 @@ func TestServiceForwarding(t *testing.T) {
 			t.Errorf("from %s: %q", pod, out)
 		}
 	}
+	// Names (agent/dns): the short name through the pod's search path, the
+	// full one, and a headless Service's pods.
+	green := strings.Fields(k.must("get", "pods", "-n", "fwd", "-l", "version=green", "-o", "jsonpath={.items[*].metadata.name}"))[0]
+	for _, name := range []string{"web", "web.fwd", "web.fwd.svc.cluster.local"} {
+		if out := k.must("exec", green, "-n", "fwd", "--", "wget", "-q", "-O", "-", "http://"+name+"/index.html"); !strings.HasPrefix(out, "blue-") {
+			t.Errorf("http://%s from %s: %q", name, green, out)
+		}
+	}
+	greenIPs := strings.Fields(k.must("get", "pods", "-n", "fwd", "-l", "version=green", "-o", "jsonpath={.items[*].status.podIP}"))
+	k.eventually("the headless Service's pods", func(s string) bool {
+		return len(greenIPs) == 2 && strings.Contains(s, "Address: "+greenIPs[0]) && strings.Contains(s, "Address: "+greenIPs[1])
+	}, "exec", green, "-n", "fwd", "--", "nslookup", "greens.fwd.svc.cluster.local")
+	if out, _, err := k.kubectl("", "exec", green, "-n", "fwd", "--", "nslookup", "nope.fwd.svc.cluster.local"); err == nil {
+		t.Errorf("a name that does not exist resolved: %s", out)
+	}
+
 	// The node port on the node's own address.
 	e.run("ip", "link", "add", "berthtest-np", "type", "veth", "peer", "name", "berthtest-np1")
 	e.run("ip", "addr", "add", "192.0.2.20/32", "dev", "berthtest-np")
