@@ -195,3 +195,31 @@ spec:
 		t.Errorf("delete: %v %q %s", err, out, stderr)
 	}
 }
+
+// kubectl delete --cascade=orphan and =foreground of an owner kind leave
+// the object being deleted with the finalizer the garbage collector acts
+// on (no collector runs here: it stays).
+func TestDeletePropagationFinalizers(t *testing.T) {
+	k, _ := newKubectl(t)
+	k.ok("create", "deployment", "orphan", "--image=busybox")
+	k.ok("create", "deployment", "fore", "--image=busybox")
+	if _, msg, err := k.run("", "delete", "deployment", "orphan", "--cascade=orphan", "--wait=false"); err != nil {
+		t.Fatalf("delete --cascade=orphan: %v %s", err, msg)
+	}
+	if _, msg, err := k.run("", "delete", "deployment", "fore", "--cascade=foreground", "--wait=false"); err != nil {
+		t.Fatalf("delete --cascade=foreground: %v %s", err, msg)
+	}
+	got := k.ok("get", "deployments", "-o", `jsonpath={range .items[*]}{.metadata.name}={.metadata.finalizers}/{.metadata.deletionTimestamp}{"\n"}{end}`)
+	for _, want := range []string{`fore=["foregroundDeletion"]/20`, `orphan=["orphan"]/20`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("deployments being deleted:\n%s\nlack %s", got, want)
+		}
+	}
+	k.ok("create", "service", "clusterip", "svc", "--tcp=80")
+	if _, msg, err := k.run("services/svc", "delete", "service", "svc", "--cascade=orphan", "--wait=false"); err != nil {
+		t.Fatalf("delete service: %v %s", err, msg)
+	}
+	if got := k.ok("get", "svc", "svc", "-o", "jsonpath={.metadata.finalizers}"); got != `["orphan"]` {
+		t.Errorf("service deleted with orphan: %q", got)
+	}
+}

@@ -37,10 +37,14 @@ import (
 //     when an update removes its last finalizer.
 //   - Anything else is removed at once.
 //
-// propagationPolicy is validated but berth has no garbage collector and no
-// owner references to follow: Foreground and Orphan act as Background (a
-// cluster would add the foregroundDeletion or orphan finalizer, which only
-// the garbage collector removes).
+// propagationPolicy (and the older orphanDependents) of a kind whose
+// objects own others here (Deployments, ReplicaSets, Services: ownsDependents)
+// is the apiserver's: Orphan adds the finalizer "orphan", Foreground
+// "foregroundDeletion", and the object stays, being deleted, until the
+// garbage collector (agent/controllers/gc) has released or deleted its
+// dependents and removed the finalizer. Background (the default) removes
+// it now; the controllers delete what it owned. For other kinds, which own
+// nothing here, every policy acts as Background.
 
 // deleteOptionsOf reads DeleteOptions from the body, or from the query
 // when there is none, as the apiserver's delete handler does, and
@@ -152,6 +156,11 @@ func (s *Server) deleteObject(k *kind, ns, name string, opts *metav1.DeleteOptio
 				graceful, bump = true, cur.GetGeneration() > 0
 			}
 		}
+		if k.ownsDependents && cur.GetDeletionTimestamp() == nil {
+			if f := deletionFinalizer(opts); f != "" && !hasString(cur.GetFinalizers(), f) {
+				cur.SetFinalizers(append(cur.GetFinalizers(), f))
+			}
+		}
 		pending := len(cur.GetFinalizers()) > 0
 		switch {
 		case pending && !graceful:
@@ -178,6 +187,29 @@ func (s *Server) deleteObject(k *kind, ns, name string, opts *metav1.DeleteOptio
 		return nil, false, err
 	}
 	return out, deleted, nil
+}
+
+// deletionFinalizer is the finalizer the garbage collector acts on for a
+// delete's propagation policy (deletionFinalizersForGarbageCollection):
+// "orphan", "foregroundDeletion", or none for Background.
+func deletionFinalizer(opts *metav1.DeleteOptions) string {
+	switch {
+	case opts.PropagationPolicy != nil && *opts.PropagationPolicy == metav1.DeletePropagationOrphan,
+		opts.PropagationPolicy == nil && opts.OrphanDependents != nil && *opts.OrphanDependents:
+		return metav1.FinalizerOrphanDependents
+	case opts.PropagationPolicy != nil && *opts.PropagationPolicy == metav1.DeletePropagationForeground:
+		return metav1.FinalizerDeleteDependents
+	}
+	return ""
+}
+
+func hasString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 // checkPreconditions is BeforeDelete's precondition check, in its words

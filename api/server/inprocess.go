@@ -41,11 +41,21 @@ func (s *Server) Create(resource string, obj store.Object) error {
 // the kind's default grace period and a precondition on its uid (empty:
 // none), as a controller deletes what it owns.
 func (s *Server) Delete(resource, ns, name string, uid types.UID) error {
+	return s.DeletePropagating(resource, ns, name, uid, "")
+}
+
+// DeletePropagating is Delete with a propagation policy (empty: the
+// kind's default), as the garbage collector deletes a dependent of an
+// owner deleted in the foreground.
+func (s *Server) DeletePropagating(resource, ns, name string, uid types.UID, policy metav1.DeletionPropagation) error {
 	k := s.kinds[resource]
 	if k == nil {
 		return fmt.Errorf("delete %s: no such kind: %w", resource, errdefs.ErrNotFound)
 	}
 	opts := &metav1.DeleteOptions{}
+	if policy != "" {
+		opts.PropagationPolicy = &policy
+	}
 	if uid != "" {
 		opts.Preconditions = &metav1.Preconditions{UID: &uid}
 	}

@@ -57,6 +57,10 @@ type kind struct {
 	// resourceVersion, ...). nil: stored as served.
 	toStored   func(obj store.Object) store.Object
 	fromStored func(stored, obj store.Object)
+	// ownsDependents: its objects own others here (owner references the
+	// controllers set), so a delete's Orphan and Foreground propagation
+	// leave it to the garbage collector (delete.go).
+	ownsDependents bool
 	// annotationsBumpGeneration: a change of the annotations is a new
 	// generation as a change of the spec is (Deployments).
 	annotationsBumpGeneration bool

@@ -29,6 +29,7 @@ func deploymentKind() *kind {
 	k := &kind{group: "apps", version: "v1", resource: "deployments", singular: "deployment", kind: "Deployment", namespaced: true,
 		shortNames: []string{"deploy"}, categories: []string{"all"}, subresources: []string{"status", "scale"}}
 	k.new = func() store.Object { return &appsv1.Deployment{} }
+	k.ownsDependents = true // its ReplicaSets
 	// deploymentStrategy.PrepareForUpdate: annotations are copied to the
 	// Deployment's ReplicaSets, so a change of them is a new generation.
 	k.annotationsBumpGeneration = true
@@ -78,6 +79,7 @@ func replicaSetKind() *kind {
 	k := &kind{group: "apps", version: "v1", resource: "replicasets", singular: "replicaset", kind: "ReplicaSet", namespaced: true,
 		shortNames: []string{"rs"}, categories: []string{"all"}, subresources: []string{"status", "scale"}}
 	k.new = func() store.Object { return &appsv1.ReplicaSet{} }
+	k.ownsDependents = true // its pods
 	k.prepare = func(o store.Object) {
 		rs := o.(*appsv1.ReplicaSet)
 		rs.TypeMeta = metav1.TypeMeta{Kind: "ReplicaSet", APIVersion: "apps/v1"}

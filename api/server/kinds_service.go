@@ -34,6 +34,7 @@ func serviceKind() *kind {
 	k := &kind{resource: "services", singular: "service", kind: "Service", namespaced: true,
 		shortNames: []string{"svc"}, categories: []string{"all"}, subresources: []string{"status"}}
 	k.new = func() store.Object { return &corev1.Service{} }
+	k.ownsDependents = true // its EndpointSlices
 	k.prepare = func(o store.Object) {
 		svc := o.(*corev1.Service)
 		svc.TypeMeta = metav1.TypeMeta{Kind: "Service", APIVersion: "v1"}

@@ -28,6 +28,7 @@ import (
 	"github.com/berth-dev/berth/agent/config"
 	"github.com/berth-dev/berth/agent/controllers/deployment"
 	"github.com/berth-dev/berth/agent/controllers/endpoints"
+	"github.com/berth-dev/berth/agent/controllers/gc"
 	"github.com/berth-dev/berth/agent/controllers/replicaset"
 	"github.com/berth-dev/berth/agent/dns"
 	"github.com/berth-dev/berth/agent/events"
@@ -463,6 +464,13 @@ func startAgents(ctx context.Context, d agentDeps) error {
 	goAgent(func() {
 		if err := epc.Run(ctx); err != nil && ctx.Err() == nil {
 			d.Log.Error("endpoints", "error", err)
+		}
+	})
+	// Orphan and Foreground deletes: the garbage collector's part.
+	gcc := gc.New(gc.Config{Store: d.Store, API: d.API, Log: d.Log.Named("gc")})
+	goAgent(func() {
+		if err := gcc.Run(ctx); err != nil && ctx.Err() == nil {
+			d.Log.Error("garbage collector", "error", err)
 		}
 	})
 	// The cluster DNS, on its address held by lo.
