@@ -151,6 +151,9 @@ func (c *Controller) Sync(ctx context.Context) error {
 		if es.Labels[discoveryv1.LabelManagedBy] != ManagedBy {
 			continue // another writer's (a client's own slices)
 		}
+		if metav1.GetControllerOf(es) == nil {
+			continue // released by an orphaning delete of its Service (agent/controllers/gc)
+		}
 		key := es.Namespace + "/" + es.Labels[discoveryv1.LabelServiceName]
 		svc := byName[key]
 		if svc == nil || !ownedBy(es, svc) {
