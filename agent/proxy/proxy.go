@@ -110,6 +110,8 @@ type Proxier struct {
 	// (until a resync, which rewrites it whatever happened to the table).
 	last   string
 	lastAt time.Time
+	// routed: the service range's route is in place.
+	routed bool
 }
 
 // New returns a proxier; Run starts it.
@@ -134,11 +136,6 @@ func New(cfg Config) (*Proxier, error) {
 // each change until ctx ends. The table stays when it ends: forwarding
 // goes on without berthd.
 func (p *Proxier) Run(ctx context.Context) error {
-	if p.cfg.Routes != nil {
-		if err := p.cfg.Routes.Ensure(p.cfg.ServiceCIDR); err != nil {
-			p.log.Warn("route for the service range", "error", err)
-		}
-	}
 	return p.loop.Run(ctx, p.cfg.Store, []store.Resource{services, endpointSlices}, p.cfg.Resync, p.log, p.Sync)
 }
 
@@ -196,9 +193,24 @@ func (sp *servicePort) affinitySet(e endpoint) string {
 func (p *Proxier) Sync(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	ports, err := p.read()
+	ports, n, err := p.read()
 	if err != nil {
 		return err
+	}
+	// Nothing is written to the host before there is a Service: a node
+	// that runs none (or berthd run for other purposes) gets no table and
+	// no route. A table written once is kept up to date from then on.
+	if n == 0 && p.last == "" {
+		if _, err := p.nft.List(ctx, "chains"); knftables.IsNotFound(err) {
+			return nil
+		}
+	}
+	if p.cfg.Routes != nil && !p.routed {
+		if err := p.cfg.Routes.Ensure(p.cfg.ServiceCIDR); err != nil {
+			p.log.Warn("route for the service range", "error", err)
+		} else {
+			p.routed = true
+		}
 	}
 	sig, _ := json.Marshal(ports)
 	if string(sig) == p.last && time.Since(p.lastAt) < p.cfg.Resync {
@@ -352,8 +364,9 @@ func toAny(s []string) []any {
 }
 
 // read lists the Services and their slices into service ports with the
-// endpoints their traffic goes to, in a stable order.
-func (p *Proxier) read() ([]*servicePort, error) {
+// endpoints their traffic goes to, in a stable order, and counts the
+// Services.
+func (p *Proxier) read() ([]*servicePort, int, error) {
 	var svcs []*corev1.Service
 	if _, err := p.cfg.Store.List(services, "", func(b []byte) error {
 		var s corev1.Service
@@ -363,7 +376,7 @@ func (p *Proxier) read() ([]*servicePort, error) {
 		svcs = append(svcs, &s)
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("list services: %w", err)
+		return nil, 0, fmt.Errorf("list services: %w", err)
 	}
 	slices := map[string][]*discoveryv1.EndpointSlice{}
 	if _, err := p.cfg.Store.List(endpointSlices, "", func(b []byte) error {
@@ -377,14 +390,14 @@ func (p *Proxier) read() ([]*servicePort, error) {
 		}
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("list endpointslices: %w", err)
+		return nil, 0, fmt.Errorf("list endpointslices: %w", err)
 	}
 	var out []*servicePort
 	for _, s := range svcs {
 		out = append(out, servicePorts(s, slices[s.Namespace+"/"+s.Name])...)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].id() < out[j].id() })
-	return out, nil
+	return out, len(svcs), nil
 }
 
 // servicePorts is what one Service asks of the data path: a port each,

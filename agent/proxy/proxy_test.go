@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -128,3 +129,38 @@ func TestSyncTable(t *testing.T) {
 		t.Errorf("after web's deletion:\n%s", dump)
 	}
 }
+
+// No Service, no table: berthd writes nothing to a host that runs none.
+func TestNothingWithoutServices(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	fake := knftables.NewFake(knftables.IPv4Family, Table)
+	routes := &fakeRoutes{}
+	p, err := New(Config{Store: st, NFT: fake, Routes: routes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if fake.Table != nil || routes.ensured {
+		t.Errorf("table %v, route %v without a Service", fake.Table, routes.ensured)
+	}
+	if err := st.Create(services, svc("web", "10.86.0.10", corev1.ServiceTypeClusterIP, corev1.ServicePort{Port: 80, Protocol: corev1.ProtocolTCP})); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if fake.Table == nil || !routes.ensured {
+		t.Errorf("no table or route with a Service")
+	}
+}
+
+type fakeRoutes struct{ ensured bool }
+
+func (f *fakeRoutes) Ensure(netip.Prefix) error { f.ensured = true; return nil }
+func (f *fakeRoutes) Remove(netip.Prefix) error { f.ensured = false; return nil }

@@ -181,7 +181,10 @@ func startDaemonEnv(t *testing.T, env []string, args ...string) *daemon {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(dir, "berthd.yaml")
-	if err := os.WriteFile(conf, []byte("stateDir: "+dir+"/state\nrunDir: "+dir+"/run\nsocket: {path: "+dir+"/run/berth.sock}\n"), 0o644); err != nil {
+	// berthd runs in the host's network namespace here: no cluster DNS
+	// address on the host's lo (agent/dns); the Service rules are written
+	// only once a Service exists (agent/proxy), and these tests make none.
+	if err := os.WriteFile(conf, []byte("stateDir: "+dir+"/state\nrunDir: "+dir+"/run\nsocket: {path: "+dir+"/run/berth.sock}\nnetwork: {clusterDNS: \"\"}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	d := &daemon{socket: filepath.Join(dir, "run", "berth.sock"), log: &bytes.Buffer{}, done: make(chan error, 1)}

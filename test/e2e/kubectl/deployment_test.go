@@ -129,3 +129,51 @@ func TestDeployments(t *testing.T) {
 	k.eventually("web's replicasets and pods gone", func(s string) bool { return strings.TrimSpace(s) == "" },
 		"get", "rs,pods", "-n", "dep", "-l", "app=web", "-o", "name")
 }
+
+// TestRolloutSurvivesKill: berthd is SIGKILLed in the middle of a
+// 50-pod rolling update and restarted; the rollout finishes with exactly
+// 50 pods, all of the new template (no duplicate, none lost), the old
+// ReplicaSet at 0, and no pod of it left.
+func TestRolloutSurvivesKill(t *testing.T) {
+	t.Parallel() // a node of its own
+	e := newEnv(t)
+	k := e.stock()
+	img := e.signed.Ref
+	k.must("create", "namespace", "big")
+	e.write("/var/tmp/big1.yaml", deployYAML("big", "big", img, "{}", "one", 50))
+	e.write("/var/tmp/big2.yaml", deployYAML("big", "big", img, "{}", "two", 50))
+	k.must("create", "-f", "/var/tmp/big1.yaml")
+	if out, msg, err := k.kubectl("", "rollout", "status", "deployment/big", "-n", "big", "--timeout=5m"); err != nil || !strings.Contains(out, "successfully rolled out") {
+		t.Fatalf("rollout status: %v\n%s%s", err, out, msg)
+	}
+	rs1 := strings.TrimSpace(k.must("get", "rs", "-n", "big", "-o", "jsonpath={.items[0].metadata.name}"))
+	k.must("apply", "-f", "/var/tmp/big2.yaml")
+	// Killed once the new ReplicaSet has some pods, before it has all.
+	k.eventually("the rollout under way", func(s string) bool {
+		f := strings.Fields(s)
+		return len(f) == 2 && f[0] != "" && f[0] != "0" && f[0] != "50"
+	}, "get", "deployment", "big", "-n", "big", "-o", "jsonpath={.status.updatedReplicas} {.status.replicas}")
+	e.kill()
+	e.waitBerthd()
+	if out, msg, err := k.kubectl("", "rollout", "status", "deployment/big", "-n", "big", "--timeout=5m"); err != nil || !strings.Contains(out, "successfully rolled out") {
+		t.Fatalf("rollout status after the kill: %v\n%s%s", err, out, msg)
+	}
+	k.eventually("the old pods gone", func(s string) bool { return strings.TrimSpace(s) == "" },
+		"get", "pods", "-n", "big", "-l", "pod-template-hash="+strings.TrimPrefix(rs1, "big-"), "-o", "name")
+	pods := activePods(k, "big", "app=big")
+	rs2 := strings.TrimSpace(k.must("get", "deploy", "big", "-n", "big", "-o", `jsonpath={.metadata.annotations.deployment\.kubernetes\.io/revision}`))
+	if len(pods) != 50 || rs2 != "2" {
+		t.Errorf("%d pods at revision %s, want 50 at 2", len(pods), rs2)
+	}
+	for _, p := range pods {
+		if strings.HasPrefix(p, rs1+"-") {
+			t.Errorf("pod %s of the old ReplicaSet", p)
+		}
+	}
+	if got := k.must("get", "rs", rs1, "-n", "big", "-o", "jsonpath={.spec.replicas} {.status.replicas}"); got != "0 0" {
+		t.Errorf("old replicaset: %q", got)
+	}
+	if got := k.must("get", "deploy", "big", "-n", "big", "-o", "jsonpath={.status.replicas} {.status.updatedReplicas} {.status.availableReplicas}"); got != "50 50 50" {
+		t.Errorf("status: %q", got)
+	}
+}
