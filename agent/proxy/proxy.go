@@ -106,9 +106,10 @@ type Proxier struct {
 	log  hclog.Logger
 	loop *loop.Loop
 	mu   sync.Mutex
-	// last is the ruleset last written, to skip an unchanged pass
-	// (until a resync, which rewrites it whatever happened to the table).
-	last   string
+	// state is the ruleset last written (nil: unknown, the next pass
+	// rewrites everything); lastAt when the whole table was last
+	// rewritten (a resync rewrites it whatever happened to it).
+	state  *ruleset
 	lastAt time.Time
 	// routed: the service range's route is in place.
 	routed bool
@@ -189,7 +190,124 @@ func (sp *servicePort) affinitySet(e endpoint) string {
 	return chainName("affinity", sp.id()+"__"+e.ip+"/"+strconv.Itoa(int(e.port)))
 }
 
-// Sync programs the table from what is stored now.
+// ruleset is the table's content as the proxier wants it: chains (their
+// definition and rules), map elements, affinity sets.
+type ruleset struct {
+	chains   map[string]*chainDef
+	elements map[string]map[string]string // map → key → value
+	sets     map[string]*knftables.Set
+}
+
+type chainDef struct {
+	chain *knftables.Chain
+	rules []string
+}
+
+func (c *chainDef) same(o *chainDef) bool {
+	return o != nil && strings.Join(c.rules, "\n") == strings.Join(o.rules, "\n")
+}
+
+// maps are the table's verdict maps.
+var maps = []*knftables.Map{
+	{Name: serviceIPsMap, Type: "ipv4_addr . inet_proto . inet_service : verdict"},
+	{Name: serviceNodePorts, Type: "inet_proto . inet_service : verdict"},
+	{Name: noEndpointServices, Type: "ipv4_addr . inet_proto . inet_service : verdict"},
+	{Name: noEndpointNodePort, Type: "inet_proto . inet_service : verdict"},
+}
+
+// desired computes the ruleset for the service ports.
+func desired(ports []*servicePort) *ruleset {
+	rs := &ruleset{chains: map[string]*chainDef{}, elements: map[string]map[string]string{}, sets: map[string]*knftables.Set{}}
+	for _, m := range maps {
+		rs.elements[m.Name] = map[string]string{}
+	}
+	chain := func(c *knftables.Chain) *chainDef {
+		d := &chainDef{chain: c}
+		rs.chains[c.Name] = d
+		return d
+	}
+	rule := func(d *chainDef, parts ...string) { d.rules = append(d.rules, knftables.Concat(toAny(parts)...)) }
+	base := func(name string, typ knftables.BaseChainType, hook knftables.BaseChainHook, prio knftables.BaseChainPriority) *chainDef {
+		return chain(&knftables.Chain{Name: name, Type: &typ, Hook: &hook, Priority: &prio})
+	}
+	plain := func(name string) *chainDef { return chain(&knftables.Chain{Name: name}) }
+	rule(base("nat-prerouting", knftables.NATType, knftables.PreroutingHook, knftables.DNATPriority), "jump services")
+	rule(base("nat-output", knftables.NATType, knftables.OutputHook, knftables.DNATPriority), "jump services")
+	rule(base("nat-postrouting", knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority), "jump masquerading")
+	filterPrio := knftables.BaseChainPriority("filter - 10")
+	for _, c := range []struct {
+		name string
+		hook knftables.BaseChainHook
+	}{{"filter-input", knftables.InputHook}, {"filter-forward", knftables.ForwardHook}, {"filter-output", knftables.OutputHook}} {
+		rule(base(c.name, knftables.FilterType, c.hook, filterPrio), "ct state new jump endpoints-check")
+	}
+	masq := plain("masquerading")
+	rule(masq, "meta mark &", masqMark, "== 0 return")
+	rule(masq, "meta mark set meta mark ^", masqMark)
+	rule(masq, "masquerade fully-random")
+	rule(plain("mark-for-masquerade"), "meta mark set meta mark |", masqMark)
+	svcs := plain("services")
+	rule(svcs, "ip daddr . meta l4proto . th dport vmap @"+serviceIPsMap)
+	// Node ports on the node's own addresses (not loopback: a DNAT of
+	// 127.0.0.1 would need route_localnet, as kube-proxy's nftables mode
+	// says too).
+	rule(svcs, "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @"+serviceNodePorts)
+	check := plain("endpoints-check")
+	rule(check, "ip daddr . meta l4proto . th dport vmap @"+noEndpointServices)
+	rule(check, "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @"+noEndpointNodePort)
+	rej := plain("reject-chain")
+	// A TCP reset for TCP: the node's own connections (routed by lo, see
+	// LoopbackRoutes) ignore the ICMP unreachable plain reject sends, and
+	// would wait for their timeout.
+	rule(rej, "meta l4proto tcp reject with tcp reset")
+	rule(rej, "reject")
+
+	elem := func(m string, key []string, value string) { rs.elements[m][strings.Join(key, " . ")] = value }
+	for _, sp := range ports {
+		proto := strings.ToLower(string(sp.proto))
+		if len(sp.endpoints) == 0 {
+			if sp.clusterIP != "" {
+				elem(noEndpointServices, []string{sp.clusterIP, proto, strconv.Itoa(int(sp.port))}, "goto reject-chain")
+			}
+			if sp.nodePort != 0 {
+				elem(noEndpointNodePort, []string{proto, strconv.Itoa(int(sp.nodePort))}, "goto reject-chain")
+			}
+			continue
+		}
+		svc := chain(&knftables.Chain{Name: sp.chain(), Comment: knftables.PtrTo(sp.id())})
+		rule(svc, "jump mark-for-masquerade")
+		var vmap []string
+		for i, e := range sp.endpoints {
+			ep := plain(sp.epChain(e))
+			if sp.affinity > 0 {
+				set := sp.affinitySet(e)
+				rs.sets[set] = &knftables.Set{Name: set, Type: "ipv4_addr", Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag},
+					Timeout: knftables.PtrTo(sp.affinity)}
+				rule(svc, "ip saddr @"+set, "goto", ep.chain.Name)
+				rule(ep, "update @"+set, "{ ip saddr }")
+			}
+			rule(ep, "meta l4proto", proto, "dnat to", e.ip+":"+strconv.Itoa(int(e.port)))
+			if i > 0 {
+				vmap = append(vmap, ",") // a word of its own: "<chain>," would name another chain
+			}
+			vmap = append(vmap, strconv.Itoa(i), ":", "goto", ep.chain.Name)
+		}
+		rule(svc, append(append([]string{"numgen random mod", strconv.Itoa(len(sp.endpoints)), "vmap {"}, vmap...), "}")...)
+		if sp.clusterIP != "" {
+			elem(serviceIPsMap, []string{sp.clusterIP, proto, strconv.Itoa(int(sp.port))}, "goto "+svc.chain.Name)
+		}
+		if sp.nodePort != 0 {
+			elem(serviceNodePorts, []string{proto, strconv.Itoa(int(sp.nodePort))}, "goto "+svc.chain.Name)
+		}
+	}
+	return rs
+}
+
+// Sync programs the table from what is stored now, in one transaction:
+// the whole table after berthd's start (or a failed write), and from then
+// on only what changed since the last write (chains rewritten, map
+// elements added and deleted), which keeps a change as cheap with 100
+// Services as with one.
 func (p *Proxier) Sync(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -200,7 +318,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	// Nothing is written to the host before there is a Service: a node
 	// that runs none (or berthd run for other purposes) gets no table and
 	// no route. A table written once is kept up to date from then on.
-	if n == 0 && p.last == "" {
+	if n == 0 && p.state == nil {
 		if _, err := p.nft.List(ctx, "chains"); knftables.IsNotFound(err) {
 			return nil
 		}
@@ -212,147 +330,108 @@ func (p *Proxier) Sync(ctx context.Context) error {
 			p.routed = true
 		}
 	}
-	sig, _ := json.Marshal(ports)
-	if string(sig) == p.last && time.Since(p.lastAt) < p.cfg.Resync {
-		return nil
-	}
-	existing := map[string]bool{}
-	sets := map[string]bool{}
-	for typ, into := range map[string]map[string]bool{"chains": existing, "sets": sets} {
-		names, err := p.nft.List(ctx, typ)
-		if err != nil && !knftables.IsNotFound(err) {
-			return fmt.Errorf("list %s: %w", typ, err)
-		}
-		for _, n := range names {
-			into[n] = true
+	want := desired(ports)
+	old := p.state
+	resync := old == nil || time.Since(p.lastAt) >= p.cfg.Resync
+	if resync {
+		// What is in the kernel is not known (a start, a resync): every
+		// chain and map is rewritten, and what berth no longer wants is
+		// found by listing the table.
+		old = &ruleset{chains: map[string]*chainDef{}, elements: map[string]map[string]string{}, sets: map[string]*knftables.Set{}}
+		for typ, into := range map[string]func(string){
+			"chains": func(n string) { old.chains[n] = nil },
+			"sets":   func(n string) { old.sets[n] = nil },
+		} {
+			names, err := p.nft.List(ctx, typ)
+			if err != nil && !knftables.IsNotFound(err) {
+				return fmt.Errorf("list %s: %w", typ, err)
+			}
+			for _, n := range names {
+				into(n)
+			}
 		}
 	}
 	tx := p.nft.NewTransaction()
 	tx.Add(&knftables.Table{Comment: knftables.PtrTo("berth: Services (agent/proxy)")})
-	needed := map[string]bool{}
-	neededSets := map[string]bool{}
-	chain := func(c *knftables.Chain) {
-		needed[c.Name] = true
-		tx.Add(c)
-		tx.Flush(c)
-	}
-	rule := func(ch string, parts ...string) {
-		tx.Add(&knftables.Rule{Chain: ch, Rule: knftables.Concat(toAny(parts)...)})
-	}
-	// Stale chains are flushed before anything refers anew, and deleted
-	// at the end, once nothing jumps to them.
-	for n := range existing {
-		if !p.static(n) {
-			tx.Flush(&knftables.Chain{Name: n})
+	// Chains that go or change are flushed first, so that nothing still
+	// refers to what is deleted at the end.
+	for name, c := range old.chains {
+		if d := want.chains[name]; d == nil || !d.same(c) {
+			if _, exists := old.chains[name]; exists {
+				tx.Flush(&knftables.Chain{Name: name})
+			}
 		}
 	}
-	base := func(name string, typ knftables.BaseChainType, hook knftables.BaseChainHook, prio knftables.BaseChainPriority) {
-		chain(&knftables.Chain{Name: name, Type: &typ, Hook: &hook, Priority: &prio})
-	}
-	base("nat-prerouting", knftables.NATType, knftables.PreroutingHook, knftables.DNATPriority)
-	base("nat-output", knftables.NATType, knftables.OutputHook, knftables.DNATPriority)
-	base("nat-postrouting", knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority)
-	filterPrio := knftables.BaseChainPriority("filter - 10")
-	base("filter-input", knftables.FilterType, knftables.InputHook, filterPrio)
-	base("filter-forward", knftables.FilterType, knftables.ForwardHook, filterPrio)
-	base("filter-output", knftables.FilterType, knftables.OutputHook, filterPrio)
-	for _, c := range []string{"services", "masquerading", "mark-for-masquerade", "endpoints-check", "reject-chain"} {
-		chain(&knftables.Chain{Name: c})
-	}
-	for _, m := range []*knftables.Map{
-		{Name: serviceIPsMap, Type: "ipv4_addr . inet_proto . inet_service : verdict"},
-		{Name: serviceNodePorts, Type: "inet_proto . inet_service : verdict"},
-		{Name: noEndpointServices, Type: "ipv4_addr . inet_proto . inet_service : verdict"},
-		{Name: noEndpointNodePort, Type: "inet_proto . inet_service : verdict"},
-	} {
+	for _, m := range maps {
 		tx.Add(m)
-		tx.Flush(m)
-	}
-	rule("nat-prerouting", "jump services")
-	rule("nat-output", "jump services")
-	rule("nat-postrouting", "jump masquerading")
-	rule("masquerading", "meta mark &", masqMark, "== 0 return")
-	rule("masquerading", "meta mark set meta mark ^", masqMark)
-	rule("masquerading", "masquerade fully-random")
-	rule("mark-for-masquerade", "meta mark set meta mark |", masqMark)
-	rule("services", "ip daddr . meta l4proto . th dport vmap @"+serviceIPsMap)
-	// Node ports on the node's own addresses (not loopback: a DNAT of
-	// 127.0.0.1 would need route_localnet, as kube-proxy's nftables mode
-	// says too).
-	rule("services", "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @"+serviceNodePorts)
-	for _, c := range []string{"filter-input", "filter-forward", "filter-output"} {
-		rule(c, "ct state new jump endpoints-check")
-	}
-	rule("endpoints-check", "ip daddr . meta l4proto . th dport vmap @"+noEndpointServices)
-	rule("endpoints-check", "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @"+noEndpointNodePort)
-	// A TCP reset for TCP: the node's own connections (routed by lo, see
-	// LoopbackRoutes) ignore the ICMP unreachable plain reject sends, and
-	// would wait for their timeout.
-	rule("reject-chain", "meta l4proto tcp reject with tcp reset")
-	rule("reject-chain", "reject")
-
-	for _, sp := range ports {
-		proto := strings.ToLower(string(sp.proto))
-		if len(sp.endpoints) == 0 {
-			if sp.clusterIP != "" {
-				tx.Add(&knftables.Element{Map: noEndpointServices, Key: []string{sp.clusterIP, proto, strconv.Itoa(int(sp.port))}, Value: []string{"goto reject-chain"}})
-			}
-			if sp.nodePort != 0 {
-				tx.Add(&knftables.Element{Map: noEndpointNodePort, Key: []string{proto, strconv.Itoa(int(sp.nodePort))}, Value: []string{"goto reject-chain"}})
-			}
+		if resync {
+			tx.Flush(m)
 			continue
 		}
-		svc := sp.chain()
-		chain(&knftables.Chain{Name: svc, Comment: knftables.PtrTo(sp.id())})
-		rule(svc, "jump mark-for-masquerade")
-		var vmap []string
-		for i, e := range sp.endpoints {
-			ep := sp.epChain(e)
-			chain(&knftables.Chain{Name: ep})
-			if sp.affinity > 0 {
-				set := sp.affinitySet(e)
-				neededSets[set] = true
-				// Added, never flushed: the clients stick across syncs.
-				tx.Add(&knftables.Set{Name: set, Type: "ipv4_addr", Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag},
-					Timeout: knftables.PtrTo(sp.affinity)})
-				rule(svc, "ip saddr @"+set, "goto", ep)
-				rule(ep, "update @"+set, "{ ip saddr }")
+		// Elements gone or changed first, then what is new.
+		for key, v := range old.elements[m.Name] {
+			if nv, ok := want.elements[m.Name][key]; !ok || nv != v {
+				tx.Delete(&knftables.Element{Map: m.Name, Key: strings.Split(key, " . ")})
 			}
-			rule(ep, "meta l4proto", proto, "dnat to", e.ip+":"+strconv.Itoa(int(e.port)))
-			if i > 0 {
-				vmap = append(vmap, ",") // a word of its own: "<chain>," would name another chain
-			}
-			vmap = append(vmap, strconv.Itoa(i), ":", "goto", ep)
-		}
-		rule(svc, append(append([]string{"numgen random mod", strconv.Itoa(len(sp.endpoints)), "vmap {"}, vmap...), "}")...)
-		if sp.clusterIP != "" {
-			tx.Add(&knftables.Element{Map: serviceIPsMap, Key: []string{sp.clusterIP, proto, strconv.Itoa(int(sp.port))}, Value: []string{"goto " + svc}})
-		}
-		if sp.nodePort != 0 {
-			tx.Add(&knftables.Element{Map: serviceNodePorts, Key: []string{proto, strconv.Itoa(int(sp.nodePort))}, Value: []string{"goto " + svc}})
 		}
 	}
-	for n := range existing {
-		if !needed[n] {
-			tx.Delete(&knftables.Chain{Name: n})
+	for name, set := range want.sets {
+		if _, ok := old.sets[name]; !ok || resync {
+			tx.Add(set) // never flushed: the clients stick across syncs
 		}
 	}
-	for n := range sets {
-		if !neededSets[n] {
-			tx.Delete(&knftables.Set{Name: n})
+	// Every chain written exists before any rule jumps to it.
+	var write []*chainDef
+	for _, name := range sortedKeys(want.chains) {
+		d := want.chains[name]
+		if c, exists := old.chains[name]; exists && d.same(c) && !resync {
+			continue
+		}
+		tx.Add(d.chain)
+		write = append(write, d)
+	}
+	for _, d := range write {
+		for _, r := range d.rules {
+			tx.Add(&knftables.Rule{Chain: d.chain.Name, Rule: r})
+		}
+	}
+	for _, m := range maps {
+		for _, key := range sortedKeys(want.elements[m.Name]) {
+			v := want.elements[m.Name][key]
+			if ov, ok := old.elements[m.Name][key]; ok && ov == v && !resync {
+				continue
+			}
+			tx.Add(&knftables.Element{Map: m.Name, Key: strings.Split(key, " . "), Value: []string{v}})
+		}
+	}
+	for name := range old.chains {
+		if want.chains[name] == nil {
+			tx.Delete(&knftables.Chain{Name: name})
+		}
+	}
+	for name := range old.sets {
+		if want.sets[name] == nil {
+			tx.Delete(&knftables.Set{Name: name})
 		}
 	}
 	if err := p.nft.Run(ctx, tx); err != nil {
+		p.state = nil // the next pass starts over from the kernel's table
 		return fmt.Errorf("program the table: %w", err)
 	}
-	p.last, p.lastAt = string(sig), time.Now()
+	p.state = want
+	if resync {
+		p.lastAt = time.Now()
+	}
 	return nil
 }
 
-// static: one of the chains every sync writes (flushing them before is
-// needless).
-func (p *Proxier) static(name string) bool {
-	return !strings.HasPrefix(name, "svc-") && !strings.HasPrefix(name, "ep-")
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func toAny(s []string) []any {
@@ -475,13 +554,4 @@ func servicePorts(s *corev1.Service, slices []*discoveryv1.EndpointSlice) []*ser
 		out = append(out, sp)
 	}
 	return out
-}
-
-// MarshalJSON lets Sync compare what it would write with what it wrote.
-func (sp *servicePort) MarshalJSON() ([]byte, error) {
-	return json.Marshal([]any{sp.id(), sp.clusterIP, sp.port, sp.nodePort, sp.affinity, sp.endpoints})
-}
-
-func (e endpoint) MarshalJSON() ([]byte, error) {
-	return json.Marshal(e.ip + ":" + strconv.Itoa(int(e.port)))
 }

@@ -119,6 +119,23 @@ func TestSyncTable(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, dump)
 		}
 	}
+	// One endpoint replaced: one transaction that rewrites the service's
+	// chain and adds and deletes the endpoints' (not the whole table).
+	if _, err := st.Modify(endpointSlices, "ns", "web-1", &discoveryv1.EndpointSlice{}, func(cur store.Object) (store.Decision, error) {
+		cur.(*discoveryv1.EndpointSlice).Endpoints[1] = ep("10.85.0.4", true, true, false)
+		return store.Decision{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	must(p.Sync(context.Background()))
+	dump = fake.Dump()
+	if !strings.Contains(dump, "dnat to 10.85.0.4:8080") || strings.Contains(dump, "10.85.0.3") || !strings.Contains(dump, "dnat to 10.85.0.2:8080") {
+		t.Errorf("after an endpoint changed:\n%s", dump)
+	}
+	if n := fake.LastTransaction.NumOperations(); n > 20 {
+		t.Errorf("a change of one endpoint took %d operations:\n%s", n, fake.LastTransaction)
+	}
+
 	// web deleted: its chains and affinity sets go.
 	if _, err := st.Delete(services, "ns", "web", "", ""); err != nil {
 		t.Fatal(err)
