@@ -140,8 +140,9 @@ func (p *Proxier) Run(ctx context.Context) error {
 	return p.loop.Run(ctx, p.cfg.Store, []store.Resource{services, endpointSlices}, p.cfg.Resync, p.log, p.Sync)
 }
 
-// Cleanup removes the table and the route: what `berthd cleanup` and the
-// tests' teardown call, never a stop of berthd.
+// Cleanup removes the table and the route, for an uninstall (the
+// packages' purge); a stop of berthd never calls it, so that forwarding
+// goes on without berthd.
 func (p *Proxier) Cleanup(ctx context.Context) error {
 	tx := p.nft.NewTransaction()
 	tx.Add(&knftables.Table{})

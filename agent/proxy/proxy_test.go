@@ -175,6 +175,9 @@ func TestNothingWithoutServices(t *testing.T) {
 	if fake.Table == nil || !routes.ensured {
 		t.Errorf("no table or route with a Service")
 	}
+	if err := p.Cleanup(context.Background()); err != nil || fake.Table != nil || routes.ensured {
+		t.Errorf("after Cleanup: %v, table %v, route %v", err, fake.Table, routes.ensured)
+	}
 }
 
 type fakeRoutes struct{ ensured bool }
