@@ -80,18 +80,16 @@ func TestHooksUnderSystemd(t *testing.T) {
 			PreStop:   exec("echo ran >> /pre"),
 		}},
 		"ended": {newBundle(t, "true"), &bndl.Hooks{PreStop: exec("echo ran > /pre")}},
-		"http": {termable("httpd -f -p 8080 -h /www"), &bndl.Hooks{
+		// The server is a sidecar of the pod (its network namespace),
+		// listening before the container starts: a server the container
+		// starts itself races its own postStart hook, as on a cluster.
+		"http": {termable("sleep 3600"), &bndl.Hooks{
 			PostStart: &bndl.Handler{HTTPGet: &bndl.HTTPHandler{Scheme: "http", Port: 8080, Path: "/cgi-bin/hook?from=poststart",
 				Headers: []bndl.HTTPHeader{{Name: "X-Berth", Value: "hooked"}}}},
 			PreStop: &bndl.Handler{HTTPGet: &bndl.HTTPHandler{Scheme: "http", Port: 8081, Path: "/nobody"}},
 		}},
 		"sleep": {termable("sleep 3600"), &bndl.Hooks{PreStop: &bndl.Handler{Sleep: &bndl.SleepHandler{Seconds: 3}}}},
 	}
-	// httpd's CGI writes what reached it into the container's root.
-	www := filepath.Join(cases["http"].b.lower, "www", "cgi-bin")
-	must(t, os.MkdirAll(www, 0o755))
-	must(t, os.WriteFile(filepath.Join(www, "hook"), []byte("#!/bin/sh\necho \"$HTTP_X_BERTH $REQUEST_URI\" >> /got\necho 'Content-Type: text/plain'\necho\necho ok\n"), 0o755))
-	must(t, os.Symlink("busybox", filepath.Join(cases["http"].b.lower, "bin", "httpd")))
 	// The pod's network namespace, made as berthd makes one: loopback up
 	// (no pod network here, so the hook reaches the pod on it).
 	for i, ns := range cases["http"].b.spec.Linux.Namespaces {
@@ -215,9 +213,21 @@ func TestHooksUnderSystemd(t *testing.T) {
 	})
 
 	t.Run("httpGet", func(t *testing.T) {
+		// The sidecar's httpd: its CGI writes what reached it.
+		www := n.HostPath("/srv/hookweb/cgi-bin")
+		must(t, os.MkdirAll(www, 0o755))
+		must(t, os.WriteFile(filepath.Join(www, "hook"), []byte("#!/bin/sh\necho \"$HTTP_X_BERTH $REQUEST_URI\" >> /srv/hookweb/got\necho 'Content-Type: text/plain'\necho\necho ok\n"), 0o755))
+		must(t, os.WriteFile(filepath.Join(www, "ping"), []byte("#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho pong\n"), 0o755))
+		run(t, ctx, n, "systemd-run", "--unit=hookweb", "-p", "NetworkNamespacePath=/run/netns/hookpod", "busybox", "httpd", "-f", "-p", "8080", "-h", "/srv/hookweb")
+		t.Cleanup(func() { _, _ = n.Run(context.Background(), "systemctl", "stop", "hookweb.service") })
+		waitFor("the sidecar's httpd", func() bool {
+			_, err := n.Run(ctx, "ip", "netns", "exec", "hookpod", "busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/cgi-bin/ping")
+			return err == nil
+		})
 		start("http")
 		// The pod has loopback only (no pod network here): its own.
-		if got := file("http", "got"); got != "hooked /cgi-bin/hook?from=poststart\n" {
+		got, _ := os.ReadFile(n.HostPath("/srv/hookweb/got"))
+		if string(got) != "hooked /cgi-bin/hook?from=poststart\n" {
 			t.Errorf("the server got %q", got)
 		}
 		run(t, ctx, n, "systemctl", "stop", "http.service")
