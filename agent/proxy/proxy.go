@@ -37,7 +37,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -208,8 +210,8 @@ func (c *chainDef) same(o *chainDef) bool {
 	return o != nil && strings.Join(c.rules, "\n") == strings.Join(o.rules, "\n")
 }
 
-// maps are the table's verdict maps.
-var maps = []*knftables.Map{
+// verdictMaps are the table's verdict maps.
+var verdictMaps = []*knftables.Map{
 	{Name: serviceIPsMap, Type: "ipv4_addr . inet_proto . inet_service : verdict"},
 	{Name: serviceNodePorts, Type: "inet_proto . inet_service : verdict"},
 	{Name: noEndpointServices, Type: "ipv4_addr . inet_proto . inet_service : verdict"},
@@ -219,7 +221,7 @@ var maps = []*knftables.Map{
 // desired computes the ruleset for the service ports.
 func desired(ports []*servicePort) *ruleset {
 	rs := &ruleset{chains: map[string]*chainDef{}, elements: map[string]map[string]string{}, sets: map[string]*knftables.Set{}}
-	for _, m := range maps {
+	for _, m := range verdictMaps {
 		rs.elements[m.Name] = map[string]string{}
 	}
 	chain := func(c *knftables.Chain) *chainDef {
@@ -363,7 +365,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 			}
 		}
 	}
-	for _, m := range maps {
+	for _, m := range verdictMaps {
 		tx.Add(m)
 		if resync {
 			tx.Flush(m)
@@ -383,7 +385,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	}
 	// Every chain written exists before any rule jumps to it.
 	var write []*chainDef
-	for _, name := range sortedKeys(want.chains) {
+	for _, name := range slices.Sorted(maps.Keys(want.chains)) {
 		d := want.chains[name]
 		if c, exists := old.chains[name]; exists && d.same(c) && !resync {
 			continue
@@ -396,8 +398,8 @@ func (p *Proxier) Sync(ctx context.Context) error {
 			tx.Add(&knftables.Rule{Chain: d.chain.Name, Rule: r})
 		}
 	}
-	for _, m := range maps {
-		for _, key := range sortedKeys(want.elements[m.Name]) {
+	for _, m := range verdictMaps {
+		for _, key := range slices.Sorted(maps.Keys(want.elements[m.Name])) {
 			v := want.elements[m.Name][key]
 			if ov, ok := old.elements[m.Name][key]; ok && ov == v && !resync {
 				continue
@@ -424,15 +426,6 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		p.lastAt = time.Now()
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func toAny(s []string) []any {

@@ -157,7 +157,7 @@ func (s *Server) deleteObject(k *kind, ns, name string, opts *metav1.DeleteOptio
 			}
 		}
 		if k.ownsDependents && cur.GetDeletionTimestamp() == nil {
-			if f := deletionFinalizer(opts); f != "" && !hasString(cur.GetFinalizers(), f) {
+			if f := deletionFinalizer(opts); f != "" && !has(cur.GetFinalizers(), f) {
 				cur.SetFinalizers(append(cur.GetFinalizers(), f))
 			}
 		}
@@ -201,15 +201,6 @@ func deletionFinalizer(opts *metav1.DeleteOptions) string {
 		return metav1.FinalizerDeleteDependents
 	}
 	return ""
-}
-
-func hasString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // checkPreconditions is BeforeDelete's precondition check, in its words

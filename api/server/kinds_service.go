@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -147,7 +148,7 @@ func isHeadless(svc *corev1.Service) bool {
 // client did not also change it (validation then says so).
 func dropTypeDependentFields(svc, old *corev1.Service) {
 	if needsClusterIP(old) && !needsClusterIP(svc) {
-		if slicesEqual(svc.Spec.ClusterIPs, old.Spec.ClusterIPs) && svc.Spec.ClusterIP == old.Spec.ClusterIP {
+		if slices.Equal(svc.Spec.ClusterIPs, old.Spec.ClusterIPs) && svc.Spec.ClusterIP == old.Spec.ClusterIP {
 			svc.Spec.ClusterIP, svc.Spec.ClusterIPs = "", nil
 		}
 		if apiequality.Semantic.DeepEqual(svc.Spec.IPFamilies, old.Spec.IPFamilies) {
@@ -181,18 +182,6 @@ func sameNodePorts(a, b *corev1.Service) bool {
 	}
 	for i := range a.Spec.Ports {
 		if a.Spec.Ports[i].NodePort != b.Spec.Ports[i].NodePort {
-			return false
-		}
-	}
-	return true
-}
-
-func slicesEqual(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
 			return false
 		}
 	}
@@ -244,7 +233,7 @@ func normalizeClusterIPs(svc, old *corev1.Service) {
 	if len(old.Spec.ClusterIPs) > 0 && len(svc.Spec.ClusterIPs) == 0 && old.Spec.ClusterIP == svc.Spec.ClusterIP {
 		svc.Spec.ClusterIPs = old.Spec.ClusterIPs
 	}
-	if old.Spec.ClusterIP != svc.Spec.ClusterIP && slicesEqual(old.Spec.ClusterIPs, svc.Spec.ClusterIPs) {
+	if old.Spec.ClusterIP != svc.Spec.ClusterIP && slices.Equal(old.Spec.ClusterIPs, svc.Spec.ClusterIPs) {
 		if old.Spec.ClusterIP != "" && svc.Spec.ClusterIP == "" {
 			svc.Spec.ClusterIPs = nil
 		} else {

@@ -13,6 +13,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -428,7 +430,7 @@ func (c *Controller) syncSlices(svc *corev1.Service, ps []*corev1.Pod, have []*d
 	// The slices left over are reused for what is unmatched before any is
 	// created, as the reconciler fills existing slices first.
 	var spare []*discoveryv1.EndpointSlice
-	for _, k := range sortedKeys(byPorts) {
+	for _, k := range slices.Sorted(maps.Keys(byPorts)) {
 		spare = append(spare, byPorts[k]...)
 	}
 	for _, d := range unmatched {
@@ -499,15 +501,6 @@ func isEmptyJSON(b []byte) bool {
 	return s == "null" || s == "[]" || s == "{}"
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 // desiredSubsets is the Endpoints controller's subsets: each pod's
 // address under the ports it resolves (a headless Service without ports:
 // the address alone), ready or not ready, terminating pods left out unless
@@ -573,7 +566,7 @@ func desiredSubsets(svc *corev1.Service, ps []*corev1.Pod) []corev1.EndpointSubs
 		}
 	}
 	out := []corev1.EndpointSubset{}
-	for _, k := range sortedKeys(subsets) {
+	for _, k := range slices.Sorted(maps.Keys(subsets)) {
 		ss := subsets[k]
 		byIP := func(as []corev1.EndpointAddress) func(i, j int) bool {
 			return func(i, j int) bool {

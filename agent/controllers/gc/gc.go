@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -128,7 +129,7 @@ func (c *Collector) Sync(ctx context.Context) error {
 			return err
 		}
 		for _, o := range objs {
-			if o.GetDeletionTimestamp() != nil && (has(o, metav1.FinalizerOrphanDependents) || has(o, metav1.FinalizerDeleteDependents)) {
+			if o.GetDeletionTimestamp() != nil && (slices.Contains(o.GetFinalizers(), metav1.FinalizerOrphanDependents) || slices.Contains(o.GetFinalizers(), metav1.FinalizerDeleteDependents)) {
 				deleting = append(deleting, object{k, o})
 			}
 		}
@@ -157,21 +158,12 @@ func (c *Collector) Sync(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func has(o metav1.Object, f string) bool {
-	for _, x := range o.GetFinalizers() {
-		if x == f {
-			return true
-		}
-	}
-	return false
-}
-
 // collect does what the owner's finalizer asks: Orphan releases every
 // dependent, then lets the owner go; Foreground deletes them (in the
 // foreground too) and lets the owner go once none is left.
 func (c *Collector) collect(owner object, deps []object) error {
 	uid := owner.obj.GetUID()
-	if has(owner.obj, metav1.FinalizerOrphanDependents) {
+	if slices.Contains(owner.obj.GetFinalizers(), metav1.FinalizerOrphanDependents) {
 		for _, d := range deps {
 			if err := c.release(d, uid); err != nil {
 				return err
@@ -221,7 +213,7 @@ var errUnchanged = errors.New("unchanged")
 // finish removes the finalizer; the owner goes when it was the last.
 func (c *Collector) finish(owner object, finalizer string) error {
 	_, err := c.cfg.Store.Modify(owner.kind.res, owner.obj.GetNamespace(), owner.obj.GetName(), owner.kind.new(), func(cur store.Object) (store.Decision, error) {
-		if cur.GetUID() != owner.obj.GetUID() || !has(cur, finalizer) {
+		if cur.GetUID() != owner.obj.GetUID() || !slices.Contains(cur.GetFinalizers(), finalizer) {
 			return store.Decision{}, errUnchanged
 		}
 		var keep []string
