@@ -1,10 +1,12 @@
 package kubectl
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // deployYAML is a Deployment of the signed image sleeping, selecting
@@ -175,5 +177,105 @@ func TestRolloutSurvivesKill(t *testing.T) {
 	}
 	if got := k.must("get", "deploy", "big", "-n", "big", "-o", "jsonpath={.status.replicas} {.status.updatedReplicas} {.status.availableReplicas}"); got != "50 50 50" {
 		t.Errorf("status: %q", got)
+	}
+}
+
+// TestRollingUpdateAvailability: a rolling update of 6 pods with
+// maxUnavailable 1 and maxSurge 2, watched from start to end with the
+// stock kubectl's `get pods -w --output-watch-events`: at no event are
+// fewer than 5 pods ready and not being deleted, nor more than 8 pods not
+// being deleted; the rollout ends with 6 pods of the new template. Then
+// scale to 0 (no pod left, the ReplicaSet at 0) and back to 6.
+func TestRollingUpdateAvailability(t *testing.T) {
+	t.Parallel() // a node of its own
+	e := newEnv(t)
+	k := e.stock()
+	img := e.signed.Ref
+	const replicas, minAvailable, maxPods = 6, 5, 8
+	strategy := "{type: RollingUpdate, rollingUpdate: {maxUnavailable: 1, maxSurge: 2}}"
+	k.must("create", "namespace", "ru")
+	e.write("/var/tmp/ru1.yaml", deployYAML("ru", "ru", img, strategy, "one", replicas))
+	e.write("/var/tmp/ru2.yaml", deployYAML("ru", "ru", img, strategy, "two", replicas))
+	k.must("create", "-f", "/var/tmp/ru1.yaml")
+	k.must("rollout", "status", "deployment/ru", "-n", "ru", "--timeout=2m")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	watch := e.follow(ctx, "get", "pods", "-n", "ru", "-l", "app=ru", "-w", "--output-watch-events", "-o",
+		`jsonpath={.type} {.object.metadata.name} deleting={.object.metadata.deletionTimestamp} ready={.object.status.conditions[?(@.type=="Ready")].status}{"\n"}`)
+	events := &lockedBuffer{}
+	watch.Stdout = events
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = watch.Process.Kill(); _ = watch.Wait() }()
+	waitFor(t, "the watch to list the first pods", func() bool { return strings.Count(events.String(), "\n") >= replicas })
+	k.must("apply", "-f", "/var/tmp/ru2.yaml")
+	k.must("rollout", "status", "deployment/ru", "-n", "ru", "--timeout=3m")
+	k.eventually("the old pods gone", func(s string) bool { return len(strings.Fields(s)) == replicas },
+		"get", "pods", "-n", "ru", "-l", "app=ru", "-o", "name")
+	_ = watch.Process.Kill()
+	_ = watch.Wait()
+
+	// Replay the events: a pod counts as available while it is Ready and
+	// has no deletionTimestamp, as the Deployment controller counts it.
+	type state struct{ ready, deleting bool }
+	pods := map[string]state{}
+	lines := strings.Split(strings.TrimSpace(events.String()), "\n")
+	lowest, highest := replicas, 0
+	for i, line := range lines {
+		f := strings.Fields(line)
+		if len(f) != 4 || !strings.HasPrefix(f[2], "deleting=") || !strings.HasPrefix(f[3], "ready=") {
+			t.Fatalf("watch line %q", line)
+		}
+		switch f[0] {
+		case "ADDED", "MODIFIED":
+			pods[f[1]] = state{ready: f[3] == "ready=True", deleting: f[2] != "deleting="}
+		case "DELETED":
+			delete(pods, f[1])
+		default:
+			t.Fatalf("watch line %q", line)
+		}
+		if i < replicas-1 { // the initial listing, pod by pod
+			continue
+		}
+		available, live := 0, 0
+		for _, s := range pods {
+			if !s.deleting {
+				live++
+				if s.ready {
+					available++
+				}
+			}
+		}
+		lowest, highest = min(lowest, available), max(highest, live)
+		if available < minAvailable || live > maxPods {
+			t.Errorf("event %d (%s): %d pods available, %d not deleting; want at least %d and at most %d", i, line, available, live, minAvailable, maxPods)
+		}
+	}
+	t.Logf("%d watch events; available pods never below %d, pods never above %d", len(lines), lowest, highest)
+	if len(lines) < 4*replicas {
+		t.Errorf("only %d watch events for a rollout of %d pods:\n%s", len(lines), replicas, events.String())
+	}
+	for _, p := range activePods(k, "ru", "app=ru") {
+		if env := k.must("get", "pod", p, "-n", "ru", "-o", "jsonpath={.spec.containers[0].env[0].value}"); env != "two" {
+			t.Errorf("pod %s runs the old template (%s)", p, env)
+		}
+	}
+
+	// Scale to 0 and back.
+	k.must("scale", "deployment", "ru", "-n", "ru", "--replicas=0")
+	k.eventually("no pod left", func(s string) bool { return strings.TrimSpace(s) == "" },
+		"get", "pods", "-n", "ru", "-l", "app=ru", "-o", "name")
+	if got := k.must("get", "deploy", "ru", "-n", "ru", "-o", "jsonpath={.spec.replicas} {.status.replicas} {.status.availableReplicas}"); got != "0  " { // replicas and availableReplicas are omitempty
+		t.Errorf("scaled to 0: %q", got)
+	}
+	k.must("scale", "deployment", "ru", "-n", "ru", "--replicas=6")
+	k.must("rollout", "status", "deployment/ru", "-n", "ru", "--timeout=2m")
+	if pods := activePods(k, "ru", "app=ru"); len(pods) != replicas {
+		t.Errorf("scaled back: %d pods, want %d", len(pods), replicas)
+	}
+	if got := k.must("get", "rs", "-n", "ru", "-o", `jsonpath={range .items[*]}{.spec.replicas} {end}`); strings.Count(got, "6") != 1 || strings.Count(got, "0") != 1 {
+		t.Errorf("replicasets after scaling back: %q, want one at 6 and one at 0", got)
 	}
 }
