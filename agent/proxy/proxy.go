@@ -77,7 +77,9 @@ type Config struct {
 	// "berth", family ip).
 	NFT knftables.Interface
 	// Routes routes the Service range (nil: none).
-	Routes      Routes
+	Routes Routes
+	// Conntrack clears stale UDP flows (conntrack.go; nil: none).
+	Conntrack   Conntrack
 	ServiceCIDR netip.Prefix
 	Log         hclog.Logger
 	// Resync is the period of a full pass without any change (default 30 s).
@@ -115,6 +117,8 @@ type Proxier struct {
 	lastAt time.Time
 	// routed: the service range's route is in place.
 	routed bool
+	// udp: the UDP targets conntrack was last cleared for (nil: never).
+	udp *udpTargets
 }
 
 // New returns a proxier; Run starts it.
@@ -425,7 +429,33 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	if resync {
 		p.lastAt = time.Now()
 	}
+	p.clearUDP(ports, resync)
 	return nil
+}
+
+// clearUDP deletes the UDP flows the rules just written no longer allow
+// (conntrack.go), after a change to the UDP Services and at each resync
+// (a flow may have outlived a berthd that was down). A failure is logged
+// and retried on the next pass: the rules are right, only some flows keep
+// their old backend meanwhile.
+func (p *Proxier) clearUDP(ports []*servicePort, resync bool) {
+	if p.cfg.Conntrack == nil {
+		return
+	}
+	u := udpTargetsOf(ports, p.cfg.ServiceCIDR, p.udp)
+	if !resync && p.udp != nil && p.udp.key() == u.key() {
+		return
+	}
+	n, err := p.cfg.Conntrack.DeleteUDP(u.stale)
+	if err != nil {
+		p.log.Warn("clear stale UDP flows", "error", err)
+		p.udp = nil
+		return
+	}
+	if n > 0 {
+		p.log.Debug("cleared stale UDP flows", "flows", n)
+	}
+	p.udp = u
 }
 
 func toAny(s []string) []any {

@@ -495,7 +495,7 @@ func startAgents(ctx context.Context, d agentDeps) error {
 	// Services' forwarding in the kernel (nftables); it stays programmed
 	// when berthd stops.
 	if svcRange, err := d.Config.Network.ServiceRange(); err == nil {
-		if px, err := proxy.New(proxy.Config{Store: d.Store, Routes: proxy.LoopbackRoutes{}, ServiceCIDR: svcRange, Log: d.Log.Named("proxy")}); err != nil {
+		if px, err := proxy.New(proxy.Config{Store: d.Store, Routes: proxy.LoopbackRoutes{}, Conntrack: proxy.NetlinkConntrack{}, ServiceCIDR: svcRange, Log: d.Log.Named("proxy")}); err != nil {
 			d.Log.Error("Services will not forward", "error", err)
 		} else {
 			goAgent(func() {
