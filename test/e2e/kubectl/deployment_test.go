@@ -108,6 +108,33 @@ func TestDeployments(t *testing.T) {
 		t.Errorf("after undo, %s: %q, want 3 replicas at revision 3", rs1, got)
 	}
 
+	// Paused: a new image makes no ReplicaSet until the rollout resumes.
+	k.must("rollout", "pause", "deployment/web", "-n", "dep")
+	byDigest := strings.TrimSuffix(img, ":1") + "@" + e.signed.Digest
+	k.must("set", "image", "deployment/web", "app="+byDigest, "-n", "dep")
+	k.eventually("the Deployment paused", contains("Progressing=Unknown/DeploymentPaused: Deployment is paused"),
+		"get", "deploy", "web", "-n", "dep", "-o", `jsonpath={range .status.conditions[*]}{.type}={.status}/{.reason}: {.message}{"\n"}{end}`)
+	if n := len(strings.Fields(k.must("get", "rs", "-n", "dep", "-l", "app=web", "-o", "name"))); n != 2 {
+		t.Errorf("%d replicasets while paused, want 2", n)
+	}
+	k.must("rollout", "resume", "deployment/web", "-n", "dep")
+	k.must("rollout", "status", "deployment/web", "-n", "dep", "--timeout=2m")
+	for _, p := range activePods(k, "dep", "app=web") {
+		if im := k.must("get", "pod", p, "-n", "dep", "-o", "jsonpath={.spec.containers[0].image}"); im != byDigest {
+			t.Errorf("pod %s after set image: %s", p, im)
+		}
+	}
+	// Restart: the same template with kubectl's restartedAt annotation, a
+	// new ReplicaSet at revision 5.
+	k.must("rollout", "restart", "deployment/web", "-n", "dep")
+	k.must("rollout", "status", "deployment/web", "-n", "dep", "--timeout=2m")
+	if got := k.must("get", "deploy", "web", "-n", "dep", "-o", `jsonpath={.metadata.annotations.deployment\.kubernetes\.io/revision} {.spec.template.metadata.annotations.kubectl\.kubernetes\.io/restartedAt}`); !regexp.MustCompile(`^5 \d{4}-\d\d-\d\dT`).MatchString(got) {
+		t.Errorf("after rollout restart: %q, want revision 5 and restartedAt", got)
+	}
+	if n := len(strings.Fields(k.must("get", "rs", "-n", "dep", "-l", "app=web", "-o", "name"))); n != 4 {
+		t.Errorf("%d replicasets after the restart, want 4", n)
+	}
+
 	// Scale: the ReplicaSet follows.
 	k.must("scale", "deployment", "web", "-n", "dep", "--replicas=1")
 	k.eventually("scaled to 1", func(s string) bool { return s == "1 1" },

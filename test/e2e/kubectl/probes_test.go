@@ -1,7 +1,6 @@
 package kubectl
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"regexp"
@@ -10,10 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/test/node"
-	"github.com/berth-dev/berth/test/node/nodetest"
-	"github.com/berth-dev/berth/test/nodeberthd"
-	"github.com/berth-dev/berth/test/nodereg"
 	"github.com/berth-dev/berth/test/testenv"
 )
 
@@ -316,31 +311,9 @@ func BenchmarkProbesOnNode(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("BERTH_PROBE_NODE_PODS")); err == nil && v > 0 {
 		pods = v
 	}
-	bin := b.TempDir()
-	if err := nodeberthd.Build(bin); err != nil {
-		b.Fatal(err)
-	}
-	if err := nodereg.CopyCosign(bin); err != nil {
-		b.Fatal(err)
-	}
-	n := nodetest.New(b, node.Options{Name: "probebench", BinDir: bin})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	signed, err := nodereg.SignedImages(ctx, n, 5000)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := nodeberthd.Install(ctx, n, ""); err != nil {
-		b.Fatal(err)
-	}
-	sh := func(args ...string) string {
-		b.Helper()
-		out, err := n.Run(ctx, args...)
-		if err != nil {
-			b.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return out
-	}
+	bn := newBenchNode(b, "probebench", "")
+	n, signed, ctx := bn.n, bn.signed, bn.ctx
+	sh := bn.sh
 	// berthd's user and system time (this node may run cgroup v1, where
 	// systemd accounts no CPU for berthd.service).
 	cpu := func() (user, sys time.Duration) {

@@ -50,6 +50,14 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {name: sticky, namespace: fwd}
+spec:
+  selector: {app: web, version: blue}
+  sessionAffinity: ClientIP
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
 metadata: {name: empty, namespace: fwd}
 spec:
   selector: {app: nothing}
@@ -59,7 +67,8 @@ spec:
 // TestServiceForwarding: Services forwarded by the kernel on a real node
 // (nftables, agent/proxy): a cluster IP reached from the node and from a
 // pod (its own Service too: hairpin), spread over the ready endpoints; a
-// node port on the node's address; a Service without endpoints refusing
+// node port on the node's address; ClientIP session affinity keeping a
+// client on one pod; a Service without endpoints refusing
 // at once; a selector patch moving new connections from blue to green
 // and back; forwarding going on while berthd is stopped.
 func TestServiceForwarding(t *testing.T) {
@@ -106,19 +115,27 @@ func TestServiceForwarding(t *testing.T) {
 		}
 		return len(got) == pods
 	}
-	waitFor := func(what, url, colour string) {
+	// waitFor waits until url is answered by as many pods of colour, and
+	// only by them.
+	waitFor := func(what, url, colour string, pods int) {
 		t.Helper()
 		var got map[string]int
 		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
-			if got = answers(url, 16); onlyColour(got, colour, 2) {
+			if got = answers(url, 16); onlyColour(got, colour, pods) {
 				return
 			}
 		}
-		t.Fatalf("%s: answers %v, want both %s pods only", what, got, colour)
+		t.Fatalf("%s: answers %v, want %d %s pods only", what, got, pods, colour)
 	}
 
 	// The cluster IP from the node: both blue pods answer.
-	waitFor("cluster IP", "http://"+cip+"/index.html", "blue")
+	waitFor("cluster IP", "http://"+cip+"/index.html", "blue", 2)
+	// ClientIP affinity: the same two pods behind it, one answers them all.
+	scip := k.must("get", "svc", "sticky", "-n", "fwd", "-o", "jsonpath={.spec.clusterIP}")
+	waitFor("affinity's endpoints", "http://"+scip+"/index.html", "blue", 1)
+	if got := answers("http://"+scip+"/index.html", 16); len(got) != 1 {
+		t.Errorf("sessionAffinity ClientIP: answered by %v, want one pod", got)
+	}
 	// From a green pod, and from a blue pod to its own Service (hairpin).
 	for _, colour := range []string{"green", "blue"} {
 		pod := strings.Fields(k.must("get", "pods", "-n", "fwd", "-l", "version="+colour, "-o", "jsonpath={.items[*].metadata.name}"))[0]
@@ -146,7 +163,7 @@ func TestServiceForwarding(t *testing.T) {
 	e.run("ip", "link", "add", "berthtest-np", "type", "veth", "peer", "name", "berthtest-np1")
 	e.run("ip", "addr", "add", "192.0.2.20/32", "dev", "berthtest-np")
 	e.run("ip", "link", "set", "berthtest-np", "up")
-	waitFor("node port", "http://192.0.2.20:30080/index.html", "blue")
+	waitFor("node port", "http://192.0.2.20:30080/index.html", "blue", 2)
 	// No endpoints: refused at once (reject), not a timeout.
 	ecip := k.must("get", "svc", "empty", "-n", "fwd", "-o", "jsonpath={.spec.clusterIP}")
 	start := time.Now()
@@ -158,7 +175,7 @@ func TestServiceForwarding(t *testing.T) {
 	// new connection.
 	for _, colour := range []string{"green", "blue", "green"} {
 		k.must("patch", "service", "web", "-n", "fwd", "-p", `{"spec":{"selector":{"version":"`+colour+`"}}}`)
-		waitFor("after the switch to "+colour, "http://"+cip+"/index.html", colour)
+		waitFor("after the switch to "+colour, "http://"+cip+"/index.html", colour, 2)
 	}
 
 	// The rules are the kernel's: they forward with berthd stopped.
