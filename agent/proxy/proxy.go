@@ -22,12 +22,21 @@
 //	                               endpoints rejected (@no-endpoint-*)
 //	nat-postrouting             → masquerade what was marked
 //
-// Service traffic is masqueraded (kube-proxy's masqueradeAll): berth's
-// bridge network does not pass bridged traffic through netfilter (no
-// br_netfilter), so a reply from a backend on the same bridge as its
-// client would otherwise skip the reverse translation; with it, a pod
-// reaching its own Service (hairpin) works too. Backends see the bridge's
-// address as the client's.
+// Service traffic from pods and from outside is masqueraded (kube-proxy's
+// masqueradeAll): berth's bridge network does not pass bridged traffic
+// through netfilter (no br_netfilter), so a reply from a backend on the
+// same bridge as its client would otherwise skip the reverse translation;
+// with it, a pod reaching its own Service (hairpin) works too. Backends
+// see the bridge's address as the client's. The node's own connections
+// are not masqueraded (but from 127.0.0.0/8, which cannot leave lo): on
+// one node every backend's reply comes back through the node, where
+// conntrack reverses the translation, and keeping the client's port keeps
+// a new connection's initial sequence number above the one its port
+// last used. With masquerade's random ports, a client that opens many
+// short connections to one Service hits the backend's TIME_WAIT sockets
+// with sequence numbers out of order, and each such SYN waits for its
+// retransmission: measured from a node at ~1,000 connections a second,
+// the rate fell to a tenth within 15 s (BenchmarkClusterIPThroughput).
 package proxy
 
 import (
@@ -252,7 +261,9 @@ func desired(ports []*servicePort) *ruleset {
 	rule(masq, "meta mark &", masqMark, "== 0 return")
 	rule(masq, "meta mark set meta mark ^", masqMark)
 	rule(masq, "masquerade fully-random")
-	rule(plain("mark-for-masquerade"), "meta mark set meta mark |", masqMark)
+	mark := plain("mark-for-masquerade")
+	rule(mark, "ip saddr != 127.0.0.0/8 fib saddr type local return") // the node's own, above
+	rule(mark, "meta mark set meta mark |", masqMark)
 	svcs := plain("services")
 	rule(svcs, "ip daddr . meta l4proto . th dport vmap @"+serviceIPsMap)
 	// Node ports on the node's own addresses (not loopback: a DNAT of
