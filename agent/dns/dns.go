@@ -22,7 +22,6 @@ package dns
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -43,7 +42,7 @@ import (
 
 // Store is what the server reads of agent/store.
 type Store interface {
-	List(res store.Resource, ns string, fn func(data []byte) error) (uint64, error)
+	ScanKeyed(res store.Resource, ns string, fn func(key, data []byte) error) (uint64, error)
 	Watch(ctx context.Context, res store.Resource, ns string, from uint64) (*store.Watch, error)
 }
 
@@ -75,6 +74,9 @@ type Server struct {
 	index  map[string][]mdns.RR // by lower-case name and type "A", "SRV", "CNAME"
 	names  map[string]bool      // every name that exists in the zone (for NODATA against NXDOMAIN)
 	client *mdns.Client
+	// The lists' decoded objects, read only (store.Decoded).
+	svcs   *store.Decoded[corev1.Service]
+	slices *store.Decoded[discoveryv1.EndpointSlice]
 }
 
 // New returns a server; Run serves.
@@ -86,6 +88,7 @@ func New(cfg Config) *Server {
 		cfg.Domain = "cluster.local"
 	}
 	return &Server{cfg: cfg, log: cfg.Log, loop: loop.New(), zone: mdns.Fqdn(strings.ToLower(cfg.Domain)),
+		svcs: &store.Decoded[corev1.Service]{Resource: "services"}, slices: &store.Decoded[discoveryv1.EndpointSlice]{Resource: "endpointslices"},
 		index: map[string][]mdns.RR{}, names: map[string]bool{}, client: &mdns.Client{Timeout: 2 * time.Second}}
 }
 
@@ -121,28 +124,18 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Rebuild reads the Services and their slices into the records.
 func (s *Server) Rebuild() error {
-	var svcs []*corev1.Service
-	if _, err := s.cfg.Store.List("services", "", func(b []byte) error {
-		var x corev1.Service
-		if err := json.Unmarshal(b, &x); err != nil {
-			return err
-		}
-		svcs = append(svcs, &x)
-		return nil
-	}); err != nil {
-		return fmt.Errorf("list services: %w", err)
+	svcs, _, err := s.svcs.List(s.cfg.Store, "")
+	if err != nil {
+		return err
+	}
+	all, _, err := s.slices.List(s.cfg.Store, "")
+	if err != nil {
+		return err
 	}
 	slices := map[string][]*discoveryv1.EndpointSlice{}
-	if _, err := s.cfg.Store.List("endpointslices", "", func(b []byte) error {
-		var x discoveryv1.EndpointSlice
-		if err := json.Unmarshal(b, &x); err != nil {
-			return err
-		}
+	for _, x := range all {
 		key := x.Namespace + "/" + x.Labels[discoveryv1.LabelServiceName]
-		slices[key] = append(slices[key], &x)
-		return nil
-	}); err != nil {
-		return fmt.Errorf("list endpointslices: %w", err)
+		slices[key] = append(slices[key], x)
 	}
 	index := map[string][]mdns.RR{}
 	names := map[string]bool{}

@@ -43,7 +43,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base32"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -66,7 +65,7 @@ import (
 
 // Store is what the proxier reads of agent/store.
 type Store interface {
-	List(res store.Resource, ns string, fn func(data []byte) error) (uint64, error)
+	ScanKeyed(res store.Resource, ns string, fn func(key, data []byte) error) (uint64, error)
 	Watch(ctx context.Context, res store.Resource, ns string, from uint64) (*store.Watch, error)
 }
 
@@ -128,6 +127,9 @@ type Proxier struct {
 	routed bool
 	// udp: the UDP targets conntrack was last cleared for (nil: never).
 	udp *udpTargets
+	// The lists' decoded objects, read only (store.Decoded).
+	svcs   *store.Decoded[corev1.Service]
+	slices *store.Decoded[discoveryv1.EndpointSlice]
 }
 
 // New returns a proxier; Run starts it.
@@ -145,7 +147,8 @@ func New(cfg Config) (*Proxier, error) {
 			return nil, fmt.Errorf("nftables: %w", err)
 		}
 	}
-	return &Proxier{cfg: cfg, nft: nft, log: cfg.Log, loop: loop.New()}, nil
+	return &Proxier{cfg: cfg, nft: nft, log: cfg.Log, loop: loop.New(),
+		svcs: &store.Decoded[corev1.Service]{Resource: services}, slices: &store.Decoded[discoveryv1.EndpointSlice]{Resource: endpointSlices}}, nil
 }
 
 // Run follows Services and EndpointSlices and programs the table after
@@ -481,30 +484,20 @@ func toAny(s []string) []any {
 // endpoints their traffic goes to, in a stable order, and counts the
 // Services.
 func (p *Proxier) read() ([]*servicePort, int, error) {
-	var svcs []*corev1.Service
-	if _, err := p.cfg.Store.List(services, "", func(b []byte) error {
-		var s corev1.Service
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		svcs = append(svcs, &s)
-		return nil
-	}); err != nil {
-		return nil, 0, fmt.Errorf("list services: %w", err)
+	svcs, _, err := p.svcs.List(p.cfg.Store, "")
+	if err != nil {
+		return nil, 0, err
+	}
+	all, _, err := p.slices.List(p.cfg.Store, "")
+	if err != nil {
+		return nil, 0, err
 	}
 	slices := map[string][]*discoveryv1.EndpointSlice{}
-	if _, err := p.cfg.Store.List(endpointSlices, "", func(b []byte) error {
-		var es discoveryv1.EndpointSlice
-		if err := json.Unmarshal(b, &es); err != nil {
-			return err
-		}
+	for _, es := range all {
 		if es.AddressType == discoveryv1.AddressTypeIPv4 {
 			key := es.Namespace + "/" + es.Labels[discoveryv1.LabelServiceName]
-			slices[key] = append(slices[key], &es)
+			slices[key] = append(slices[key], es)
 		}
-		return nil
-	}); err != nil {
-		return nil, 0, fmt.Errorf("list endpointslices: %w", err)
 	}
 	var out []*servicePort
 	for _, s := range svcs {

@@ -305,6 +305,12 @@ func (s *Store) List(res Resource, ns string, fn func(data []byte) error) (uint6
 // is for a list that keeps little of each object (a Table's rows, a
 // selector that matches few).
 func (s *Store) Scan(res Resource, ns string, fn func(data []byte) error) (uint64, error) {
+	return s.ScanKeyed(res, ns, func(_, data []byte) error { return fn(data) })
+}
+
+// ScanKeyed is Scan with each object's key ("<namespace>/<name>", or
+// "/<name>" for a cluster-scoped object), valid as long as data is.
+func (s *Store) ScanKeyed(res Resource, ns string, fn func(key, data []byte) error) (uint64, error) {
 	var rv uint64
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(metaBucket).Get(rvKey); v != nil {
@@ -326,7 +332,7 @@ func (s *Store) Scan(res Resource, ns string, fn func(data []byte) error) (uint6
 			if ns != "" && !hasPrefix(k, prefix) {
 				break
 			}
-			if err := fn(v); err != nil {
+			if err := fn(k, v); err != nil {
 				return err
 			}
 		}

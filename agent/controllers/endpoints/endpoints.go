@@ -35,7 +35,7 @@ import (
 
 // Store is what the controller reads and writes of agent/store.
 type Store interface {
-	List(res store.Resource, ns string, fn func(data []byte) error) (uint64, error)
+	ScanKeyed(res store.Resource, ns string, fn func(key, data []byte) error) (uint64, error)
 	Modify(res store.Resource, ns, name string, obj store.Object, fn func(cur store.Object) (store.Decision, error)) (bool, error)
 	Watch(ctx context.Context, res store.Resource, ns string, from uint64) (*store.Watch, error)
 }
@@ -85,6 +85,11 @@ type Controller struct {
 	log  hclog.Logger
 	loop *loop.Loop
 	mu   sync.Mutex
+	// The lists' decoded objects, read only (store.Decoded).
+	svcs   *store.Decoded[corev1.Service]
+	pods   *store.Decoded[corev1.Pod]
+	slices *store.Decoded[discoveryv1.EndpointSlice]
+	eps    *store.Decoded[corev1.Endpoints]
 }
 
 // New returns a controller; Run starts it.
@@ -98,7 +103,9 @@ func New(cfg Config) *Controller {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Controller{cfg: cfg, log: cfg.Log, loop: loop.New()}
+	return &Controller{cfg: cfg, log: cfg.Log, loop: loop.New(),
+		svcs: &store.Decoded[corev1.Service]{Resource: services}, pods: &store.Decoded[corev1.Pod]{Resource: pods},
+		slices: &store.Decoded[discoveryv1.EndpointSlice]{Resource: endpointSlices}, eps: &store.Decoded[corev1.Endpoints]{Resource: endpoints}}
 }
 
 // Run follows Services, pods, EndpointSlices and Endpoints and makes a
@@ -107,39 +114,23 @@ func (c *Controller) Run(ctx context.Context) error {
 	return c.loop.Run(ctx, c.cfg.Store, []store.Resource{services, pods, endpointSlices, endpoints}, c.cfg.Resync, c.log, c.Sync)
 }
 
-func list[T any](st Store, res store.Resource) ([]*T, error) {
-	var out []*T
-	_, err := st.List(res, "", func(b []byte) error {
-		o := new(T)
-		if err := json.Unmarshal(b, o); err != nil {
-			return err
-		}
-		out = append(out, o)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", res, err)
-	}
-	return out, nil
-}
-
 // Sync makes one pass over every Service.
 func (c *Controller) Sync(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	svcs, err := list[corev1.Service](c.cfg.Store, services)
+	svcs, _, err := c.svcs.List(c.cfg.Store, "")
 	if err != nil {
 		return err
 	}
-	allPods, err := list[corev1.Pod](c.cfg.Store, pods)
+	allPods, _, err := c.pods.List(c.cfg.Store, "")
 	if err != nil {
 		return err
 	}
-	allSlices, err := list[discoveryv1.EndpointSlice](c.cfg.Store, endpointSlices)
+	allSlices, _, err := c.slices.List(c.cfg.Store, "")
 	if err != nil {
 		return err
 	}
-	allEps, err := list[corev1.Endpoints](c.cfg.Store, endpoints)
+	allEps, _, err := c.eps.List(c.cfg.Store, "")
 	if err != nil {
 		return err
 	}

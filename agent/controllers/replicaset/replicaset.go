@@ -33,7 +33,7 @@ import (
 // Store is what the controller reads and writes of agent/store: lists,
 // the watch, and status writes (a controller's status updates).
 type Store interface {
-	List(res store.Resource, ns string, fn func(data []byte) error) (uint64, error)
+	ScanKeyed(res store.Resource, ns string, fn func(key, data []byte) error) (uint64, error)
 	Modify(res store.Resource, ns, name string, obj store.Object, fn func(cur store.Object) (store.Decision, error)) (bool, error)
 	Watch(ctx context.Context, res store.Resource, ns string, from uint64) (*store.Watch, error)
 }
@@ -79,6 +79,9 @@ type Controller struct {
 	log  hclog.Logger
 	loop *loop.Loop
 	mu   sync.Mutex // one pass at a time (Sync may be called by tests)
+	// The lists' decoded objects, read only (store.Decoded).
+	sets *store.Decoded[appsv1.ReplicaSet]
+	pods *store.Decoded[corev1.Pod]
 }
 
 // New returns a controller; Run starts it.
@@ -92,7 +95,8 @@ func New(cfg Config) *Controller {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Controller{cfg: cfg, log: cfg.Log, loop: loop.New()}
+	return &Controller{cfg: cfg, log: cfg.Log, loop: loop.New(),
+		sets: &store.Decoded[appsv1.ReplicaSet]{Resource: replicaSets}, pods: &store.Decoded[corev1.Pod]{Resource: pods}}
 }
 
 // Run follows ReplicaSets and pods and makes a pass for each change (and
@@ -106,27 +110,13 @@ func (c *Controller) Run(ctx context.Context) error {
 func (c *Controller) Sync(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var sets []*appsv1.ReplicaSet
-	if _, err := c.cfg.Store.List(replicaSets, "", func(b []byte) error {
-		var rs appsv1.ReplicaSet
-		if err := json.Unmarshal(b, &rs); err != nil {
-			return err
-		}
-		sets = append(sets, &rs)
-		return nil
-	}); err != nil {
-		return fmt.Errorf("list replicasets: %w", err)
+	sets, _, err := c.sets.List(c.cfg.Store, "")
+	if err != nil {
+		return err
 	}
-	var all []*corev1.Pod
-	if _, err := c.cfg.Store.List(pods, "", func(b []byte) error {
-		var p corev1.Pod
-		if err := json.Unmarshal(b, &p); err != nil {
-			return err
-		}
-		all = append(all, &p)
-		return nil
-	}); err != nil {
-		return fmt.Errorf("list pods: %w", err)
+	all, _, err := c.pods.List(c.cfg.Store, "")
+	if err != nil {
+		return err
 	}
 	uids := map[types.UID]bool{}
 	for _, rs := range sets {
@@ -261,15 +251,12 @@ func controllerRef(rs *appsv1.ReplicaSet) *metav1.OwnerReference {
 // reread lists rs's pods again after the creates and deletes.
 func (c *Controller) reread(rs *appsv1.ReplicaSet, sel labels.Selector) []*corev1.Pod {
 	var out []*corev1.Pod
-	_, _ = c.cfg.Store.List(pods, rs.Namespace, func(b []byte) error {
-		var p corev1.Pod
-		if json.Unmarshal(b, &p) == nil {
-			if ref := metav1.GetControllerOf(&p); ref != nil && ref.UID == rs.UID && sel.Matches(labels.Set(p.Labels)) {
-				out = append(out, &p)
-			}
+	ps, _, _ := c.pods.List(c.cfg.Store, rs.Namespace)
+	for _, p := range ps {
+		if ref := metav1.GetControllerOf(p); ref != nil && ref.UID == rs.UID && sel.Matches(labels.Set(p.Labels)) {
+			out = append(out, p)
 		}
-		return nil
-	})
+	}
 	return activePods(out)
 }
 
