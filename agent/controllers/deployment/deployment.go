@@ -195,14 +195,17 @@ func (c *Controller) syncOne(ctx context.Context, d *appsv1.Deployment, sets []*
 		return 0, nil
 	}
 	newRS, oldRSs := split(d, owned)
-	if d.Spec.Paused {
-		// A paused Deployment only scales (upstream's sync); its template
-		// changes wait.
-		if newRS != nil && replicas(newRS) != replicas(d) && len(active(oldRSs)) == 0 {
-			if _, err := c.scaleRS(d, newRS, replicas(d)); err != nil {
-				return 0, err
-			}
+	if d.Spec.Paused || isScalingEvent(d, newRS, oldRSs) {
+		// upstream's sync: a paused Deployment only scales (its template
+		// changes wait), and a scaling event is shared among the
+		// ReplicaSets before the rollout goes on (scale.go).
+		if err := c.scale(d, newRS, oldRSs); err != nil {
+			return 0, err
 		}
+		if owned, err = c.ownedNow(d, sel); err != nil {
+			return 0, err
+		}
+		newRS, _ = split(d, owned)
 		return c.status(d, newRS, owned, false)
 	}
 	created := false

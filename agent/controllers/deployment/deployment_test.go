@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -195,5 +196,116 @@ func TestRollingUpdate(t *testing.T) {
 	rs = rsOf(t, st)
 	if rs["a"] != nil || rs["b"] == nil || rs["c"] == nil || *rs["c"].Spec.Replicas != 3 {
 		t.Errorf("replicasets after a third template: %v", rs)
+	}
+}
+
+// Proportional scaling, the example of the Deployment documentation: 10
+// replicas, maxSurge 3, maxUnavailable 2, a rollout under way with the
+// old ReplicaSet at 8 and the new one at 5 (none of its pods available
+// yet); scaled to 15, the 5 replicas maxSurge now allows are shared in
+// proportion: 3 to the old one (11), 2 to the new one (7). Scaled down to
+// 5, the shares shrink the same way, the oldest first between equals.
+func TestProportionalScaling(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ev := &events{}
+	c := New(Config{Store: st, API: &fakeAPI{st}, Events: ev})
+	pass := func() {
+		t.Helper()
+		if err := c.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Create(deployments, newDeployment(10, "3", "2", "a")); err != nil {
+		t.Fatal(err)
+	}
+	pass()
+	setAvailable(t, st)
+	pass()
+	modify := func(fn func(d *appsv1.Deployment)) {
+		t.Helper()
+		if _, err := st.Modify(deployments, "ns", "web", &appsv1.Deployment{}, func(cur store.Object) (store.Decision, error) {
+			fn(cur.(*appsv1.Deployment))
+			return store.Decision{BumpGeneration: true}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	modify(func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Env[0].Value = "b" })
+	pass()
+	pass()
+	sizes := func() (int32, int32) {
+		rs := rsOf(t, st)
+		return *rs["a"].Spec.Replicas, *rs["b"].Spec.Replicas
+	}
+	if a, b := sizes(); a != 8 || b != 5 {
+		t.Fatalf("the rollout under way: old %d, new %d; want 8 and 5", a, b)
+	}
+	modify(func(d *appsv1.Deployment) { d.Spec.Replicas = ptr(int32(15)) })
+	pass()
+	if a, b := sizes(); a != 11 || b != 7 {
+		t.Errorf("scaled to 15: old %d, new %d; want 11 and 7", a, b)
+	}
+	rs := rsOf(t, st)
+	for _, want := range []string{"Scaled up replica set " + rs["a"].Name + " to 11 from 8", "Scaled up replica set " + rs["b"].Name + " to 7 from 5"} {
+		if !strings.Contains(strings.Join(*ev, "\n"), want) {
+			t.Errorf("events %v lack %q", *ev, want)
+		}
+	}
+	if rs["a"].Annotations[desiredAnn] != "15" || rs["b"].Annotations[maxAnn] != "18" {
+		t.Errorf("annotations: %v %v", rs["a"].Annotations, rs["b"].Annotations)
+	}
+	// Down to 5 (allowed 8 with maxSurge 3): 18 → 8, 10 fewer; the old
+	// one round(11*8/18) = 5, the new one round(7*8/18) = 3.
+	modify(func(d *appsv1.Deployment) { d.Spec.Replicas = ptr(int32(5)) })
+	pass()
+	if a, b := sizes(); a != 5 || b != 3 {
+		t.Errorf("scaled to 5: old %d, new %d; want 5 and 3", a, b)
+	}
+}
+
+// progressDeadlineSeconds: a rollout whose pods never become available
+// is Progressing=True (NewReplicaSetCreated) until the deadline passes
+// from its last progress, then False with ProgressDeadlineExceeded and
+// upstream's message; the pass before the deadline asks to be woken at it.
+func TestProgressDeadline(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	now := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	c := New(Config{Store: st, API: &fakeAPI{st}, Events: &events{}, Now: func() time.Time { return now }})
+	if err := st.Create(deployments, newDeployment(2, "1", "0", "a")); err != nil {
+		t.Fatal(err)
+	}
+	progressing := func() appsv1.DeploymentCondition {
+		t.Helper()
+		if err := c.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		var d appsv1.Deployment
+		if err := st.Get(deployments, "ns", "web", &d); err != nil {
+			t.Fatal(err)
+		}
+		if p := condition(d.Status.Conditions, appsv1.DeploymentProgressing); p != nil {
+			return *p
+		}
+		return appsv1.DeploymentCondition{}
+	}
+	if p := progressing(); p.Status != corev1.ConditionTrue || p.Reason != reasonNewRSCreated {
+		t.Fatalf("at the start: %+v", p)
+	}
+	now = now.Add(599 * time.Second)
+	if p := progressing(); p.Status != corev1.ConditionTrue {
+		t.Fatalf("before the deadline: %+v", p)
+	}
+	now = now.Add(2 * time.Second)
+	name := rsOf(t, st)["a"].Name
+	if p := progressing(); p.Status != corev1.ConditionFalse || p.Reason != "ProgressDeadlineExceeded" || p.Message != `ReplicaSet "`+name+`" has timed out progressing.` {
+		t.Errorf("past the deadline: %+v", p)
 	}
 }
