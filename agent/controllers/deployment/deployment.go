@@ -574,7 +574,11 @@ func fenceposts(d *appsv1.Deployment) (int32, int32) {
 
 // newReplicas is NewRSNewReplicas: under RollingUpdate, what maxSurge
 // leaves above the replicas of all ReplicaSets, up to spec.replicas;
-// under Recreate, spec.replicas.
+// under Recreate, spec.replicas. A ReplicaSet counts for its pods not yet
+// deleted too (status.replicas above spec.replicas): upstream counts the
+// specs only, and a watch of a 6-replica rollout with maxSurge 2 saw 10
+// pods at once, the old ReplicaSet scaled down but its pods not yet
+// deleted while the new one grew twice (TestRollingUpdateAvailability).
 func newReplicas(d *appsv1.Deployment, all []*appsv1.ReplicaSet, newRS *appsv1.ReplicaSet) int32 {
 	if d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType {
 		return replicas(d)
@@ -583,7 +587,12 @@ func newReplicas(d *appsv1.Deployment, all []*appsv1.ReplicaSet, newRS *appsv1.R
 	if newRS != nil {
 		cur = replicas(newRS)
 	}
-	total := sumSpec(all)
+	var total int32
+	for _, rs := range all {
+		if rs != nil {
+			total += max(replicas(rs), rs.Status.Replicas)
+		}
+	}
 	maxTotal := replicas(d) + maxSurge(d)
 	if total >= maxTotal {
 		return cur

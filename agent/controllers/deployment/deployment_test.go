@@ -234,13 +234,37 @@ func TestProportionalScaling(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// settle plays the ReplicaSet controller without any new pod becoming
+	// available: each ReplicaSet has the pods its spec asks for.
+	settle := func() {
+		t.Helper()
+		for _, rs := range rsOf(t, st) {
+			if _, err := st.Modify(replicaSets, "ns", rs.Name, &appsv1.ReplicaSet{}, func(cur store.Object) (store.Decision, error) {
+				x := cur.(*appsv1.ReplicaSet)
+				x.Status.Replicas = *x.Spec.Replicas
+				x.Status.AvailableReplicas = min(x.Status.AvailableReplicas, *x.Spec.Replicas)
+				x.Status.ReadyReplicas = x.Status.AvailableReplicas
+				return store.Decision{}, nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	modify(func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Env[0].Value = "b" })
-	pass()
 	pass()
 	sizes := func() (int32, int32) {
 		rs := rsOf(t, st)
 		return *rs["a"].Spec.Replicas, *rs["b"].Spec.Replicas
 	}
+	// The old ReplicaSet's 2 pods not yet deleted count: the new one
+	// waits at 3 (8 + 3 + 2 = 13 pods).
+	pass()
+	if a, b := sizes(); a != 8 || b != 3 {
+		t.Fatalf("before the old pods are deleted: old %d, new %d; want 8 and 3", a, b)
+	}
+	settle()
+	pass()
+	settle()
 	if a, b := sizes(); a != 8 || b != 5 {
 		t.Fatalf("the rollout under way: old %d, new %d; want 8 and 5", a, b)
 	}

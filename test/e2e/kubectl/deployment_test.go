@@ -35,8 +35,10 @@ spec:
 // stock kubectl: a Deployment's ReplicaSet named <deployment>-<hash>, its
 // pods <replicaset>-<5>, kubectl rollout status finishing; a template
 // change rolled out to a second ReplicaSet (revision 2) while the first is
-// scaled to 0, with upstream's events; rollout history and undo; scale;
-// Recreate; deleting the Deployment takes its ReplicaSets and pods.
+// scaled to 0, with upstream's events; rollout history and undo; pause,
+// set image, resume, restart; scale; Recreate; a rollout past its
+// progressDeadlineSeconds; deleting the Deployment takes its ReplicaSets
+// and pods.
 func TestDeployments(t *testing.T) {
 	t.Parallel() // a node of its own
 	e := newEnv(t)
@@ -149,6 +151,33 @@ func TestDeployments(t *testing.T) {
 	k.must("rollout", "status", "deployment/re", "-n", "dep", "--timeout=2m")
 	if got := k.must("get", "deploy", "re", "-n", "dep", "-o", "jsonpath={.status.updatedReplicas} {.status.availableReplicas}"); got != "2 2" {
 		t.Errorf("recreate: %q", got)
+	}
+
+	// A rollout that cannot progress (its pods never ready): kubectl's
+	// rollout status ends with the deadline, as on a cluster.
+	e.write("/var/tmp/stuck.yaml", `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: stuck, namespace: dep}
+spec:
+  replicas: 1
+  progressDeadlineSeconds: 5
+  selector: {matchLabels: {app: stuck}}
+  template:
+    metadata: {labels: {app: stuck}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: `+img+`
+        command: [sleep, "3600"]
+        readinessProbe: {exec: {command: ["false"]}, periodSeconds: 1}
+`)
+	k.must("create", "-f", "/var/tmp/stuck.yaml")
+	if out, msg, err := k.kubectl("", "rollout", "status", "deployment/stuck", "-n", "dep", "--timeout=2m"); err == nil || !strings.Contains(msg, `deployment "stuck" exceeded its progress deadline`) {
+		t.Errorf("rollout status of a stuck Deployment: %v\n%s%s", err, out, msg)
+	}
+	if got := k.must("get", "deploy", "stuck", "-n", "dep", "-o", `jsonpath={.status.conditions[?(@.type=="Progressing")].reason}`); got != "ProgressDeadlineExceeded" {
+		t.Errorf("stuck's Progressing reason: %q", got)
 	}
 
 	// Deleting a Deployment takes its ReplicaSets and their pods.
