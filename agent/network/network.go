@@ -7,7 +7,7 @@
 //
 // berthd keeps no process per pod for this: an attachment is what the
 // plugins leave in the kernel (a veth into the pod's namespace, routes,
-// iptables chains) plus libcni's record of it in a volatile cache, so that a
+// portmap's iptables chains) plus libcni's record of it in a volatile cache, so that a
 // detach after a berthd restart (or a crash) has everything DEL needs,
 // including the port mappings portmap must remove.
 package network
@@ -34,6 +34,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/hashicorp/go-hclog"
+	"sigs.k8s.io/knftables"
 
 	bndl "github.com/berth-dev/berth/agent/bundle"
 )
@@ -142,14 +143,24 @@ func Open(ctx context.Context, cfg Config) (*Network, error) {
 		return nil, fmt.Errorf("%w: network configuration %s: %w", errdefs.ErrInvalidArgument, path, err)
 	}
 	n.leases = hostLocalLeases(list)
+	if raw, err := os.ReadFile(path); err == nil && string(raw) == string(DefaultConfList(filepath.Join(cfg.RunDir, "networks"))) {
+		nft, err := knftables.New(knftables.IPv4Family, PodTable)
+		if err != nil {
+			return nil, fmt.Errorf("the default network's masquerading: nftables: %w", err)
+		}
+		if err := ensureHostRules(ctx, nft); err != nil {
+			return nil, fmt.Errorf("the default network's host rules (hostrules.go): %w", err)
+		}
+	}
 	return n, nil
 }
 
 // DefaultConfList is berth's default pod network: a bridge with the node
-// as gateway and masquerading for traffic leaving the node, host-local
-// addresses from DefaultSubnet (leases under leaseDir), hostPorts through
-// portmap and forwarding allowed by the firewall plugin (needed where the
-// host's FORWARD policy is DROP, as Docker leaves it). cniVersion 1.0.0 is
+// as gateway, host-local addresses from DefaultSubnet (leases under
+// leaseDir), hostPorts through portmap; masquerading of traffic leaving
+// the node and forwarding where the host's FORWARD policy is DROP (as
+// Docker leaves it) are berthd's, once for the range (hostrules.go), not
+// the bridge plugin's ipMasq and the firewall plugin's. cniVersion 1.0.0 is
 // the newest Debian's plugins speak; their portmap's CHECK is broken
 // (containernetworking/plugins#819), so CHECK is disabled.
 func DefaultConfList(leaseDir string) []byte {
@@ -160,7 +171,7 @@ func DefaultConfList(leaseDir string) []byte {
 		"plugins": []any{
 			map[string]any{
 				"type": "bridge", "bridge": DefaultBridge,
-				"isGateway": true, "ipMasq": true,
+				"isGateway": true,
 				// A pod reaching its own Service address comes back
 				// through the bridge port it left by.
 				"hairpinMode": true,
@@ -172,7 +183,6 @@ func DefaultConfList(leaseDir string) []byte {
 				},
 			},
 			map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}},
-			map[string]any{"type": "firewall"},
 		},
 	}
 	b, _ := json.MarshalIndent(conf, "", "  ") // maps of strings and bools: cannot fail

@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -85,7 +86,38 @@ func run(t *testing.T, name string, args ...string) string {
 
 func openTestNetwork(t *testing.T) (*Network, string) {
 	t.Helper()
+	return openNetworkWith(t, nil)
+}
+
+// earlierDefault is the default network berthd wrote before it
+// masqueraded for the range itself: the bridge plugin's ipMasq and the
+// firewall plugin, per pod. Nodes keep the file, and berthd must still
+// clean up after it.
+func earlierDefault(leaseDir string) []byte {
+	var conf map[string]any
+	if err := json.Unmarshal(DefaultConfList(leaseDir), &conf); err != nil {
+		panic(err)
+	}
+	plugins := conf["plugins"].([]any)
+	plugins[0].(map[string]any)["ipMasq"] = true
+	conf["plugins"] = append(plugins, map[string]any{"type": "firewall"})
+	b, _ := json.Marshal(conf)
+	return b
+}
+
+// openNetworkWith opens a network of conflist (nil: berth's default,
+// written by Open) in a temporary directory.
+func openNetworkWith(t *testing.T, conflist func(leaseDir string) []byte) (*Network, string) {
+	t.Helper()
 	dir := t.TempDir()
+	if conflist != nil {
+		if err := os.MkdirAll(filepath.Join(dir, "conf"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "conf", defaultFile), conflist(filepath.Join(dir, "run", "networks")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	n, err := Open(context.Background(), Config{ConfDir: filepath.Join(dir, "conf"), RunDir: filepath.Join(dir, "run"), Log: hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: os.Stderr})})
 	if err != nil {
 		t.Fatal(err)
@@ -116,8 +148,27 @@ func TestAttachDetach(t *testing.T) {
 		if nat := run(t, "iptables-save", "-t", "nat"); !regexp.MustCompile(`--dport 18080 .*DNAT --to-destination ` + regexp.QuoteMeta(ip) + `:8080`).MatchString(nat) {
 			t.Errorf("no DNAT for the hostPort:\n%s", nat)
 		}
-		if f := run(t, "iptables-save", "-t", "filter"); !strings.Contains(f, ip+"/32") {
-			t.Errorf("no forwarding rule for %s:\n%s", ip, f)
+		// The range's masquerading and forwarding are berthd's, once
+		// (hostrules.go): no chain or rule of the pod's own.
+		if f := run(t, "iptables-save", "-t", "filter"); !strings.Contains(f, `-A FORWARD -s 10.85.0.0/16 -m comment --comment "`+hostRuleComment+`" -j ACCEPT`) ||
+			!strings.Contains(f, `-A FORWARD -d 10.85.0.0/16 -m conntrack --ctstate RELATED,ESTABLISHED`) || strings.Contains(f, ip+"/32") {
+			t.Errorf("forwarding rules:\n%s", f)
+		}
+		if nat := run(t, "iptables-save", "-t", "nat"); strings.Contains(nat, "-A POSTROUTING -s "+ip+"/32") {
+			t.Errorf("the pod's own masquerading:\n%s", nat)
+		}
+		if tbl := run(t, "nft", "list", "table", "ip", PodTable); !strings.Contains(tbl, "ip saddr 10.85.0.0/16 ip daddr != 10.85.0.0/16 ip daddr != 224.0.0.0/4 masquerade") {
+			t.Errorf("table %s:\n%s", PodTable, tbl)
+		}
+		// Opening again (a restart) adds nothing twice.
+		if _, err := Open(ctx, Config{ConfDir: filepath.Dir(n.Path()), RunDir: filepath.Join(filepath.Dir(filepath.Dir(n.Path())), "run")}); err != nil {
+			t.Fatal(err)
+		}
+		if f := run(t, "iptables-save", "-t", "filter"); strings.Count(f, hostRuleComment) != 2 {
+			t.Errorf("after a second Open:\n%s", f)
+		}
+		if tbl := run(t, "nft", "list", "table", "ip", PodTable); strings.Count(tbl, "masquerade") != 1 {
+			t.Errorf("table %s after a second Open:\n%s", PodTable, tbl)
 		}
 		if err := n.Detach(ctx, "shop_web", ""); err != nil {
 			t.Fatal(err)
@@ -135,7 +186,9 @@ func TestAttachDetach(t *testing.T) {
 // exists), and keeps the rest.
 func TestGC(t *testing.T) {
 	inNode(t, func() {
-		n, dir := openTestNetwork(t)
+		// The earlier default: its ipMasq is what a detach must clean
+		// up when the pod's namespace is gone.
+		n, dir := openNetworkWith(t, earlierDefault)
 		ctx := context.Background()
 		keep, err := n.Attach(ctx, "a_keep", podNetns(t), nil)
 		if err != nil {

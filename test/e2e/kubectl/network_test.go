@@ -96,7 +96,8 @@ spec:
 
 // TestPodNetwork is the pod network on a real node with the stock kubectl:
 // pod addresses in status and in /etc/hosts, pod-to-pod HTTP by IP, a
-// hostPort at the node's address, a host-network pod serving on the node,
+// hostPort at the node's address, a host outside the node reached from a
+// pod (masqueraded), a host-network pod serving on the node,
 // the refusal of a taken hostPort, the kubelet's resolv.conf, and no
 // address, veth or iptables rule left behind by deletions, by SIGKILLs of
 // berthd in the middle of starts, or by a lease no pod accounts for.
@@ -166,6 +167,27 @@ func TestPodNetwork(t *testing.T) {
 	if out := e.journal("client/c", "hello-from"); !strings.Contains(out, "hello-from-web") {
 		t.Errorf("the client got %q", out)
 	}
+	// Out of the node: a host in a namespace of its own behind a veth,
+	// with no route back to the pod range, answers a pod only because
+	// berthd masquerades the range's traffic (agent/network hostrules.go).
+	for _, c := range [][]string{
+		{"ip", "netns", "add", "berthtest-out"},
+		{"ip", "link", "add", "berthtest-o0", "type", "veth", "peer", "name", "berthtest-o1"},
+		{"ip", "link", "set", "berthtest-o1", "netns", "berthtest-out"},
+		{"ip", "addr", "add", "198.51.100.1/24", "dev", "berthtest-o0"},
+		{"ip", "link", "set", "berthtest-o0", "up"},
+		{"ip", "netns", "exec", "berthtest-out", "ip", "addr", "add", "198.51.100.2/24", "dev", "berthtest-o1"},
+		{"ip", "netns", "exec", "berthtest-out", "ip", "link", "set", "berthtest-o1", "up"},
+		{"sh", "-c", "mkdir -p /var/tmp/out && echo hello-from-outside > /var/tmp/out/index.html"},
+		{"systemd-run", "--unit", "berthtest-outside", "ip", "netns", "exec", "berthtest-out", "busybox", "httpd", "-f", "-p", "8081", "-h", "/var/tmp/out"},
+	} {
+		e.run(c...)
+	}
+	k.eventually("web to reach a host outside the node", func(s string) bool { return s == "hello-from-outside\n" },
+		"exec", "web", "-n", "net", "--", "wget", "-q", "-O", "-", "http://198.51.100.2:8081/index.html")
+	e.run("systemctl", "stop", "berthtest-outside")
+	e.run("ip", "netns", "del", "berthtest-out") // its veth goes with it
+
 	// The hostPort at the node's address, and the host-network pod.
 	if out := e.run("busybox", "wget", "-q", "-O", "-", "http://192.0.2.10:18080/index.html"); out != "hello-from-web\n" {
 		t.Errorf("hostPort 18080 at 192.0.2.10: %q", out)
