@@ -59,6 +59,7 @@ test-unit:
 
 bench: setup build
 	BERTH_TEST_ALL=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/bench/
+	$(GO) test -count=1 -run '^$$' -bench 'DeploymentReady|SelectorSwitch|ClusterIPThroughput' -benchtime 1x -timeout 40m ./test/e2e/kubectl/
 
 clean:
 	rm -rf $(BIN)
