@@ -2,11 +2,14 @@ package network
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
+	"reflect"
 	"strings"
 
+	"github.com/containernetworking/cni/libcni"
 	"sigs.k8s.io/knftables"
 )
 
@@ -22,10 +25,30 @@ import (
 // took 8.8 s to become ready with them and 6.0 s with the rules below
 // (berthd.service's processes: 11.1 → 5.7 CPU seconds).
 //
-// Only berth's own default file gets them (byte for byte what
-// DefaultConfList writes): an operator's configuration, or a default
+// Only berth's own default file gets them (what DefaultConfList writes,
+// isDefault): an operator's configuration, or a default
 // written by an earlier berthd with ipMasq and the firewall plugin, does
 // what its plugins do.
+
+// isDefault: the list is what DefaultConfList writes (for whatever lease
+// directory it names), compared as JSON.
+func isDefault(list *libcni.NetworkConfigList) bool {
+	var have struct {
+		Plugins []struct {
+			IPAM struct {
+				DataDir string `json:"dataDir"`
+			} `json:"ipam"`
+		} `json:"plugins"`
+	}
+	if json.Unmarshal(list.Bytes, &have) != nil || len(have.Plugins) == 0 {
+		return false
+	}
+	var a, b any
+	if json.Unmarshal(list.Bytes, &a) != nil || json.Unmarshal(DefaultConfList(have.Plugins[0].IPAM.DataDir), &b) != nil {
+		return false
+	}
+	return reflect.DeepEqual(a, b)
+}
 
 // PodTable is the nftables table of the default network's masquerading.
 const PodTable = "berth-pods"

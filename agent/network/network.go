@@ -143,7 +143,7 @@ func Open(ctx context.Context, cfg Config) (*Network, error) {
 		return nil, fmt.Errorf("%w: network configuration %s: %w", errdefs.ErrInvalidArgument, path, err)
 	}
 	n.leases = hostLocalLeases(list)
-	if raw, err := os.ReadFile(path); err == nil && string(raw) == string(DefaultConfList(filepath.Join(cfg.RunDir, "networks"))) {
+	if isDefault(list) {
 		nft, err := knftables.New(knftables.IPv4Family, PodTable)
 		if err != nil {
 			return nil, fmt.Errorf("the default network's masquerading: nftables: %w", err)

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/test/testenv"
+	"github.com/containernetworking/cni/libcni"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -170,6 +171,16 @@ func TestAttachDetach(t *testing.T) {
 		if tbl := run(t, "nft", "list", "table", "ip", PodTable); strings.Count(tbl, "masquerade") != 1 {
 			t.Errorf("table %s after a second Open:\n%s", PodTable, tbl)
 		}
+		// An uninstall takes them away.
+		if err := RemoveHostRules(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if f := run(t, "iptables-save", "-t", "filter"); strings.Contains(f, hostRuleComment) {
+			t.Errorf("after RemoveHostRules:\n%s", f)
+		}
+		if out, err := exec.Command("nft", "list", "table", "ip", PodTable).CombinedOutput(); err == nil {
+			t.Errorf("table %s after RemoveHostRules:\n%s", PodTable, out)
+		}
 		if err := n.Detach(ctx, "shop_web", ""); err != nil {
 			t.Fatal(err)
 		}
@@ -264,5 +275,27 @@ func TestSplitRule(t *testing.T) {
 	}
 	if _, err := splitRule(`--comment "open`); err == nil {
 		t.Error("unbalanced quote accepted")
+	}
+}
+
+// Berth's default is recognised whatever lease directory it names; the
+// earlier default and an operator's change are not berth's.
+func TestIsDefault(t *testing.T) {
+	for _, c := range []struct {
+		raw  []byte
+		want bool
+	}{
+		{DefaultConfList("/run/berth/cni/networks"), true},
+		{DefaultConfList("/elsewhere/networks"), true},
+		{earlierDefault("/run/berth/cni/networks"), false},
+		{[]byte(strings.Replace(string(DefaultConfList("/x")), "10.85.0.0/16", "10.99.0.0/16", 1)), false},
+	} {
+		list, err := libcni.ConfListFromBytes(c.raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := isDefault(list); got != c.want {
+			t.Errorf("isDefault(%s) = %v", c.raw, got)
+		}
 	}
 }

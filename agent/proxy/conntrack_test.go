@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -107,5 +108,31 @@ func TestClearStaleUDP(t *testing.T) {
 	sync()
 	if want := [][2]Tuple{clusterDNS, elsewhere}; !slices.Equal(ct.flows, want) {
 		t.Errorf("after the Service's deletion:\n%v\nwant\n%v", ct.flows, want)
+	}
+}
+
+// Without UDP Services the conntrack table is read once (at start, for
+// flows that outlived a berthd that was down), not at every resync.
+func TestNoUDPNoConntrack(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ct := &fakeConntrack{}
+	p, err := New(Config{Store: st, NFT: knftables.NewFake(knftables.IPv4Family, Table), Conntrack: ct, Resync: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(services, svc("web", "10.86.0.80", corev1.ServiceTypeClusterIP, corev1.ServicePort{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP})); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := p.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ct.clears != 1 {
+		t.Errorf("%d reads of the conntrack table in 3 resyncs without a UDP Service, want 1", ct.clears)
 	}
 }

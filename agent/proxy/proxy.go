@@ -457,7 +457,9 @@ func (p *Proxier) clearUDP(ports []*servicePort, resync bool) {
 		return
 	}
 	u := udpTargetsOf(ports, p.cfg.ServiceCIDR, p.udp)
-	if !resync && p.udp != nil && p.udp.key() == u.key() {
+	if p.udp != nil && p.udp.key() == u.key() && (!resync || u.key() == "") {
+		// Unchanged; at a resync the table is read again only where there
+		// are UDP Services (a node without any reads it once, at start).
 		return
 	}
 	n, err := p.cfg.Conntrack.DeleteUDP(u.stale)
