@@ -42,9 +42,10 @@ func withNew(old []*appsv1.ReplicaSet, newRS *appsv1.ReplicaSet) []*appsv1.Repli
 // scale is upstream's scale.
 func (c *Controller) scale(d *appsv1.Deployment, newRS *appsv1.ReplicaSet, old []*appsv1.ReplicaSet) error {
 	if rs := activeOrLatest(newRS, old); rs != nil {
-		if replicas(rs) == replicas(d) {
-			return nil
-		}
+		// Upstream returns here when the size is already right; scaleRS
+		// still writes the annotations then, or a ReplicaSet sized by
+		// hand would be a scaling event at every pass, and the rollout
+		// would never go on.
 		_, err := c.scaleRS(d, rs, replicas(d))
 		return err
 	}
@@ -71,14 +72,18 @@ func (c *Controller) scale(d *appsv1.Deployment, newRS *appsv1.ReplicaSet, old [
 		if replicas(all[i]) != replicas(all[j]) {
 			return replicas(all[i]) > replicas(all[j])
 		}
-		ti, tj := all[i].CreationTimestamp, all[j].CreationTimestamp
-		if ti.Equal(&tj) {
-			return all[i].Name < all[j].Name
+		// ReplicaSetsBySizeNewer and ReplicaSetsBySizeOlder: the
+		// creation order, names breaking ties, reversed when scaling up.
+		older := func(a, b *appsv1.ReplicaSet) bool {
+			if a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+				return a.Name < b.Name
+			}
+			return a.CreationTimestamp.Before(&b.CreationTimestamp)
 		}
 		if toAdd > 0 {
-			return tj.Before(&ti)
+			return older(all[j], all[i])
 		}
-		return ti.Before(&tj)
+		return older(all[i], all[j])
 	})
 	var added int32
 	size := make([]int32, len(all))
