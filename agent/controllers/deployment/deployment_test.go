@@ -333,3 +333,46 @@ func TestProgressDeadline(t *testing.T) {
 		t.Errorf("past the deadline: %+v", p)
 	}
 }
+
+// A ReplicaSet whose desired-replicas annotation disagrees while its size
+// is right (sized by hand) is a scaling event once: its annotations are
+// written, and a template change then rolls out.
+func TestScalingEventEnds(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	c := New(Config{Store: st, API: &fakeAPI{st}, Events: &events{}})
+	pass := func() {
+		t.Helper()
+		if err := c.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Create(deployments, newDeployment(3, "1", "0", "a")); err != nil {
+		t.Fatal(err)
+	}
+	pass()
+	setAvailable(t, st)
+	pass()
+	a := rsOf(t, st)["a"]
+	if _, err := st.Modify(replicaSets, "ns", a.Name, &appsv1.ReplicaSet{}, func(cur store.Object) (store.Decision, error) {
+		cur.(*appsv1.ReplicaSet).Annotations[desiredAnn] = "2"
+		return store.Decision{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Modify(deployments, "ns", "web", &appsv1.Deployment{}, func(cur store.Object) (store.Decision, error) {
+		cur.(*appsv1.Deployment).Spec.Template.Spec.Containers[0].Env[0].Value = "b"
+		return store.Decision{BumpGeneration: true}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pass()
+	pass()
+	rs := rsOf(t, st)
+	if rs["a"].Annotations[desiredAnn] != "3" || rs["b"] == nil {
+		t.Errorf("after two passes: a's desired-replicas %q, new replicaset %v", rs["a"].Annotations[desiredAnn], rs["b"] != nil)
+	}
+}
