@@ -156,7 +156,7 @@ type SlicesInput struct {
 	// NamespaceShare is cgroup.NamespaceShares of the namespace's pods'
 	// requests, this pod's included; nil: nothing said.
 	NamespaceShare *cgroup.SliceLimits
-	CgroupV2  bool
+	CgroupV2       bool
 }
 
 // PodSlices are the slices a pod's units need, parent first: its
