@@ -38,6 +38,7 @@ test: setup
 test-v1:
 	@[ "$$(id -u)" = 0 ] || { echo "make test runs as root (namespaces, mounts, cgroups)"; exit 1; }
 	$(GO) vet ./...
+	@unformatted="$$($$($(GO) env GOROOT)/bin/gofmt -l .)"; [ -z "$$unformatted" ] || { echo "gofmt needed:" $$unformatted; exit 1; }
 	BERTH_TEST_ALL=1 $(GO) test -p 1 -count=1 -timeout 15m ./...
 	# The API's decoders and handlers fuzzed for a bounded count: no input may
 	# panic, answer 5xx or store anything on a 4xx (api/server/fuzz_test.go).
