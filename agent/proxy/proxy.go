@@ -28,7 +28,10 @@
 // same bridge as its client would otherwise skip the reverse translation;
 // with it, a pod reaching its own Service (hairpin) works too. Backends
 // see the bridge's address as the client's. The node's own connections
-// are not masqueraded (but from 127.0.0.0/8, which cannot leave lo): on
+// to cluster IPs are not masqueraded (but from 127.0.0.0/8, which cannot
+// leave lo; and to node ports, which keep kube-proxy's masquerade: one
+// node-port request of 77,000 was refused at a selector switch under load
+// without it, not understood yet): on
 // one node every backend's reply comes back through the node, where
 // conntrack reverses the translation, and keeping the client's port keeps
 // a new connection's initial sequence number above the one its port
@@ -265,7 +268,7 @@ func desired(ports []*servicePort) *ruleset {
 	rule(masq, "meta mark set meta mark ^", masqMark)
 	rule(masq, "masquerade fully-random")
 	mark := plain("mark-for-masquerade")
-	rule(mark, "ip saddr != 127.0.0.0/8 fib saddr type local return") // the node's own, above
+	rule(mark, "ip saddr != 127.0.0.0/8 fib saddr type local fib daddr type != local return") // the node's own to cluster IPs, above
 	rule(mark, "meta mark set meta mark |", masqMark)
 	svcs := plain("services")
 	rule(svcs, "ip daddr . meta l4proto . th dport vmap @"+serviceIPsMap)

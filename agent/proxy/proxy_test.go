@@ -114,7 +114,7 @@ func TestSyncTable(t *testing.T) {
 		"dnat to 10.85.0.3:8080",
 		"update @affinity-",
 		"timeout 10800s",
-		"ip saddr != 127.0.0.0/8 fib saddr type local return", // the node's own connections keep their address
+		"ip saddr != 127.0.0.0/8 fib saddr type local fib daddr type != local return", // the node's own connections to cluster IPs keep their address
 		"masquerade fully-random",
 	} {
 		if !strings.Contains(dump, want) {
