@@ -76,6 +76,7 @@ type udpTargets struct {
 	// the last targets that are no longer any Service's.
 	serviceCIDR netip.Prefix
 	gone        map[uint16]bool
+	k           *string // key(), once computed
 }
 
 func udpTargetsOf(ports []*servicePort, cidr netip.Prefix, last *udpTargets) *udpTargets {
@@ -126,8 +127,12 @@ func (u *udpTargets) stale(orig, reply Tuple) bool {
 	return translated && (u.serviceCIDR.IsValid() && u.serviceCIDR.Contains(orig.Dst.Addr()) || u.gone[orig.Dst.Port()])
 }
 
-// key is the targets in a stable form, to clear only after a change.
+// key is the targets in a stable form, to clear only after a change;
+// computed once (a pass compares the new targets' with the last ones').
 func (u *udpTargets) key() string {
+	if u.k != nil {
+		return *u.k
+	}
 	var b strings.Builder
 	for _, k := range slices.SortedFunc(maps.Keys(u.clusterIPs), netip.AddrPort.Compare) {
 		fmt.Fprintf(&b, "%s>%s;", k, slices.SortedFunc(maps.Keys(u.clusterIPs[k]), netip.AddrPort.Compare))
@@ -135,5 +140,7 @@ func (u *udpTargets) key() string {
 	for _, k := range slices.Sorted(maps.Keys(u.nodePorts)) {
 		fmt.Fprintf(&b, "%d>%s;", k, slices.SortedFunc(maps.Keys(u.nodePorts[k]), netip.AddrPort.Compare))
 	}
-	return b.String()
+	k := b.String()
+	u.k = &k
+	return k
 }

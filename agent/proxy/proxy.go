@@ -460,7 +460,7 @@ func (p *Proxier) clearUDP(ports []*servicePort, resync bool) {
 		return
 	}
 	u := udpTargetsOf(ports, p.cfg.ServiceCIDR, p.udp)
-	if p.udp != nil && p.udp.key() == u.key() && (!resync || u.key() == "") {
+	if key := u.key(); p.udp != nil && p.udp.key() == key && (!resync || key == "") {
 		// Unchanged; at a resync the table is read again only where there
 		// are UDP Services (a node without any reads it once, at start).
 		return
