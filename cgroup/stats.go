@@ -25,6 +25,7 @@ type Stats struct {
 	CPUThrottledNSec uint64 // summed over CPUs, so it can exceed wall time
 	MemoryUsage      uint64
 	MemoryWorkingSet uint64 // usage - inactive_file, floor 0 (kubelet/cAdvisor)
+	MemoryRSS        uint64 // anonymous memory and swap cache (cAdvisor's rss: v1 total_rss, v2 anon)
 	MemoryPeak       uint64 // high-water mark; 0 if the kernel has none (v2 before 5.19)
 	MemoryLimit      uint64 // 0 = unlimited
 	OOMKills         uint64 // processes killed by the OOM killer in this group
@@ -163,6 +164,7 @@ func readV1(group string, bases Bases, hybrid bool) (*Stats, error) {
 		// The kubelet's (cAdvisor's) working set on v1: usage minus the
 		// hierarchical inactive file cache, never negative.
 		st.MemoryWorkingSet = subFloor0(st.MemoryUsage, mem.TotalInactiveFile)
+		st.MemoryRSS = mem.TotalRSS
 	}
 	if m.MemoryOomControl != nil {
 		st.OOMKills = m.MemoryOomControl.OomKill // memory.oom_control oom_kill, kernel ≥ 4.13
@@ -257,6 +259,7 @@ func readV2(mount, group string, bases Bases) (*Stats, error) {
 		st.MemoryLimit = unlimited0(mem.UsageLimit) // memory.max
 		// cAdvisor on v2: memory.current minus inactive_file, floor 0.
 		st.MemoryWorkingSet = subFloor0(mem.Usage, mem.InactiveFile)
+		st.MemoryRSS = mem.Anon
 	}
 	if ev := m.MemoryEvents; ev != nil {
 		st.OOMKills = ev.OomKill // memory.events oom_kill (hierarchical unless memory_localevents)

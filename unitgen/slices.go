@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -83,6 +84,31 @@ func ParentSlice(name string) string {
 		return base[:i] + sliceSuffix
 	}
 	return "-" + sliceSuffix
+}
+
+// SliceCgroup is the cgroup (relative to each hierarchy's root, as
+// systemd's ControlGroup property says it) of a slice: every parent
+// slice's directory above its own, as systemd nests them
+// (berth-a-b.slice is /berth.slice/berth-a.slice/berth-a-b.slice). It
+// lets a reader find a unit's group without asking systemd:
+// SliceCgroup(slice) + "/" + unit.
+func SliceCgroup(name string) string {
+	var parts []string
+	for s := name; s != "-"+sliceSuffix; s = ParentSlice(s) {
+		parts = append(parts, s)
+	}
+	slices.Reverse(parts)
+	return "/" + strings.Join(parts, "/")
+}
+
+// PodCgroup is the cgroup of a pod's slice, which holds its containers'
+// units (as <unit name> below it).
+func PodCgroup(pod *corev1.Pod) (string, error) {
+	s, err := unitSlice(pod)
+	if err != nil {
+		return "", err
+	}
+	return SliceCgroup(s), nil
 }
 
 // unitSlice is the slice of pod's units: its pod slice. A pod without a

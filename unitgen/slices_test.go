@@ -70,6 +70,10 @@ func TestSliceNames(t *testing.T) {
 			if strings.Join(chain, " ") != strings.Join(tc.wantChain, " ") {
 				t.Errorf("nesting %v, want %v", chain, tc.wantChain)
 			}
+			// The cgroup systemd gives the slice: its chain as directories.
+			if cg, want := SliceCgroup(got), "/"+strings.Join(tc.wantChain, "/"); cg != want {
+				t.Errorf("SliceCgroup = %q, want %q", cg, want)
+			}
 		})
 	}
 }

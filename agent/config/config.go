@@ -61,6 +61,28 @@ type Config struct {
 	Network Network `yaml:"network"`
 	// Volumes is the policy for pods' volumes.
 	Volumes Volumes `yaml:"volumes"`
+	// Metrics is usage collection and the Prometheus endpoint.
+	Metrics Metrics `yaml:"metrics"`
+}
+
+// Metrics is usage collection (metrics.k8s.io, /metrics on the socket)
+// and the optional TCP listener for a Prometheus elsewhere.
+type Metrics struct {
+	// Interval between usage collection cycles (the kubelet's cAdvisor
+	// housekeeping: 10s); kubectl top's figures are rates over it.
+	Interval time.Duration `yaml:"interval"`
+	// Listen is host:port of a listener serving /metrics only; empty:
+	// none (the default: /metrics is on the socket).
+	Listen string `yaml:"listen"`
+	// BearerTokenFile holds the token a scraper must send
+	// (Authorization: Bearer, Prometheus' authorization.credentials_file).
+	BearerTokenFile string `yaml:"bearerTokenFile"`
+	// TLSCertFile and TLSKeyFile serve the listener over TLS.
+	TLSCertFile string `yaml:"tlsCertFile"`
+	TLSKeyFile  string `yaml:"tlsKeyFile"`
+	// ClientCAFile requires scrapers' client certificates signed by it
+	// (needs TLS).
+	ClientCAFile string `yaml:"clientCAFile"`
 }
 
 // Volumes is the policy for pods' volumes.
@@ -179,6 +201,7 @@ func Default() Config {
 			ClusterDNS:    "10.86.0.10",
 		},
 		Volumes: Volumes{HostPathPrefixes: []string{}},
+		Metrics: Metrics{Interval: 10 * time.Second},
 	}
 }
 
@@ -266,6 +289,35 @@ func (c *Config) Validate() error {
 		if err := CheckLoopback(c.HTTPS.Address); err != nil {
 			return bad("https.address", "%v", err)
 		}
+	}
+	return c.Metrics.validate(bad)
+}
+
+func (m Metrics) validate(bad func(key, format string, a ...any) error) error {
+	if m.Interval < time.Second {
+		return bad("metrics.interval", "%v is shorter than 1s", m.Interval)
+	}
+	for key, p := range map[string]string{"metrics.bearerTokenFile": m.BearerTokenFile, "metrics.tlsCertFile": m.TLSCertFile,
+		"metrics.tlsKeyFile": m.TLSKeyFile, "metrics.clientCAFile": m.ClientCAFile} {
+		if p != "" && !strings.HasPrefix(p, "/") {
+			return bad(key, "%q is not an absolute path", p)
+		}
+	}
+	if m.Listen == "" {
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(m.Listen); err != nil || port == "" {
+		return bad("metrics.listen", "%q is not host:port", m.Listen)
+	}
+	tls := m.TLSCertFile != "" || m.TLSKeyFile != ""
+	switch {
+	case (m.TLSCertFile == "") != (m.TLSKeyFile == ""):
+		return bad("metrics.tlsCertFile", "tlsCertFile and tlsKeyFile go together")
+	case m.ClientCAFile != "" && !tls:
+		return bad("metrics.clientCAFile", "client certificates need TLS (tlsCertFile, tlsKeyFile)")
+	case CheckLoopback(m.Listen) != nil && (!tls || m.BearerTokenFile == "" && m.ClientCAFile == ""):
+		// Pod names, images and usage are not for anyone on the network.
+		return bad("metrics.listen", "%q is not a loopback address: it needs TLS and a bearer token or client certificates", m.Listen)
 	}
 	return nil
 }

@@ -57,6 +57,16 @@ type Config struct {
 	// Clock is for tests (the real clock by default).
 	Clock clock.PassiveClock
 	Log   hclog.Logger
+	// Counter counts the Events recorded (agent/exporter.Own, for
+	// Prometheus); nil: none.
+	Counter Counter
+}
+
+// Counter counts Events as they are recorded: a warning such as an image
+// the trust policy refused is something to alert on, and a count survives
+// the Event's TTL.
+type Counter interface {
+	EventRecorded(eventtype, reason, kind string)
 }
 
 // Recorder writes Events. Safe for concurrent use; recording is
@@ -153,6 +163,9 @@ func (r *Recorder) Event(ref *corev1.ObjectReference, eventtype, reason, message
 		return
 	}
 	r.corr.UpdateState(stored)
+	if r.cfg.Counter != nil {
+		r.cfg.Counter.EventRecorded(eventtype, reason, ref.Kind)
+	}
 }
 
 // make builds the Event as client-go's recorder does (makeEvent,

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -113,6 +114,17 @@ var (
 	_ Recorder = (*events.Recorder)(nil)
 )
 
+// Observer counts what the worker does with images, for Prometheus.
+type Observer interface {
+	// ImagePull is one pull for a container: how long it took, and its
+	// outcome (the kubelet's waiting reason when it failed, "" when not).
+	ImagePull(took time.Duration, failure string)
+	// ImageRejected is the trust policy refusing an image: the policy
+	// scope that applied and the requirement that refused (its type:
+	// reject, sigstoreSigned, ...).
+	ImageRejected(scope, requirement string)
+}
+
 // Config wires a worker.
 type Config struct {
 	Store      Store
@@ -135,6 +147,9 @@ type Config struct {
 	Exec probe.Execer
 	// Parallel bounds how many pods are synced at once (default 8).
 	Parallel int
+	// Observer counts pulls and trust refusals (agent/exporter.Own); nil:
+	// none.
+	Observer Observer
 	Log      hclog.Logger
 	// Now is the clock (tests).
 	Now func() time.Time
@@ -762,6 +777,13 @@ func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hc
 			}
 			w.event(ref, corev1.EventTypeWarning, "Failed", fmt.Sprintf("Failed to pull image %q: %v", c.Image, err))
 			reason, msg := pullError(c.Image, err)
+			if o := w.cfg.Observer; o != nil {
+				o.ImagePull(time.Since(t0), reason)
+				var rj *verify.RejectedError
+				if errors.As(err, &rj) {
+					o.ImageRejected(rj.Judgement.Scope, requirementType(rj.Judgement.Rule))
+				}
+			}
 			bo.next(now)
 			p.pullErr[c.Name] = reason + ": " + msg
 			p.waiting[c.Name] = &corev1.ContainerStateWaiting{Reason: reason, Message: msg}
@@ -771,6 +793,9 @@ func (w *Worker) start(ctx context.Context, p *podState, pod *corev1.Pod, log hc
 			continue
 		}
 		took := time.Since(t0)
+		if o := w.cfg.Observer; o != nil {
+			o.ImagePull(took, "")
+		}
 		pi := got[c.Name]
 		// Best effort, as the kubelet's (0 when the size cannot be read).
 		var size int64
@@ -1191,4 +1216,14 @@ func rejected(image string, err error) (reason, message string, ok bool) {
 		return "", "", false
 	}
 	return ReasonSignatureFailed, fmt.Sprintf("image pull failed for %s because the signature validation failed: %s", image, rj.Judgement.Reason), true
+}
+
+// requirementType is the type of a judgement's rule, "sigstoreSigned"
+// for "sigstoreSigned[0]": a bounded label (the index and the reason's
+// text are not).
+func requirementType(rule string) string {
+	if i := strings.IndexByte(rule, '['); i > 0 {
+		return rule[:i]
+	}
+	return rule
 }

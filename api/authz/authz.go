@@ -330,12 +330,17 @@ var readable = map[string]bool{
 	"/nodes/status":        true,
 	"/namespaces":          true,
 	"/namespaces/status":   true,
+	// The usage of what a reader may read (kubectl top).
+	"metrics.k8s.io/pods":  true,
+	"metrics.k8s.io/nodes": true,
 }
 
 // Non-resource paths every caller may GET: Kubernetes' system:discovery
-// and system:public-info-viewer roles, and the reader's own kubeconfig.
+// and system:public-info-viewer roles, the reader's own kubeconfig, and
+// /metrics (system:monitoring's: it names nothing a reader cannot read
+// through the API: pods, images, usage, quotas).
 var (
-	publicPaths    = []string{"/api", "/apis", "/version", "/healthz", "/livez", "/readyz", "/openapi", KubeconfigPath}
+	publicPaths    = []string{"/api", "/apis", "/version", "/healthz", "/livez", "/readyz", "/openapi", "/metrics", KubeconfigPath}
 	publicPrefixes = []string{"/api/", "/apis/", "/version/", "/healthz/", "/livez/", "/readyz/", "/openapi/"}
 )
 

@@ -90,7 +90,10 @@ func TestAllowed(t *testing.T) {
 		{"GET", "/berth/v1/kubeconfig", true, true},
 		{"POST", "/berth/v1/kubeconfig", false, true},
 		{"GET", "/berth/v1/other", false, true},
-		{"GET", "/metrics", false, true},
+		{"GET", "/metrics", true, true},
+		{"POST", "/metrics", false, true},
+		{"GET", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods", true, true},
+		{"GET", "/apis/metrics.k8s.io/v1beta1/nodes/n1", true, true},
 		{"POST", "/version", false, true},
 		{"GET", "/api/v1/namespaces/default/pods", true, true},
 		{"GET", "/api/v1/pods?watch=true", true, true},
@@ -142,7 +145,7 @@ func TestForbiddenMessage(t *testing.T) {
 		{"GET", "/api/v1/namespaces/default/secrets", `secrets is forbidden: User "alice" cannot list resource "secrets" in API group "" in the namespace "default"`, "secrets", ""},
 		{"POST", "/api/v1/namespaces", `namespaces is forbidden: User "alice" cannot create resource "namespaces" in API group "" at the cluster scope`, "namespaces", ""},
 		{"GET", "/apis/apps/v1/deployments", `deployments.apps is forbidden: User "alice" cannot list resource "deployments" in API group "apps" at the cluster scope`, "deployments", ""},
-		{"GET", "/metrics", `forbidden: User "alice" cannot get path "/metrics"`, "", ""},
+		{"GET", "/berth/v1/images", `forbidden: User "alice" cannot get path "/berth/v1/images"`, "", ""},
 	} {
 		rec := httptest.NewRecorder()
 		a := New(http.NotFoundHandler(), Options{})

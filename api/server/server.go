@@ -93,6 +93,9 @@ type Options struct {
 	// ReservedServiceIPs are addresses of the range no Service gets (the
 	// cluster DNS's).
 	ReservedServiceIPs []netip.Addr
+	// Metrics serves metrics.k8s.io (agent/usage.Sampler); nil: the group
+	// is not served.
+	Metrics Metrics
 }
 
 // Admission is the agent's admission chain: LimitRanger and ResourceQuota
@@ -285,6 +288,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if rest, ok := strings.CutPrefix(path, "/apis/"); ok {
 		parts := strings.Split(rest, "/")
+		if parts[0] == metricsGroup && s.opts.Metrics != nil {
+			switch {
+			case len(parts) == 1:
+				g := metricsAPIGroup()
+				g.TypeMeta = metav1.TypeMeta{Kind: "APIGroup", APIVersion: "v1"}
+				writeJSON(w, http.StatusOK, &g)
+			case parts[1] != metricsVersion:
+				s.writeStatus(w, apierrors.NewNotFound(schemaGR("", ""), ""), r)
+			case len(parts) == 2:
+				writeJSON(w, http.StatusOK, &metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"},
+					GroupVersion: metricsGV.String(), APIResources: metricsResources})
+			default:
+				s.serveMetrics(w, r, parts[2:])
+			}
+			return
+		}
 		for _, g := range s.groups() {
 			switch {
 			case g.Name != parts[0]:
@@ -320,7 +339,15 @@ func (s *Server) groups() []metav1.APIGroup {
 		gv := metav1.GroupVersionForDiscovery{GroupVersion: k.group + "/" + k.version, Version: k.version}
 		groups = append(groups, metav1.APIGroup{Name: k.group, Versions: []metav1.GroupVersionForDiscovery{gv}, PreferredVersion: gv})
 	}
+	if s.opts.Metrics != nil {
+		groups = append(groups, metricsAPIGroup())
+	}
 	return groups
+}
+
+func metricsAPIGroup() metav1.APIGroup {
+	gv := metav1.GroupVersionForDiscovery{GroupVersion: metricsGV.String(), Version: metricsVersion}
+	return metav1.APIGroup{Name: metricsGroup, Versions: []metav1.GroupVersionForDiscovery{gv}, PreferredVersion: gv}
 }
 
 // discovery lists what a group-version serves, with verbs and
@@ -381,6 +408,10 @@ func (s *Server) aggregated(w http.ResponseWriter, root string) {
 	}
 	for _, group := range groups {
 		item := apidiscoveryv2.APIGroupDiscovery{ObjectMeta: metav1.ObjectMeta{Name: group}}
+		if group == metricsGroup {
+			list.Items = append(list.Items, metricsDiscovery())
+			continue
+		}
 		version := apidiscoveryv2.APIVersionDiscovery{Version: "v1", Freshness: apidiscoveryv2.DiscoveryFreshnessCurrent}
 		for _, k := range s.order {
 			if k.group != group {
@@ -410,6 +441,20 @@ func (s *Server) aggregated(w http.ResponseWriter, root string) {
 	w.Header().Set("Content-Type", aggregatedType)
 	w.WriteHeader(http.StatusOK)
 	_ = json.NewEncoder(w).Encode(list)
+}
+
+// metricsDiscovery is metrics.k8s.io in aggregated discovery.
+func metricsDiscovery() apidiscoveryv2.APIGroupDiscovery {
+	v := apidiscoveryv2.APIVersionDiscovery{Version: metricsVersion, Freshness: apidiscoveryv2.DiscoveryFreshnessCurrent}
+	for _, r := range metricsResources {
+		scope := apidiscoveryv2.ScopeCluster
+		if r.Namespaced {
+			scope = apidiscoveryv2.ScopeNamespace
+		}
+		v.Resources = append(v.Resources, apidiscoveryv2.APIResourceDiscovery{Resource: r.Name, Scope: scope, Verbs: r.Verbs,
+			ResponseKind: &metav1.GroupVersionKind{Group: metricsGroup, Version: metricsVersion, Kind: r.Kind}})
+	}
+	return apidiscoveryv2.APIGroupDiscovery{ObjectMeta: metav1.ObjectMeta{Name: metricsGroup}, Versions: []apidiscoveryv2.APIVersionDiscovery{v}}
 }
 
 // serveResource routes the rest of a group-version's path:

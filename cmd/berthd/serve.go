@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 
@@ -32,6 +35,7 @@ import (
 	"github.com/berth-dev/berth/agent/controllers/replicaset"
 	"github.com/berth-dev/berth/agent/dns"
 	"github.com/berth-dev/berth/agent/events"
+	"github.com/berth-dev/berth/agent/exporter"
 	"github.com/berth-dev/berth/agent/images"
 	"github.com/berth-dev/berth/agent/logs"
 	"github.com/berth-dev/berth/agent/network"
@@ -43,8 +47,10 @@ import (
 	"github.com/berth-dev/berth/agent/storage"
 	"github.com/berth-dev/berth/agent/store"
 	"github.com/berth-dev/berth/agent/streams"
+	"github.com/berth-dev/berth/agent/usage"
 	"github.com/berth-dev/berth/agent/worker"
 	"github.com/berth-dev/berth/api/authz"
+	"github.com/berth-dev/berth/api/instrument"
 	"github.com/berth-dev/berth/api/pki"
 	"github.com/berth-dev/berth/api/server"
 	"github.com/berth-dev/berth/unitgen"
@@ -170,8 +176,14 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	if dnsAddr.IsValid() {
 		reserved = append(reserved, dnsAddr)
 	}
+	// Usage: one collection cycle of the pods' cgroups every interval,
+	// read by metrics.k8s.io and /metrics alike.
+	sampler := usage.New(usage.Config{Store: st, Interval: cfg.Metrics.Interval, Log: log.Named("usage")})
+	own := exporter.NewOwn(sampler)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(exporter.New(sampler, st), own, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	api, err := server.New(st, server.Options{Log: log.Named("api"), NodeName: cfg.NodeName, Logs: logs.New(nil), Streams: strm, Admission: adm,
-		ServiceCIDR: svcRange, NodePortBase: portBase, NodePortSize: portSize, ReservedServiceIPs: reserved})
+		ServiceCIDR: svcRange, NodePortBase: portBase, NodePortSize: portSize, ReservedServiceIPs: reserved, Metrics: sampler})
 	if err != nil {
 		return err
 	}
@@ -199,8 +211,9 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	mux := http.NewServeMux()
 	mux.Handle(authz.KubeconfigPath, pki.KubeconfigHandler(ca, cfg.HTTPS.Address))
 	mux.Handle("/berth/v1/", api.Berth(server.BerthOptions{Images: images.Service{Images: imgs, Runtime: planner}}))
+	mux.Handle("/metrics", exporter.Handler(reg))
 	mux.Handle("/", api)
-	handler := authz.New(mux, authz.Options{Group: cfg.Socket.Group, Log: log.Named("authz")})
+	handler := instrument.Handler(authz.New(mux, authz.Options{Group: cfg.Socket.Group, Log: log.Named("authz")}), own)
 
 	// Requests' base context: cancelled when shutdown begins, so that
 	// watches (which never go idle) end and Shutdown can finish.
@@ -239,8 +252,36 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 		listeners = append(listeners, ln)
 	}
 
+	if m := cfg.Metrics; m.Listen != "" {
+		h, err := exporter.Listener(reg, m.BearerTokenFile)
+		var tlsCfg *tls.Config
+		if err == nil && m.TLSCertFile != "" {
+			tlsCfg, err = exporter.TLSConfig(m.TLSCertFile, m.TLSKeyFile, m.ClientCAFile)
+		}
+		var ln net.Listener
+		if err == nil {
+			if ln, err = net.Listen("tcp", m.Listen); err != nil {
+				err = fmt.Errorf("metrics listener: %w", err)
+			}
+		}
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			os.Remove(cfg.Socket.Path)
+			return err
+		}
+		servers = append(servers, &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog})
+		listeners = append(listeners, ln)
+	}
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	agents.Add(1)
+	go func() {
+		defer agents.Done()
+		_ = sampler.Run(ctx)
+	}()
 	serveErr := make(chan error, len(servers))
 	for i, srv := range servers {
 		go func() {
@@ -260,7 +301,7 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	if err := startAgents(ctx, agentDeps{Config: cfg, Store: st, Log: log, Open: func(ctx context.Context, rec pods.Recorder, hostIP string) (*env, error) {
 		g.recorder, g.store, g.hostIP = rec, st, hostIP
 		return g.open(ctx)
-	}, Failed: agentErr, FreshStore: fresh, Running: &agents, Exec: streams.Prober{S: strm}, Admission: adm, API: api}); err != nil {
+	}, Failed: agentErr, FreshStore: fresh, Running: &agents, Exec: streams.Prober{S: strm}, Admission: adm, API: api, Events: own, Observer: own}); err != nil {
 		stopRequests()
 		shutdown(servers, cfg.ShutdownTimeout, log)
 		os.Remove(cfg.Socket.Path)
@@ -381,6 +422,10 @@ type agentDeps struct {
 	Admission *admission.Admitter
 	// API is the API's create and delete for the controllers.
 	API *server.Server
+	// Events counts the Events recorded, Observer the worker's pulls
+	// and trust refusals (for /metrics).
+	Events   events.Counter
+	Observer worker.Observer
 }
 
 // startAgents starts what acts on desired state: the node keeper, the
@@ -428,7 +473,7 @@ func startAgents(ctx context.Context, d agentDeps) error {
 		}
 	}
 	// Events count against a namespace's quota as the kubelet's do.
-	rec := events.New(events.Config{Store: admission.AdmittedStore{Store: d.Store, A: d.Admission}, Host: name, Log: d.Log.Named("events")})
+	rec := events.New(events.Config{Store: admission.AdmittedStore{Store: d.Store, A: d.Admission}, Host: name, Log: d.Log.Named("events"), Counter: d.Events})
 	goAgent(func() {
 		if err := rec.Run(ctx); err != nil && ctx.Err() == nil {
 			d.Log.Error("events", "error", err)
@@ -530,7 +575,7 @@ func startAgents(ctx context.Context, d agentDeps) error {
 		w := worker.New(worker.Config{
 			Store: d.Store, Runtime: e.rt, Images: e.images, Units: e.conn, Reconciler: rc,
 			Events: rec, Scheduler: rec.WithComponent("default-scheduler"),
-			NodeName: name, HostIP: hostIP, Exec: d.Exec, Log: d.Log.Named("worker"),
+			NodeName: name, HostIP: hostIP, Exec: d.Exec, Log: d.Log.Named("worker"), Observer: d.Observer,
 		})
 		// ConfigMap and Secret changes reach running pods' volumes.
 		goAgent(func() {

@@ -1,0 +1,232 @@
+package exporter
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/berth-dev/berth/agent/store"
+)
+
+// The kube-state-metrics series berth reports, with its names, labels and
+// help texts (kube-state-metrics internal/store/pod.go, deployment.go,
+// resourcequota.go, node.go).
+var (
+	podInfo = prometheus.NewDesc("kube_pod_info", "Information about pod.",
+		[]string{"namespace", "pod", "uid", "host_ip", "pod_ip", "node", "created_by_kind", "created_by_name", "priority_class", "host_network"}, nil)
+	podPhase = prometheus.NewDesc("kube_pod_status_phase", "The pods current phase.",
+		[]string{"namespace", "pod", "uid", "phase"}, nil)
+	podReady = prometheus.NewDesc("kube_pod_status_ready", "Describes whether the pod is ready to serve requests.",
+		[]string{"namespace", "pod", "uid", "condition"}, nil)
+	podRestarts = prometheus.NewDesc("kube_pod_container_status_restarts_total", "The number of container restarts per container.",
+		[]string{"namespace", "pod", "uid", "container"}, nil)
+	podContainerReady = prometheus.NewDesc("kube_pod_container_status_ready", "Describes whether the containers readiness check succeeded.",
+		[]string{"namespace", "pod", "uid", "container"}, nil)
+	podContainerRunning = prometheus.NewDesc("kube_pod_container_status_running", "Describes whether the container is currently in running state.",
+		[]string{"namespace", "pod", "uid", "container"}, nil)
+	podContainerWaitingReason = prometheus.NewDesc("kube_pod_container_status_waiting_reason", "Describes the reason the container is currently in waiting state.",
+		[]string{"namespace", "pod", "uid", "container", "reason"}, nil)
+	podContainerLastTerminatedReason = prometheus.NewDesc("kube_pod_container_status_last_terminated_reason", "Describes the last reason the container was in terminated state.",
+		[]string{"namespace", "pod", "uid", "container", "reason"}, nil)
+	podRequests = prometheus.NewDesc("kube_pod_container_resource_requests", "The number of requested request resource by a container. It is recommended to use the kube_pod_resource_requests metric exposed by kube-scheduler instead, as it is more precise.",
+		[]string{"namespace", "pod", "uid", "container", "node", "resource", "unit"}, nil)
+	podLimits = prometheus.NewDesc("kube_pod_container_resource_limits", "The number of requested limit resource by a container. It is recommended to use the kube_pod_resource_limits metric exposed by kube-scheduler instead, as it is more precise.",
+		[]string{"namespace", "pod", "uid", "container", "node", "resource", "unit"}, nil)
+
+	deployLabels            = []string{"namespace", "deployment"}
+	deploySpecReplicas      = prometheus.NewDesc("kube_deployment_spec_replicas", "Number of desired pods for a deployment.", deployLabels, nil)
+	deployReplicas          = prometheus.NewDesc("kube_deployment_status_replicas", "The number of replicas per deployment.", deployLabels, nil)
+	deployReady             = prometheus.NewDesc("kube_deployment_status_replicas_ready", "The number of ready replicas per deployment.", deployLabels, nil)
+	deployAvailable         = prometheus.NewDesc("kube_deployment_status_replicas_available", "The number of available replicas per deployment.", deployLabels, nil)
+	deployUnavailable       = prometheus.NewDesc("kube_deployment_status_replicas_unavailable", "The number of unavailable replicas per deployment.", deployLabels, nil)
+	deployUpdated           = prometheus.NewDesc("kube_deployment_status_replicas_updated", "The number of updated replicas per deployment.", deployLabels, nil)
+	deployObservedGen       = prometheus.NewDesc("kube_deployment_status_observed_generation", "The generation observed by the deployment controller.", deployLabels, nil)
+	deployGeneration        = prometheus.NewDesc("kube_deployment_metadata_generation", "Sequence number representing a specific generation of the desired state.", deployLabels, nil)
+	deployPaused            = prometheus.NewDesc("kube_deployment_spec_paused", "Whether the deployment is paused and will not be processed by the deployment controller.", deployLabels, nil)
+	deployConditionProgress = prometheus.NewDesc("kube_deployment_status_condition", "The current status conditions of a deployment.",
+		[]string{"namespace", "deployment", "condition", "status"}, nil)
+
+	quota = prometheus.NewDesc("kube_resourcequota", "Information about resource quota.",
+		[]string{"namespace", "resourcequota", "resource", "type"}, nil)
+
+	nodeCapacity    = prometheus.NewDesc("kube_node_status_capacity", "The capacity for different resources of a node.", []string{"node", "resource", "unit"}, nil)
+	nodeAllocatable = prometheus.NewDesc("kube_node_status_allocatable", "The allocatable for different resources of a node.", []string{"node", "resource", "unit"}, nil)
+)
+
+var kubeStateDescs = []*prometheus.Desc{podInfo, podPhase, podReady, podRestarts, podContainerReady, podContainerRunning,
+	podContainerWaitingReason, podContainerLastTerminatedReason, podRequests, podLimits,
+	deploySpecReplicas, deployReplicas, deployReady, deployAvailable, deployUnavailable, deployUpdated, deployObservedGen,
+	deployGeneration, deployPaused, deployConditionProgress, quota, nodeCapacity, nodeAllocatable}
+
+type kubeState struct {
+	st     Store
+	pods   *store.Decoded[corev1.Pod]
+	deploy *store.Decoded[appsv1.Deployment]
+	quotas *store.Decoded[corev1.ResourceQuota]
+	nodes  *store.Decoded[corev1.Node]
+}
+
+func newKubeState(st Store) *kubeState {
+	return &kubeState{st: st,
+		pods: &store.Decoded[corev1.Pod]{Resource: "pods"}, deploy: &store.Decoded[appsv1.Deployment]{Resource: "apps/deployments"},
+		quotas: &store.Decoded[corev1.ResourceQuota]{Resource: "resourcequotas"}, nodes: &store.Decoded[corev1.Node]{Resource: "nodes"}}
+}
+
+func (k *kubeState) describe(ch chan<- *prometheus.Desc) {
+	for _, d := range kubeStateDescs {
+		ch <- d
+	}
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, lv ...string) {
+	if m, err := prometheus.NewConstMetric(d, prometheus.GaugeValue, v, lv...); err == nil {
+		ch <- m
+	}
+}
+
+func boolf(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// resourceUnit is kube-state-metrics' unit label and value of a
+// resource quantity: cores for CPU, bytes for memory and storage, an
+// integer for the rest.
+func resourceUnit(name corev1.ResourceName, q resource.Quantity) (string, float64) {
+	switch {
+	case name == corev1.ResourceCPU:
+		return "core", float64(q.MilliValue()) / 1000
+	case name == corev1.ResourceMemory || name == corev1.ResourceStorage || name == corev1.ResourceEphemeralStorage ||
+		strings.HasPrefix(string(name), corev1.ResourceHugePagesPrefix):
+		return "byte", float64(q.Value())
+	}
+	return "integer", float64(q.Value())
+}
+
+// quotaValue is kube-state-metrics' value of a quota's quantity: CPU in
+// cores (fractions kept), everything else as a number.
+func quotaValue(name corev1.ResourceName, q resource.Quantity) float64 {
+	if strings.HasSuffix(string(name), "cpu") || name == corev1.ResourceCPU {
+		return float64(q.MilliValue()) / 1000
+	}
+	return float64(q.Value())
+}
+
+func (k *kubeState) collect(ch chan<- prometheus.Metric) {
+	if pods, _, err := k.pods.List(k.st, ""); err == nil {
+		for _, p := range pods {
+			k.pod(ch, p)
+		}
+	}
+	if ds, _, err := k.deploy.List(k.st, ""); err == nil {
+		for _, d := range ds {
+			lv := []string{d.Namespace, d.Name}
+			replicas := int32(1)
+			if d.Spec.Replicas != nil {
+				replicas = *d.Spec.Replicas
+			}
+			gauge(ch, deploySpecReplicas, float64(replicas), lv...)
+			gauge(ch, deployReplicas, float64(d.Status.Replicas), lv...)
+			gauge(ch, deployReady, float64(d.Status.ReadyReplicas), lv...)
+			gauge(ch, deployAvailable, float64(d.Status.AvailableReplicas), lv...)
+			gauge(ch, deployUnavailable, float64(d.Status.UnavailableReplicas), lv...)
+			gauge(ch, deployUpdated, float64(d.Status.UpdatedReplicas), lv...)
+			gauge(ch, deployObservedGen, float64(d.Status.ObservedGeneration), lv...)
+			gauge(ch, deployGeneration, float64(d.Generation), lv...)
+			gauge(ch, deployPaused, boolf(d.Spec.Paused), lv...)
+			for _, c := range d.Status.Conditions {
+				for _, s := range []corev1.ConditionStatus{corev1.ConditionTrue, corev1.ConditionFalse, corev1.ConditionUnknown} {
+					gauge(ch, deployConditionProgress, boolf(c.Status == s), d.Namespace, d.Name, string(c.Type), strings.ToLower(string(s)))
+				}
+			}
+		}
+	}
+	if qs, _, err := k.quotas.List(k.st, ""); err == nil {
+		for _, q := range qs {
+			for name, v := range q.Status.Hard {
+				gauge(ch, quota, quotaValue(name, v), q.Namespace, q.Name, string(name), "hard")
+			}
+			for name, v := range q.Status.Used {
+				gauge(ch, quota, quotaValue(name, v), q.Namespace, q.Name, string(name), "used")
+			}
+		}
+	}
+	if ns, _, err := k.nodes.List(k.st, ""); err == nil {
+		for _, n := range ns {
+			for name, v := range n.Status.Capacity {
+				unit, f := resourceUnit(name, v)
+				gauge(ch, nodeCapacity, f, n.Name, sanitize(string(name)), unit)
+			}
+			for name, v := range n.Status.Allocatable {
+				unit, f := resourceUnit(name, v)
+				gauge(ch, nodeAllocatable, f, n.Name, sanitize(string(name)), unit)
+			}
+		}
+	}
+}
+
+// sanitize is kube-state-metrics' label value of a resource name: "/",
+// "." and "-" become "_" (nvidia.com/gpu → nvidia_com_gpu).
+func sanitize(s string) string {
+	return strings.NewReplacer("/", "_", ".", "_", "-", "_").Replace(s)
+}
+
+func (k *kubeState) pod(ch chan<- prometheus.Metric, p *corev1.Pod) {
+	uid := string(p.UID)
+	var kind, owner string
+	for _, o := range p.OwnerReferences {
+		if o.Controller != nil && *o.Controller {
+			kind, owner = o.Kind, o.Name
+		}
+	}
+	gauge(ch, podInfo, 1, p.Namespace, p.Name, uid, p.Status.HostIP, p.Status.PodIP, p.Spec.NodeName, kind, owner,
+		p.Spec.PriorityClassName, strings.ToLower(boolWord(p.Spec.HostNetwork)))
+	phase := p.Status.Phase
+	for _, ph := range []corev1.PodPhase{corev1.PodPending, corev1.PodSucceeded, corev1.PodFailed, corev1.PodUnknown, corev1.PodRunning} {
+		gauge(ch, podPhase, boolf(phase == ph), p.Namespace, p.Name, uid, string(ph))
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type != corev1.PodReady {
+			continue
+		}
+		for _, s := range []corev1.ConditionStatus{corev1.ConditionTrue, corev1.ConditionFalse, corev1.ConditionUnknown} {
+			gauge(ch, podReady, boolf(c.Status == s), p.Namespace, p.Name, uid, strings.ToLower(string(s)))
+		}
+	}
+	for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+		lv := []string{p.Namespace, p.Name, uid, cs.Name}
+		if m, err := prometheus.NewConstMetric(podRestarts, prometheus.CounterValue, float64(cs.RestartCount), lv...); err == nil {
+			ch <- m
+		}
+		gauge(ch, podContainerReady, boolf(cs.Ready), lv...)
+		gauge(ch, podContainerRunning, boolf(cs.State.Running != nil), lv...)
+		if w := cs.State.Waiting; w != nil && w.Reason != "" {
+			gauge(ch, podContainerWaitingReason, 1, append(lv, w.Reason)...)
+		}
+		if t := cs.LastTerminationState.Terminated; t != nil && t.Reason != "" {
+			gauge(ch, podContainerLastTerminatedReason, 1, append(lv, t.Reason)...)
+		}
+	}
+	for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
+		for name, q := range c.Resources.Requests {
+			unit, f := resourceUnit(name, q)
+			gauge(ch, podRequests, f, p.Namespace, p.Name, uid, c.Name, p.Spec.NodeName, sanitize(string(name)), unit)
+		}
+		for name, q := range c.Resources.Limits {
+			unit, f := resourceUnit(name, q)
+			gauge(ch, podLimits, f, p.Namespace, p.Name, uid, c.Name, p.Spec.NodeName, sanitize(string(name)), unit)
+		}
+	}
+}
+
+func boolWord(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
