@@ -13,9 +13,10 @@ command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 # the cgroup v2 tier (hack/v2vm.sh boots Debian's kernel with cgroup v2 only);
 # containernetworking-plugins, iptables: the pod network (CNI bridge,
 # host-local, portmap, firewall); nftables: Services' forwarding (the nft
-# that sigs.k8s.io/knftables drives).
+# that sigs.k8s.io/knftables drives); prometheus, curl: the real Prometheus
+# scraping a node's berthd (test/e2e/kubectl's TestUsage).
 pkgs=(busybox-static util-linux systemd dbus iproute2 procps docker-registry skopeo umoci podman
-	qemu-system-x86 linux-image-amd64 cpio containernetworking-plugins iptables nftables)
+	qemu-system-x86 linux-image-amd64 cpio containernetworking-plugins iptables nftables prometheus curl)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,8 +27,13 @@ if ((${#missing[@]})); then
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The Debian package starts a registry service where systemd runs; berth's
-# tests start their own on free loopback ports.
+# The Debian packages start a registry and a Prometheus service where
+# systemd runs; berth's tests start their own, in their nodes. The host's
+# Prometheus would only scrape itself every 15 s: stopped once, when this
+# script installs it.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+	systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi
 go mod download
 
 gobin=$(go env GOPATH)/bin

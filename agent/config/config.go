@@ -13,7 +13,9 @@ import (
 	"io/fs"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -83,6 +85,42 @@ type Metrics struct {
 	// ClientCAFile requires scrapers' client certificates signed by it
 	// (needs TLS).
 	ClientCAFile string `yaml:"clientCAFile"`
+	// RemoteWrite pushes the same series to Prometheus remote write
+	// receivers.
+	RemoteWrite RemoteWrite `yaml:"remoteWrite"`
+}
+
+// RemoteWrite is where /metrics' series are pushed, every interval.
+type RemoteWrite struct {
+	// ExternalLabels are added to every series sent (node=<node name>
+	// always is, unless set here).
+	ExternalLabels map[string]string `yaml:"externalLabels"`
+	// QueueDir holds each endpoint's queue of batches (empty:
+	// <stateDir>/remote-write).
+	QueueDir string `yaml:"queueDir"`
+	// Endpoints are the receivers.
+	Endpoints []RemoteEndpoint `yaml:"endpoints"`
+}
+
+// DefaultQueueMaxBytes bounds an endpoint's queue unless it says
+// otherwise: at 10 s intervals, hours of a node's series.
+const DefaultQueueMaxBytes = 256 << 20
+
+// RemoteEndpoint is one receiver.
+type RemoteEndpoint struct {
+	URL string `yaml:"url"`
+	// BearerTokenFile holds a token sent as Authorization: Bearer.
+	BearerTokenFile string `yaml:"bearerTokenFile"`
+	// CAFile verifies the receiver's certificate (empty: the system's
+	// roots); CertFile and KeyFile are a client certificate.
+	CAFile   string `yaml:"caFile"`
+	CertFile string `yaml:"certFile"`
+	KeyFile  string `yaml:"keyFile"`
+	// QueueMaxBytes bounds the batches kept on disk while the receiver is
+	// unreachable (0: DefaultQueueMaxBytes); past it the oldest go.
+	QueueMaxBytes int64 `yaml:"queueMaxBytes"`
+	// Labels are added to this endpoint's series only.
+	Labels map[string]string `yaml:"labels"`
 }
 
 // Volumes is the policy for pods' volumes.
@@ -201,7 +239,7 @@ func Default() Config {
 			ClusterDNS:    "10.86.0.10",
 		},
 		Volumes: Volumes{HostPathPrefixes: []string{}},
-		Metrics: Metrics{Interval: 10 * time.Second},
+		Metrics: Metrics{Interval: 10 * time.Second, RemoteWrite: RemoteWrite{ExternalLabels: map[string]string{}, Endpoints: []RemoteEndpoint{}}},
 	}
 }
 
@@ -303,6 +341,9 @@ func (m Metrics) validate(bad func(key, format string, a ...any) error) error {
 			return bad(key, "%q is not an absolute path", p)
 		}
 	}
+	if err := m.RemoteWrite.validate(bad); err != nil {
+		return err
+	}
 	if m.Listen == "" {
 		return nil
 	}
@@ -348,6 +389,52 @@ func CheckLoopback(addr string) error {
 	ip := net.ParseIP(host)
 	if ip == nil || !ip.IsLoopback() {
 		return fmt.Errorf("%q is not a loopback address (127.0.0.0/8, ::1 or localhost)", host)
+	}
+	return nil
+}
+
+var labelName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+
+func (r RemoteWrite) validate(bad func(key, format string, a ...any) error) error {
+	if r.QueueDir != "" && !strings.HasPrefix(r.QueueDir, "/") {
+		return bad("metrics.remoteWrite.queueDir", "%q is not an absolute path", r.QueueDir)
+	}
+	labels := func(key string, m map[string]string) error {
+		for k := range m {
+			if !labelName.MatchString(k) || strings.HasPrefix(k, "__") {
+				return bad(key, "%q is not a label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)", k)
+			}
+		}
+		return nil
+	}
+	if err := labels("metrics.remoteWrite.externalLabels", r.ExternalLabels); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for i, e := range r.Endpoints {
+		key := fmt.Sprintf("metrics.remoteWrite.endpoints[%d]", i)
+		u, err := url.Parse(e.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return bad(key+".url", "%q is not an http or https URL", e.URL)
+		}
+		if seen[e.URL] {
+			return bad(key+".url", "%q is listed twice", e.URL)
+		}
+		seen[e.URL] = true
+		for k, p := range map[string]string{"bearerTokenFile": e.BearerTokenFile, "caFile": e.CAFile, "certFile": e.CertFile, "keyFile": e.KeyFile} {
+			if p != "" && !strings.HasPrefix(p, "/") {
+				return bad(key+"."+k, "%q is not an absolute path", p)
+			}
+		}
+		if (e.CertFile == "") != (e.KeyFile == "") {
+			return bad(key+".certFile", "certFile and keyFile go together")
+		}
+		if e.QueueMaxBytes < 0 {
+			return bad(key+".queueMaxBytes", "%d is negative", e.QueueMaxBytes)
+		}
+		if err := labels(key+".labels", e.Labels); err != nil {
+			return err
+		}
 	}
 	return nil
 }

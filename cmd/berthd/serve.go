@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +45,7 @@ import (
 	"github.com/berth-dev/berth/agent/probe"
 	"github.com/berth-dev/berth/agent/proxy"
 	"github.com/berth-dev/berth/agent/reconcile"
+	"github.com/berth-dev/berth/agent/remote"
 	"github.com/berth-dev/berth/agent/storage"
 	"github.com/berth-dev/berth/agent/store"
 	"github.com/berth-dev/berth/agent/streams"
@@ -252,6 +254,18 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 		listeners = append(listeners, ln)
 	}
 
+	// Remote write: the same series, pushed.
+	var rw *remote.Writer
+	if eps := cfg.Metrics.RemoteWrite.Endpoints; len(eps) > 0 {
+		if rw, err = remoteWriter(cfg, reg, log); err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			os.Remove(cfg.Socket.Path)
+			return err
+		}
+		reg.MustRegister(rw)
+	}
 	if m := cfg.Metrics; m.Listen != "" {
 		h, err := exporter.Listener(reg, m.BearerTokenFile)
 		var tlsCfg *tls.Config
@@ -282,6 +296,13 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 		defer agents.Done()
 		_ = sampler.Run(ctx)
 	}()
+	if rw != nil {
+		agents.Add(1)
+		go func() {
+			defer agents.Done()
+			_ = rw.Run(ctx)
+		}()
+	}
 	serveErr := make(chan error, len(servers))
 	for i, srv := range servers {
 		go func() {
@@ -704,4 +725,61 @@ func (j journalWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return j.w.Write(p)
+}
+
+// remoteWriter builds the remote write endpoints from the configuration:
+// their TLS, their queues under queueDir, node=<node name> among the
+// external labels.
+func remoteWriter(cfg config.Config, g prometheus.Gatherer, log hclog.Logger) (*remote.Writer, error) {
+	r := cfg.Metrics.RemoteWrite
+	ext := map[string]string{}
+	if _, ok := r.ExternalLabels["node"]; !ok {
+		name := cfg.NodeName
+		if name == "" {
+			h, err := os.Hostname()
+			if err != nil {
+				return nil, fmt.Errorf("node name: %w", err)
+			}
+			name = h
+		}
+		ext["node"] = name
+	}
+	for k, v := range r.ExternalLabels {
+		ext[k] = v
+	}
+	dir := r.QueueDir
+	if dir == "" {
+		dir = filepath.Join(cfg.StateDir, "remote-write")
+	}
+	var eps []remote.Endpoint
+	for _, e := range r.Endpoints {
+		tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if e.CAFile != "" {
+			pem, err := os.ReadFile(e.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("remote write %s: %w", e.URL, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("remote write %s: no certificate in %s", e.URL, e.CAFile)
+			}
+			tlsCfg.RootCAs = pool
+		}
+		if e.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(e.CertFile, e.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("remote write %s: %w", e.URL, err)
+			}
+			tlsCfg.Certificates = []tls.Certificate{cert}
+		}
+		max := e.QueueMaxBytes
+		if max == 0 {
+			max = config.DefaultQueueMaxBytes
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = tlsCfg
+		eps = append(eps, remote.Endpoint{URL: e.URL, Client: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+			BearerTokenFile: e.BearerTokenFile, MaxBytes: max, Labels: e.Labels})
+	}
+	return remote.New(remote.Config{Gatherer: g, Endpoints: eps, ExternalLabels: ext, Dir: dir, Interval: cfg.Metrics.Interval, Log: log.Named("remote-write")})
 }

@@ -35,6 +35,8 @@ type env struct {
 	t      *testing.T
 	n      *node.Node
 	signed *nodereg.Signed
+	// promURL is the node's Prometheus (default http://127.0.0.1:9090).
+	promURL string
 }
 
 func newEnv(t *testing.T) *env {

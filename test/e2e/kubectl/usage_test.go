@@ -163,14 +163,7 @@ func TestUsage(t *testing.T) {
 
 	// Prometheus, scraping the listener.
 	e.write("/var/tmp/prom/prometheus.yml", promConfig)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	prom := e.n.Command(ctx, "prometheus", "--config.file=/var/tmp/prom/prometheus.yml", "--storage.tsdb.path=/var/tmp/prom/data",
-		"--web.listen-address=127.0.0.1:9090", "--log.level=warn")
-	if err := prom.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cancel(); _ = prom.Wait() }()
+	e.prometheus("--config.file=/var/tmp/prom/prometheus.yml", "--storage.tsdb.path=/var/tmp/prom/data", "--web.listen-address=127.0.0.1:9090")
 	q := func(query string) float64 { return e.promQuery(query) }
 
 	// Memory: what the files say now (the pod holds still).
@@ -264,7 +257,11 @@ func (e *env) promQuery(query string) float64 {
 	var last string
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		out, err := e.n.Run(ctx, "curl", "-s", "--data-urlencode", "query="+query, "http://127.0.0.1:9090/api/v1/query")
+		base := e.promURL
+		if base == "" {
+			base = "http://127.0.0.1:9090"
+		}
+		out, err := e.n.Run(ctx, "curl", "-s", "--data-urlencode", "query="+query, base+"/api/v1/query")
 		cancel()
 		last = out
 		if err != nil {
@@ -328,4 +325,104 @@ func parseMilli(t *testing.T, s string) int {
 		t.Fatalf("cpu %q is not in m", s)
 	}
 	return v
+}
+
+// TestRemoteWrite pushes a node's series to the real Prometheus as a
+// remote write receiver, through two endpoints: one whose queue holds a
+// minute, one bounded below that. The receiver is stopped for a minute
+// and started again: the first endpoint's series have no gap for that
+// minute; the second's lost their oldest batches, and counted them.
+func TestRemoteWrite(t *testing.T) {
+	t.Parallel() // a node of its own
+	_, err := exec.LookPath("prometheus")
+	testenv.Require(t, err == nil, "needs prometheus (Debian's package); `make test` installs it")
+	e := newEnv(t)
+	const write = "http://127.0.0.1:9091/api/v1/write"
+	e.run("sh", "-c", `cat >> /etc/berth/berthd.yaml <<'END'
+metrics:
+  interval: 2s
+  remoteWrite:
+    externalLabels: {site: test}
+    endpoints:
+    - {url: "`+write+`", labels: {via: big}}
+    - {url: "`+write+`?small=1", queueMaxBytes: 8192, labels: {via: small}}
+END
+systemctl restart berthd`)
+	k := e.stock()
+	k.eventually("berthd back", func(s string) bool { return strings.Contains(s, "default") }, "get", "namespaces", "-o", "name")
+	node := strings.TrimSpace(k.must("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"))
+
+	e.write("/var/tmp/prom/prometheus.yml", "global: {}\n")
+	start := func() (stop func()) {
+		return e.prometheus("--config.file=/var/tmp/prom/prometheus.yml", "--storage.tsdb.path=/var/tmp/prom/data",
+			"--web.listen-address=127.0.0.1:9091", "--web.enable-remote-write-receiver")
+	}
+	e.promURL = "http://127.0.0.1:9091"
+	stop := start()
+	// Arrived, with the external labels.
+	q := func(query string) float64 { return e.promQuery(query) }
+	q(`berth_usage_collections_total{via="big",site="test",node="` + node + `"}`)
+	q(`berth_usage_collections_total{via="small"}`)
+
+	stop()
+	down := time.Now()
+	if _, err := e.n.Run(context.Background(), "curl", "-s", "http://127.0.0.1:9091/-/ready"); err == nil {
+		t.Fatal("Prometheus still answers after its stop")
+	}
+	time.Sleep(time.Minute)
+	t.Logf("queued after the outage:\n%s", grepLines(e.run("curl", "-s", "--unix-socket", "/run/berth/berth.sock", "http://localhost/metrics"), "berth_remote_write_queue_bytes{"))
+	up := time.Now()
+	start()
+	// Both queues drained (the small one of what it kept).
+	e.eventually("queues drained", func() bool {
+		out := e.run("curl", "-s", "--unix-socket", "/run/berth/berth.sock", "http://localhost/metrics")
+		return strings.Contains(out, `berth_remote_write_queue_batches{url="`+write+`"} 0`) &&
+			strings.Contains(out, `berth_remote_write_queue_batches{url="`+write+`?small=1"} 0`)
+	})
+	// Samples every 2 s throughout the outage: about 30 in its minute.
+	at := fmt.Sprintf(" @ %d", up.Unix())
+	window := fmt.Sprintf("[%ds]", int(up.Sub(down).Seconds()))
+	if n := q(`count_over_time(berth_usage_collections_total{via="big"}` + window + at + `)`); n < 25 {
+		t.Errorf("the big queue's series over the outage: %v samples, want about 30 (no gap)", n)
+	}
+	small := q(`count_over_time(berth_usage_collections_total{via="small"}` + window + at + `)`)
+	if small >= 25 {
+		t.Errorf("the small queue's series over the outage: %v samples, want a gap", small)
+	}
+	out := e.run("curl", "-s", "--unix-socket", "/run/berth/berth.sock", "http://localhost/metrics")
+	if !strings.Contains(out, `berth_remote_write_dropped_samples_total{reason="queue_full",url="`+write+`"} 0`) ||
+		strings.Contains(out, `berth_remote_write_dropped_samples_total{reason="queue_full",url="`+write+`?small=1"} 0`) {
+		t.Errorf("dropped samples: want none for the big queue, some for the small one:\n%s", grepLines(out, "berth_remote_write_dropped"))
+	}
+	t.Logf("over the %s outage: big %v samples, small %v; %s", window, q(`count_over_time(berth_usage_collections_total{via="big"}`+window+at+`)`), small,
+		grepLines(out, "berth_remote_write_dropped"))
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// eventually polls ok for two minutes.
+func (e *env) eventually(what string, ok func() bool) {
+	e.t.Helper()
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
+		if ok() {
+			return
+		}
+	}
+	e.t.Fatalf("%s: never happened", what)
+}
+
+// prometheus runs the real Prometheus in the node as a transient unit
+// (stopped by the returned function, and with the node in any case).
+func (e *env) prometheus(args ...string) (stop func()) {
+	e.t.Helper()
+	e.run(append([]string{"systemd-run", "--unit", "berthtest-prometheus", "--collect", "prometheus", "--log.level=warn"}, args...)...)
+	return func() { e.run("systemctl", "stop", "berthtest-prometheus") }
 }
