@@ -163,6 +163,12 @@ func (r *Recorder) Event(ref *corev1.ObjectReference, eventtype, reason, message
 		return
 	}
 	r.corr.UpdateState(stored)
+	if eventtype == corev1.EventTypeWarning {
+		// For a log pipeline reading the journal: one line per Warning,
+		// its fields as key=value (kubectl get events says the same).
+		r.log.Warn("event", "type", eventtype, "reason", reason, "kind", ref.Kind, "namespace", ref.Namespace, "name", ref.Name,
+			"count", stored.Count, "message", message)
+	}
 	if r.cfg.Counter != nil {
 		r.cfg.Counter.EventRecorded(eventtype, reason, ref.Kind)
 	}

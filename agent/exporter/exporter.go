@@ -18,7 +18,12 @@
 package exporter
 
 import (
+	"bytes"
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/berth-dev/berth/agent/store"
 	"github.com/berth-dev/berth/agent/usage"
@@ -64,32 +69,105 @@ var (
 	threadsMax       = cadvisor("container_threads_max", "Maximum number of threads allowed inside the container, infinity if value is zero")
 )
 
-var cadvisorDescs = []*prometheus.Desc{cpuUsage, cpuUser, cpuSystem, cfsPeriods, cfsThrottled, cfsThrottledSecs,
+// A namespace's slice: what all its pods use, next to
+// kube_resourcequota's used and hard (berth's names: cAdvisor has no
+// namespace-level series, and a container_* series with only a namespace
+// label would be counted twice by queries summing by namespace).
+var (
+	nsLabels     = []string{"namespace", "id"}
+	nsCPU        = prometheus.NewDesc("berth_namespace_cpu_usage_seconds_total", "Cumulative CPU time of the namespace's pods (its slice).", nsLabels, nil)
+	nsWorkingSet = prometheus.NewDesc("berth_namespace_memory_working_set_bytes", "Working set of the namespace's pods (its slice).", nsLabels, nil)
+	nsMemLimit   = prometheus.NewDesc("berth_namespace_memory_limit_bytes", "Memory limit of the namespace's slice (its ResourceQuota's limits.memory; 0: none).", nsLabels, nil)
+	nsThrottled  = prometheus.NewDesc("berth_namespace_cpu_cfs_throttled_periods_total", "Throttled periods of the namespace's slice (its ResourceQuota's limits.cpu).", nsLabels, nil)
+)
+
+var cadvisorDescs = []*prometheus.Desc{nsCPU, nsWorkingSet, nsMemLimit, nsThrottled, cpuUsage, cpuUser, cpuSystem, cfsPeriods, cfsThrottled, cfsThrottledSecs,
 	memUsage, memWorkingSet, memRSS, memMax, memLimit, oomEvents, threads, threadsMax}
 
-// Exporter is a prometheus.Collector of the cAdvisor and
-// kube-state-metrics series.
+// Exporter is a prometheus.Gatherer of the cAdvisor and
+// kube-state-metrics series. They are many (about 40 a pod), and building
+// and rendering them costs about 0.2 ms a pod, so they are built once per
+// change of what they show, as kube-state-metrics caches its rendered
+// objects: a scrape between two cycles, with no object changed, renders
+// nothing again (BenchmarkScrape).
 type Exporter struct {
 	usage Usage
 	state *kubeState
+	reg   *prometheus.Registry // the collector below, gathered on a change only
+
+	mu   sync.Mutex
+	snap *usage.Snapshot // the cycle collect reads
+	// What the cache was built from, and the cache.
+	builtSnap  *usage.Snapshot
+	builtLists kubeLists
+	fams       []*dto.MetricFamily
+	text       []byte
 }
 
-// New returns the exporter; register it with a prometheus.Registry.
+// New returns the exporter.
 func New(u Usage, st Store) *Exporter {
-	return &Exporter{usage: u, state: newKubeState(st)}
+	e := &Exporter{usage: u, state: newKubeState(st), reg: prometheus.NewRegistry()}
+	e.reg.MustRegister(collector{e})
+	return e
 }
+
+// collector is the Exporter's series for its private registry.
+type collector struct{ e *Exporter }
 
 // Describe sends every series' description.
-func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range cadvisorDescs {
 		ch <- d
 	}
-	e.state.describe(ch)
+	c.e.state.describe(ch)
 }
 
-// Collect renders the last cycle and the store's objects.
-func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
-	if snap := e.usage.Last(); snap != nil {
+// Collect renders the cycle and the objects Families chose.
+func (c collector) Collect(ch chan<- prometheus.Metric) { c.e.collect(ch) }
+
+// Gather returns the series, built again only when the usage cycle or
+// one of the objects changed since the last call. The families are shared
+// and read only.
+func (e *Exporter) Gather() ([]*dto.MetricFamily, error) {
+	fams, _, err := e.build()
+	return fams, err
+}
+
+// Text is the series in Prometheus' text format (0.0.4), from the same
+// cache.
+func (e *Exporter) Text() ([]byte, error) {
+	_, text, err := e.build()
+	return text, err
+}
+
+func (e *Exporter) build() ([]*dto.MetricFamily, []byte, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	snap := e.usage.Last()
+	lists, err := e.state.list()
+	if err != nil {
+		return nil, nil, err
+	}
+	if e.fams != nil && snap == e.builtSnap && lists.same(e.builtLists) {
+		return e.fams, e.text, nil
+	}
+	e.snap, e.state.cur = snap, lists
+	fams, err := e.reg.Gather()
+	if err != nil {
+		return nil, nil, err
+	}
+	var buf bytes.Buffer
+	for _, mf := range fams {
+		if _, err := expfmt.MetricFamilyToText(&buf, mf); err != nil {
+			return nil, nil, err
+		}
+	}
+	e.fams, e.text, e.builtSnap, e.builtLists = fams, buf.Bytes(), snap, lists
+	return fams, e.text, nil
+}
+
+func (e *Exporter) collect(ch chan<- prometheus.Metric) {
+	if snap := e.snap; snap != nil {
 		// The root group as cAdvisor reports it: id="/", every other
 		// label empty.
 		emitGroup(ch, snap, &snap.Node, []string{"", "/", "", "", "", ""})
@@ -100,6 +178,18 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 			for i := range p.Containers {
 				c := &p.Containers[i]
 				emitGroup(ch, snap, &c.Stats, []string{c.Name, c.Cgroup, c.Image, c.Unit, p.Namespace, p.Name})
+			}
+		}
+		for _, n := range snap.Namespaces {
+			for _, m := range []struct {
+				d *prometheus.Desc
+				t prometheus.ValueType
+				v float64
+			}{{nsCPU, prometheus.CounterValue, float64(n.Stats.CPUUsageNSec) / 1e9}, {nsWorkingSet, prometheus.GaugeValue, float64(n.Stats.MemoryWorkingSet)},
+				{nsMemLimit, prometheus.GaugeValue, float64(n.Stats.MemoryLimit)}, {nsThrottled, prometheus.CounterValue, float64(n.Stats.CPUThrottled)}} {
+				if cm, err := prometheus.NewConstMetric(m.d, m.t, m.v, n.Name, n.Cgroup); err == nil {
+					ch <- prometheus.NewMetricWithTimestamp(snap.Time, cm)
+				}
 			}
 		}
 	}

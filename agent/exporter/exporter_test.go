@@ -1,9 +1,9 @@
 package exporter
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"testing"
@@ -11,7 +11,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -74,6 +73,7 @@ func snapshot(n int) (*usage.Snapshot, fakeStore) {
 						MemoryUsage: 60 << 20, MemoryWorkingSet: 48 << 20, MemoryRSS: 47 << 20, MemoryLimit: 128 << 20, OOMKills: 1, Pids: 4}},
 			}})
 	}
+	snap.Namespaces = []usage.Namespace{{Name: "shop", Cgroup: "/berth.slice/berth-shop.slice", Stats: cgroup.Stats{CPUUsageNSec: 9e9, MemoryWorkingSet: 70 << 20, MemoryLimit: 1 << 30}}}
 	replicas := int32(3)
 	st["apps/deployments"] = []any{&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Generation: 4},
 		Spec:   appsv1.DeploymentSpec{Replicas: &replicas},
@@ -91,8 +91,12 @@ func gather(t testing.TB, n int) map[string][]*dto.Metric {
 	t.Helper()
 	snap, st := snapshot(n)
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(New(fixedUsage{snap}, st), NewOwn(fixedUsage{snap}))
-	mfs, err := reg.Gather()
+	reg.MustRegister(NewOwn(fixedUsage{snap}))
+	e := New(fixedUsage{snap}, st)
+	// Pedantic: the cached series checked against their descriptions too.
+	e.reg = prometheus.NewPedanticRegistry()
+	e.reg.MustRegister(collector{e})
+	mfs, err := Gatherer(reg, e).Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,6 +169,8 @@ func TestSeries(t *testing.T) {
 		{"kube_resourcequota", map[string]string{"resourcequota": "q", "resource": "requests.cpu", "type": "hard"}, 1.5},
 		{"kube_node_status_capacity", map[string]string{"node": "n1", "resource": "memory", "unit": "byte"}, 4 << 30},
 		{"berth_usage_collections_total", nil, 7},
+		{"berth_namespace_cpu_usage_seconds_total", map[string]string{"namespace": "shop", "id": "/berth.slice/berth-shop.slice"}, 9},
+		{"berth_namespace_memory_limit_bytes", map[string]string{"namespace": "shop"}, 1 << 30},
 	} {
 		got, ok := value(t, fams, c.name, c.labels)
 		if !ok || got != c.want {
@@ -190,27 +196,83 @@ func TestSeries(t *testing.T) {
 	}
 }
 
-// BenchmarkScrape is one scrape of a node with 500 pods: gathering and
-// rendering in the text format, as Prometheus asks for it. No cgroup is
-// read (the cycle is agent/usage's).
-func BenchmarkScrape(b *testing.B) {
-	snap, st := snapshot(500)
+// The cache is built again when the cycle or an object changes, and
+// only then.
+func TestCache(t *testing.T) {
+	snap, st := snapshot(2)
+	u := &fixedUsage{snap}
+	e := New(u, st)
+	a, _ := e.Gather()
+	b, _ := e.Gather()
+	if &a[0] != &b[0] {
+		t.Error("nothing changed, but the series were built again")
+	}
+	st["pods"][0].(*corev1.Pod).Status.ContainerStatuses[0].RestartCount = 9
+	c, _ := e.Gather()
+	if &c[0] == &b[0] {
+		t.Fatal("a pod changed, the series did not")
+	}
+	text, _ := e.Text()
+	if !strings.Contains(string(text), `kube_pod_container_status_restarts_total{container="app",namespace="shop",pod="web-0",uid="uid-0"} 9`) {
+		t.Errorf("the text does not show the change")
+	}
+	next := *snap
+	u.s = &next
+	if d, _ := e.Gather(); &d[0] == &c[0] {
+		t.Error("a new cycle, the series did not change")
+	}
+}
+
+// /metrics: the registry's series, then the exporter's, in the text
+// format.
+func TestHandler(t *testing.T) {
+	snap, st := snapshot(1)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(New(fixedUsage{snap}, st), NewOwn(fixedUsage{snap}))
-	var buf bytes.Buffer
-	b.ReportAllocs()
-	for b.Loop() {
-		buf.Reset()
-		mfs, err := reg.Gather()
-		if err != nil {
-			b.Fatal(err)
-		}
-		enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
-		for _, mf := range mfs {
-			if err := enc.Encode(mf); err != nil {
-				b.Fatal(err)
+	reg.MustRegister(NewOwn(fixedUsage{snap}))
+	rec := httptest.NewRecorder()
+	Handler(reg, New(fixedUsage{snap}, st)).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	if rec.Code != 200 || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/plain; version=0.0.4") ||
+		!strings.Contains(body, "# TYPE berth_usage_collections_total counter\nberth_usage_collections_total 7\n") ||
+		!strings.Contains(body, "# TYPE container_memory_rss gauge\n") {
+		t.Errorf("%d %s\n%.600s", rec.Code, rec.Header(), body)
+	}
+	// Every family once: the text format allows no second TYPE line.
+	seen := map[string]bool{}
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, "# TYPE ") {
+			if seen[l] {
+				t.Errorf("twice: %s", l)
 			}
+			seen[l] = true
 		}
 	}
-	b.ReportMetric(float64(buf.Len()), "bytes/scrape")
+}
+
+// BenchmarkScrape is one scrape of /metrics on a node with 500 pods
+// between two cycles, nothing changed (the steady state: Prometheus
+// scrapes more often than pods change); BenchmarkScrapeChanged one where
+// a pod changed, which builds the exporter's series again. No cgroup is
+// read either way (the cycle is agent/usage's).
+func BenchmarkScrape(b *testing.B) { benchScrape(b, false) }
+
+func BenchmarkScrapeChanged(b *testing.B) { benchScrape(b, true) }
+
+func benchScrape(b *testing.B, change bool) {
+	snap, st := snapshot(500)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewOwn(fixedUsage{snap}))
+	h := Handler(reg, New(fixedUsage{snap}, st))
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	var n int
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if change {
+			st["pods"][0].(*corev1.Pod).Status.ContainerStatuses[0].RestartCount = int32(i)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		n = rec.Body.Len()
+	}
+	b.ReportMetric(float64(n), "bytes/scrape")
 }

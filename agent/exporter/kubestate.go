@@ -61,7 +61,34 @@ var kubeStateDescs = []*prometheus.Desc{podInfo, podPhase, podReady, podRestarts
 	deploySpecReplicas, deployReplicas, deployReady, deployAvailable, deployUnavailable, deployUpdated, deployObservedGen,
 	deployGeneration, deployPaused, deployConditionProgress, quota, nodeCapacity, nodeAllocatable}
 
+// kubeLists are the objects the series are built from: the store's
+// decoded objects, the same pointers while their bytes are unchanged
+// (store.Decoded), so that comparing pointers tells a change.
+type kubeLists struct {
+	pods   []*corev1.Pod
+	deploy []*appsv1.Deployment
+	quotas []*corev1.ResourceQuota
+	nodes  []*corev1.Node
+}
+
+func samePtrs[T any](a, b []*T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (l kubeLists) same(o kubeLists) bool {
+	return samePtrs(l.pods, o.pods) && samePtrs(l.deploy, o.deploy) && samePtrs(l.quotas, o.quotas) && samePtrs(l.nodes, o.nodes)
+}
+
 type kubeState struct {
+	cur    kubeLists // what collect renders
 	st     Store
 	pods   *store.Decoded[corev1.Pod]
 	deploy *store.Decoded[appsv1.Deployment]
@@ -117,14 +144,29 @@ func quotaValue(name corev1.ResourceName, q resource.Quantity) float64 {
 	return float64(q.Value())
 }
 
-func (k *kubeState) collect(ch chan<- prometheus.Metric) {
-	if pods, _, err := k.pods.List(k.st, ""); err == nil {
-		for _, p := range pods {
-			k.pod(ch, p)
-		}
+// list reads the objects (decoding only what changed).
+func (k *kubeState) list() (kubeLists, error) {
+	var l kubeLists
+	var err error
+	if l.pods, _, err = k.pods.List(k.st, ""); err != nil {
+		return l, err
 	}
-	if ds, _, err := k.deploy.List(k.st, ""); err == nil {
-		for _, d := range ds {
+	if l.deploy, _, err = k.deploy.List(k.st, ""); err != nil {
+		return l, err
+	}
+	if l.quotas, _, err = k.quotas.List(k.st, ""); err != nil {
+		return l, err
+	}
+	l.nodes, _, err = k.nodes.List(k.st, "")
+	return l, err
+}
+
+func (k *kubeState) collect(ch chan<- prometheus.Metric) {
+	for _, p := range k.cur.pods {
+		k.pod(ch, p)
+	}
+	{
+		for _, d := range k.cur.deploy {
 			lv := []string{d.Namespace, d.Name}
 			replicas := int32(1)
 			if d.Spec.Replicas != nil {
@@ -146,8 +188,8 @@ func (k *kubeState) collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
-	if qs, _, err := k.quotas.List(k.st, ""); err == nil {
-		for _, q := range qs {
+	{
+		for _, q := range k.cur.quotas {
 			for name, v := range q.Status.Hard {
 				gauge(ch, quota, quotaValue(name, v), q.Namespace, q.Name, string(name), "hard")
 			}
@@ -156,8 +198,8 @@ func (k *kubeState) collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
-	if ns, _, err := k.nodes.List(k.st, ""); err == nil {
-		for _, n := range ns {
+	{
+		for _, n := range k.cur.nodes {
 			for name, v := range n.Status.Capacity {
 				unit, f := resourceUnit(name, v)
 				gauge(ch, nodeCapacity, f, n.Name, sanitize(string(name)), unit)

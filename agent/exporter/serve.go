@@ -1,28 +1,60 @@
 package exporter
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 )
 
-// Handler serves g in Prometheus' exposition formats (text, and
-// OpenMetrics or protobuf when the scraper asks).
-func Handler(g prometheus.Gatherer) http.Handler {
-	return promhttp.HandlerFor(g, promhttp.HandlerOpts{EnableOpenMetrics: true})
+// Handler serves /metrics in Prometheus' text format: reg's series
+// (berth's own, the Go runtime's, the process'), rendered at each scrape,
+// then e's, from its cache. Text only, and never compressed: a node's few
+// MB cost more to gzip than to send over the links a scrape uses, and
+// every Prometheus reads the text format.
+func Handler(reg prometheus.Gatherer, e *Exporter) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mfs, err := reg.Gather()
+		if err != nil {
+			http.Error(w, "gather: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		text, err := e.Text()
+		if err != nil {
+			http.Error(w, "gather: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		var buf bytes.Buffer
+		for _, mf := range mfs {
+			if _, err := expfmt.MetricFamilyToText(&buf, mf); err != nil {
+				http.Error(w, "render: "+err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
+		w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+		w.Header().Set("Content-Length", strconv.Itoa(buf.Len()+len(text)))
+		_, _ = w.Write(buf.Bytes())
+		_, _ = w.Write(text)
+	})
+}
+
+// Gatherer is everything /metrics serves, for remote write.
+func Gatherer(reg prometheus.Gatherer, e *Exporter) prometheus.Gatherer {
+	return prometheus.Gatherers{reg, e}
 }
 
 // Listener is the TCP listener's /metrics for a Prometheus elsewhere:
 // nothing but that path, behind a bearer token when one is configured.
 // The token is read once, at start; a new one takes a restart of berthd.
-func Listener(g prometheus.Gatherer, tokenFile string) (http.Handler, error) {
+func Listener(h http.Handler, tokenFile string) (http.Handler, error) {
 	var token []byte
 	if tokenFile != "" {
 		b, err := os.ReadFile(tokenFile)
@@ -33,7 +65,6 @@ func Listener(g prometheus.Gatherer, tokenFile string) (http.Handler, error) {
 			return nil, fmt.Errorf("metrics bearer token: %s is empty", tokenFile)
 		}
 	}
-	h := Handler(g)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/metrics" {
 			http.NotFound(w, r)

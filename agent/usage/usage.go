@@ -89,6 +89,14 @@ type Pod struct {
 	Containers      []Container
 }
 
+// Namespace is one namespace slice's figures in a cycle.
+type Namespace struct {
+	Name, Cgroup string
+	Stats        cgroup.Stats
+	CPU          float64
+	HasRate      bool
+}
+
 // Snapshot is one collection cycle.
 type Snapshot struct {
 	// Time is when the cycle began; Window the time since the cycle the
@@ -100,6 +108,10 @@ type Snapshot struct {
 	NodeCPU float64
 	// Pods are the pods with a slice, in the store's order.
 	Pods []*Pod
+	// Namespaces are the namespace slices of the pods' namespaces: what
+	// the namespace uses in all, next to its quota (the slice holds the
+	// quota's limits, Runtime.SetNamespaceLimits).
+	Namespaces []Namespace
 	// Took is how long the cycle took; Errors counts groups that could
 	// not be read for another reason than their absence.
 	Took   time.Duration
@@ -241,6 +253,19 @@ func (s *Sampler) Collect() (*Snapshot, error) {
 			p.Containers = append(p.Containers, ct)
 		}
 		snap.Pods = append(snap.Pods, p)
+	}
+	done := map[string]bool{}
+	for _, p := range snap.Pods {
+		if done[p.Namespace] {
+			continue
+		}
+		done[p.Namespace] = true
+		group := unitgen.SliceCgroup(unitgen.SliceName(p.Namespace))
+		if st, ok := read(group); ok {
+			n := Namespace{Name: p.Namespace, Cgroup: group, Stats: *st}
+			n.CPU, n.HasRate = rate(group, st)
+			snap.Namespaces = append(snap.Namespaces, n)
+		}
 	}
 	s.prev = seen
 	snap.Took = s.cfg.Now().Sub(start)

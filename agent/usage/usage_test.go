@@ -77,13 +77,14 @@ func TestCycles(t *testing.T) {
 	done.Status.Phase = corev1.PodSucceeded
 	st := &fakeStore{pods: []*corev1.Pod{web, db, done}}
 	g := groups{
-		NodeCgroup:               {CPUUsageNSec: 100e9, MemoryWorkingSet: 1 << 30},
-		cgroupOf(t, web, ""):     {CPUUsageNSec: 3e9},
-		cgroupOf(t, web, "app"):  {CPUUsageNSec: 2e9, MemoryWorkingSet: 48 << 20},
-		cgroupOf(t, web, "side"): {CPUUsageNSec: 1e9, MemoryWorkingSet: 1 << 20},
-		cgroupOf(t, db, ""):      {CPUUsageNSec: 5e9},
-		cgroupOf(t, db, "db"):    {CPUUsageNSec: 5e9, MemoryWorkingSet: 10 << 20},
-		cgroupOf(t, done, ""):    {CPUUsageNSec: 1},
+		NodeCgroup:                      {CPUUsageNSec: 100e9, MemoryWorkingSet: 1 << 30},
+		cgroupOf(t, web, ""):            {CPUUsageNSec: 3e9},
+		cgroupOf(t, web, "app"):         {CPUUsageNSec: 2e9, MemoryWorkingSet: 48 << 20},
+		cgroupOf(t, web, "side"):        {CPUUsageNSec: 1e9, MemoryWorkingSet: 1 << 20},
+		cgroupOf(t, db, ""):             {CPUUsageNSec: 5e9},
+		cgroupOf(t, db, "db"):           {CPUUsageNSec: 5e9, MemoryWorkingSet: 10 << 20},
+		cgroupOf(t, done, ""):           {CPUUsageNSec: 1},
+		"/berth.slice/berth-shop.slice": {CPUUsageNSec: 8e9, MemoryWorkingSet: 60 << 20},
 	}
 	now := time.Unix(1000, 0)
 	s := New(Config{Store: st, Read: g.read, Now: func() time.Time { return now }})
@@ -130,6 +131,9 @@ func TestCycles(t *testing.T) {
 	nm, ok := s.NodeMetrics("n1")
 	if cpu := nm.Usage[corev1.ResourceCPU]; !ok || cpu.MilliValue() != 500 || nm.Name != "n1" {
 		t.Errorf("node: %v %s", ok, cpu.String())
+	}
+	if ns := s.Last().Namespaces; len(ns) != 1 || ns[0].Name != "shop" || !ns[0].HasRate || ns[0].CPU != 0 || ns[0].Stats.MemoryWorkingSet != 60<<20 {
+		t.Errorf("namespaces: %+v", ns)
 	}
 	if s.PodMetrics("other") != nil {
 		t.Error("another namespace has no pods")

@@ -182,8 +182,10 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	// read by metrics.k8s.io and /metrics alike.
 	sampler := usage.New(usage.Config{Store: st, Interval: cfg.Metrics.Interval, Log: log.Named("usage")})
 	own := exporter.NewOwn(sampler)
+	exp := exporter.New(sampler, st)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(exporter.New(sampler, st), own, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(own, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metricsHandler := exporter.Handler(reg, exp)
 	api, err := server.New(st, server.Options{Log: log.Named("api"), NodeName: cfg.NodeName, Logs: logs.New(nil), Streams: strm, Admission: adm,
 		ServiceCIDR: svcRange, NodePortBase: portBase, NodePortSize: portSize, ReservedServiceIPs: reserved, Metrics: sampler})
 	if err != nil {
@@ -213,7 +215,7 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	mux := http.NewServeMux()
 	mux.Handle(authz.KubeconfigPath, pki.KubeconfigHandler(ca, cfg.HTTPS.Address))
 	mux.Handle("/berth/v1/", api.Berth(server.BerthOptions{Images: images.Service{Images: imgs, Runtime: planner}}))
-	mux.Handle("/metrics", exporter.Handler(reg))
+	mux.Handle("/metrics", metricsHandler)
 	mux.Handle("/", api)
 	handler := instrument.Handler(authz.New(mux, authz.Options{Group: cfg.Socket.Group, Log: log.Named("authz")}), own)
 
@@ -257,7 +259,7 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	// Remote write: the same series, pushed.
 	var rw *remote.Writer
 	if eps := cfg.Metrics.RemoteWrite.Endpoints; len(eps) > 0 {
-		if rw, err = remoteWriter(cfg, reg, log); err != nil {
+		if rw, err = remoteWriter(cfg, exporter.Gatherer(reg, exp), log); err != nil {
 			for _, l := range listeners {
 				l.Close()
 			}
@@ -267,7 +269,7 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 		reg.MustRegister(rw)
 	}
 	if m := cfg.Metrics; m.Listen != "" {
-		h, err := exporter.Listener(reg, m.BearerTokenFile)
+		h, err := exporter.Listener(metricsHandler, m.BearerTokenFile)
 		var tlsCfg *tls.Config
 		if err == nil && m.TLSCertFile != "" {
 			tlsCfg, err = exporter.TLSConfig(m.TLSCertFile, m.TLSKeyFile, m.ClientCAFile)

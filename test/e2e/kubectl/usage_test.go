@@ -172,6 +172,9 @@ func TestUsage(t *testing.T) {
 	if math.Abs(got-float64(mem.MemoryWorkingSet)) > 2<<20 {
 		t.Errorf("working set: Prometheus %.0f, the cgroup files %d", got, mem.MemoryWorkingSet)
 	}
+	if ws := q(`berth_namespace_memory_working_set_bytes{namespace="usage"}`); ws < held {
+		t.Errorf("the namespace's working set: %.0f, want ≥ %d", ws, held)
+	}
 	if rss := q(`container_memory_rss{namespace="usage",pod="mem",container="mem"}`); rss < held {
 		t.Errorf("rss: Prometheus %.0f, want ≥ %d", rss, held)
 	}
@@ -223,6 +226,10 @@ func TestUsage(t *testing.T) {
 	}
 	if n := q(`sum(berth_events_total{type="Warning",reason="BackOff",kind="Pod"})`); n < 1 {
 		t.Errorf("BackOff events counted: %v", n)
+	}
+	// And in the journal, a line a log pipeline can take.
+	if j := e.run("journalctl", "-u", "berthd", "-o", "cat", "--no-pager"); !strings.Contains(j, "event: type=Warning reason=BackOff kind=Pod namespace=usage name=crash") {
+		t.Errorf("no Warning event line in berthd's journal:\n%s", grepLines(j, "event:"))
 	}
 	if ph := q(`kube_pod_status_phase{namespace="usage",pod="mem",phase="Running"}`); ph != 1 {
 		t.Errorf("kube_pod_status_phase of mem Running: %v", ph)
