@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/berth-dev/berth/cgroup/own"
 	"github.com/containerd/cgroups/v3"
@@ -114,6 +115,28 @@ func v1Hierarchy() ([]cgroup1.Subsystem, error) {
 	return out, nil
 }
 
+// v1Subs is v1Hierarchy once found: the controllers' mounts do not move
+// while berthd runs, and finding them parses /proc/self/mountinfo, a
+// fifth of reading a group (agent/usage's BenchmarkCollect reads 1,000
+// groups a cycle).
+var v1Subs struct {
+	sync.Mutex
+	subs []cgroup1.Subsystem
+}
+
+func cachedV1Hierarchy() ([]cgroup1.Subsystem, error) {
+	v1Subs.Lock()
+	defer v1Subs.Unlock()
+	if v1Subs.subs != nil {
+		return v1Subs.subs, nil
+	}
+	subs, err := v1Hierarchy()
+	if err == nil && len(subs) > 0 {
+		v1Subs.subs = subs
+	}
+	return subs, err
+}
+
 // readV1 reads group on a legacy or hybrid host. Each subsystem's path is
 // bases[subsystem]+group, so one call can read a group that sits at different
 // depths in different hierarchies (a test node's memory cgroup is nested in
@@ -122,7 +145,7 @@ func readV1(group string, bases Bases, hybrid bool) (*Stats, error) {
 	path := func(name cgroup1.Name) (string, error) {
 		return filepath.Join("/", bases[string(name)], group), nil
 	}
-	cg, err := cgroup1.Load(path, cgroup1.WithHierarchy(v1Hierarchy))
+	cg, err := cgroup1.Load(path, cgroup1.WithHierarchy(cachedV1Hierarchy))
 	if err != nil {
 		if errors.Is(err, cgroup1.ErrCgroupDeleted) || errors.Is(err, fs.ErrNotExist) {
 			return nil, notExist(group, err)
