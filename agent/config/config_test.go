@@ -79,6 +79,24 @@ func TestParse(t *testing.T) {
 		{"https: {enabled: false, address: 0.0.0.0:6443}\n", ""}, // off: not checked
 		{"shutdownTimeout: 0s\n", "shutdownTimeout: 0s is not positive"},
 		{"pidsLimit: many\n", "cannot unmarshal"},
+		// metrics: the interval, the listener's protection, remote write.
+		{"metrics: {interval: 500ms}\n", "metrics.interval: 500ms is shorter than 1s"},
+		{"metrics: {listen: 127.0.0.1:9465}\n", ""}, // loopback: may go bare
+		{"metrics: {listen: 9465}\n", `metrics.listen: "9465" is not host:port`},
+		{"metrics: {listen: 0.0.0.0:9465, bearerTokenFile: /etc/t}\n", `metrics.listen: "0.0.0.0:9465" is not a loopback address: it needs TLS`},
+		{"metrics: {listen: 0.0.0.0:9465, tlsCertFile: /c, tlsKeyFile: /k}\n", "needs TLS and a bearer token or client certificates"},
+		{"metrics: {listen: 0.0.0.0:9465, tlsCertFile: /c, tlsKeyFile: /k, bearerTokenFile: /t}\n", ""},
+		{"metrics: {listen: 127.0.0.1:9465, tlsCertFile: /c}\n", "tlsCertFile and tlsKeyFile go together"},
+		{"metrics: {listen: 127.0.0.1:9465, clientCAFile: /ca}\n", "client certificates need TLS"},
+		{"metrics: {bearerTokenFile: token}\n", `metrics.bearerTokenFile: "token" is not an absolute path`},
+		{"metrics: {remoteWrite: {endpoints: [{url: http://prom:9090/api/v1/write, queueMaxBytes: 1048576, labels: {site: a}}]}}\n", ""},
+		{"metrics: {remoteWrite: {endpoints: [{url: prom:9090}]}}\n", `metrics.remoteWrite.endpoints[0].url: "prom:9090" is not an http or https URL`},
+		{"metrics: {remoteWrite: {endpoints: [{url: http://a/w}, {url: http://a/w}]}}\n", `endpoints[1].url: "http://a/w" is listed twice`},
+		{"metrics: {remoteWrite: {endpoints: [{url: http://a/w, queueMaxBytes: -1}]}}\n", "queueMaxBytes: -1 is negative"},
+		{"metrics: {remoteWrite: {endpoints: [{url: http://a/w, certFile: /c}]}}\n", "certFile and keyFile go together"},
+		{"metrics: {remoteWrite: {externalLabels: {__name__: x}}}\n", `"__name__" is not a label name`},
+		{"metrics: {remoteWrite: {endpoints: [{url: http://a/w, labels: {a-b: x}}]}}\n", `endpoints[0].labels: "a-b" is not a label name`},
+		{"metrics: {remoteWrite: {queueDir: q}}\n", `metrics.remoteWrite.queueDir: "q" is not an absolute path`},
 	} {
 		c := Default()
 		err := Parse([]byte(tc.doc), &c)
