@@ -116,6 +116,7 @@ func (q *queue) oldest() (qfile, []byte, bool, error) {
 	data, err := os.ReadFile(filepath.Join(q.dir, f.name()))
 	if err != nil {
 		// Unreadable: dropped, or the queue would stop here forever.
+		_ = os.Remove(filepath.Join(q.dir, f.name()))
 		q.files = q.files[1:]
 		q.size -= f.size
 		return f, nil, false, fmt.Errorf("remote write queue: %w", err)
