@@ -46,6 +46,15 @@ type Options struct {
 	Resync time.Duration
 	// Now is the clock (tests).
 	Now func() time.Time
+	// Observer counts refusals (agent/exporter.Own); nil: none.
+	Observer Observer
+}
+
+// Observer counts what admission refuses, for Prometheus.
+type Observer interface {
+	// AdmissionRejected is a write refused by plugin (LimitRanger or
+	// ResourceQuota, the apiserver's names) for resource.
+	AdmissionRejected(plugin, resource string)
 }
 
 // Admitter is the admission chain's state: it reads LimitRanges and
@@ -182,6 +191,12 @@ func (a *Admitter) Update(ns string) (validate func(res store.Resource, obj, old
 	return w.validate, w.done
 }
 
+func (a *Admitter) rejected(plugin string, res store.Resource) {
+	if a.opts.Observer != nil {
+		a.opts.Observer.AdmissionRejected(plugin, string(res))
+	}
+}
+
 // write is one admitted write in a namespace whose lock it holds.
 type write struct {
 	a      *Admitter
@@ -209,6 +224,7 @@ func (w *write) validate(res store.Resource, obj, old runtime.Object) error {
 			return err
 		}
 		if err := CheckLimits(obj, ranges); err != nil {
+			a.rejected("LimitRanger", res)
 			return err
 		}
 	}
@@ -230,6 +246,7 @@ func (w *write) validate(res store.Resource, obj, old runtime.Object) error {
 	}
 	used, err := Check(quotas, GroupResourceOf(res), obj, old, a.opts.Now())
 	if err != nil {
+		a.rejected("ResourceQuota", res)
 		return err
 	}
 	w.quotas, w.used = quotas, used

@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,11 @@ type Own struct {
 	events      *prometheus.CounterVec
 	pulls       *prometheus.HistogramVec
 	rejected    *prometheus.CounterVec
+	admission   *prometheus.CounterVec
+	podSync     prometheus.Histogram
+	podStart    prometheus.Histogram
+	systemd     atomic.Pointer[func() int]
+	reconnects  prometheus.CounterFunc
 	cycles      prometheus.CounterFunc
 	cycleTook   prometheus.GaugeFunc
 }
@@ -47,7 +53,24 @@ func NewOwn(u Cycles) *Own {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "berth_image_trust_rejections_total", Help: "Images the trust policy refused, by the policy scope that applied and the type of the requirement that refused (reject, sigstoreSigned, ...)."},
 			[]string{"scope", "requirement"}),
+		admission: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_admission_rejections_total", Help: "Writes refused by admission, by plugin (LimitRanger, ResourceQuota) and the resource written."},
+			[]string{"plugin", "resource"}),
+		podSync: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "berth_pod_sync_duration_seconds", Help: "One pass of the pod worker over a pod that should run (the kubelet's pod worker duration): adopt, pull, start, status.",
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}}),
+		podStart: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "berth_pod_start_duration_seconds", Help: "From a pod's creation to its first Running status, image pulls included.",
+			Buckets: []float64{0.25, 0.5, 1, 2, 3, 5, 8, 15, 30, 60, 120, 300}}),
 	}
+	o.reconnects = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "berth_systemd_reconnects_total", Help: "Times berthd's connection to systemd was dialled again after it broke (systemd re-executed, dbus-daemon restarted)."},
+		func() float64 {
+			if f := o.systemd.Load(); f != nil {
+				return float64((*f)())
+			}
+			return 0
+		})
 	if u != nil {
 		o.cycles = prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "berth_usage_collections_total", Help: "Usage collection cycles completed (each reads every running container's cgroup once)."},
@@ -71,6 +94,10 @@ func (o *Own) Describe(ch chan<- *prometheus.Desc) {
 	o.events.Describe(ch)
 	o.pulls.Describe(ch)
 	o.rejected.Describe(ch)
+	o.admission.Describe(ch)
+	o.podSync.Describe(ch)
+	o.podStart.Describe(ch)
+	o.reconnects.Describe(ch)
 	if o.cycles != nil {
 		o.cycles.Describe(ch)
 		o.cycleTook.Describe(ch)
@@ -84,6 +111,10 @@ func (o *Own) Collect(ch chan<- prometheus.Metric) {
 	o.events.Collect(ch)
 	o.pulls.Collect(ch)
 	o.rejected.Collect(ch)
+	o.admission.Collect(ch)
+	o.podSync.Collect(ch)
+	o.podStart.Collect(ch)
+	o.reconnects.Collect(ch)
 	if o.cycles != nil {
 		o.cycles.Collect(ch)
 		o.cycleTook.Collect(ch)
@@ -114,3 +145,18 @@ func (o *Own) ImagePull(took time.Duration, failure string) {
 func (o *Own) ImageRejected(scope, requirement string) {
 	o.rejected.WithLabelValues(scope, requirement).Inc()
 }
+
+// AdmissionRejected counts one write admission refused.
+func (o *Own) AdmissionRejected(plugin, resource string) {
+	o.admission.WithLabelValues(plugin, resource).Inc()
+}
+
+// PodSynced observes one pass of the pod worker.
+func (o *Own) PodSynced(took time.Duration) { o.podSync.Observe(took.Seconds()) }
+
+// PodStarted observes a pod's time to its first Running.
+func (o *Own) PodStarted(took time.Duration) { o.podStart.Observe(took.Seconds()) }
+
+// SetSystemd gives the connection's reconnect count, once systemd
+// answers.
+func (o *Own) SetSystemd(reconnects func() int) { o.systemd.Store(&reconnects) }

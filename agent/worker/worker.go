@@ -123,6 +123,12 @@ type Observer interface {
 	// scope that applied and the requirement that refused (its type:
 	// reject, sigstoreSigned, ...).
 	ImageRejected(scope, requirement string)
+	// PodSynced is one pass of the pod worker over a pod that should run
+	// (the kubelet's pod worker duration).
+	PodSynced(took time.Duration)
+	// PodStarted is a pod reaching Running for the first time: the time
+	// since its creation (image pulls included).
+	PodStarted(took time.Duration)
 }
 
 // Config wires a worker.
@@ -537,7 +543,12 @@ func (w *Worker) sync(p *podState) (done bool) {
 	}
 	w.sem <- struct{}{}
 	defer func() { <-w.sem }()
-	if err := w.ensure(ctx, p, desired, log); err != nil && ctx.Err() == nil {
+	t0 := time.Now()
+	err := w.ensure(ctx, p, desired, log)
+	if o := w.cfg.Observer; o != nil {
+		o.PodSynced(time.Since(t0))
+	}
+	if err != nil && ctx.Err() == nil {
 		log.Error("sync pod", "error", err)
 		p.retryIn(InitialBackoff)
 	}
@@ -1101,10 +1112,14 @@ func (w *Worker) updateStatus(pod *corev1.Pod, status corev1.PodStatus) (*corev1
 		if statusEqual(cur.Status, status) {
 			return &cur, nil
 		}
+		started := (cur.Status.Phase == corev1.PodPending || cur.Status.Phase == "") && status.Phase == corev1.PodRunning
 		cur.Status = status
 		err := w.cfg.Store.Update(Resource, &cur, false)
 		if err == nil || !errdefs.IsConflict(err) || attempt >= 4 {
 			if err == nil {
+				if o := w.cfg.Observer; o != nil && started {
+					o.PodStarted(w.cfg.Now().Sub(cur.CreationTimestamp.Time))
+				}
 				// What the store now holds, so that the next compare is
 				// against it.
 				w.mu.Lock()

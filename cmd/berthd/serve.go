@@ -161,7 +161,11 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	strm := streams.New(streams.Config{Init: g.initBinary(), StateDir: cfg.StateDir, RunDir: cfg.RunDir, Units: streams.DialSystemd(), Log: log.Named("streams")})
 	// Admission (LimitRanger, ResourceQuota) for every create, and the
 	// quota controller keeping quotas' status and namespaces' slices.
-	adm := admission.New(st, admission.Options{Log: log})
+	// Usage: one collection cycle of the pods' cgroups every interval,
+	// read by metrics.k8s.io and /metrics alike.
+	sampler := usage.New(usage.Config{Store: st, Interval: cfg.Metrics.Interval, Log: log.Named("usage")})
+	own := exporter.NewOwn(sampler)
+	adm := admission.New(st, admission.Options{Log: log, Observer: own})
 	svcRange, err := cfg.Network.ServiceRange()
 	if err != nil {
 		return err
@@ -178,10 +182,6 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	if dnsAddr.IsValid() {
 		reserved = append(reserved, dnsAddr)
 	}
-	// Usage: one collection cycle of the pods' cgroups every interval,
-	// read by metrics.k8s.io and /metrics alike.
-	sampler := usage.New(usage.Config{Store: st, Interval: cfg.Metrics.Interval, Log: log.Named("usage")})
-	own := exporter.NewOwn(sampler)
 	exp := exporter.New(sampler, st)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(own, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -324,7 +324,7 @@ func serve(ctx context.Context, g *globals, cfg config.Config) error {
 	if err := startAgents(ctx, agentDeps{Config: cfg, Store: st, Log: log, Open: func(ctx context.Context, rec pods.Recorder, hostIP string) (*env, error) {
 		g.recorder, g.store, g.hostIP = rec, st, hostIP
 		return g.open(ctx)
-	}, Failed: agentErr, FreshStore: fresh, Running: &agents, Exec: streams.Prober{S: strm}, Admission: adm, API: api, Events: own, Observer: own}); err != nil {
+	}, Failed: agentErr, FreshStore: fresh, Running: &agents, Exec: streams.Prober{S: strm}, Admission: adm, API: api, Events: own, Observer: own, Systemd: own.SetSystemd}); err != nil {
 		stopRequests()
 		shutdown(servers, cfg.ShutdownTimeout, log)
 		os.Remove(cfg.Socket.Path)
@@ -445,10 +445,12 @@ type agentDeps struct {
 	Admission *admission.Admitter
 	// API is the API's create and delete for the controllers.
 	API *server.Server
-	// Events counts the Events recorded, Observer the worker's pulls
-	// and trust refusals (for /metrics).
+	// Events counts the Events recorded, Observer the worker's pulls,
+	// trust refusals and syncs (for /metrics); Systemd receives the
+	// connection's reconnect count once systemd answers.
 	Events   events.Counter
 	Observer worker.Observer
+	Systemd  func(reconnects func() int)
 }
 
 // startAgents starts what acts on desired state: the node keeper, the
@@ -592,6 +594,9 @@ func startAgents(ctx context.Context, d agentDeps) error {
 		}
 		if d.Admission != nil {
 			d.Admission.SetSlices(e.rt)
+		}
+		if d.Systemd != nil && e.conn != nil {
+			d.Systemd(e.conn.Reconnects)
 		}
 		rc := reconcile.New(reconcile.Config{Store: d.Store, Host: e.rt, Recorder: rec, NodeName: name,
 			Log: d.Log.Named("reconcile"), FreshStore: d.FreshStore})

@@ -81,6 +81,14 @@ type Conn struct {
 	closed bool
 }
 
+// Reconnects is how many times the connection was dialled again after it
+// broke (systemd re-executed, dbus-daemon restarted): for /metrics.
+func (c *Conn) Reconnects() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return max(c.gen-1, 0)
+}
+
 // session is one go-systemd connection with its two underlying godbus
 // connections (go-systemd dials one for method calls, one for signals).
 type session struct {

@@ -231,6 +231,22 @@ func TestUsage(t *testing.T) {
 	if j := e.run("journalctl", "-u", "berthd", "-o", "cat", "--no-pager"); !strings.Contains(j, "event: type=Warning reason=BackOff kind=Pod namespace=usage name=crash") {
 		t.Errorf("no Warning event line in berthd's journal:\n%s", grepLines(j, "event:"))
 	}
+	// Admission's refusals by plugin: the quota allows 4 ConfigMaps.
+	for i := range 5 {
+		_, _, _ = k.kubectl("", "create", "configmap", fmt.Sprintf("c%d", i), "-n", "usage")
+	}
+	if n := q(`sum(berth_admission_rejections_total{plugin="ResourceQuota",resource="configmaps"})`); n < 1 {
+		t.Errorf("quota refusals counted: %v", n)
+	}
+	if n := q(`berth_pod_start_duration_seconds_count`); n < 2 {
+		t.Errorf("pod starts observed: %v (mem and burn at least)", n)
+	}
+	if n := q(`berth_pod_sync_duration_seconds_count`); n < 2 {
+		t.Errorf("pod syncs observed: %v", n)
+	}
+	if n := q(`berth_systemd_reconnects_total`); n != 0 {
+		t.Errorf("systemd reconnects: %v, want 0", n)
+	}
 	if ph := q(`kube_pod_status_phase{namespace="usage",pod="mem",phase="Running"}`); ph != 1 {
 		t.Errorf("kube_pod_status_phase of mem Running: %v", ph)
 	}
