@@ -157,6 +157,16 @@ func TestUsage(t *testing.T) {
 	}
 	out = k.eventually("top node", func(s string) bool { return strings.Contains(s, "CPU(cores)") }, "top", "node")
 	t.Logf("kubectl top node:\n%s", out)
+	// The node's figure is its root group's working set (a test node's
+	// own tree), give or take what changed since the cycle.
+	if f := strings.Fields(strings.Split(strings.TrimSpace(out), "\n")[1]); len(f) == 5 {
+		root := files("/")
+		if mi := parseMi(t, f[3]); math.Abs(mi-float64(root.MemoryWorkingSet)/(1<<20)) > 32 {
+			t.Errorf("top node memory %s, the root group's working set %.0f Mi", f[3], float64(root.MemoryWorkingSet)/(1<<20))
+		}
+	} else {
+		t.Errorf("top node: %q", out)
+	}
 	if _, msg, err := k.kubectl("/pods/nosuch", "top", "pod", "nosuch", "-n", "usage"); err == nil || !strings.Contains(msg, `podmetrics.metrics.k8s.io "nosuch" not found`) {
 		t.Errorf("top pod nosuch: %v %s", err, msg)
 	}
