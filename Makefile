@@ -64,7 +64,7 @@ test-unit:
 
 bench: setup build
 	BERTH_TEST_ALL=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/bench/
-	$(GO) test -count=1 -run '^$$' -bench 'DeploymentReady|SelectorSwitch|ClusterIPThroughput' -benchtime 1x -timeout 40m ./test/e2e/kubectl/
+	$(GO) test -count=1 -run '^$$' -bench 'DeploymentReady|SelectorSwitch|ClusterIPThroughput|MetricsOnNode' -benchtime 1x -timeout 40m ./test/e2e/kubectl/
 	# Usage reporting with 500 pods: a collection cycle over their real
 	# cgroups against the floor of reading the same files, and a scrape.
 	$(GO) test -count=1 -run '^$$' -bench 'Collect' -benchtime 5x ./agent/usage/

@@ -19,9 +19,9 @@ import (
 	"github.com/berth-dev/berth/test/testenv"
 )
 
-// Issue 12's benchmarks on a real node, each run once:
+// Issue 12's and 13's benchmarks on a real node, each run once:
 //
-//	go test -run '^$' -bench 'DeploymentReady|SelectorSwitch|ClusterIPThroughput' -benchtime 1x -timeout 40m ./test/e2e/kubectl
+//	go test -run '^$' -bench 'DeploymentReady|SelectorSwitch|ClusterIPThroughput|MetricsOnNode' -benchtime 1x -timeout 40m ./test/e2e/kubectl
 
 // benchNode is a node named name with berthd installed (config as its
 // berthd.yaml) and the signed image in its registry; sh runs a command in
@@ -292,4 +292,80 @@ spec:
 	b.ReportMetric(median(rate[podURL]), "podIP-req/s")
 	b.ReportMetric(median(rate[svcURL]), "clusterIP-req/s")
 	b.ReportMetric(median(rate[svcURL])/median(rate[podURL]), "req-ratio")
+}
+
+// BenchmarkMetricsOnNode is issue 13's cost on a real berthd with 500
+// pods (BERTH_BENCH_PODS): once they run and two collection cycles have
+// passed, berthd's CPU time per scrape of /metrics (20 scrapes through
+// the socket, from /proc/<pid>/stat), the last collection cycle's
+// duration (berth_usage_collection_duration_seconds), and berthd's RSS
+// before the first scrape (the series are built lazily) and after.
+func BenchmarkMetricsOnNode(b *testing.B) {
+	pods := 500
+	if v, err := strconv.Atoi(os.Getenv("BERTH_BENCH_PODS")); err == nil && v > 0 {
+		pods = v
+	}
+	bn := newBenchNode(b, "metbench", "")
+	bn.sh("berth", "create", "namespace", "bench")
+	bn.write("/var/tmp/many.yaml", fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: many, namespace: bench}
+spec:
+  replicas: %d
+  selector: {matchLabels: {app: many}}
+  template:
+    metadata: {labels: {app: many}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: app, image: %s, command: [sleep, "100000"]}
+`, pods, bn.signed.Ref))
+	bn.sh("berth", "apply", "-f", "/var/tmp/many.yaml")
+	bn.sh("berth", "rollout", "status", "deployment/many", "-n", "bench", "--timeout=20m")
+	time.Sleep(25 * time.Second) // two cycles at the default 10 s
+	pid := strings.TrimSpace(strings.TrimPrefix(bn.sh("systemctl", "show", "-p", "MainPID", "berthd"), "MainPID="))
+	rss := func() float64 {
+		for _, l := range strings.Split(bn.sh("cat", "/proc/"+pid+"/status"), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				return kb / 1024
+			}
+		}
+		bn.b.Fatal("no VmRSS")
+		return 0
+	}
+	cpu := func() float64 { // utime+stime, seconds (USER_HZ 100)
+		f := strings.Fields(bn.sh("cat", "/proc/"+pid+"/stat"))
+		u, _ := strconv.ParseFloat(f[13], 64)
+		s, _ := strconv.ParseFloat(f[14], 64)
+		return (u + s) / 100
+	}
+	before := rss()
+	const scrapes = 20
+	var body string
+	c0 := cpu()
+	t0 := time.Now()
+	for range scrapes {
+		body = bn.sh("curl", "-s", "--unix-socket", "/run/berth/berth.sock", "http://localhost/metrics")
+	}
+	wall := time.Since(t0) / scrapes
+	perScrape := (cpu() - c0) / scrapes
+	after := rss()
+	var cycle float64
+	for _, l := range strings.Split(body, "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == "berth_usage_collection_duration_seconds" {
+			cycle, _ = strconv.ParseFloat(f[1], 64)
+		}
+	}
+	if !strings.Contains(body, `container_memory_working_set_bytes{container="app"`) || cycle == 0 {
+		b.Fatalf("the scrape lacks the pods' series or the cycle's duration")
+	}
+	b.ReportMetric(perScrape*1000, "cpu-ms/scrape")
+	b.ReportMetric(float64(wall.Milliseconds()), "wall-ms/scrape")
+	b.ReportMetric(cycle*1000, "ms/cycle")
+	b.ReportMetric(before, "rss-MiB-before-scrape")
+	b.ReportMetric(after, "rss-MiB-after")
+	b.ReportMetric(float64(len(body))/(1<<20), "MiB/scrape")
+	b.Logf("%d pods: berthd CPU %.1f ms per scrape (wall %v, %.1f MiB), collection cycle %.0f ms, RSS %.0f MiB before the first scrape, %.0f after %d",
+		pods, perScrape*1000, wall, float64(len(body))/(1<<20), cycle*1000, before, after, scrapes)
 }
