@@ -76,7 +76,7 @@ type endpoint struct {
 	log    hclog.Logger
 
 	sent, retries, lastOK   atomic.Int64
-	droppedFull, droppedBad atomic.Int64
+	droppedFull, droppedBad, droppedDisk atomic.Int64
 }
 
 // New opens the endpoints' queues.
@@ -142,6 +142,8 @@ func (w *Writer) Collect1(now time.Time) {
 		ss := flatten(mfs, e.labels, now)
 		dropped, err := e.q.push(encode(ss), len(ss))
 		if err != nil {
+			// A full or failing disk: this batch is lost, and counted.
+			e.droppedDisk.Add(int64(len(ss)))
 			e.log.Error("remote write: queue", "error", err)
 		}
 		if dropped > 0 {
@@ -239,7 +241,7 @@ func (e *endpoint) post(ctx context.Context, data []byte) (retry bool, err error
 
 var (
 	sentDesc    = prometheus.NewDesc("berth_remote_write_samples_total", "Samples the receiver accepted.", []string{"url"}, nil)
-	droppedDesc = prometheus.NewDesc("berth_remote_write_dropped_samples_total", "Samples dropped: queue_full (the queue's bound was reached during an outage), refused (the receiver answered 4xx other than 429, or the batch was unreadable).", []string{"url", "reason"}, nil)
+	droppedDesc = prometheus.NewDesc("berth_remote_write_dropped_samples_total", "Samples dropped: queue_full (the queue's bound was reached during an outage), refused (the receiver answered 4xx other than 429, or the batch was unreadable), queue_write_failed (the batch could not be written to disk: full, or failing).", []string{"url", "reason"}, nil)
 	retriesDesc = prometheus.NewDesc("berth_remote_write_retries_total", "Failed attempts that were retried.", []string{"url"}, nil)
 	bytesDesc   = prometheus.NewDesc("berth_remote_write_queue_bytes", "Bytes waiting on disk.", []string{"url"}, nil)
 	batchesDesc = prometheus.NewDesc("berth_remote_write_queue_batches", "Batches waiting on disk.", []string{"url"}, nil)
@@ -261,6 +263,7 @@ func (w *Writer) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(sentDesc, prometheus.CounterValue, float64(e.sent.Load()), e.label)
 		ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(e.droppedFull.Load()), e.label, "queue_full")
 		ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(e.droppedBad.Load()), e.label, "refused")
+		ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(e.droppedDisk.Load()), e.label, "queue_write_failed")
 		ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(e.retries.Load()), e.label)
 		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.GaugeValue, float64(size), e.label)
 		ch <- prometheus.MustNewConstMetric(batchesDesc, prometheus.GaugeValue, float64(batches), e.label)

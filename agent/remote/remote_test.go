@@ -251,3 +251,38 @@ func waitFor(t *testing.T, ok func() bool) {
 func contextWithCancel() (context.Context, context.CancelFunc) {
 	return context.WithCancel(context.Background())
 }
+
+// A batch the disk cannot take is counted, and the queue goes on. (The
+// queue's directory replaced by a file stands for a full disk: every
+// write fails, for root too.)
+func TestDiskFull(t *testing.T) {
+	w, err := New(Config{Gatherer: testRegistry(), Endpoints: []Endpoint{{URL: "http://127.0.0.1:1/w", MaxBytes: 1 << 20}}, Dir: t.TempDir(), Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qdir := w.eps[0].q.dir
+	if err := os.Remove(qdir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(qdir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.Collect1(time.Now())
+	if got := w.eps[0].droppedDisk.Load(); got != 5 {
+		t.Errorf("dropped %d, want the batch's 5 samples", got)
+	}
+	if n, _ := w.eps[0].q.stats(); n != 0 {
+		t.Errorf("%d batches queued after a failed write", n)
+	}
+	// The disk has room again: the next batch is queued.
+	if err := os.Remove(qdir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(qdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	w.Collect1(time.Now())
+	if n, _ := w.eps[0].q.stats(); n != 1 {
+		t.Errorf("%d batches queued once the disk has room, want 1", n)
+	}
+}
