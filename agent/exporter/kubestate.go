@@ -1,9 +1,13 @@
 package exporter
 
 import (
+	"bytes"
+	"fmt"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -15,51 +19,46 @@ import (
 // help texts (kube-state-metrics internal/store/pod.go, deployment.go,
 // resourcequota.go, node.go).
 var (
-	podInfo = prometheus.NewDesc("kube_pod_info", "Information about pod.",
+	podInfo = ksm("kube_pod_info", "Information about pod.",
 		[]string{"namespace", "pod", "uid", "host_ip", "pod_ip", "node", "created_by_kind", "created_by_name", "priority_class", "host_network"}, nil)
-	podPhase = prometheus.NewDesc("kube_pod_status_phase", "The pods current phase.",
+	podPhase = ksm("kube_pod_status_phase", "The pods current phase.",
 		[]string{"namespace", "pod", "uid", "phase"}, nil)
-	podReady = prometheus.NewDesc("kube_pod_status_ready", "Describes whether the pod is ready to serve requests.",
+	podReady = ksm("kube_pod_status_ready", "Describes whether the pod is ready to serve requests.",
 		[]string{"namespace", "pod", "uid", "condition"}, nil)
-	podRestarts = prometheus.NewDesc("kube_pod_container_status_restarts_total", "The number of container restarts per container.",
+	podRestarts = ksm("kube_pod_container_status_restarts_total", "The number of container restarts per container.",
 		[]string{"namespace", "pod", "uid", "container"}, nil)
-	podContainerReady = prometheus.NewDesc("kube_pod_container_status_ready", "Describes whether the containers readiness check succeeded.",
+	podContainerReady = ksm("kube_pod_container_status_ready", "Describes whether the containers readiness check succeeded.",
 		[]string{"namespace", "pod", "uid", "container"}, nil)
-	podContainerRunning = prometheus.NewDesc("kube_pod_container_status_running", "Describes whether the container is currently in running state.",
+	podContainerRunning = ksm("kube_pod_container_status_running", "Describes whether the container is currently in running state.",
 		[]string{"namespace", "pod", "uid", "container"}, nil)
-	podContainerWaitingReason = prometheus.NewDesc("kube_pod_container_status_waiting_reason", "Describes the reason the container is currently in waiting state.",
+	podContainerWaitingReason = ksm("kube_pod_container_status_waiting_reason", "Describes the reason the container is currently in waiting state.",
 		[]string{"namespace", "pod", "uid", "container", "reason"}, nil)
-	podContainerLastTerminatedReason = prometheus.NewDesc("kube_pod_container_status_last_terminated_reason", "Describes the last reason the container was in terminated state.",
+	podContainerLastTerminatedReason = ksm("kube_pod_container_status_last_terminated_reason", "Describes the last reason the container was in terminated state.",
 		[]string{"namespace", "pod", "uid", "container", "reason"}, nil)
-	podRequests = prometheus.NewDesc("kube_pod_container_resource_requests", "The number of requested request resource by a container. It is recommended to use the kube_pod_resource_requests metric exposed by kube-scheduler instead, as it is more precise.",
+	podRequests = ksm("kube_pod_container_resource_requests", "The number of requested request resource by a container. It is recommended to use the kube_pod_resource_requests metric exposed by kube-scheduler instead, as it is more precise.",
 		[]string{"namespace", "pod", "uid", "container", "node", "resource", "unit"}, nil)
-	podLimits = prometheus.NewDesc("kube_pod_container_resource_limits", "The number of requested limit resource by a container. It is recommended to use the kube_pod_resource_limits metric exposed by kube-scheduler instead, as it is more precise.",
+	podLimits = ksm("kube_pod_container_resource_limits", "The number of requested limit resource by a container. It is recommended to use the kube_pod_resource_limits metric exposed by kube-scheduler instead, as it is more precise.",
 		[]string{"namespace", "pod", "uid", "container", "node", "resource", "unit"}, nil)
 
 	deployLabels            = []string{"namespace", "deployment"}
-	deploySpecReplicas      = prometheus.NewDesc("kube_deployment_spec_replicas", "Number of desired pods for a deployment.", deployLabels, nil)
-	deployReplicas          = prometheus.NewDesc("kube_deployment_status_replicas", "The number of replicas per deployment.", deployLabels, nil)
-	deployReady             = prometheus.NewDesc("kube_deployment_status_replicas_ready", "The number of ready replicas per deployment.", deployLabels, nil)
-	deployAvailable         = prometheus.NewDesc("kube_deployment_status_replicas_available", "The number of available replicas per deployment.", deployLabels, nil)
-	deployUnavailable       = prometheus.NewDesc("kube_deployment_status_replicas_unavailable", "The number of unavailable replicas per deployment.", deployLabels, nil)
-	deployUpdated           = prometheus.NewDesc("kube_deployment_status_replicas_updated", "The number of updated replicas per deployment.", deployLabels, nil)
-	deployObservedGen       = prometheus.NewDesc("kube_deployment_status_observed_generation", "The generation observed by the deployment controller.", deployLabels, nil)
-	deployGeneration        = prometheus.NewDesc("kube_deployment_metadata_generation", "Sequence number representing a specific generation of the desired state.", deployLabels, nil)
-	deployPaused            = prometheus.NewDesc("kube_deployment_spec_paused", "Whether the deployment is paused and will not be processed by the deployment controller.", deployLabels, nil)
-	deployConditionProgress = prometheus.NewDesc("kube_deployment_status_condition", "The current status conditions of a deployment.",
+	deploySpecReplicas      = ksm("kube_deployment_spec_replicas", "Number of desired pods for a deployment.", deployLabels, nil)
+	deployReplicas          = ksm("kube_deployment_status_replicas", "The number of replicas per deployment.", deployLabels, nil)
+	deployReady             = ksm("kube_deployment_status_replicas_ready", "The number of ready replicas per deployment.", deployLabels, nil)
+	deployAvailable         = ksm("kube_deployment_status_replicas_available", "The number of available replicas per deployment.", deployLabels, nil)
+	deployUnavailable       = ksm("kube_deployment_status_replicas_unavailable", "The number of unavailable replicas per deployment.", deployLabels, nil)
+	deployUpdated           = ksm("kube_deployment_status_replicas_updated", "The number of updated replicas per deployment.", deployLabels, nil)
+	deployObservedGen       = ksm("kube_deployment_status_observed_generation", "The generation observed by the deployment controller.", deployLabels, nil)
+	deployGeneration        = ksm("kube_deployment_metadata_generation", "Sequence number representing a specific generation of the desired state.", deployLabels, nil)
+	deployPaused            = ksm("kube_deployment_spec_paused", "Whether the deployment is paused and will not be processed by the deployment controller.", deployLabels, nil)
+	deployConditionProgress = ksm("kube_deployment_status_condition", "The current status conditions of a deployment.",
 		[]string{"namespace", "deployment", "condition", "status"}, nil)
 
-	quota = prometheus.NewDesc("kube_resourcequota", "Information about resource quota.",
+	quota = ksm("kube_resourcequota", "Information about resource quota.",
 		[]string{"namespace", "resourcequota", "resource", "type"}, nil)
 
-	nodeCapacity    = prometheus.NewDesc("kube_node_status_capacity", "The capacity for different resources of a node.", []string{"node", "resource", "unit"}, nil)
-	nodeAllocatable = prometheus.NewDesc("kube_node_status_allocatable", "The allocatable for different resources of a node.", []string{"node", "resource", "unit"}, nil)
+	nodeCapacity    = ksm("kube_node_status_capacity", "The capacity for different resources of a node.", []string{"node", "resource", "unit"}, nil)
+	nodeAllocatable = ksm("kube_node_status_allocatable", "The allocatable for different resources of a node.", []string{"node", "resource", "unit"}, nil)
 )
-
-var kubeStateDescs = []*prometheus.Desc{podInfo, podPhase, podReady, podRestarts, podContainerReady, podContainerRunning,
-	podContainerWaitingReason, podContainerLastTerminatedReason, podRequests, podLimits,
-	deploySpecReplicas, deployReplicas, deployReady, deployAvailable, deployUnavailable, deployUpdated, deployObservedGen,
-	deployGeneration, deployPaused, deployConditionProgress, quota, nodeCapacity, nodeAllocatable}
 
 // kubeLists are the objects the series are built from: the store's
 // decoded objects, the same pointers while their bytes are unchanged
@@ -87,8 +86,122 @@ func (l kubeLists) same(o kubeLists) bool {
 	return samePtrs(l.pods, o.pods) && samePtrs(l.deploy, o.deploy) && samePtrs(l.quotas, o.quotas) && samePtrs(l.nodes, o.nodes)
 }
 
+// family is one kube-state series' name, help and type, in the order
+// they were declared (the order of /metrics).
+type family struct {
+	idx        int
+	name, help string
+	typ        dto.MetricType
+}
+
+var (
+	kubeFamilies []*family
+	familyOf     = map[*prometheus.Desc]*family{}
+)
+
+// ksm declares a kube-state series (a counter when its name says so).
+func ksm(name, help string, labels []string, _ prometheus.Labels) *prometheus.Desc {
+	d := prometheus.NewDesc(name, help, labels, nil)
+	typ := dto.MetricType_GAUGE
+	if strings.HasSuffix(name, "_total") {
+		typ = dto.MetricType_COUNTER
+	}
+	f := &family{idx: len(kubeFamilies), name: name, help: help, typ: typ}
+	kubeFamilies = append(kubeFamilies, f)
+	familyOf[d] = f
+	return d
+}
+
+// objSeries is one object's series, by family: as metrics (for remote
+// write) and as text lines (for /metrics), built when the object changed
+// and kept while it does not.
+type objSeries struct {
+	metrics [][]*dto.Metric
+	text    [][]byte
+}
+
+func objectSeries(fn func(emitFn)) *objSeries {
+	o := &objSeries{metrics: make([][]*dto.Metric, len(kubeFamilies)), text: make([][]byte, len(kubeFamilies))}
+	fn(func(m prometheus.Metric) {
+		f := familyOf[m.Desc()]
+		dm := &dto.Metric{}
+		if f == nil || m.Write(dm) != nil {
+			return
+		}
+		o.metrics[f.idx] = append(o.metrics[f.idx], dm)
+	})
+	for i, ms := range o.metrics {
+		if len(ms) == 0 {
+			continue
+		}
+		f := kubeFamilies[i]
+		var b bytes.Buffer
+		if _, err := expfmt.MetricFamilyToText(&b, &dto.MetricFamily{Name: &f.name, Help: &f.help, Type: &f.typ, Metric: ms}); err != nil {
+			continue
+		}
+		// The sample lines only: each family's HELP and TYPE come once.
+		lines := b.Bytes()
+		for range 2 {
+			if j := bytes.IndexByte(lines, '\n'); j >= 0 && bytes.HasPrefix(lines, []byte("# ")) {
+				lines = lines[j+1:]
+			}
+		}
+		o.text[i] = lines
+	}
+	return o
+}
+
+// build is the kube-state series of the current lists: each object's
+// from the cache unless it changed, then put together family by family.
+func (k *kubeState) build() ([]*dto.MetricFamily, []byte) {
+	next := make(map[any]*objSeries, len(k.cache))
+	var objs []*objSeries
+	get := func(key any, fn func(emitFn)) {
+		o := k.cache[key]
+		if o == nil {
+			o = objectSeries(fn)
+		}
+		next[key] = o
+		objs = append(objs, o)
+	}
+	for _, p := range k.cur.pods {
+		get(p, func(e emitFn) { pod(e, p) })
+	}
+	for _, d := range k.cur.deploy {
+		get(d, func(e emitFn) { deployment(e, d) })
+	}
+	for _, q := range k.cur.quotas {
+		get(q, func(e emitFn) { quotaSeries(e, q) })
+	}
+	for _, n := range k.cur.nodes {
+		get(n, func(e emitFn) { node(e, n) })
+	}
+	k.cache = next
+	var fams []*dto.MetricFamily
+	var text bytes.Buffer
+	for i, f := range kubeFamilies {
+		var ms []*dto.Metric
+		for _, o := range objs {
+			ms = append(ms, o.metrics[i]...)
+		}
+		if len(ms) == 0 {
+			continue
+		}
+		fams = append(fams, &dto.MetricFamily{Name: &f.name, Help: &f.help, Type: &f.typ, Metric: ms})
+		fmt.Fprintf(&text, "# HELP %s %s\n# TYPE %s %s\n", f.name, escapeHelp(f.help), f.name, strings.ToLower(f.typ.String()))
+		for _, o := range objs {
+			text.Write(o.text[i])
+		}
+	}
+	return fams, text.Bytes()
+}
+
+// escapeHelp is the text format's escaping of a HELP line.
+func escapeHelp(s string) string { return strings.NewReplacer("\\", `\\`, "\n", `\n`).Replace(s) }
+
 type kubeState struct {
-	cur    kubeLists // what collect renders
+	cur    kubeLists // what build renders
+	cache  map[any]*objSeries
 	st     Store
 	pods   *store.Decoded[corev1.Pod]
 	deploy *store.Decoded[appsv1.Deployment]
@@ -102,15 +215,12 @@ func newKubeState(st Store) *kubeState {
 		quotas: &store.Decoded[corev1.ResourceQuota]{Resource: "resourcequotas"}, nodes: &store.Decoded[corev1.Node]{Resource: "nodes"}}
 }
 
-func (k *kubeState) describe(ch chan<- *prometheus.Desc) {
-	for _, d := range kubeStateDescs {
-		ch <- d
-	}
-}
+// emitFn takes one series.
+type emitFn func(prometheus.Metric)
 
-func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, lv ...string) {
+func gauge(emit emitFn, d *prometheus.Desc, v float64, lv ...string) {
 	if m, err := prometheus.NewConstMetric(d, prometheus.GaugeValue, v, lv...); err == nil {
-		ch <- m
+		emit(m)
 	}
 }
 
@@ -161,54 +271,46 @@ func (k *kubeState) list() (kubeLists, error) {
 	return l, err
 }
 
-func (k *kubeState) collect(ch chan<- prometheus.Metric) {
-	for _, p := range k.cur.pods {
-		k.pod(ch, p)
+// deployment, quota and node emit one object's series.
+func deployment(emit emitFn, d *appsv1.Deployment) {
+	lv := []string{d.Namespace, d.Name}
+	replicas := int32(1)
+	if d.Spec.Replicas != nil {
+		replicas = *d.Spec.Replicas
 	}
-	{
-		for _, d := range k.cur.deploy {
-			lv := []string{d.Namespace, d.Name}
-			replicas := int32(1)
-			if d.Spec.Replicas != nil {
-				replicas = *d.Spec.Replicas
-			}
-			gauge(ch, deploySpecReplicas, float64(replicas), lv...)
-			gauge(ch, deployReplicas, float64(d.Status.Replicas), lv...)
-			gauge(ch, deployReady, float64(d.Status.ReadyReplicas), lv...)
-			gauge(ch, deployAvailable, float64(d.Status.AvailableReplicas), lv...)
-			gauge(ch, deployUnavailable, float64(d.Status.UnavailableReplicas), lv...)
-			gauge(ch, deployUpdated, float64(d.Status.UpdatedReplicas), lv...)
-			gauge(ch, deployObservedGen, float64(d.Status.ObservedGeneration), lv...)
-			gauge(ch, deployGeneration, float64(d.Generation), lv...)
-			gauge(ch, deployPaused, boolf(d.Spec.Paused), lv...)
-			for _, c := range d.Status.Conditions {
-				for _, s := range []corev1.ConditionStatus{corev1.ConditionTrue, corev1.ConditionFalse, corev1.ConditionUnknown} {
-					gauge(ch, deployConditionProgress, boolf(c.Status == s), d.Namespace, d.Name, string(c.Type), strings.ToLower(string(s)))
-				}
-			}
+	gauge(emit, deploySpecReplicas, float64(replicas), lv...)
+	gauge(emit, deployReplicas, float64(d.Status.Replicas), lv...)
+	gauge(emit, deployReady, float64(d.Status.ReadyReplicas), lv...)
+	gauge(emit, deployAvailable, float64(d.Status.AvailableReplicas), lv...)
+	gauge(emit, deployUnavailable, float64(d.Status.UnavailableReplicas), lv...)
+	gauge(emit, deployUpdated, float64(d.Status.UpdatedReplicas), lv...)
+	gauge(emit, deployObservedGen, float64(d.Status.ObservedGeneration), lv...)
+	gauge(emit, deployGeneration, float64(d.Generation), lv...)
+	gauge(emit, deployPaused, boolf(d.Spec.Paused), lv...)
+	for _, c := range d.Status.Conditions {
+		for _, s := range []corev1.ConditionStatus{corev1.ConditionTrue, corev1.ConditionFalse, corev1.ConditionUnknown} {
+			gauge(emit, deployConditionProgress, boolf(c.Status == s), d.Namespace, d.Name, string(c.Type), strings.ToLower(string(s)))
 		}
 	}
-	{
-		for _, q := range k.cur.quotas {
-			for name, v := range q.Status.Hard {
-				gauge(ch, quota, quotaValue(name, v), q.Namespace, q.Name, string(name), "hard")
-			}
-			for name, v := range q.Status.Used {
-				gauge(ch, quota, quotaValue(name, v), q.Namespace, q.Name, string(name), "used")
-			}
-		}
+}
+
+func quotaSeries(emit emitFn, q *corev1.ResourceQuota) {
+	for name, v := range q.Status.Hard {
+		gauge(emit, quota, quotaValue(name, v), q.Namespace, q.Name, string(name), "hard")
 	}
-	{
-		for _, n := range k.cur.nodes {
-			for name, v := range n.Status.Capacity {
-				unit, f := resourceUnit(name, v)
-				gauge(ch, nodeCapacity, f, n.Name, sanitize(string(name)), unit)
-			}
-			for name, v := range n.Status.Allocatable {
-				unit, f := resourceUnit(name, v)
-				gauge(ch, nodeAllocatable, f, n.Name, sanitize(string(name)), unit)
-			}
-		}
+	for name, v := range q.Status.Used {
+		gauge(emit, quota, quotaValue(name, v), q.Namespace, q.Name, string(name), "used")
+	}
+}
+
+func node(emit emitFn, n *corev1.Node) {
+	for name, v := range n.Status.Capacity {
+		unit, f := resourceUnit(name, v)
+		gauge(emit, nodeCapacity, f, n.Name, sanitize(string(name)), unit)
+	}
+	for name, v := range n.Status.Allocatable {
+		unit, f := resourceUnit(name, v)
+		gauge(emit, nodeAllocatable, f, n.Name, sanitize(string(name)), unit)
 	}
 }
 
@@ -218,7 +320,7 @@ func sanitize(s string) string {
 	return strings.NewReplacer("/", "_", ".", "_", "-", "_").Replace(s)
 }
 
-func (k *kubeState) pod(ch chan<- prometheus.Metric, p *corev1.Pod) {
+func pod(emit emitFn, p *corev1.Pod) {
 	uid := string(p.UID)
 	var kind, owner string
 	for _, o := range p.OwnerReferences {
@@ -226,42 +328,42 @@ func (k *kubeState) pod(ch chan<- prometheus.Metric, p *corev1.Pod) {
 			kind, owner = o.Kind, o.Name
 		}
 	}
-	gauge(ch, podInfo, 1, p.Namespace, p.Name, uid, p.Status.HostIP, p.Status.PodIP, p.Spec.NodeName, kind, owner,
+	gauge(emit, podInfo, 1, p.Namespace, p.Name, uid, p.Status.HostIP, p.Status.PodIP, p.Spec.NodeName, kind, owner,
 		p.Spec.PriorityClassName, strings.ToLower(boolWord(p.Spec.HostNetwork)))
 	phase := p.Status.Phase
 	for _, ph := range []corev1.PodPhase{corev1.PodPending, corev1.PodSucceeded, corev1.PodFailed, corev1.PodUnknown, corev1.PodRunning} {
-		gauge(ch, podPhase, boolf(phase == ph), p.Namespace, p.Name, uid, string(ph))
+		gauge(emit, podPhase, boolf(phase == ph), p.Namespace, p.Name, uid, string(ph))
 	}
 	for _, c := range p.Status.Conditions {
 		if c.Type != corev1.PodReady {
 			continue
 		}
 		for _, s := range []corev1.ConditionStatus{corev1.ConditionTrue, corev1.ConditionFalse, corev1.ConditionUnknown} {
-			gauge(ch, podReady, boolf(c.Status == s), p.Namespace, p.Name, uid, strings.ToLower(string(s)))
+			gauge(emit, podReady, boolf(c.Status == s), p.Namespace, p.Name, uid, strings.ToLower(string(s)))
 		}
 	}
 	for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
 		lv := []string{p.Namespace, p.Name, uid, cs.Name}
 		if m, err := prometheus.NewConstMetric(podRestarts, prometheus.CounterValue, float64(cs.RestartCount), lv...); err == nil {
-			ch <- m
+			emit(m)
 		}
-		gauge(ch, podContainerReady, boolf(cs.Ready), lv...)
-		gauge(ch, podContainerRunning, boolf(cs.State.Running != nil), lv...)
+		gauge(emit, podContainerReady, boolf(cs.Ready), lv...)
+		gauge(emit, podContainerRunning, boolf(cs.State.Running != nil), lv...)
 		if w := cs.State.Waiting; w != nil && w.Reason != "" {
-			gauge(ch, podContainerWaitingReason, 1, append(lv, w.Reason)...)
+			gauge(emit, podContainerWaitingReason, 1, append(lv, w.Reason)...)
 		}
 		if t := cs.LastTerminationState.Terminated; t != nil && t.Reason != "" {
-			gauge(ch, podContainerLastTerminatedReason, 1, append(lv, t.Reason)...)
+			gauge(emit, podContainerLastTerminatedReason, 1, append(lv, t.Reason)...)
 		}
 	}
 	for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
 		for name, q := range c.Resources.Requests {
 			unit, f := resourceUnit(name, q)
-			gauge(ch, podRequests, f, p.Namespace, p.Name, uid, c.Name, p.Spec.NodeName, sanitize(string(name)), unit)
+			gauge(emit, podRequests, f, p.Namespace, p.Name, uid, c.Name, p.Spec.NodeName, sanitize(string(name)), unit)
 		}
 		for name, q := range c.Resources.Limits {
 			unit, f := resourceUnit(name, q)
-			gauge(ch, podLimits, f, p.Namespace, p.Name, uid, c.Name, p.Spec.NodeName, sanitize(string(name)), unit)
+			gauge(emit, podLimits, f, p.Namespace, p.Name, uid, c.Name, p.Spec.NodeName, sanitize(string(name)), unit)
 		}
 	}
 }

@@ -75,7 +75,7 @@ type endpoint struct {
 	labels map[string]string
 	log    hclog.Logger
 
-	sent, retries, lastOK   atomic.Int64
+	sent, retries, lastOK                atomic.Int64
 	droppedFull, droppedBad, droppedDisk atomic.Int64
 }
 
