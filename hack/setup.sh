@@ -14,9 +14,11 @@ command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 # containernetworking-plugins, iptables: the pod network (CNI bridge,
 # host-local, portmap, firewall); nftables: Services' forwarding (the nft
 # that sigs.k8s.io/knftables drives); prometheus, curl: the real Prometheus
-# scraping a node's berthd (test/e2e/kubectl's TestUsage).
+# scraping a node's berthd (test/e2e/kubectl's TestUsage);
+# prometheus-node-exporter: the peer in BenchmarkMetricsOnNode.
 pkgs=(busybox-static util-linux systemd dbus iproute2 procps docker-registry skopeo umoci podman
-	qemu-system-x86 linux-image-amd64 cpio containernetworking-plugins iptables nftables prometheus curl)
+	qemu-system-x86 linux-image-amd64 cpio containernetworking-plugins iptables nftables prometheus curl
+	prometheus-node-exporter)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,11 +31,14 @@ if ((${#missing[@]})); then
 fi
 # The Debian packages start a registry and a Prometheus service where
 # systemd runs; berth's tests start their own, in their nodes. The host's
-# Prometheus would only scrape itself every 15 s: stopped once, when this
-# script installs it.
-if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
-	systemctl disable --now prometheus.service >/dev/null 2>&1 || true
-fi
+# Prometheus would only scrape itself every 15 s, and the node exporter is
+# only the benchmark's peer: both stopped once, when this script installs
+# them.
+for svc in prometheus prometheus-node-exporter; do
+	if [[ " ${missing[*]} " == *" $svc "* ]] && [ -d /run/systemd/system ]; then
+		systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
+	fi
+done
 go mod download
 
 gobin=$(go env GOPATH)/bin

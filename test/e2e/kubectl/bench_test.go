@@ -360,6 +360,38 @@ spec:
 	if !strings.Contains(body, `container_memory_working_set_bytes{container="app"`) || cycle == 0 {
 		b.Fatalf("the scrape lacks the pods' series or the cycle's duration")
 	}
+	// The peer: prometheus-node-exporter (Debian's) in the same node, its
+	// default collectors, scraped as often; its CPU per scrape from its
+	// own /proc/<pid>/stat.
+	bn.sh("systemd-run", "--unit", "berthbench-node-exporter", "--collect", "prometheus-node-exporter", "--web.listen-address=127.0.0.1:9100")
+	var nePID string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if _, err := bn.n.Run(bn.ctx, "curl", "-sf", "-o", "/dev/null", "http://127.0.0.1:9100/metrics"); err == nil {
+			nePID = strings.TrimSpace(strings.TrimPrefix(bn.sh("systemctl", "show", "-p", "MainPID", "berthbench-node-exporter"), "MainPID="))
+			break
+		}
+	}
+	if nePID == "" {
+		b.Fatal("the node exporter never answered")
+	}
+	neCPU := func() float64 {
+		f := strings.Fields(bn.sh("cat", "/proc/"+nePID+"/stat"))
+		u, _ := strconv.ParseFloat(f[13], 64)
+		s, _ := strconv.ParseFloat(f[14], 64)
+		return (u + s) / 100
+	}
+	var neBody string
+	n0 := neCPU()
+	for range scrapes {
+		neBody = bn.sh("curl", "-s", "http://127.0.0.1:9100/metrics")
+	}
+	nePerScrape := (neCPU() - n0) / scrapes
+	bn.sh("systemctl", "stop", "berthbench-node-exporter")
+	b.ReportMetric(nePerScrape*1000, "node-exporter-cpu-ms/scrape")
+	if nePerScrape > 0 {
+		b.ReportMetric(perScrape/nePerScrape, "ratio-to-node-exporter")
+	}
+	b.Logf("prometheus-node-exporter in the same node: %.1f ms of CPU per scrape (%.1f KiB)", nePerScrape*1000, float64(len(neBody))/1024)
 	b.ReportMetric(perScrape*1000, "cpu-ms/scrape")
 	b.ReportMetric(float64(wall.Milliseconds()), "wall-ms/scrape")
 	b.ReportMetric(cycle*1000, "ms/cycle")
