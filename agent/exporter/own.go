@@ -10,8 +10,9 @@ import (
 
 // Own is berth's own series: what berthd does, for alerts on the agent
 // itself. Its methods are the small interfaces the instrumented packages
-// declare (api/server.Observer, agent/events.Counter), so that none of
-// them imports Prometheus.
+// declare (api/instrument.Observer, agent/events.Counter,
+// agent/worker.Observer, agent/admission.Observer), so that none of them
+// imports Prometheus.
 type Own struct {
 	apiRequests *prometheus.CounterVec
 	apiLatency  *prometheus.HistogramVec
@@ -22,9 +23,9 @@ type Own struct {
 	podSync     prometheus.Histogram
 	podStart    prometheus.Histogram
 	systemd     atomic.Pointer[func() int]
-	reconnects  prometheus.CounterFunc
-	cycles      prometheus.CounterFunc
-	cycleTook   prometheus.GaugeFunc
+	// all is every collector above, and the function-backed ones, for
+	// Describe and Collect.
+	all []prometheus.Collector
 }
 
 // Cycles is what Own reads of the usage sampler.
@@ -63,61 +64,41 @@ func NewOwn(u Cycles) *Own {
 			Name: "berth_pod_start_duration_seconds", Help: "From a pod's creation to its first Running status, image pulls included.",
 			Buckets: []float64{0.25, 0.5, 1, 2, 3, 5, 8, 15, 30, 60, 120, 300}}),
 	}
-	o.reconnects = prometheus.NewCounterFunc(prometheus.CounterOpts{
+	o.all = []prometheus.Collector{o.apiRequests, o.apiLatency, o.events, o.pulls, o.rejected, o.admission, o.podSync, o.podStart}
+	o.all = append(o.all, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "berth_systemd_reconnects_total", Help: "Times berthd's connection to systemd was dialled again after it broke (systemd re-executed, dbus-daemon restarted)."},
 		func() float64 {
 			if f := o.systemd.Load(); f != nil {
 				return float64((*f)())
 			}
 			return 0
-		})
+		}))
 	if u != nil {
-		o.cycles = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		o.all = append(o.all, prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "berth_usage_collections_total", Help: "Usage collection cycles completed (each reads every running container's cgroup once)."},
-			func() float64 { return float64(u.Cycles()) })
-		o.cycleTook = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			func() float64 { return float64(u.Cycles()) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "berth_usage_collection_duration_seconds", Help: "How long the last usage collection cycle took."},
 			func() float64 {
 				if s := u.Last(); s != nil {
 					return s.Took.Seconds()
 				}
 				return 0
-			})
+			}))
 	}
 	return o
 }
 
 // Describe sends every series' description.
 func (o *Own) Describe(ch chan<- *prometheus.Desc) {
-	o.apiRequests.Describe(ch)
-	o.apiLatency.Describe(ch)
-	o.events.Describe(ch)
-	o.pulls.Describe(ch)
-	o.rejected.Describe(ch)
-	o.admission.Describe(ch)
-	o.podSync.Describe(ch)
-	o.podStart.Describe(ch)
-	o.reconnects.Describe(ch)
-	if o.cycles != nil {
-		o.cycles.Describe(ch)
-		o.cycleTook.Describe(ch)
+	for _, c := range o.all {
+		c.Describe(ch)
 	}
 }
 
 // Collect sends their values.
 func (o *Own) Collect(ch chan<- prometheus.Metric) {
-	o.apiRequests.Collect(ch)
-	o.apiLatency.Collect(ch)
-	o.events.Collect(ch)
-	o.pulls.Collect(ch)
-	o.rejected.Collect(ch)
-	o.admission.Collect(ch)
-	o.podSync.Collect(ch)
-	o.podStart.Collect(ch)
-	o.reconnects.Collect(ch)
-	if o.cycles != nil {
-		o.cycles.Collect(ch)
-		o.cycleTook.Collect(ch)
+	for _, c := range o.all {
+		c.Collect(ch)
 	}
 }
 
