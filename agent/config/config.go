@@ -159,6 +159,18 @@ type Network struct {
 	ClusterDNS string `yaml:"clusterDNS"`
 }
 
+// Node is the node's name: NodeName, else the host name.
+func (c Config) Node() (string, error) {
+	if c.NodeName != "" {
+		return c.NodeName, nil
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("node name: %w", err)
+	}
+	return h, nil
+}
+
 // ClusterDNSAddr parses ClusterDNS; the zero Addr when it is empty.
 func (n Network) ClusterDNSAddr() (netip.Addr, error) {
 	if n.ClusterDNS == "" {

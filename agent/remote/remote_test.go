@@ -286,3 +286,25 @@ func TestDiskFull(t *testing.T) {
 		t.Errorf("%d batches queued once the disk has room, want 1", n)
 	}
 }
+
+// An endpoint's TLS files are read when the writer is made: a CA file
+// without a certificate, or a missing client key, stops it there.
+func TestEndpointTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(empty, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []Endpoint{
+		{URL: "https://r/w", CAFile: empty},
+		{URL: "https://r/w", CAFile: filepath.Join(dir, "none.pem")},
+		{URL: "https://r/w", CertFile: filepath.Join(dir, "c.pem"), KeyFile: filepath.Join(dir, "k.pem")},
+	} {
+		if _, err := New(Config{Gatherer: testRegistry(), Endpoints: []Endpoint{e}, Dir: dir, Interval: time.Hour}); err == nil || !strings.Contains(err.Error(), "remote write https://r/w") {
+			t.Errorf("%+v: %v", e, err)
+		}
+	}
+	if _, err := New(Config{Gatherer: testRegistry(), Endpoints: []Endpoint{{URL: "https://r/w"}}, Dir: dir, Interval: time.Hour}); err != nil {
+		t.Errorf("no TLS files: %v", err)
+	}
+}

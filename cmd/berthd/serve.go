@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -458,13 +457,9 @@ type agentDeps struct {
 // They run until ctx ends (SIGTERM) and never stop containers when it does.
 // It is called after the listeners accept and before READY=1.
 func startAgents(ctx context.Context, d agentDeps) error {
-	name := d.Config.NodeName
-	if name == "" {
-		h, err := os.Hostname()
-		if err != nil {
-			return fmt.Errorf("node name: %w", err)
-		}
-		name = h
+	name, err := d.Config.Node()
+	if err != nil {
+		return err
 	}
 	// The Node object (kubectl get nodes), kept current as the kubelet's
 	// node status loop keeps it.
@@ -735,19 +730,15 @@ func (j journalWriter) Write(p []byte) (int, error) {
 }
 
 // remoteWriter builds the remote write endpoints from the configuration:
-// their TLS, their queues under queueDir, node=<node name> among the
-// external labels.
+// their queues under queueDir, node=<node name> among the external
+// labels.
 func remoteWriter(cfg config.Config, g prometheus.Gatherer, log hclog.Logger) (*remote.Writer, error) {
 	r := cfg.Metrics.RemoteWrite
 	ext := map[string]string{}
 	if _, ok := r.ExternalLabels["node"]; !ok {
-		name := cfg.NodeName
-		if name == "" {
-			h, err := os.Hostname()
-			if err != nil {
-				return nil, fmt.Errorf("node name: %w", err)
-			}
-			name = h
+		name, err := cfg.Node()
+		if err != nil {
+			return nil, err
 		}
 		ext["node"] = name
 	}
@@ -760,32 +751,11 @@ func remoteWriter(cfg config.Config, g prometheus.Gatherer, log hclog.Logger) (*
 	}
 	var eps []remote.Endpoint
 	for _, e := range r.Endpoints {
-		tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if e.CAFile != "" {
-			pem, err := os.ReadFile(e.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("remote write %s: %w", e.URL, err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("remote write %s: no certificate in %s", e.URL, e.CAFile)
-			}
-			tlsCfg.RootCAs = pool
-		}
-		if e.CertFile != "" {
-			cert, err := tls.LoadX509KeyPair(e.CertFile, e.KeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("remote write %s: %w", e.URL, err)
-			}
-			tlsCfg.Certificates = []tls.Certificate{cert}
-		}
 		max := e.QueueMaxBytes
 		if max == 0 {
 			max = config.DefaultQueueMaxBytes
 		}
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = tlsCfg
-		eps = append(eps, remote.Endpoint{URL: e.URL, Client: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		eps = append(eps, remote.Endpoint{URL: e.URL, CAFile: e.CAFile, CertFile: e.CertFile, KeyFile: e.KeyFile,
 			BearerTokenFile: e.BearerTokenFile, MaxBytes: max, Labels: e.Labels})
 	}
 	return remote.New(remote.Config{Gatherer: g, Endpoints: eps, ExternalLabels: ext, Dir: dir, Interval: cfg.Metrics.Interval, Log: log.Named("remote-write")})
