@@ -4,7 +4,7 @@ export PATH := $(PATH):/usr/local/go/bin:$(shell PATH=$$PATH:/usr/local/go/bin g
 GO ?= go
 BIN := bin
 
-.PHONY: all setup build demo test test-v1 test-v2 test-unit bench clean
+.PHONY: all setup build package demo test test-v1 test-v2 test-unit bench clean
 
 all: build
 
@@ -21,6 +21,11 @@ build:
 	$(GO) build -o $(BIN)/berth-verify ./cmd/berth-verify
 	$(GO) build -o $(BIN)/berth-node ./cmd/berth-node
 	v=$$($(GO) list -m -f '{{.Version}}' k8s.io/kubectl | sed 's/^v0\./v1./'); m=$$(echo $$v | cut -d. -f2); x="-X k8s.io/component-base/version.gitVersion=$$v+berth -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$$m -X k8s.io/component-base/version.gitCommit=$$(git rev-parse HEAD 2>/dev/null)"; $(GO) build -ldflags "$$x $${x//component-base/client-go/pkg}" -o $(BIN)/berth ./cmd/berth
+
+# berth's .deb and .rpm into dist/ (nfpm; hack/package.sh, docs/packages.md).
+# VERSION=x.y.z overrides the version git gives (hack/version.sh).
+package: setup build
+	hack/package.sh dist
 
 demo: setup build
 	$(GO) run ./test/cmd/berth-demo -bin $(BIN)
@@ -71,4 +76,4 @@ bench: setup build
 	$(GO) test -count=1 -run '^$$' -bench 'Scrape' -benchtime 20x ./agent/exporter/
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist

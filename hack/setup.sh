@@ -15,10 +15,14 @@ command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 # host-local, portmap, firewall); nftables: Services' forwarding (the nft
 # that sigs.k8s.io/knftables drives); prometheus, curl: the real Prometheus
 # scraping a node's berthd (test/e2e/kubectl's TestUsage);
-# prometheus-node-exporter: the peer in BenchmarkMetricsOnNode.
+# prometheus-node-exporter: the peer in BenchmarkMetricsOnNode; lintian,
+# rpm, rpmlint: `make package`'s checks (test/e2e/packages); ansible (with
+# kubernetes.core), ansible-core, python3-kubernetes, openssh-server: the
+# Ansible collection's tests and the fleet of nodes reached by ssh
+# (test/e2e/ansible, test/e2e/fleet).
 pkgs=(busybox-static util-linux systemd dbus iproute2 procps docker-registry skopeo umoci podman
 	qemu-system-x86 linux-image-amd64 cpio containernetworking-plugins iptables nftables prometheus curl
-	prometheus-node-exporter)
+	prometheus-node-exporter lintian rpm rpmlint ansible ansible-core python3-kubernetes openssh-server)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,9 +37,11 @@ fi
 # systemd runs; berth's tests start their own, in their nodes. The host's
 # Prometheus would only scrape itself every 15 s, and the node exporter is
 # only the benchmark's peer: both stopped once, when this script installs
-# them.
-for svc in prometheus prometheus-node-exporter; do
-	if [[ " ${missing[*]} " == *" $svc "* ]] && [ -d /run/systemd/system ]; then
+# them. The same for openssh-server's sshd: the fleet's nodes run their own.
+for svc in prometheus prometheus-node-exporter ssh; do
+	pkg=$svc
+	[ "$svc" = ssh ] && pkg=openssh-server
+	if [[ " ${missing[*]} " == *" $pkg "* ]] && [ -d /run/systemd/system ]; then
 		systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
 	fi
 done
@@ -45,4 +51,10 @@ gobin=$(go env GOPATH)/bin
 if ! "$gobin/cosign" version 2>/dev/null | grep -q 'v2.6.5'; then
 	echo "setup: building the cosign CLI v2.6.5 (go install, once)"
 	go install github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
+fi
+
+# nfpm builds the .deb and .rpm (`make package`; not packaged by Debian).
+if ! go version -m "$gobin/nfpm" 2>/dev/null | grep -Eq 'mod[[:space:]]+github.com/goreleaser/nfpm/v2[[:space:]]+v2.45.2'; then
+	echo "setup: building nfpm v2.45.2 (go install, once)"
+	go install github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 fi

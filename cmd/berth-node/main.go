@@ -31,6 +31,7 @@ func run() int {
 	fs := flag.NewFlagSet("berth-node", flag.ContinueOnError)
 	bin := fs.String("bin", "", "host directory shown at "+node.BinMount+" inside the node (default: this binary's directory)")
 	name := fs.String("name", "berth", "node name prefix (hostname)")
+	packages := fs.Bool("packages", false, "a writable /usr and package databases, so dpkg, apt and rpm install into the node (to try berth's .deb)")
 	var binds bindList
 	fs.Var(&binds, "bind", "SRC[:DST] host path to show inside the node (repeatable)")
 	fs.Usage = func() {
@@ -69,7 +70,7 @@ func run() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	n, err := node.Start(ctx, node.Options{Name: *name, BinDir: *bin, Binds: binds})
+	n, err := node.Start(ctx, node.Options{Name: *name, BinDir: *bin, Binds: binds, Packages: *packages})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "berth-node:", err)
 		return 1

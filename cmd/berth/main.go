@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/cobra/doc"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	cliflag "k8s.io/component-base/cli/flag"
@@ -67,6 +68,7 @@ func main() {
 	own := []*cobra.Command{newImageCmd(flags, streams), newPlanCmd(flags, kube, streams), newKubeconfigCmd(flags, streams)}
 	root.AddCommand(own...)
 	groupHelp(root, own)
+	root.AddCommand(manCmd(root, "1"))
 
 	// kubectl's commands end on an error with util.CheckErr, which exits:
 	// clean up first (the streaming proxy, a temporary cache), then exit as
@@ -85,6 +87,16 @@ func main() {
 	if err != nil {
 		util.CheckErr(err)
 	}
+}
+
+// manCmd writes the man pages of root and every command under it into a
+// directory: the packages ship them (hack/package.sh). Hidden, so neither
+// help nor completion offers it; the pages' date is SOURCE_DATE_EPOCH's
+// (cobra's doc reads it), so a build is reproducible.
+func manCmd(root *cobra.Command, section string) *cobra.Command {
+	return &cobra.Command{Use: "__man DIR", Hidden: true, Args: cobra.ExactArgs(1), RunE: func(_ *cobra.Command, args []string) error {
+		return doc.GenManTree(root, &doc.GenManHeader{Section: section, Source: "berth"}, args[0])
+	}}
 }
 
 // run is what kubectl's main gets from k8s.io/component-base/cli

@@ -34,6 +34,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
+	"github.com/spf13/cobra/doc"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
@@ -100,6 +101,11 @@ func newRoot() *cobra.Command {
 	img := &cobra.Command{Use: "image", Short: "pull and list images"}
 	img.AddCommand(pullCmd(g), lsCmd(g), gcCmd(g))
 	root.AddCommand(pod, img, serveCmd(g))
+	// The man pages the packages ship (hack/package.sh), section 8 as a
+	// daemon's; hidden from help. The date is SOURCE_DATE_EPOCH's.
+	root.AddCommand(&cobra.Command{Use: "__man DIR", Hidden: true, Args: cobra.ExactArgs(1), RunE: func(_ *cobra.Command, args []string) error {
+		return doc.GenManTree(root, &doc.GenManHeader{Section: "8", Source: "berth"}, args[0])
+	}})
 	return root
 }
 

@@ -56,9 +56,14 @@ func buildRoot(cfg *config) error {
 		}
 	}
 	ro := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV)
-	mounts := []mnt{
+	usr := []mnt{
 		{"/usr", "usr", "", unix.MS_BIND | unix.MS_REC, "", false},
 		{"", "usr", "", ro, "", false},
+	}
+	if cfg.Packages {
+		usr = []mnt{overlay(cfg.Dir, "usr")}
+	}
+	mounts := append(usr, []mnt{
 		{"overlay", "etc", "overlay", 0, fmt.Sprintf("lowerdir=/etc,upperdir=%s/etc-upper,workdir=%s/etc-work", cfg.Dir, cfg.Dir), false},
 		{filepath.Join(cfg.Dir, "var"), "var", "", unix.MS_BIND, "", false},
 		{"tmpfs", "run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=755", false},
@@ -67,6 +72,15 @@ func buildRoot(cfg *config) error {
 		{"sysfs", "sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RDONLY, "", false},
 		{"tmpfs", "sys/fs/cgroup", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "mode=755", false},
 		{"tmpfs", "dev", "tmpfs", unix.MS_NOSUID, "mode=755", false},
+	}...)
+	if cfg.Packages {
+		for _, d := range pkgDirs {
+			if _, err := os.Stat("/" + d); err == nil {
+				m := overlay(cfg.Dir, d)
+				m.mkTarget = true
+				mounts = append(mounts, m)
+			}
+		}
 	}
 	if cfg.BinDir != "" {
 		mounts = append(mounts,
@@ -101,6 +115,12 @@ func buildRoot(cfg *config) error {
 		return fmt.Errorf("detach old root: %w", err)
 	}
 	return unix.Chdir("/")
+}
+
+// overlay is the mount of the host's /<dir> as the lower layer of the
+// node's, with the upper layer in the node's directory (Options.Packages).
+func overlay(nodeDir, dir string) mnt {
+	return mnt{"overlay", dir, "overlay", 0, fmt.Sprintf("lowerdir=/%s,upperdir=%s/pkg-upper/%s,workdir=%s/pkg-work/%s", dir, nodeDir, dir, nodeDir, dir), false}
 }
 
 func mountAll(root string, ms []mnt) error {

@@ -72,7 +72,20 @@ type Options struct {
 	Binds []Bind
 	// Stdout receives systemd's console output in addition to console.log.
 	Console io.Writer
+	// Packages makes the node a machine packages can be installed on: /usr
+	// becomes an overlay over the host's with its upper layer in the node's
+	// directory, and dpkg's, apt's and rpm's databases under /var start as
+	// overlays of the host's. dpkg -i, apt install ./x.deb and rpm -i then
+	// write only into the node, which a package test needs to install,
+	// upgrade and purge for real. Without it /usr is the host's, read-only.
+	Packages bool
 }
+
+// pkgDirs are the host directories a Packages node sees as overlays: the
+// package managers' databases and caches (apt reads its lists and writes
+// its archives cache even for a local file; rpm keeps its database in
+// /var/lib/rpm on Debian's rpm).
+var pkgDirs = []string{"var/lib/dpkg", "var/lib/apt", "var/cache/apt", "var/cache/debconf", "var/lib/rpm"}
 
 // Bind shows Source (host) at Target (node).
 type Bind struct{ Source, Target string }
@@ -90,12 +103,13 @@ type Node struct {
 }
 
 type config struct {
-	Name    string
-	Dir     string
-	BinDir  string
-	Binds   []Bind
-	Hier    []hierarchy
-	Cgroups []string
+	Name     string
+	Dir      string
+	BinDir   string
+	Binds    []Bind
+	Hier     []hierarchy
+	Cgroups  []string
+	Packages bool
 }
 
 func init() {
@@ -158,6 +172,15 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		}
 	}
 	_ = os.Chmod(filepath.Join(n.Dir, "var/tmp"), 0o1777)
+	if opts.Packages {
+		for _, d := range append([]string{"usr"}, pkgDirs...) {
+			for _, layer := range []string{"upper", "work"} {
+				if err := os.MkdirAll(filepath.Join(n.Dir, "pkg-"+layer, d), 0o755); err != nil {
+					return fail(err)
+				}
+			}
+		}
+	}
 	if err := writeEtc(filepath.Join(n.Dir, "etc-upper"), name); err != nil {
 		return fail(err)
 	}
@@ -173,7 +196,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	for _, h := range hs {
 		n.bases[h.base()] = filepath.Join(h.Own, leaf)
 	}
-	cfg := config{Name: name, Dir: n.Dir, BinDir: opts.BinDir, Binds: opts.Binds, Hier: hs, Cgroups: n.cgs}
+	cfg := config{Name: name, Dir: n.Dir, BinDir: opts.BinDir, Binds: opts.Binds, Hier: hs, Cgroups: n.cgs, Packages: opts.Packages}
 	cj, _ := json.Marshal(cfg)
 	self, err := os.Executable()
 	if err != nil {
