@@ -48,11 +48,15 @@ done
 } >"$BERTH_GEN/berth-purge"
 chmod 0755 "$BERTH_GEN/deb-postrm" "$BERTH_GEN/berth-purge"
 # Both formats want a changelog (nfpm writes Debian's and rpm's from
-# this chglog file); this one names the build and its commit.
+# this chglog file; -1 is nfpm.yaml's release); this one names the build
+# and its commit.
 cat >"$BERTH_GEN/changelog.yml" <<EOF
-- semver: $VERSION
+- semver: $VERSION-1
   date: $(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
   packager: berth maintainers <maintainers@berth.dev>
+  deb:
+    urgency: medium
+    distributions: [unstable]
   changes:
     - note: Built from commit $(git rev-parse HEAD).
 EOF
