@@ -31,6 +31,32 @@ func Build(dir, version string) (*Packages, error) {
 	return Package(bin, dir, version)
 }
 
+// BuildRev builds the binaries of an earlier revision of this repository
+// (git archive of rev into dir/src, `make build` there) and packages them
+// with this tree's packaging as version: an earlier build to upgrade from,
+// with the berthd that build had.
+func BuildRev(dir, rev, version string) (*Packages, error) {
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(src)
+	archive := exec.Command("sh", "-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", root, rev, src)
+	if out, err := archive.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("git archive %s: %w\n%s", rev, err, out)
+	}
+	bin := filepath.Join(dir, "bin")
+	build := exec.Command("make", "-s", "-C", src, "build", "BIN="+bin)
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("make build of %s: %w\n%s", rev, err, out)
+	}
+	return Package(bin, dir, version)
+}
+
 // Package runs hack/package.sh on the binaries in bin into out.
 func Package(bin, out, version string) (*Packages, error) {
 	root, err := testenv.ModuleRoot()

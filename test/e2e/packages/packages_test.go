@@ -25,9 +25,11 @@ import (
 	"github.com/berth-dev/berth/unitgen"
 )
 
-// builds are the packages of this tree: cur with git's version, prev the
-// same binaries as an earlier version ("~prev" sorts before the version in
-// dpkg and rpm alike), so that installing prev then cur is an upgrade.
+// builds are the packages of this tree (cur, git's version) and of the
+// commit before it (prev: its binaries, this tree's packaging, the version
+// "<cur>~prev", which sorts before cur in dpkg and rpm alike), so that
+// installing prev then cur is an upgrade from the previous build, berthd
+// and its state included.
 type builds struct {
 	dir       string
 	prev, cur *pkgbuild.Packages
@@ -68,7 +70,7 @@ func packages(t *testing.T) *builds {
 		if b.cur, errB = pkgbuild.Build(filepath.Join(dir, "cur"), ""); errB != nil {
 			return
 		}
-		if b.prev, errB = pkgbuild.Package(filepath.Join(dir, "cur", "bin"), filepath.Join(dir, "prev"), b.cur.Version+"~prev"); errB != nil {
+		if b.prev, errB = pkgbuild.BuildRev(filepath.Join(dir, "prev"), "HEAD~1", b.cur.Version+"~prev"); errB != nil {
 			return
 		}
 		if errB = os.MkdirAll(b.bin, 0o755); errB == nil {
