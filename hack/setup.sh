@@ -22,11 +22,12 @@ command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 # (test/e2e/ansible, test/e2e/fleet); pylint, yamllint, python3-pycodestyle,
 # python3-voluptuous, shellcheck, python3-venv: what `ansible-test sanity`
 # runs offline (packaging/ansible/sanity.sh builds its virtualenvs from
-# these, as there is no PyPI here).
+# these, as there is no PyPI here); python3-apt: the role's apt module on
+# the fleet's nodes (their python3 is the host's).
 pkgs=(busybox-static util-linux systemd dbus iproute2 procps docker-registry skopeo umoci podman
 	qemu-system-x86 linux-image-amd64 cpio containernetworking-plugins iptables nftables prometheus curl
 	prometheus-node-exporter lintian rpm rpmlint ansible ansible-core python3-kubernetes openssh-server
-	pylint yamllint python3-pycodestyle python3-voluptuous shellcheck python3-venv)
+	pylint yamllint python3-pycodestyle python3-voluptuous shellcheck python3-venv python3-apt)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
