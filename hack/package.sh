@@ -9,11 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 out=$(realpath -m "${1:-dist}")
-export VERSION=$(hack/version.sh)
-export BERTH_BIN=$(realpath "${BERTH_BIN:-bin}")
-export BERTH_GEN=$out/gen
+# Assigned, then exported: `export X=$(cmd)` would hide cmd's failure
+# from set -e, and nfpm makes version 0.0.0-rc0 of an empty VERSION.
+VERSION=$(hack/version.sh)
+BERTH_BIN=$(realpath "${BERTH_BIN:-bin}")
+BERTH_GEN=$out/gen
 # The man pages' date, and the packages' file times (nfpm reads it too).
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
+[ -n "$VERSION" ] && [ -n "$SOURCE_DATE_EPOCH" ] || { echo "package: no version from git: set VERSION and SOURCE_DATE_EPOCH" >&2; exit 1; }
+export VERSION BERTH_BIN BERTH_GEN SOURCE_DATE_EPOCH
 nfpm=$(go env GOPATH)/bin/nfpm
 [ -x "$nfpm" ] || { echo "package: nfpm is missing: make setup installs it" >&2; exit 1; }
 
@@ -24,11 +28,13 @@ mkdir -p "$BERTH_GEN/man" "$BERTH_GEN/completion" "$BERTH_GEN/bin"
 for b in berthd berth berth-init berth-hook berth-verify; do
 	strip --strip-unneeded -o "$BERTH_GEN/bin/$b" "$BERTH_BIN/$b"
 done
-"$BERTH_BIN/berth" __man "$BERTH_GEN/man"
-"$BERTH_BIN/berthd" __man "$BERTH_GEN/man"
+# A fixed HOME and zone: kubectl's flags print their defaults under $HOME
+# (--cache-dir), and cobra writes the date in local time.
+HOME=/nonexistent TZ=UTC "$BERTH_BIN/berth" __man "$BERTH_GEN/man"
+HOME=/nonexistent TZ=UTC "$BERTH_BIN/berthd" __man "$BERTH_GEN/man"
 gzip -9n "$BERTH_GEN"/man/*
 for sh in bash zsh fish; do
-	"$BERTH_BIN/berth" completion "$sh" >"$BERTH_GEN/completion/berth.$sh"
+	HOME=/nonexistent "$BERTH_BIN/berth" completion "$sh" >"$BERTH_GEN/completion/berth.$sh"
 done
 {
 	cat packaging/scripts/deb-postrm.head

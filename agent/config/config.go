@@ -244,7 +244,7 @@ func Default() Config {
 		ShutdownTimeout: 10 * time.Second,
 		Network: Network{
 			CNIConfDir:    "/etc/berth/cni",
-			CNIPluginDirs: []string{"/usr/lib/cni", "/opt/cni/bin"},
+			CNIPluginDirs: []string{"/usr/lib/cni", "/usr/libexec/cni", "/opt/cni/bin"},
 			ResolvConf:    "/etc/resolv.conf",
 			ServiceCIDR:   "10.86.0.0/16",
 			NodePortRange: "30000-32767",

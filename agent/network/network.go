@@ -55,8 +55,10 @@ const (
 )
 
 // DefaultPluginDirs are searched for plugin binaries: Debian's package
-// installs them in /usr/lib/cni, the upstream tarballs in /opt/cni/bin.
-var DefaultPluginDirs = []string{"/usr/lib/cni", "/opt/cni/bin"}
+// installs them in /usr/lib/cni, Fedora's and RHEL's in /usr/libexec/cni,
+// the upstream tarballs in /opt/cni/bin. agent/config's default is the
+// same list.
+var DefaultPluginDirs = []string{"/usr/lib/cni", "/usr/libexec/cni", "/opt/cni/bin"}
 
 // Config places the network's files.
 type Config struct {

@@ -158,6 +158,8 @@ spec:
   - name: web
     image: %s
     command: ["sh", "-c", "echo hello from the package; while :; do sleep 1; done"]
+    # A hostPort: CNI's portmap writes nat rules, which purge must remove.
+    ports: [{containerPort: 8080, hostPort: 18080}]
     resources:
       limits: {cpu: 500m, memory: 128Mi}
 ---
@@ -224,6 +226,9 @@ func TestDeb(t *testing.T) {
 	if out, err := try(n, "berth", "wait", "--for=condition=Ready", "pod/hello", "-n", "demo", "--timeout=120s"); err != nil {
 		d, _ := try(n, "berth", "describe", "pod", "hello", "-n", "demo")
 		t.Fatalf("pod hello from the installed berth: %v %s\n%s", err, out, d)
+	}
+	if out := run(t, n, "iptables", "-w", "-t", "nat", "-S"); !strings.Contains(out, `name: \"berth\"`) || !strings.Contains(out, "18080") {
+		t.Errorf("no hostPort rule for pod hello (so purge's removal of them is not tested):\n%s", out)
 	}
 	if out := run(t, n, "berth", "exec", "hello", "-n", "demo", "--", "sh", "-c", "grep NoNewPrivs /proc/self/status"); !strings.Contains(out, "1") {
 		t.Errorf("exec in the pod: %s", out)
@@ -301,17 +306,25 @@ func TestDeb(t *testing.T) {
 	if out := run(t, n, "ip", "-o", "link"); strings.Contains(out, "berth0") {
 		t.Errorf("bridge left after purge:\n%s", out)
 	}
+	if out := run(t, n, "ip", "route", "show", "dev", "lo"); strings.Contains(out, "10.86.0.0/16") {
+		t.Errorf("the Service range's route left on lo after purge:\n%s", out)
+	}
 	if out := run(t, n, "ip", "-o", "addr", "show", "dev", "lo"); strings.Contains(out, "10.86.0.10") {
 		t.Errorf("the cluster DNS address left on lo after purge:\n%s", out)
 	}
 	if out := run(t, n, "sh", "-c", "iptables -w -S FORWARD | grep 'berth: ' || true"); strings.TrimSpace(out) != "" {
 		t.Errorf("iptables rules left after purge:\n%s", out)
 	}
+	if out := run(t, n, "sh", "-c", `iptables -w -t nat -S | grep -e 'name: \\"berth\\"' -e CNI-DN- || true`); strings.TrimSpace(out) != "" {
+		t.Errorf("hostPort nat rules left after purge:\n%s", out)
+	}
 	if _, err := try(n, "getent", "group", "berth"); err != nil {
 		t.Errorf("the group berth was removed by purge; Debian keeps a package's system group: %v", err)
 	}
-	if out, _ := try(n, "dpkg-query", "-W", "-f", "${Status}", "berth"); strings.Contains(out, "installed") && !strings.Contains(out, "not-installed") {
-		t.Errorf("dpkg still knows berth after purge: %s", out)
+	// After a purge dpkg forgets the package (dpkg-query fails); after a
+	// mere remove it would say "deinstall ok config-files".
+	if out, err := try(n, "dpkg-query", "-W", "-f", "${db:Status-Abbrev}", "berth"); err == nil && strings.TrimSpace(out) != "pn" {
+		t.Errorf("dpkg still knows berth after purge: %q", out)
 	}
 }
 
@@ -363,6 +376,12 @@ func TestRPM(t *testing.T) {
 	if got := show(t, n, "berthd.service", "ActiveState"); got == "active" {
 		t.Errorf("berthd still active after rpm -e")
 	}
+	if out := run(t, n, "sh", "-c", "ls /etc/systemd/system/*.wants/ | grep berthd || true"); strings.TrimSpace(out) != "" {
+		t.Errorf("rpm -e left berthd enabled: %s", out)
+	}
+	if exists(n, "/usr/libexec/berth") {
+		t.Errorf("rpm -e left /usr/libexec/berth (the package owns it)")
+	}
 	if !exists(n, "/var/lib/berth/state.db") || !exists(n, "/etc/berth/policy.json.rpmsave") && !exists(n, "/etc/berth/policy.json") {
 		t.Errorf("rpm -e removed berthd's state or the edited policy")
 	}
@@ -384,7 +403,11 @@ func TestRPM(t *testing.T) {
 func TestLint(t *testing.T) {
 	b := packages(t)
 	t.Parallel()
-	out, _ := exec.Command("lintian", "--tag-display-limit", "0", b.cur.Deb).CombinedOutput()
+	// lintian exits 1 when it reports errors, 2 when it could not run.
+	out, err := exec.Command("lintian", "--tag-display-limit", "0", b.cur.Deb).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); err != nil && (!ok || ee.ExitCode() != 1) {
+		t.Fatalf("lintian did not run: %v\n%s", err, out)
+	}
 	for _, l := range strings.Split(string(out), "\n") {
 		if strings.HasPrefix(l, "E: ") {
 			t.Errorf("lintian: %s", l)
@@ -393,6 +416,9 @@ func TestLint(t *testing.T) {
 	t.Logf("lintian:\n%s", out)
 	n := packageNode(t, b, "rpmlint")
 	out2, _ := try(n, "sh", "-c", "cd /var/tmp && rpmlint "+filepath.Base(b.cur.RPM)+" 2>&1")
+	if !strings.Contains(out2, "1 packages and 0 specfiles checked") {
+		t.Fatalf("rpmlint did not check the package:\n%s", out2)
+	}
 	// no-signature: packages are signed when released (rpmsign with the
 	// project's key), not by make package. no-binary: rpmlint looks at the
 	// files it extracted with cpio into its own directory, but nfpm's
