@@ -48,6 +48,15 @@ func Setup(t *testing.T, name, config string) (*node.Node, *nodereg.Signed) {
 	return n, signed
 }
 
+// Write writes content to path in n (0644, its directory made), failing
+// the test on an error.
+func Write(t *testing.T, n *node.Node, path, content string) {
+	t.Helper()
+	if err := writeNode(n, path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Run runs args in n and returns their output, failing the test on an error.
 func Run(t *testing.T, n *node.Node, args ...string) string {
 	t.Helper()

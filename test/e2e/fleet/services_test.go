@@ -157,29 +157,15 @@ type sample struct {
 
 // promQuery runs an instant query at time at.
 func promQuery(addr, query string, at time.Time) ([]sample, error) {
-	q := url.Values{"query": {query}, "time": {strconv.FormatFloat(float64(at.UnixMilli())/1000, 'f', 3, 64)}}
-	resp, err := http.Get("http://" + addr + "/api/v1/query?" + q.Encode())
-	if err != nil {
+	var result []struct {
+		Metric map[string]string
+		Value  [2]any
+	}
+	if err := promAPI(addr, query, at, "vector", &result); err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var r struct {
-		Status string
-		Error  string
-		Data   struct {
-			ResultType string
-			Result     []struct {
-				Metric map[string]string
-				Value  [2]any
-			}
-		}
-	}
-	if err := json.Unmarshal(b, &r); err != nil || r.Status != "success" || r.Data.ResultType != "vector" {
-		return nil, fmt.Errorf("query %s: %v %s: %s", query, err, r.Error, b)
-	}
 	var out []sample
-	for _, x := range r.Data.Result {
+	for _, x := range result {
 		s, _ := x.Value[1].(string)
 		v, err := strconv.ParseFloat(s, 64)
 		if err != nil {
@@ -198,29 +184,15 @@ type rangeSeries struct {
 
 // promRange evaluates a range vector selector (raw samples) at time at.
 func promRange(addr, query string, at time.Time) ([]rangeSeries, error) {
-	q := url.Values{"query": {query}, "time": {strconv.FormatFloat(float64(at.UnixMilli())/1000, 'f', 3, 64)}}
-	resp, err := http.Get("http://" + addr + "/api/v1/query?" + q.Encode())
-	if err != nil {
+	var result []struct {
+		Metric map[string]string
+		Values [][2]any
+	}
+	if err := promAPI(addr, query, at, "matrix", &result); err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var r struct {
-		Status string
-		Error  string
-		Data   struct {
-			ResultType string
-			Result     []struct {
-				Metric map[string]string
-				Values [][2]any
-			}
-		}
-	}
-	if err := json.Unmarshal(b, &r); err != nil || r.Status != "success" || r.Data.ResultType != "matrix" {
-		return nil, fmt.Errorf("query %s: %v %s: %s", query, err, r.Error, b)
-	}
 	var out []rangeSeries
-	for _, x := range r.Data.Result {
+	for _, x := range result {
 		s := rangeSeries{Metric: x.Metric}
 		for _, p := range x.Values {
 			ts, _ := p[0].(float64)
@@ -234,6 +206,33 @@ func promRange(addr, query string, at time.Time) ([]rangeSeries, error) {
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// promAPI runs query at time at through Prometheus' /api/v1/query and
+// decodes its data.result into result, which must be of resultType.
+func promAPI(addr, query string, at time.Time, resultType string, result any) error {
+	q := url.Values{"query": {query}, "time": {strconv.FormatFloat(float64(at.UnixMilli())/1000, 'f', 3, 64)}}
+	resp, err := http.Get("http://" + addr + "/api/v1/query?" + q.Encode())
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var r struct {
+		Status string
+		Error  string
+		Data   struct {
+			ResultType string
+			Result     json.RawMessage
+		}
+	}
+	if err := json.Unmarshal(b, &r); err != nil || r.Status != "success" || r.Data.ResultType != resultType {
+		return fmt.Errorf("query %s: %v %s: %s", query, err, r.Error, b)
+	}
+	if err := json.Unmarshal(r.Data.Result, result); err != nil {
+		return fmt.Errorf("query %s: %v: %s", query, err, b)
+	}
+	return nil
 }
 
 // run runs a host command and returns its output, failing t on an error.

@@ -56,13 +56,7 @@ func (e *env) run(args ...string) string {
 
 func (e *env) write(path, content string) {
 	e.t.Helper()
-	p := e.n.HostPath(path)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		e.t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		e.t.Fatal(err)
-	}
+	nodeberthd.Write(e.t, e.n, path, content)
 }
 
 // requestLine is a request in kubectl's -v=6 log:

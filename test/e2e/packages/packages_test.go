@@ -19,6 +19,7 @@ import (
 
 	"github.com/berth-dev/berth/test/node"
 	"github.com/berth-dev/berth/test/node/nodetest"
+	"github.com/berth-dev/berth/test/nodeberthd"
 	"github.com/berth-dev/berth/test/nodereg"
 	"github.com/berth-dev/berth/test/pkgbuild"
 	"github.com/berth-dev/berth/test/testenv"
@@ -123,20 +124,13 @@ func show(t *testing.T, n *node.Node, unit, prop string) string {
 	return strings.TrimSpace(run(t, n, "systemctl", "show", "-P", prop, unit))
 }
 
-// ready waits for berthd's API to answer through the socket.
+// ready waits for berthd's API to answer /readyz on its socket.
 func ready(t *testing.T, n *node.Node) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		out, err := try(n, "berth", "get", "--raw", "/readyz")
-		if err == nil && strings.TrimSpace(out) == "ok" {
-			return
-		}
-		if time.Now().After(deadline) {
-			j, _ := try(n, "journalctl", "-u", "berthd", "--no-pager", "-n", "40")
-			t.Fatalf("berthd's API did not answer: %v %s\n%s", err, out, j)
-		}
-		time.Sleep(200 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := nodeberthd.WaitReady(ctx, n); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -219,9 +213,7 @@ func TestDeb(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(n.HostPath("/root/hello.yaml"), []byte(fmt.Sprintf(podYAML, signed.Ref, signed.Unsigned)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	nodeberthd.Write(t, n, "/root/hello.yaml", fmt.Sprintf(podYAML, signed.Ref, signed.Unsigned))
 	run(t, n, "berth", "apply", "-f", "/root/hello.yaml")
 	if out, err := try(n, "berth", "wait", "--for=condition=Ready", "pod/hello", "-n", "demo", "--timeout=120s"); err != nil {
 		d, _ := try(n, "berth", "describe", "pod", "hello", "-n", "demo")
@@ -354,9 +346,7 @@ func TestRPM(t *testing.T) {
 	// An operator's edit survives an upgrade (%config(noreplace)), and the
 	// upgrade restarts berthd.
 	edited := `{"default": [{"type": "insecureAcceptAnything"}]}` + "\n"
-	if err := os.WriteFile(n.HostPath("/etc/berth/policy.json"), []byte(edited), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	nodeberthd.Write(t, n, "/etc/berth/policy.json", edited)
 	before := show(t, n, "berthd.service", "InvocationID")
 	run(t, n, "rpm", "-U", "--nodeps", cur)
 	ready(t, n)
